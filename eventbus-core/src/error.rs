@@ -1,0 +1,288 @@
+//! Errors of the eventbus runtime.
+//!
+//! Business rejections, concurrency conflicts and infrastructure failures are kept apart;
+//! whether an operation is worth retrying is a method ([`Error::is_retryable`]), never string
+//! matching.
+
+use std::fmt;
+
+/// The result type of eventbus operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Boxed error used as the source of wrapped failures.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in the eventbus runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An event payload could not be encoded as JSON. A bug in the event type's `Serialize`
+    /// impl: not retryable.
+    #[error("cannot serialize event `{event_type}`: {source}")]
+    Serialize {
+        /// The event type being serialized.
+        event_type: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A stored event could not be decoded into the requested type. Permanent for that entry;
+    /// consumers send such entries to the dead-letter stream.
+    #[error("cannot decode event `{event_type}`: {reason}")]
+    Decode {
+        /// The event type of the entry.
+        event_type: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// The backend (Redis, or the in-memory transport) failed. Inspect
+    /// [`TransportError::kind`]; [`Error::is_retryable`] says whether trying again may help.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+
+    /// The consumer group does not exist (for example after `FLUSHALL` or a failover).
+    /// Consumers recreate it with backoff.
+    #[error("consumer group `{group}` does not exist on `{stream}`")]
+    GroupMissing {
+        /// The stream (topic) that lost its group.
+        stream: String,
+        /// The group name.
+        group: String,
+    },
+
+    /// The object was configured wrongly (no handlers, an empty group name, …). Fix the
+    /// wiring: not retryable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The component has been shut down and accepts no more work.
+    #[error("shut down")]
+    Shutdown,
+}
+
+impl Error {
+    /// Whether the same operation may succeed if tried again (after a backoff).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Transport(e) => e.is_retryable(),
+            Error::GroupMissing { .. } => true,
+            Error::Serialize { .. } | Error::Decode { .. } | Error::Config(_) | Error::Shutdown => {
+                false
+            }
+        }
+    }
+}
+
+/// What kind of backend failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// The server could not be reached, or the connection dropped. Retryable.
+    Connection,
+    /// The server did not answer in time. Retryable.
+    Timeout,
+    /// Authentication failed (wrong user or password). Not retryable: fix the credentials.
+    Auth,
+    /// The ACL user lacks a permission for a command or key. Not retryable.
+    Permission,
+    /// The server is loading, failing over or otherwise busy. Retryable.
+    Busy,
+    /// The server answered with data the client did not expect. Not retryable.
+    Protocol,
+    /// Any other server-side error. Not retryable.
+    Other,
+}
+
+impl TransportErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TransportErrorKind::Connection => "connection failed",
+            TransportErrorKind::Timeout => "timed out",
+            TransportErrorKind::Auth => "authentication failed",
+            TransportErrorKind::Permission => "permission denied",
+            TransportErrorKind::Busy => "server busy",
+            TransportErrorKind::Protocol => "unexpected response",
+            TransportErrorKind::Other => "command failed",
+        }
+    }
+}
+
+/// A failure of the backend, naming the server (never its password) and the operation.
+#[derive(Debug)]
+pub struct TransportError {
+    kind: TransportErrorKind,
+    server: String,
+    operation: String,
+    message: String,
+    source: Option<BoxError>,
+}
+
+impl TransportError {
+    /// Creates an error. `server` must already be redacted (no password).
+    pub fn new(
+        kind: TransportErrorKind,
+        server: impl Into<String>,
+        operation: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        TransportError {
+            kind,
+            server: server.into(),
+            operation: operation.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying error.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+
+    /// The server it happened on, without credentials.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The operation that failed (`XADD`, `connect`, …).
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+
+    /// Whether retrying after a backoff may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            TransportErrorKind::Connection | TransportErrorKind::Timeout | TransportErrorKind::Busy
+        )
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on {} ({})", self.kind.as_str(), self.server, self.operation)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Why a handler failed to process an event.
+///
+/// Any error converts into it with `?`, as a retryable failure. Use
+/// [`HandlerError::permanent`] for failures that no retry can fix (the entry then goes to the
+/// dead-letter stream at once instead of after `max_deliveries`).
+pub struct HandlerError {
+    message: String,
+    source: Option<BoxError>,
+    permanent: bool,
+}
+
+impl HandlerError {
+    /// A retryable failure with a message.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        HandlerError { message: message.into(), source: None, permanent: false }
+    }
+
+    /// A failure that retrying cannot fix: the entry is dead-lettered immediately.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        HandlerError { message: message.into(), source: None, permanent: true }
+    }
+
+    /// Marks this failure as permanent.
+    pub fn into_permanent(mut self) -> Self {
+        self.permanent = true;
+        self
+    }
+
+    /// Whether the failure is permanent.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The message, including the sources' messages.
+    pub fn message(&self) -> String {
+        let mut out = self.message.clone();
+        let mut next = self.source.as_deref().and_then(|s| s.source());
+        while let Some(s) = next {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            next = s.source();
+        }
+        out
+    }
+
+    /// The underlying error, when there is one.
+    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+}
+
+impl<E> From<E> for HandlerError
+where
+    E: Into<BoxError>,
+{
+    fn from(e: E) -> Self {
+        let source: BoxError = e.into();
+        HandlerError { message: source.to_string(), source: Some(source), permanent: false }
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerError")
+            .field("message", &self.message())
+            .field("permanent", &self.permanent)
+            .finish()
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_error_names_server_and_operation() {
+        let e = TransportError::new(
+            TransportErrorKind::Connection,
+            "redis://127.0.0.1:1",
+            "connect",
+            "refused",
+        );
+        assert_eq!(e.to_string(), "connection failed on redis://127.0.0.1:1 (connect): refused");
+        assert!(Error::from(e).is_retryable());
+    }
+
+    #[test]
+    fn handler_error_from_any_error_is_retryable() {
+        fn fails() -> Result<(), HandlerError> {
+            let _: u32 = "x".parse()?;
+            Ok(())
+        }
+        let e = fails().unwrap_err();
+        assert!(!e.is_permanent());
+        assert!(e.message().contains("invalid digit"));
+        assert!(HandlerError::permanent("bad").is_permanent());
+    }
+}

@@ -1,0 +1,65 @@
+//! # eventbus-core
+//!
+//! Event-driven microservices on Redis, in Rust: the event envelope, the traits, the runtime
+//! and an in-memory backend with the same semantics as the Redis one (`eventbus-redis`).
+//!
+//! ```
+//! use eventbus_core::{event, EventBus, Envelope, HandlerError};
+//! use eventbus_core::transport::memory::MemoryTransport;
+//!
+//! #[event(name = "OrderCreated")]
+//! #[derive(Debug, Clone)]
+//! pub struct OrderCreated {
+//!     pub order_id: String,
+//!     pub total: f64,
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = EventBus::new(MemoryTransport::new(), "order-service");
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let subscription = bus
+//!     .subscribe("billing-service")
+//!     .on(move |event: Envelope<OrderCreated>| {
+//!         let tx = tx.clone();
+//!         async move {
+//!             tx.send(event.data.order_id).map_err(HandlerError::from)?;
+//!             Ok(())
+//!         }
+//!     })
+//!     .start()
+//!     .await?;
+//!
+//! bus.publish(OrderCreated { order_id: "ord_1".into(), total: 99.5 }).await?;
+//! assert_eq!(rx.recv().await.as_deref(), Some("ord_1"));
+//! subscription.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Delivery guarantees
+//!
+//! Streams subscriptions are **at-least-once**: an entry is acknowledged only after every
+//! handler succeeded; failures are retried with exponential backoff and, after
+//! `max_deliveries`, moved to the group's dead-letter stream with the error; entries a
+//! crashed consumer left pending are reclaimed by live consumers of the group.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod envelope;
+pub mod error;
+pub mod event;
+pub mod transport;
+
+pub use envelope::{EntryId, Envelope, Metadata};
+pub use error::{BoxError, Error, HandlerError, Result, TransportError, TransportErrorKind};
+pub use event::Event;
+pub use eventbus_derive::event;
+pub use transport::{StartFrom, StreamConsumer, StreamTransport, Topic};
+
+/// Items used by code the macros generate. Not public API: no stability guarantees.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use serde_json;
+}

@@ -1,0 +1,1 @@
+//! In-memory transport with the semantics of Redis Streams consumer groups.

@@ -1,0 +1,241 @@
+//! The seam between the runtime and a backend.
+//!
+//! A backend (Redis in `eventbus-redis`, or [`memory::MemoryTransport`]) offers the stream
+//! primitives below; the runtime in [`crate::bus`] builds the consumer loop (batching, bounded
+//! concurrency, retries, dead letters, reclaiming, shutdown) on top of them once, so every
+//! backend has the same delivery semantics.
+//!
+//! The model is that of Redis Streams: every event type has a stream, and every event is
+//! also appended to one global stream ([`Topic::All`]); consumer groups track what they have
+//! read and keep a pending entries list (PEL) of what they have read but not acknowledged.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::envelope::{EntryId, Envelope};
+use crate::error::Result;
+
+pub mod memory;
+
+/// A stream a subscription reads: one event type's stream, or the global stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Topic {
+    /// The stream of one event type.
+    Type(String),
+    /// The global stream every event is also appended to.
+    All,
+}
+
+impl Topic {
+    /// The topic of one event type.
+    pub fn of_type(event_type: impl Into<String>) -> Self {
+        Topic::Type(event_type.into())
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Topic::Type(t) => f.write_str(t),
+            Topic::All => f.write_str("all"),
+        }
+    }
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// Only events appended after the group was created (`$`).
+    #[default]
+    New,
+    /// Every event still in the stream (`0`).
+    Beginning,
+}
+
+/// One entry handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The stream it was read from.
+    pub topic: Topic,
+    /// Its id in that stream.
+    pub entry_id: EntryId,
+    /// How many times it has been delivered to the group, this delivery included.
+    pub delivery_count: u32,
+    /// The decoded event, or why the entry could not be decoded.
+    pub event: std::result::Result<Envelope<Value>, Malformed>,
+}
+
+/// Why an entry could not be decoded into an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
+    /// Human-readable reason, stored with the dead letter.
+    pub reason: String,
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// What a consumer is: its group, its stable name and what it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    /// The consumer group, `{service}-consumers` by convention.
+    pub group: String,
+    /// The consumer's name within the group; stable across restarts.
+    pub consumer: String,
+    /// The streams it reads.
+    pub topics: Vec<Topic>,
+}
+
+/// The result of reclaiming idle entries from other consumers.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    /// Entries now owned by this consumer, with their delivery counts.
+    pub deliveries: Vec<Delivery>,
+    /// Ids that were pending but whose entries no longer exist (trimmed or deleted); the
+    /// backend has already acknowledged them.
+    pub deleted: Vec<EntryId>,
+    /// Cursor for the next call; `0-0` when the scan wrapped around.
+    pub next_cursor: EntryId,
+}
+
+/// Why and how an entry was dead-lettered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterReason {
+    /// The error of the last attempt, or why the entry is malformed.
+    pub error: String,
+    /// Deliveries made before giving up.
+    pub delivery_count: u32,
+    /// The consumer that gave up.
+    pub consumer: String,
+}
+
+/// An entry in a group's dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Id in the dead-letter stream.
+    pub id: EntryId,
+    /// The stream the entry came from.
+    pub origin_topic: Topic,
+    /// Its id there.
+    pub origin_id: EntryId,
+    /// The group that failed to handle it.
+    pub group: String,
+    /// Why it was dead-lettered.
+    pub reason: DeadLetterReason,
+    /// When it was dead-lettered (seconds since the Unix epoch).
+    pub dead_lettered_at: f64,
+    /// The event, when the entry could be decoded.
+    pub event: Option<Envelope<Value>>,
+    /// The entry's original fields (raw), for inspection and replay.
+    pub fields: Vec<(String, String)>,
+}
+
+/// Consumer-group health of one stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupLag {
+    /// The stream.
+    pub topic: Topic,
+    /// The group.
+    pub group: String,
+    /// Entries not yet delivered to the group; `None` when the server cannot tell (after
+    /// trimming or an arbitrary `SETID`): show it as unknown, never as 0.
+    pub lag: Option<u64>,
+    /// Entries delivered but not acknowledged.
+    pub pending: u64,
+    /// Idle time of the oldest pending entry.
+    pub oldest_pending_idle: Option<Duration>,
+    /// Consumers with their pending counts and idle times.
+    pub consumers: Vec<ConsumerInfo>,
+}
+
+/// One consumer of a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerInfo {
+    /// Its name.
+    pub name: String,
+    /// Entries it holds pending.
+    pub pending: u64,
+    /// Time since it last read or claimed.
+    pub idle: Duration,
+}
+
+/// A backend for the Streams event bus.
+///
+/// Implementations must be wire-faithful: [`publish`](Self::publish) appends each event to
+/// its type's stream and to the global stream in one atomic step.
+#[async_trait]
+pub trait StreamTransport: Send + Sync + 'static {
+    /// Appends events, each to its type's stream and to the global stream atomically, in one
+    /// batch. Returns each event's id in its type's stream, in order.
+    async fn publish(&self, events: &[Envelope<Value>]) -> Result<Vec<EntryId>>;
+
+    /// Creates the group on the topic's stream (creating the stream if needed) unless it
+    /// exists; an existing group keeps its position.
+    async fn ensure_group(&self, topic: &Topic, group: &str, start: StartFrom) -> Result<()>;
+
+    /// Opens a consumer. Redis backends give it its own connection for blocking reads.
+    async fn consumer(&self, spec: ConsumerSpec) -> Result<Box<dyn StreamConsumer>>;
+
+    /// Health of every group (or of one) on every stream.
+    async fn lag(&self, group: Option<&str>) -> Result<Vec<GroupLag>>;
+
+    /// Dead letters of a group, oldest first.
+    async fn dead_letters(&self, group: &str, count: usize) -> Result<Vec<DeadLetter>>;
+
+    /// Re-publishes dead letters to their origin streams (with their original fields and a
+    /// new entry id) and removes them from the dead-letter stream. `ids` `None` replays all.
+    /// Returns how many were replayed. Note that every group reading the origin stream sees
+    /// a replayed entry again; the event id is unchanged, so idempotent consumers skip it.
+    async fn replay_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> Result<usize>;
+
+    /// Deletes dead letters (`None`: all). Returns how many were deleted.
+    async fn purge_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> Result<usize>;
+
+    /// A short human-readable name of the backend and server (no password).
+    fn describe(&self) -> String;
+}
+
+/// One consumer of a group: the primitives the consumer loop is built from.
+#[async_trait]
+pub trait StreamConsumer: Send + Sync + 'static {
+    /// Reads up to `count` new entries across the consumer's topics, waiting up to `block`
+    /// when there are none (`XREADGROUP … >`).
+    async fn read(&self, count: usize, block: Duration) -> Result<Vec<Delivery>>;
+
+    /// Takes back entries this consumer (by name) left pending in an earlier run, oldest
+    /// first, counting the new delivery.
+    async fn recover_own(&self, topic: &Topic, count: usize) -> Result<Vec<Delivery>>;
+
+    /// Claims entries of other consumers idle for at least `min_idle` (`XAUTOCLAIM`), counting
+    /// the new delivery; deleted entries are acknowledged and reported.
+    async fn claim_idle(
+        &self,
+        topic: &Topic,
+        min_idle: Duration,
+        cursor: &str,
+        count: usize,
+    ) -> Result<Claimed>;
+
+    /// Delivers a pending entry of this consumer again for a retry, counting the delivery
+    /// and resetting its idle time. `None` when it is no longer pending (acknowledged, or
+    /// claimed by another consumer) or no longer exists.
+    async fn redeliver(&self, topic: &Topic, id: &str) -> Result<Option<Delivery>>;
+
+    /// Acknowledges entries, many ids per topic in one batch.
+    async fn ack(&self, acks: &[(Topic, Vec<EntryId>)]) -> Result<()>;
+
+    /// Copies an entry to the group's dead-letter stream with the reason and acknowledges
+    /// it, atomically.
+    async fn dead_letter(&self, topic: &Topic, id: &str, reason: &DeadLetterReason) -> Result<()>;
+
+    /// Removes consumers of the group idle longer than `idle` that hold no pending entries
+    /// (never one with pending entries: that would lose them). Returns their names.
+    async fn remove_idle_consumers(&self, topic: &Topic, idle: Duration) -> Result<Vec<String>>;
+}

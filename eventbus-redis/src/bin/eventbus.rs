@@ -1,0 +1,3 @@
+//! The `eventbus` command-line tool.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Streams demo.
+
+fn main() {}
