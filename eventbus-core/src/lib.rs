@@ -19,7 +19,7 @@
 //! let bus = EventBus::new(MemoryTransport::new(), "order-service");
 //! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
 //! let subscription = bus
-//!     .subscribe("billing-service")
+//!     .subscribe()
 //!     .on(move |event: Envelope<OrderCreated>| {
 //!         let tx = tx.clone();
 //!         async move {
@@ -46,11 +46,16 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod bus;
 pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod transport;
 
+pub use bus::{
+    Backoff, Context, EventBus, EventHandler, OrderBy, Subscription, SubscriptionBuilder,
+    SubscriptionOptions, SubscriptionStats,
+};
 pub use envelope::{EntryId, Envelope, Metadata};
 pub use error::{BoxError, Error, HandlerError, Result, TransportError, TransportErrorKind};
 pub use event::Event;

@@ -1,0 +1,567 @@
+//! The consumer loop: batched reads, bounded concurrency with per-key ordering, batched
+//! acknowledgements, retries, dead letters, reclaiming and graceful shutdown.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde_json::Value;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::context::{Context, DeliveryInfo};
+use crate::bus::handler::ErasedHandler;
+use crate::bus::subscription::{OrderBy, SubscriptionOptions, SubscriptionStats};
+use crate::bus::EventBus;
+use crate::envelope::{EntryId, Envelope};
+use crate::error::{Error, HandlerError};
+use crate::transport::{ConsumerSpec, DeadLetterReason, Delivery, StreamConsumer, Topic};
+
+/// Acks buffered before a flush is forced.
+const MAX_ACK_BATCH: usize = 1024;
+/// Attempts at dead-lettering before leaving the entry pending for a later delivery.
+const DEAD_LETTER_ATTEMPTS: u32 = 5;
+
+/// Everything the loop and its tasks share.
+pub(crate) struct Runner {
+    bus: EventBus,
+    consumer: Arc<dyn StreamConsumer>,
+    spec: ConsumerSpec,
+    options: SubscriptionOptions,
+    handlers: HashMap<Topic, Arc<[ErasedHandler]>>,
+    stats: Arc<SubscriptionStats>,
+    cancel: CancellationToken,
+    running: Arc<Semaphore>,
+    lanes: Mutex<HashMap<String, VecDeque<Job>>>,
+    tracker: TaskTracker,
+    ack_tx: mpsc::UnboundedSender<(Topic, EntryId)>,
+    ack_rx: Mutex<Option<mpsc::UnboundedReceiver<(Topic, EntryId)>>>,
+    /// Cancelled once the handlers drained: the acker flushes what is left and stops.
+    ack_stop: CancellationToken,
+    /// Entries being handled here, so that a reclaim of one of our own slow entries doesn't
+    /// run it twice at once.
+    inflight: Mutex<HashSet<(Topic, EntryId)>>,
+}
+
+/// A delivery with the prefetch permit it holds until it is finished.
+struct Job {
+    delivery: Delivery,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Runner {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        bus: EventBus,
+        consumer: Box<dyn StreamConsumer>,
+        spec: ConsumerSpec,
+        options: SubscriptionOptions,
+        handlers: HashMap<Topic, Vec<ErasedHandler>>,
+        stats: Arc<SubscriptionStats>,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        Arc::new(Runner {
+            bus,
+            consumer: Arc::from(consumer),
+            running: Arc::new(Semaphore::new(options.concurrency)),
+            spec,
+            options,
+            handlers: handlers
+                .into_iter()
+                .map(|(t, h)| (t, Arc::from(h)))
+                .collect(),
+            stats,
+            cancel,
+            lanes: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            ack_tx,
+            ack_rx: Mutex::new(Some(ack_rx)),
+            ack_stop: CancellationToken::new(),
+            inflight: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashSet<(Topic, EntryId)>> {
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Job>>> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the subscription until cancelled, then drains.
+pub(crate) async fn run(runner: Arc<Runner>) {
+    let ack_rx = runner
+        .ack_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let acker = ack_rx.map(|rx| tokio::spawn(ack_loop(runner.clone(), rx)));
+
+    read_loop(&runner).await;
+
+    // Drain: no new work starts (lanes and retries watch the token); running handlers finish.
+    runner.tracker.close();
+    let drained =
+        tokio::time::timeout(runner.options.shutdown_timeout, runner.tracker.wait()).await;
+    if drained.is_err() {
+        tracing::warn!(
+            group = %runner.spec.group,
+            consumer = %runner.spec.consumer,
+            "shutdown timeout: in-flight handlers abandoned; their entries stay pending"
+        );
+    }
+    runner.ack_stop.cancel();
+    if let Some(acker) = acker {
+        let _ = acker.await;
+    }
+}
+
+/// Reads, recovers and reclaims until cancelled.
+async fn read_loop(runner: &Arc<Runner>) {
+    let opts = &runner.options;
+    let prefetch = Arc::new(Semaphore::new(opts.prefetch.max(opts.batch_size)));
+    let mut failures: u32 = 0;
+    let mut recovered = false;
+    let mut claim_cursors: HashMap<Topic, EntryId> = HashMap::new();
+    let mut next_claim = Instant::now() + opts.claim_interval;
+    let mut next_cleanup = Instant::now();
+
+    while !runner.cancel.is_cancelled() {
+        // Wait for room for a whole batch before reading one.
+        let permits = tokio::select! {
+            _ = runner.cancel.cancelled() => break,
+            p = prefetch.clone().acquire_many_owned(opts.batch_size as u32) => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+
+        let step = async {
+            if !recovered {
+                // Take back what this consumer (by its stable name) left pending last run.
+                let mut out = Vec::new();
+                for topic in &runner.spec.topics {
+                    out.extend(runner.consumer.recover_own(topic, opts.batch_size).await?);
+                }
+                // One pass suffices: a consumer never holds more than its prefetch, and
+                // anything beyond is reclaimed by `claim_idle` once idle.
+                recovered = true;
+                SubscriptionStats::add(&runner.stats.claimed, out.len() as u64);
+                return Ok(out);
+            }
+            if Instant::now() >= next_claim {
+                next_claim = Instant::now() + opts.claim_interval;
+                let mut out = Vec::new();
+                for topic in &runner.spec.topics {
+                    let cursor = claim_cursors
+                        .get(topic)
+                        .map(String::as_str)
+                        .unwrap_or("0-0");
+                    let claimed = runner
+                        .consumer
+                        .claim_idle(topic, opts.claim_idle, cursor, opts.batch_size)
+                        .await?;
+                    if !claimed.deliveries.is_empty() {
+                        tracing::info!(
+                            topic = %topic,
+                            group = %runner.spec.group,
+                            count = claimed.deliveries.len(),
+                            "reclaimed entries from idle consumers"
+                        );
+                        // More may be waiting: look again right away.
+                        next_claim = Instant::now();
+                    }
+                    SubscriptionStats::add(&runner.stats.claimed, claimed.deliveries.len() as u64);
+                    claim_cursors.insert(topic.clone(), claimed.next_cursor);
+                    out.extend(claimed.deliveries);
+                    if out.len() >= opts.batch_size {
+                        break;
+                    }
+                }
+                if !out.is_empty() {
+                    return Ok(out);
+                }
+            }
+            if let Some(idle) = opts.remove_idle_consumers_after {
+                if Instant::now() >= next_cleanup {
+                    next_cleanup = Instant::now() + Duration::from_secs(300);
+                    for topic in &runner.spec.topics {
+                        let removed = runner.consumer.remove_idle_consumers(topic, idle).await?;
+                        if !removed.is_empty() {
+                            tracing::info!(topic = %topic, ?removed, "removed idle consumers with nothing pending");
+                        }
+                    }
+                }
+            }
+            let block = opts.block.min(
+                next_claim
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            );
+            runner.consumer.read(opts.batch_size, block).await
+        };
+
+        let result = tokio::select! {
+            _ = runner.cancel.cancelled() => break,
+            r = step => r,
+        };
+
+        match result {
+            Ok(deliveries) => {
+                failures = 0;
+                let mut permits = permits;
+                for delivery in deliveries {
+                    // A claim can return a little more than a batch; wait for room then.
+                    let permit = match permits.split(1) {
+                        Some(p) => p,
+                        None => match prefetch.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                    };
+                    dispatch(
+                        runner,
+                        Job {
+                            delivery,
+                            _permit: permit,
+                        },
+                    );
+                }
+            }
+            Err(err) => {
+                drop(permits);
+                failures = failures.saturating_add(1);
+                SubscriptionStats::add(&runner.stats.transport_errors, 1);
+                let delay = opts.reconnect_backoff.delay(failures);
+                if let Error::GroupMissing { .. } = err {
+                    tracing::warn!(group = %runner.spec.group, error = %err, ?delay, "consumer group missing; recreating");
+                } else {
+                    tracing::warn!(group = %runner.spec.group, error = %err, ?delay, "transport error in consumer loop; backing off");
+                }
+                tokio::select! {
+                    _ = runner.cancel.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                if let Error::GroupMissing { .. } = err {
+                    recreate_groups(runner).await;
+                    claim_cursors.clear();
+                }
+            }
+        }
+    }
+}
+
+async fn recreate_groups(runner: &Runner) {
+    for topic in &runner.spec.topics {
+        if let Err(e) = runner
+            .bus
+            .transport()
+            .ensure_group(topic, &runner.spec.group, runner.options.start_from)
+            .await
+        {
+            tracing::warn!(topic = %topic, error = %e, "could not recreate consumer group");
+        }
+    }
+}
+
+/// The lane key of a delivery, or `None` to run it without ordering.
+fn lane_key(order: &OrderBy, delivery: &Delivery) -> Option<String> {
+    match order {
+        OrderBy::Unordered => None,
+        OrderBy::Stream => Some(delivery.topic.to_string()),
+        OrderBy::Correlation => delivery.event.as_ref().ok().map(|e| {
+            e.correlation_id
+                .clone()
+                .unwrap_or_else(|| e.event_id.clone())
+        }),
+        OrderBy::Key(f) => delivery.event.as_ref().ok().and_then(|e| f(e)),
+    }
+}
+
+/// Hands a job to its lane (or straight to a task when unordered).
+fn dispatch(runner: &Arc<Runner>, job: Job) {
+    let key = (job.delivery.topic.clone(), job.delivery.entry_id.clone());
+    if !runner.inflight().insert(key) {
+        // Already being handled here (a reclaim of our own slow entry): that run acks it.
+        return;
+    }
+    let Some(key) = lane_key(&runner.options.order_by, &job.delivery) else {
+        let r = runner.clone();
+        runner.tracker.spawn(async move {
+            if let Ok(_running) = r.running.clone().acquire_owned().await {
+                process(&r, job).await;
+            }
+        });
+        return;
+    };
+    {
+        let mut lanes = runner.lanes();
+        if let Some(queue) = lanes.get_mut(&key) {
+            queue.push_back(job);
+            return;
+        }
+        lanes.insert(key.clone(), VecDeque::from([job]));
+    }
+    let r = runner.clone();
+    runner.tracker.spawn(async move { run_lane(r, key).await });
+}
+
+/// Handles a lane's jobs in order until it is empty, then removes it.
+async fn run_lane(runner: Arc<Runner>, key: String) {
+    loop {
+        let job = {
+            let mut lanes = runner.lanes();
+            let Some(queue) = lanes.get_mut(&key) else {
+                return;
+            };
+            if runner.cancel.is_cancelled() {
+                // Shutting down: what hasn't started stays pending for a later delivery.
+                lanes.remove(&key);
+                return;
+            }
+            match queue.pop_front() {
+                Some(job) => job,
+                None => {
+                    lanes.remove(&key);
+                    return;
+                }
+            }
+        };
+        let Ok(_running) = runner.running.clone().acquire_owned().await else {
+            return;
+        };
+        process(&runner, job).await;
+    }
+}
+
+/// Handles one delivery to the end: ack, dead letter, or left pending at shutdown.
+async fn process(runner: &Arc<Runner>, job: Job) {
+    let key = (job.delivery.topic.clone(), job.delivery.entry_id.clone());
+    handle(runner, job).await;
+    runner.inflight().remove(&key);
+}
+
+async fn handle(runner: &Arc<Runner>, job: Job) {
+    let Job { delivery, _permit } = job;
+    let Delivery {
+        topic,
+        entry_id,
+        mut delivery_count,
+        event,
+    } = delivery;
+
+    let event = match event {
+        Ok(event) => Arc::new(event),
+        Err(malformed) => {
+            tracing::warn!(topic = %topic, id = %entry_id, reason = %malformed, "malformed entry; dead-lettering");
+            dead_letter(
+                runner,
+                &topic,
+                &entry_id,
+                format!("malformed entry: {malformed}"),
+                delivery_count,
+            )
+            .await;
+            return;
+        }
+    };
+    let Some(handlers) = runner.handlers.get(&topic).cloned() else {
+        SubscriptionStats::add(&runner.stats.skipped, 1);
+        ack(runner, topic, entry_id);
+        return;
+    };
+
+    let mut done = vec![false; handlers.len()];
+    loop {
+        let info = Arc::new(DeliveryInfo {
+            topic: topic.clone(),
+            entry_id: entry_id.clone(),
+            delivery_count,
+            group: runner.spec.group.clone(),
+            consumer: runner.spec.consumer.clone(),
+        });
+        let ctx = Context::new(runner.bus.clone(), event.clone(), info);
+        let mut failure: Option<HandlerError> = None;
+        for (i, handler) in handlers.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
+            match call(runner, handler, event.clone(), ctx.clone()).await {
+                Ok(()) => done[i] = true,
+                Err(e) => {
+                    SubscriptionStats::add(&runner.stats.failed_attempts, 1);
+                    tracing::warn!(
+                        topic = %topic, id = %entry_id, event_type = %event.event_type,
+                        attempt = delivery_count, error = %e, "handler failed"
+                    );
+                    let permanent = failure.as_ref().is_some_and(HandlerError::is_permanent)
+                        || e.is_permanent();
+                    failure = Some(if permanent { e.into_permanent() } else { e });
+                }
+            }
+        }
+        let Some(failure) = failure else {
+            SubscriptionStats::add(&runner.stats.handled, 1);
+            ack(runner, topic, entry_id);
+            return;
+        };
+        if failure.is_permanent() || delivery_count >= runner.options.max_deliveries {
+            dead_letter(runner, &topic, &entry_id, failure.message(), delivery_count).await;
+            return;
+        }
+        let delay = runner.options.retry_backoff.delay(delivery_count);
+        tokio::select! {
+            _ = runner.cancel.cancelled() => return, // stays pending; redelivered later
+            _ = tokio::time::sleep(delay) => {}
+        }
+        match runner.consumer.redeliver(&topic, &entry_id).await {
+            Ok(Some(again)) => delivery_count = again.delivery_count,
+            Ok(None) => return, // acknowledged or claimed elsewhere meanwhile
+            Err(e) => {
+                SubscriptionStats::add(&runner.stats.transport_errors, 1);
+                tracing::warn!(topic = %topic, id = %entry_id, error = %e, "cannot redeliver for retry; left pending for reclaim");
+                return;
+            }
+        }
+    }
+}
+
+/// Calls one handler, turning a panic or a timeout into a failure.
+async fn call(
+    runner: &Runner,
+    handler: &ErasedHandler,
+    event: Arc<Envelope<Value>>,
+    ctx: Context,
+) -> Result<(), HandlerError> {
+    let fut = AssertUnwindSafe(handler(event, ctx)).catch_unwind();
+    let outcome = match runner.options.handler_timeout {
+        Some(limit) => match tokio::time::timeout(limit, fut).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return Err(HandlerError::retryable(format!(
+                    "handler timed out after {limit:?}"
+                )))
+            }
+        },
+        None => fut.await,
+    };
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_string());
+            Err(HandlerError::retryable(format!("handler panicked: {msg}")))
+        }
+    }
+}
+
+fn ack(runner: &Runner, topic: Topic, id: EntryId) {
+    // The acker outlives every task (it stops after the tracker drained), so a send only
+    // fails during teardown; the entry then stays pending and is redelivered.
+    let _ = runner.ack_tx.send((topic, id));
+}
+
+async fn dead_letter(runner: &Runner, topic: &Topic, id: &str, error: String, delivery_count: u32) {
+    let reason = DeadLetterReason {
+        error,
+        delivery_count,
+        consumer: runner.spec.consumer.clone(),
+    };
+    for attempt in 1..=DEAD_LETTER_ATTEMPTS {
+        match runner.consumer.dead_letter(topic, id, &reason).await {
+            Ok(()) => {
+                SubscriptionStats::add(&runner.stats.dead_lettered, 1);
+                SubscriptionStats::add(&runner.stats.acked, 1);
+                tracing::warn!(topic = %topic, id, error = %reason.error, deliveries = delivery_count, "entry dead-lettered");
+                return;
+            }
+            Err(e) => {
+                SubscriptionStats::add(&runner.stats.transport_errors, 1);
+                tracing::warn!(topic = %topic, id, error = %e, attempt, "dead-lettering failed");
+                if attempt == DEAD_LETTER_ATTEMPTS || runner.cancel.is_cancelled() {
+                    break;
+                }
+                tokio::time::sleep(runner.options.reconnect_backoff.delay(attempt)).await;
+            }
+        }
+    }
+    // Left pending: it will be redelivered (past max_deliveries) and dead-lettered then.
+}
+
+/// Collects acknowledgements and flushes them in batches: whatever accumulated while the
+/// previous flush was in flight goes in the next one, so batches grow with load and a lone
+/// ack goes out at once.
+async fn ack_loop(runner: Arc<Runner>, mut rx: mpsc::UnboundedReceiver<(Topic, EntryId)>) {
+    let mut pending: Vec<(Topic, EntryId)> = Vec::new();
+    let mut failures: u32 = 0;
+    loop {
+        if pending.is_empty() {
+            tokio::select! {
+                biased;
+                item = rx.recv() => match item {
+                    Some(item) => pending.push(item),
+                    None => return,
+                },
+                // Handlers drained (or were abandoned): flush what is left, then stop.
+                _ = runner.ack_stop.cancelled() => {
+                    rx.close();
+                    while let Ok(item) = rx.try_recv() {
+                        pending.push(item);
+                    }
+                    if pending.is_empty() {
+                        return;
+                    }
+                }
+            }
+        }
+        while pending.len() < MAX_ACK_BATCH {
+            match rx.try_recv() {
+                Ok(item) => pending.push(item),
+                Err(_) => break,
+            }
+        }
+        let batch = group_by_topic(&pending);
+        match runner.consumer.ack(&batch).await {
+            Ok(()) => {
+                SubscriptionStats::add(&runner.stats.acked, pending.len() as u64);
+                pending.clear();
+                failures = 0;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                SubscriptionStats::add(&runner.stats.transport_errors, 1);
+                let delay = runner.options.reconnect_backoff.delay(failures);
+                tracing::warn!(error = %e, count = pending.len(), ?delay, "ack failed; retrying");
+                if runner.ack_stop.is_cancelled() && failures > DEAD_LETTER_ATTEMPTS {
+                    tracing::warn!(
+                        count = pending.len(),
+                        "giving up acks at shutdown; entries will be redelivered"
+                    );
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+fn group_by_topic(items: &[(Topic, EntryId)]) -> Vec<(Topic, Vec<EntryId>)> {
+    let mut out: Vec<(Topic, Vec<EntryId>)> = Vec::new();
+    for (topic, id) in items {
+        match out.iter_mut().find(|(t, _)| t == topic) {
+            Some((_, ids)) => ids.push(id.clone()),
+            None => out.push((topic.clone(), vec![id.clone()])),
+        }
+    }
+    out
+}

@@ -1,0 +1,383 @@
+//! Building, running and stopping a subscription.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::backoff::Backoff;
+use crate::bus::consumer::{self, Runner};
+use crate::bus::handler::{erase_raw, erase_typed, ErasedHandler, EventHandler};
+use crate::bus::{group_for_service, EventBus};
+use crate::envelope::Envelope;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::transport::{ConsumerSpec, StartFrom, Topic};
+
+/// Extracts an ordering key from an event.
+pub type KeyFn = Arc<dyn Fn(&Envelope<Value>) -> Option<String> + Send + Sync>;
+
+/// Which deliveries must be handled one after another, in stream order.
+#[derive(Clone, Default)]
+pub enum OrderBy {
+    /// Entries of one stream are handled in order, one at a time; streams run concurrently.
+    #[default]
+    Stream,
+    /// Entries with the same correlation id are handled in order; flows run concurrently.
+    Correlation,
+    /// Entries with the same key are handled in order (e.g. an order id from the payload);
+    /// `None` keys are unordered.
+    Key(KeyFn),
+    /// No ordering: up to `concurrency` entries at once.
+    Unordered,
+}
+
+impl fmt::Debug for OrderBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OrderBy::Stream => f.write_str("Stream"),
+            OrderBy::Correlation => f.write_str("Correlation"),
+            OrderBy::Key(_) => f.write_str("Key(..)"),
+            OrderBy::Unordered => f.write_str("Unordered"),
+        }
+    }
+}
+
+/// Tuning of a subscription. Every field has a production default.
+#[derive(Debug, Clone)]
+pub struct SubscriptionOptions {
+    /// Consumer group; default `{service}-consumers`.
+    pub group: String,
+    /// This consumer's name, stable across restarts so that what it left pending is
+    /// recovered; see [`default_consumer_name`].
+    pub consumer: String,
+    /// Where a new group starts.
+    pub start_from: StartFrom,
+    /// Entries read per round trip (`COUNT`).
+    pub batch_size: usize,
+    /// How long a read waits for new entries (`BLOCK`).
+    pub block: Duration,
+    /// Entries read but not yet finished, at most (reading pauses at this bound).
+    pub prefetch: usize,
+    /// Handlers running at once, at most.
+    pub concurrency: usize,
+    /// Which entries are handled in order.
+    pub order_by: OrderBy,
+    /// Deliveries before an entry is dead-lettered.
+    pub max_deliveries: u32,
+    /// Delay between attempts of a failing entry.
+    pub retry_backoff: Backoff,
+    /// Limit on one handler call; `None`: unlimited.
+    pub handler_timeout: Option<Duration>,
+    /// Entries pending longer than this in another consumer are reclaimed.
+    pub claim_idle: Duration,
+    /// How often to look for such entries.
+    pub claim_interval: Duration,
+    /// Remove consumers of the group idle longer than this (only those with nothing
+    /// pending); `None` keeps them.
+    pub remove_idle_consumers_after: Option<Duration>,
+    /// Backoff after a transport error (connection lost, group missing).
+    pub reconnect_backoff: Backoff,
+    /// How long shutdown waits for in-flight handlers before abandoning them (their entries
+    /// stay pending and are redelivered later).
+    pub shutdown_timeout: Duration,
+}
+
+/// A consumer name stable for this host and service: `{service}-{hostname}`, or
+/// `{service}-{hostname}-{suffix}` when `EVENTBUS_CONSUMER_SUFFIX` is set (several processes
+/// of one service on one host must each set their own suffix, or set names explicitly).
+pub fn default_consumer_name(service: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    match std::env::var("EVENTBUS_CONSUMER_SUFFIX") {
+        Ok(suffix) if !suffix.is_empty() => format!("{service}-{host}-{suffix}"),
+        _ => format!("{service}-{host}"),
+    }
+}
+
+impl SubscriptionOptions {
+    /// Defaults for a service.
+    pub fn for_service(service: &str) -> Self {
+        SubscriptionOptions {
+            group: group_for_service(service),
+            consumer: default_consumer_name(service),
+            start_from: StartFrom::New,
+            batch_size: 256,
+            block: Duration::from_secs(2),
+            prefetch: 512,
+            concurrency: 32,
+            order_by: OrderBy::Stream,
+            max_deliveries: 5,
+            retry_backoff: Backoff::default(),
+            handler_timeout: None,
+            claim_idle: Duration::from_secs(30),
+            claim_interval: Duration::from_secs(5),
+            remove_idle_consumers_after: Some(Duration::from_secs(24 * 3600)),
+            reconnect_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters of a running subscription.
+#[derive(Debug, Default)]
+pub struct SubscriptionStats {
+    pub(crate) handled: AtomicU64,
+    pub(crate) failed_attempts: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) claimed: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) transport_errors: AtomicU64,
+}
+
+macro_rules! stat_getters {
+    ($($name:ident: $doc:literal),* $(,)?) => {
+        impl SubscriptionStats {
+            $(
+                #[doc = $doc]
+                pub fn $name(&self) -> u64 {
+                    self.$name.load(AtomicOrdering::Relaxed)
+                }
+            )*
+        }
+    };
+}
+
+stat_getters! {
+    handled: "Entries every handler handled.",
+    failed_attempts: "Handler attempts that failed (each retry counts).",
+    dead_lettered: "Entries moved to the dead-letter stream.",
+    skipped: "Entries no handler of this subscription takes (acknowledged).",
+    claimed: "Entries reclaimed from idle consumers or recovered from an earlier run.",
+    acked: "Entries acknowledged.",
+    transport_errors: "Transport errors the consumer loop survived.",
+}
+
+impl SubscriptionStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, AtomicOrdering::Relaxed);
+    }
+}
+
+/// Builds a [`Subscription`]; see [`EventBus::subscribe`].
+pub struct SubscriptionBuilder {
+    bus: EventBus,
+    options: SubscriptionOptions,
+    handlers: HashMap<Topic, Vec<ErasedHandler>>,
+    topic_order: Vec<Topic>,
+}
+
+impl fmt::Debug for SubscriptionBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionBuilder")
+            .field("options", &self.options)
+            .field("topics", &self.topic_order)
+            .finish()
+    }
+}
+
+impl SubscriptionBuilder {
+    pub(crate) fn new(bus: EventBus) -> Self {
+        let options = SubscriptionOptions::for_service(bus.service());
+        SubscriptionBuilder {
+            bus,
+            options,
+            handlers: HashMap::new(),
+            topic_order: Vec::new(),
+        }
+    }
+
+    fn add(mut self, topic: Topic, handler: ErasedHandler) -> Self {
+        if !self.handlers.contains_key(&topic) {
+            self.topic_order.push(topic.clone());
+        }
+        self.handlers.entry(topic).or_default().push(handler);
+        self
+    }
+
+    /// Handles events of type `E` (read from `E`'s stream). Several handlers of one type run
+    /// in registration order; the entry is acknowledged when all of them succeeded.
+    pub fn on<E: Event, Args: 'static>(self, handler: impl EventHandler<E, Args>) -> Self {
+        self.add(Topic::of_type(E::EVENT_TYPE), erase_typed(handler))
+    }
+
+    /// Handles events of a type known by name only, as JSON.
+    pub fn on_raw<Args: 'static>(
+        self,
+        event_type: impl Into<String>,
+        handler: impl EventHandler<Value, Args>,
+    ) -> Self {
+        self.add(Topic::of_type(event_type), erase_raw(handler))
+    }
+
+    /// Handles every event, read from the global stream, as JSON.
+    pub fn on_all<Args: 'static>(self, handler: impl EventHandler<Value, Args>) -> Self {
+        self.add(Topic::All, erase_raw(handler))
+    }
+
+    /// Replaces all options.
+    pub fn options(mut self, options: SubscriptionOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Changes options in place.
+    pub fn configure(mut self, f: impl FnOnce(&mut SubscriptionOptions)) -> Self {
+        f(&mut self.options);
+        self
+    }
+
+    /// Uses another consumer group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.options.group = group.into();
+        self
+    }
+
+    /// Sets this consumer's stable name.
+    pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.options.consumer = name.into();
+        self
+    }
+
+    /// Where a new group starts reading.
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.options.start_from = start;
+        self
+    }
+
+    /// Maximum handlers running at once.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.options.concurrency = n;
+        self
+    }
+
+    /// Which entries are handled in order.
+    pub fn order_by(mut self, order: OrderBy) -> Self {
+        self.options.order_by = order;
+        self
+    }
+
+    /// Deliveries before dead-lettering.
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.options.max_deliveries = n;
+        self
+    }
+
+    /// Delay between attempts.
+    pub fn retry_backoff(mut self, backoff: Backoff) -> Self {
+        self.options.retry_backoff = backoff;
+        self
+    }
+
+    /// Idle time after which another consumer's pending entries are reclaimed.
+    pub fn claim_idle(mut self, idle: Duration) -> Self {
+        self.options.claim_idle = idle;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let o = &self.options;
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.handlers.is_empty() {
+            return bad("a subscription needs at least one handler (`on`, `on_raw` or `on_all`)");
+        }
+        if o.group.is_empty() || o.consumer.is_empty() {
+            return bad("group and consumer names must not be empty");
+        }
+        if o.batch_size == 0 || o.prefetch == 0 || o.concurrency == 0 {
+            return bad("batch_size, prefetch and concurrency must be at least 1");
+        }
+        if o.max_deliveries == 0 {
+            return bad("max_deliveries must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Creates the group on every stream (if missing), opens the consumer and starts the
+    /// consumer loop. Fails fast on configuration, authentication and permission errors.
+    pub async fn start(self) -> Result<Subscription> {
+        self.validate()?;
+        let transport = self.bus.transport().clone();
+        for topic in &self.topic_order {
+            transport
+                .ensure_group(topic, &self.options.group, self.options.start_from)
+                .await?;
+        }
+        let spec = ConsumerSpec {
+            group: self.options.group.clone(),
+            consumer: self.options.consumer.clone(),
+            topics: self.topic_order.clone(),
+        };
+        let consumer = transport.consumer(spec.clone()).await?;
+        let stats = Arc::new(SubscriptionStats::default());
+        let cancel = CancellationToken::new();
+        let runner = Runner::new(
+            self.bus,
+            consumer,
+            spec,
+            self.options,
+            self.handlers,
+            stats.clone(),
+            cancel.clone(),
+        );
+        let task = tokio::spawn(consumer::run(runner));
+        Ok(Subscription {
+            cancel,
+            task: Some(task),
+            stats,
+        })
+    }
+}
+
+/// A running subscription. Stop it with [`shutdown`](Self::shutdown); dropping it stops
+/// reading too, and drains in the background.
+#[derive(Debug)]
+pub struct Subscription {
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    stats: Arc<SubscriptionStats>,
+}
+
+impl Subscription {
+    /// Counters of this subscription.
+    pub fn stats(&self) -> &SubscriptionStats {
+        &self.stats
+    }
+
+    /// Stops reading, lets in-flight handlers finish (up to the shutdown timeout),
+    /// acknowledges what finished, and returns. Entries read but not finished stay pending
+    /// and are recovered by this consumer's next run or reclaimed by another.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            task.await
+                .map_err(|e| Error::Config(format!("consumer task failed: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the consumer loop has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
