@@ -1,1 +1,174 @@
 //! Shared support for the integration tests in `tests/tests/`.
+//!
+//! Every test gets its own key namespace derived from its name plus a random suffix, so tests
+//! run in parallel against one Redis without seeing each other's keys. A missing Redis fails
+//! the test loudly; it never skips.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventbus_core::transport::memory::MemoryTransport;
+use eventbus_core::transport::{StreamTransport, Topic};
+use eventbus_redis::{RedisConfig, RedisTransport};
+
+/// `REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+}
+
+/// A unique namespace for a test.
+pub fn namespace(test: &str) -> String {
+    format!("test:{test}:{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// A raw connection, for writing and reading entries the way other clients do.
+pub async fn raw_connection() -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis_url()).expect("REDIS_URL is not a valid Redis URL");
+    client.get_multiplexed_async_connection().await.unwrap_or_else(|e| {
+        panic!(
+            "integration tests need a Redis at {} (set REDIS_URL, or start one with \
+             `redis-server --save '' --appendonly no`): {e}",
+            redis_url()
+        )
+    })
+}
+
+/// The backend a behaviour test runs on.
+#[derive(Clone)]
+pub enum Backend {
+    /// The in-memory transport.
+    Memory(MemoryTransport),
+    /// Redis, in its own namespace.
+    Redis {
+        /// The transport.
+        transport: RedisTransport,
+        /// The test's namespace.
+        namespace: String,
+    },
+}
+
+impl Backend {
+    /// The in-memory backend.
+    pub fn memory() -> Self {
+        Backend::Memory(MemoryTransport::new())
+    }
+
+    /// A Redis backend in a fresh namespace for `test`.
+    pub async fn redis(test: &str) -> Self {
+        let namespace = namespace(test);
+        let config = RedisConfig::from_url(&redis_url())
+            .expect("REDIS_URL is not a valid Redis URL")
+            .with_namespace(namespace.clone());
+        let transport = RedisTransport::connect(config).await.unwrap_or_else(|e| {
+            panic!("integration tests need a Redis at {} (set REDIS_URL): {e}", redis_url())
+        });
+        Backend::Redis { transport, namespace }
+    }
+
+    /// The transport, shared.
+    pub fn transport(&self) -> Arc<dyn StreamTransport> {
+        match self {
+            Backend::Memory(t) => Arc::new(t.clone()),
+            Backend::Redis { transport, .. } => Arc::new(transport.clone()),
+        }
+    }
+
+    /// Appends an entry that cannot be decoded (invalid JSON in `data`) to a topic's stream.
+    pub async fn append_malformed(&self, topic: &Topic) {
+        match self {
+            Backend::Memory(t) => {
+                t.append_malformed(topic, "`data` is not valid JSON");
+            }
+            Backend::Redis { namespace, .. } => {
+                let key = stream_key(namespace, topic);
+                let mut conn = raw_connection().await;
+                let _: String = redis::cmd("XADD")
+                    .arg(&key)
+                    .arg("*")
+                    .arg(&[
+                        ("event_id", "bad-1"),
+                        ("event_type", topic_type(topic)),
+                        ("source", "python-service"),
+                        ("data", "{not json"),
+                        ("timestamp", "1700000000.5"),
+                        ("metadata", "{}"),
+                    ])
+                    .query_async(&mut conn)
+                    .await
+                    .expect("XADD of a malformed entry");
+            }
+        }
+    }
+
+    /// Simulates losing the consumer group (a `FLUSHALL` or failover).
+    pub async fn lose_groups(&self) {
+        match self {
+            Backend::Memory(t) => t.flush(),
+            Backend::Redis { namespace, .. } => {
+                let mut conn = raw_connection().await;
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{namespace}:*"))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("KEYS");
+                if !keys.is_empty() {
+                    let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.expect("DEL");
+                }
+            }
+        }
+    }
+}
+
+fn topic_type(topic: &Topic) -> &str {
+    match topic {
+        Topic::Type(t) => t,
+        Topic::All => "",
+    }
+}
+
+/// The Redis key of a topic's stream in a namespace (the wire layout of DESIGN.md).
+pub fn stream_key(namespace: &str, topic: &Topic) -> String {
+    match topic {
+        Topic::Type(t) => format!("{namespace}:stream:{t}"),
+        Topic::All => format!("{namespace}:stream:all"),
+    }
+}
+
+/// Waits until `check` is true, polling, for at most `limit`; panics with `what` otherwise.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs a behaviour test on both backends: `both!(name)` expects `async fn name(Backend)`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    super::$name($crate::Backend::memory()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    super::$name($crate::Backend::redis(stringify!($name)).await).await;
+                }
+            }
+        )*
+    };
+}
