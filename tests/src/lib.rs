@@ -172,3 +172,68 @@ macro_rules! both {
         )*
     };
 }
+
+/// A `redis-server` of a test's own, on a free port, stopped (by pid) when dropped. For tests
+/// that kill connections or need a special configuration, so they can't disturb other tests.
+pub struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl RedisServer {
+    /// Starts a server with persistence off plus `extra` arguments, and waits until it answers.
+    pub async fn start(extra: &[&str]) -> Self {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+            listener.local_addr().expect("local addr").port()
+        };
+        let dir = std::env::temp_dir().join(format!("eventbus-redis-{port}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("create the server's directory");
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("tests that need their own server run `redis-server`, which must be on the PATH");
+        let server = RedisServer { child, port, _dir: TempDir(dir) };
+        let client = redis::Client::open(server.url()).expect("url");
+        for _ in 0..100 {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                if redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() {
+                    return server;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on port {port} did not come up");
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
