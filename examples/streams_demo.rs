@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let transport: Arc<dyn StreamTransport> = if args.in_memory {
         Arc::new(MemoryTransport::new())
     } else {
-        let config = RedisConfig::from_url(&args.url)?.with_namespace(namespace.clone());
+        let config = RedisConfig::new(&args.url)?.namespace(namespace.clone());
         match RedisTransport::connect(config).await {
             Ok(t) => Arc::new(t),
             Err(e) => {
@@ -91,8 +91,11 @@ async fn main() -> anyhow::Result<()> {
                 e.data.total,
                 ctx.correlation_id()
             );
-            ctx.publish(PaymentCompleted { order_id: e.data.order_id.clone(), amount: e.data.total })
-                .await?;
+            ctx.publish(PaymentCompleted {
+                order_id: e.data.order_id.clone(),
+                amount: e.data.total,
+            })
+            .await?;
             Ok(())
         })
         .start()
@@ -110,8 +113,13 @@ async fn main() -> anyhow::Result<()> {
             async move {
                 a.fetch_add(1, Ordering::SeqCst);
                 if e.data.amount > 500.0 {
-                    println!("shipping  <- PaymentCompleted {}: carrier refuses (will retry)", e.data.order_id);
-                    return Err(HandlerError::retryable("carrier refuses parcels over 500.00"));
+                    println!(
+                        "shipping  <- PaymentCompleted {}: carrier refuses (will retry)",
+                        e.data.order_id
+                    );
+                    return Err(HandlerError::retryable(
+                        "carrier refuses parcels over 500.00",
+                    ));
                 }
                 println!(
                     "shipping  <- PaymentCompleted {} caused by {}",
@@ -125,8 +133,16 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     for i in 1..=args.orders {
-        let total = if i == args.orders { 999.0 } else { 25.0 * f64::from(i) };
-        let order = OrderCreated { order_id: format!("ord_{i}"), customer_id: format!("cust_{}", i % 2), total };
+        let total = if i == args.orders {
+            999.0
+        } else {
+            25.0 * f64::from(i)
+        };
+        let order = OrderCreated {
+            order_id: format!("ord_{i}"),
+            customer_id: format!("cust_{}", i % 2),
+            total,
+        };
         let id = orders.publish(order).await?;
         println!("orders    -> OrderCreated ord_{i} (stream id {id})");
     }
@@ -134,7 +150,10 @@ async fn main() -> anyhow::Result<()> {
     // Wait for the flow to settle: every payment handled or dead-lettered.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while shipping.stats().handled() + shipping.stats().dead_lettered() < u64::from(args.orders) {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "demo did not settle in 20 s");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "demo did not settle in 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -149,10 +168,17 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("\ndead letters of shipping-service:");
-    for dead in transport.dead_letters("shipping-service-consumers", 10).await? {
+    for dead in transport
+        .dead_letters("shipping-service-consumers", 10)
+        .await?
+    {
         println!(
             "  {} from {}:{} after {} deliveries: {}",
-            dead.id, dead.origin_topic, dead.origin_id, dead.reason.delivery_count, dead.reason.error
+            dead.id,
+            dead.origin_topic,
+            dead.origin_id,
+            dead.reason.delivery_count,
+            dead.reason.error
         );
     }
     println!(

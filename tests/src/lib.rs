@@ -19,19 +19,25 @@ pub fn redis_url() -> String {
 
 /// A unique namespace for a test.
 pub fn namespace(test: &str) -> String {
-    format!("test:{test}:{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "test:{test}:{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// A raw connection, for writing and reading entries the way other clients do.
 pub async fn raw_connection() -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(redis_url()).expect("REDIS_URL is not a valid Redis URL");
-    client.get_multiplexed_async_connection().await.unwrap_or_else(|e| {
-        panic!(
-            "integration tests need a Redis at {} (set REDIS_URL, or start one with \
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "integration tests need a Redis at {} (set REDIS_URL, or start one with \
              `redis-server --save '' --appendonly no`): {e}",
-            redis_url()
-        )
-    })
+                redis_url()
+            )
+        })
 }
 
 /// The backend a behaviour test runs on.
@@ -57,13 +63,19 @@ impl Backend {
     /// A Redis backend in a fresh namespace for `test`.
     pub async fn redis(test: &str) -> Self {
         let namespace = namespace(test);
-        let config = RedisConfig::from_url(&redis_url())
+        let config = RedisConfig::new(&redis_url())
             .expect("REDIS_URL is not a valid Redis URL")
-            .with_namespace(namespace.clone());
+            .namespace(namespace.clone());
         let transport = RedisTransport::connect(config).await.unwrap_or_else(|e| {
-            panic!("integration tests need a Redis at {} (set REDIS_URL): {e}", redis_url())
+            panic!(
+                "integration tests need a Redis at {} (set REDIS_URL): {e}",
+                redis_url()
+            )
         });
-        Backend::Redis { transport, namespace }
+        Backend::Redis {
+            transport,
+            namespace,
+        }
     }
 
     /// The transport, shared.
@@ -113,7 +125,11 @@ impl Backend {
                     .await
                     .expect("KEYS");
                 if !keys.is_empty() {
-                    let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.expect("DEL");
+                    let _: i64 = redis::cmd("DEL")
+                        .arg(&keys)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("DEL");
                 }
             }
         }
@@ -197,21 +213,43 @@ impl RedisServer {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
             listener.local_addr().expect("local addr").port()
         };
-        let dir = std::env::temp_dir().join(format!("eventbus-redis-{port}-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!(
+            "eventbus-redis-{port}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir_all(&dir).expect("create the server's directory");
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir)
             .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("tests that need their own server run `redis-server`, which must be on the PATH");
-        let server = RedisServer { child, port, _dir: TempDir(dir) };
+            .expect(
+                "tests that need their own server run `redis-server`, which must be on the PATH",
+            );
+        let server = RedisServer {
+            child,
+            port,
+            _dir: TempDir(dir),
+        };
         let client = redis::Client::open(server.url()).expect("url");
         for _ in 0..100 {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                if redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+                {
                     return server;
                 }
             }

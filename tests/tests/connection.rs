@@ -16,7 +16,9 @@ struct Tick {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_client_kill() {
     let server = RedisServer::start(&[]).await;
-    let transport = RedisTransport::connect(RedisConfig::from_url(&server.url()).unwrap()).await.unwrap();
+    let transport = RedisTransport::connect(RedisConfig::new(&server.url()).unwrap())
+        .await
+        .unwrap();
     let bus = EventBus::new(transport.clone(), "ticker");
     let seen: Arc<Mutex<Vec<u32>>> = Arc::default();
     let s = seen.clone();
@@ -24,7 +26,8 @@ async fn survives_client_kill() {
         .subscribe()
         .configure(|o| {
             o.block = Duration::from_millis(200);
-            o.reconnect_backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(300));
+            o.reconnect_backoff =
+                Backoff::new(Duration::from_millis(20), Duration::from_millis(300));
         })
         .on(move |e: Envelope<Tick>| {
             s.lock().unwrap().push(e.data.n);
@@ -33,8 +36,13 @@ async fn survives_client_kill() {
         .start()
         .await
         .unwrap();
-    bus.publish_batch((0..10).map(|n| Tick { n })).await.unwrap();
-    eventually(Duration::from_secs(10), "first ten", || async { seen.lock().unwrap().len() == 10 }).await;
+    bus.publish_batch((0..10).map(|n| Tick { n }))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "first ten", || async {
+        seen.lock().unwrap().len() == 10
+    })
+    .await;
 
     // Kill every client connection (the subscriber's blocking reader, the shared one).
     let client = redis::Client::open(server.url()).unwrap();
@@ -53,21 +61,33 @@ async fn survives_client_kill() {
     // Publishing may fail once while the connection is re-established; retry like a caller would.
     let mut published = false;
     for _ in 0..50 {
-        if bus.publish_batch((10..20).map(|n| Tick { n })).await.is_ok() {
+        if bus
+            .publish_batch((10..20).map(|n| Tick { n }))
+            .await
+            .is_ok()
+        {
             published = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(published, "publishing recovers after the connection loss");
-    eventually(Duration::from_secs(15), "the rest after reconnecting", || async { seen.lock().unwrap().len() >= 20 })
-        .await;
+    eventually(
+        Duration::from_secs(15),
+        "the rest after reconnecting",
+        || async { seen.lock().unwrap().len() >= 20 },
+    )
+    .await;
     let mut got = seen.lock().unwrap().clone();
     got.sort_unstable();
     got.dedup();
     assert_eq!(got, (0..20).collect::<Vec<_>>(), "nothing lost");
     eventually(Duration::from_secs(10), "nothing left pending", || async {
-        bus.transport().lag(None).await.map(|l| l.iter().all(|g| g.pending == 0)).unwrap_or(false)
+        bus.transport()
+            .lag(None)
+            .await
+            .map(|l| l.iter().all(|g| g.pending == 0))
+            .unwrap_or(false)
     })
     .await;
     sub.shutdown().await.unwrap();
@@ -80,7 +100,9 @@ async fn unreachable_server_is_a_clear_error() {
         l.local_addr().unwrap().port()
     };
     let url = format!("redis://user:s3cret@127.0.0.1:{port}/0");
-    let err = RedisTransport::connect(RedisConfig::from_url(&url).unwrap()).await.unwrap_err();
+    let err = RedisTransport::connect(RedisConfig::new(&url).unwrap())
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(!text.contains("s3cret"), "the password leaked: {text}");
@@ -94,7 +116,9 @@ async fn unreachable_server_is_a_clear_error() {
 async fn wrong_password_is_an_auth_error_without_the_password() {
     let server = RedisServer::start(&["--requirepass", "right-one"]).await;
     let url = format!("redis://default:wrong-one@127.0.0.1:{}", server.port());
-    let err = RedisTransport::connect(RedisConfig::from_url(&url).unwrap()).await.unwrap_err();
+    let err = RedisTransport::connect(RedisConfig::new(&url).unwrap())
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(!text.contains("wrong-one"), "the password leaked: {text}");
     match err {
@@ -102,7 +126,9 @@ async fn wrong_password_is_an_auth_error_without_the_password() {
         other => panic!("expected a transport error, got {other:?}"),
     }
     let ok = format!("redis://default:right-one@127.0.0.1:{}", server.port());
-    RedisTransport::connect(RedisConfig::from_url(&ok).unwrap()).await.expect("the right password works");
+    RedisTransport::connect(RedisConfig::new(&ok).unwrap())
+        .await
+        .expect("the right password works");
 }
 
 #[tokio::test]
@@ -124,11 +150,15 @@ async fn acl_user_without_permission_is_a_permission_error() {
         .await
         .unwrap();
     let url = format!("redis://reader:pw@127.0.0.1:{}", server.port());
-    let transport = RedisTransport::connect(RedisConfig::from_url(&url).unwrap()).await.unwrap();
+    let transport = RedisTransport::connect(RedisConfig::new(&url).unwrap())
+        .await
+        .unwrap();
     let bus = EventBus::new(transport, "limited");
     let err = bus.publish(Tick { n: 1 }).await.unwrap_err();
     match &err {
-        eventbus_core::Error::Transport(t) => assert_eq!(t.kind(), TransportErrorKind::Permission, "{t}"),
+        eventbus_core::Error::Transport(t) => {
+            assert_eq!(t.kind(), TransportErrorKind::Permission, "{t}")
+        }
         other => panic!("expected a permission error, got {other:?}"),
     }
     assert!(!err.to_string().contains(":pw@"), "{err}");

@@ -26,7 +26,10 @@ const WAIT: Duration = Duration::from_secs(15);
 
 type Seen = Arc<Mutex<Vec<u32>>>;
 
-fn recorder() -> (Seen, impl Fn(Envelope<Ping>) -> futures_ready::Ready + Clone) {
+fn recorder() -> (
+    Seen,
+    impl Fn(Envelope<Ping>) -> futures_ready::Ready + Clone,
+) {
     let seen: Seen = Arc::default();
     let s = seen.clone();
     let handler = move |e: Envelope<Ping>| {
@@ -50,7 +53,13 @@ fn len(seen: &Seen) -> usize {
 }
 
 async fn pending(bus: &EventBus, group: &str) -> u64 {
-    bus.transport().lag(Some(group)).await.unwrap().iter().map(|l| l.pending).sum()
+    bus.transport()
+        .lag(Some(group))
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.pending)
+        .sum()
 }
 
 both!(
@@ -83,14 +92,31 @@ async fn publishes_to_type_and_global_streams(backend: Backend) {
         .await
         .unwrap();
     let (seen, handler) = recorder();
-    let typed = bus.subscribe().group("typed").on(handler).start().await.unwrap();
+    let typed = bus
+        .subscribe()
+        .group("typed")
+        .on(handler)
+        .start()
+        .await
+        .unwrap();
 
     bus.publish(Ping { n: 1 }).await.unwrap();
-    bus.publish_batch([Pong { n: 2 }, Pong { n: 3 }]).await.unwrap();
+    bus.publish_batch([Pong { n: 2 }, Pong { n: 3 }])
+        .await
+        .unwrap();
 
-    eventually(WAIT, "global subscriber sees all three", || async { all.lock().unwrap().len() == 3 }).await;
-    eventually(WAIT, "typed subscriber sees the ping", || async { len(&seen) == 1 }).await;
-    assert_eq!(*all.lock().unwrap(), vec!["TestPing", "TestPong", "TestPong"]);
+    eventually(WAIT, "global subscriber sees all three", || async {
+        all.lock().unwrap().len() == 3
+    })
+    .await;
+    eventually(WAIT, "typed subscriber sees the ping", || async {
+        len(&seen) == 1
+    })
+    .await;
+    assert_eq!(
+        *all.lock().unwrap(),
+        vec!["TestPing", "TestPong", "TestPong"]
+    );
     sub.shutdown().await.unwrap();
     typed.shutdown().await.unwrap();
 }
@@ -99,8 +125,13 @@ async fn at_least_once_across_a_dead_consumer(backend: Backend) {
     let transport = backend.transport();
     let bus = EventBus::from_arc(transport.clone(), "svc");
     let topic = Topic::of_type("TestPing");
-    transport.ensure_group(&topic, "svc-consumers", StartFrom::New).await.unwrap();
-    bus.publish_batch((0..20).map(|n| Ping { n })).await.unwrap();
+    transport
+        .ensure_group(&topic, "svc-consumers", StartFrom::New)
+        .await
+        .unwrap();
+    bus.publish_batch((0..20).map(|n| Ping { n }))
+        .await
+        .unwrap();
 
     // A consumer reads everything and dies without acknowledging anything.
     let dead = transport
@@ -125,12 +156,20 @@ async fn at_least_once_across_a_dead_consumer(backend: Backend) {
         .start()
         .await
         .unwrap();
-    eventually(WAIT, "the survivor handles the dead consumer's entries", || async { len(&seen) == 20 }).await;
+    eventually(
+        WAIT,
+        "the survivor handles the dead consumer's entries",
+        || async { len(&seen) == 20 },
+    )
+    .await;
     let mut got = seen.lock().unwrap().clone();
     got.sort_unstable();
     assert_eq!(got, (0..20).collect::<Vec<_>>());
     assert!(sub.stats().claimed() >= 20);
-    eventually(WAIT, "nothing left pending", || async { pending(&bus, "svc-consumers").await == 0 }).await;
+    eventually(WAIT, "nothing left pending", || async {
+        pending(&bus, "svc-consumers").await == 0
+    })
+    .await;
     sub.shutdown().await.unwrap();
 }
 
@@ -161,15 +200,23 @@ async fn two_consumers_share_without_duplicates(backend: Backend) {
         );
     }
     for chunk in 0..20u32 {
-        bus.publish_batch((0..10).map(|i| Ping { n: chunk * 10 + i })).await.unwrap();
+        bus.publish_batch((0..10).map(|i| Ping { n: chunk * 10 + i }))
+            .await
+            .unwrap();
     }
-    eventually(WAIT, "200 entries handled", || async { seen.lock().unwrap().len() >= 200 }).await;
+    eventually(WAIT, "200 entries handled", || async {
+        seen.lock().unwrap().len() >= 200
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 200, "no entry handled twice");
     let distinct: HashSet<u32> = seen.iter().map(|(_, n)| *n).collect();
     assert_eq!(distinct.len(), 200);
-    assert!(seen.iter().any(|(w, _)| *w == 1) && seen.iter().any(|(w, _)| *w == 2), "both consumers got work");
+    assert!(
+        seen.iter().any(|(w, _)| *w == 1) && seen.iter().any(|(w, _)| *w == 2),
+        "both consumers got work"
+    );
     for sub in subs {
         sub.shutdown().await.unwrap();
     }
@@ -179,10 +226,27 @@ async fn two_groups_each_get_every_entry(backend: Backend) {
     let bus = EventBus::from_arc(backend.transport(), "producer");
     let (seen_a, ha) = recorder();
     let (seen_b, hb) = recorder();
-    let a = bus.subscribe().group("billing-consumers").on(ha).start().await.unwrap();
-    let b = bus.subscribe().group("shipping-consumers").on(hb).start().await.unwrap();
-    bus.publish_batch((0..50).map(|n| Ping { n })).await.unwrap();
-    eventually(WAIT, "both groups get all 50", || async { len(&seen_a) == 50 && len(&seen_b) == 50 }).await;
+    let a = bus
+        .subscribe()
+        .group("billing-consumers")
+        .on(ha)
+        .start()
+        .await
+        .unwrap();
+    let b = bus
+        .subscribe()
+        .group("shipping-consumers")
+        .on(hb)
+        .start()
+        .await
+        .unwrap();
+    bus.publish_batch((0..50).map(|n| Ping { n }))
+        .await
+        .unwrap();
+    eventually(WAIT, "both groups get all 50", || async {
+        len(&seen_a) == 50 && len(&seen_b) == 50
+    })
+    .await;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
@@ -215,7 +279,11 @@ async fn retry_then_dead_letter_then_replay(backend: Backend) {
     bus.publish(Ping { n: 14 }).await.unwrap();
 
     eventually(WAIT, "the failing entry is dead-lettered", || async {
-        !transport.dead_letters("flaky-consumers", 10).await.unwrap().is_empty()
+        !transport
+            .dead_letters("flaky-consumers", 10)
+            .await
+            .unwrap()
+            .is_empty()
     })
     .await;
     let dead = transport.dead_letters("flaky-consumers", 10).await.unwrap();
@@ -224,27 +292,68 @@ async fn retry_then_dead_letter_then_replay(backend: Backend) {
     assert_eq!(d.origin_topic, Topic::of_type("TestPing"));
     assert_eq!(d.origin_id, id);
     assert_eq!(d.reason.delivery_count, 3);
-    assert!(d.reason.error.contains("downstream unavailable"), "{}", d.reason.error);
-    assert_eq!(d.event.as_ref().map(|e| e.data["n"].clone()), Some(serde_json::json!(13)));
+    assert!(
+        d.reason.error.contains("downstream unavailable"),
+        "{}",
+        d.reason.error
+    );
+    assert_eq!(
+        d.event.as_ref().map(|e| e.data["n"].clone()),
+        Some(serde_json::json!(13))
+    );
     // Three attempts of #13, one of #14.
-    eventually(WAIT, "four attempts", || async { attempts.load(Ordering::SeqCst) == 4 }).await;
+    eventually(WAIT, "four attempts", || async {
+        attempts.load(Ordering::SeqCst) == 4
+    })
+    .await;
     assert_eq!(sub.stats().dead_lettered(), 1);
-    eventually(WAIT, "nothing left pending", || async { pending(&bus, "flaky-consumers").await == 0 }).await;
+    eventually(WAIT, "nothing left pending", || async {
+        pending(&bus, "flaky-consumers").await == 0
+    })
+    .await;
 
     healthy.store(true, Ordering::SeqCst);
-    assert_eq!(transport.replay_dead_letters("flaky-consumers", None).await.unwrap(), 1);
-    eventually(WAIT, "the replayed entry is handled", || async { attempts.load(Ordering::SeqCst) == 5 }).await;
-    assert!(transport.dead_letters("flaky-consumers", 10).await.unwrap().is_empty());
+    assert_eq!(
+        transport
+            .replay_dead_letters("flaky-consumers", None)
+            .await
+            .unwrap(),
+        1
+    );
+    eventually(WAIT, "the replayed entry is handled", || async {
+        attempts.load(Ordering::SeqCst) == 5
+    })
+    .await;
+    assert!(transport
+        .dead_letters("flaky-consumers", 10)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Purge: dead-letter one more, then purge it.
     healthy.store(false, Ordering::SeqCst);
     bus.publish(Ping { n: 13 }).await.unwrap();
     eventually(WAIT, "dead-lettered again", || async {
-        transport.dead_letters("flaky-consumers", 10).await.unwrap().len() == 1
+        transport
+            .dead_letters("flaky-consumers", 10)
+            .await
+            .unwrap()
+            .len()
+            == 1
     })
     .await;
-    assert_eq!(transport.purge_dead_letters("flaky-consumers", None).await.unwrap(), 1);
-    assert!(transport.dead_letters("flaky-consumers", 10).await.unwrap().is_empty());
+    assert_eq!(
+        transport
+            .purge_dead_letters("flaky-consumers", None)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(transport
+        .dead_letters("flaky-consumers", 10)
+        .await
+        .unwrap()
+        .is_empty());
     sub.shutdown().await.unwrap();
 }
 
@@ -260,22 +369,49 @@ async fn malformed_entry_is_dead_lettered_and_the_rest_flows(backend: Backend) {
     wrong_shape.data = serde_json::json!({"n": "two"});
     let mut future_version = bus.envelope(Ping { n: 0 }).to_raw().unwrap();
     future_version.version = 9;
-    bus.publish_raw(&[wrong_shape, future_version]).await.unwrap();
+    bus.publish_raw(&[wrong_shape, future_version])
+        .await
+        .unwrap();
     bus.publish(Ping { n: 2 }).await.unwrap();
 
-    eventually(WAIT, "valid entries around the bad ones are handled", || async { len(&seen) == 2 }).await;
+    eventually(
+        WAIT,
+        "valid entries around the bad ones are handled",
+        || async { len(&seen) == 2 },
+    )
+    .await;
     assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
     eventually(WAIT, "three dead letters", || async {
-        transport.dead_letters("strict-consumers", 10).await.unwrap().len() == 3
+        transport
+            .dead_letters("strict-consumers", 10)
+            .await
+            .unwrap()
+            .len()
+            == 3
     })
     .await;
-    let dead = transport.dead_letters("strict-consumers", 10).await.unwrap();
+    let dead = transport
+        .dead_letters("strict-consumers", 10)
+        .await
+        .unwrap();
     let reasons: Vec<&str> = dead.iter().map(|d| d.reason.error.as_str()).collect();
-    assert!(reasons[0].contains("malformed") && reasons[0].contains("JSON"), "{reasons:?}");
+    assert!(
+        reasons[0].contains("malformed") && reasons[0].contains("JSON"),
+        "{reasons:?}"
+    );
     assert!(reasons[1].contains("invalid data"), "{reasons:?}");
-    assert!(reasons[2].contains("unsupported schema version 9"), "{reasons:?}");
-    assert!(dead.iter().all(|d| d.reason.delivery_count == 1), "permanent failures are not retried");
-    eventually(WAIT, "nothing left pending", || async { pending(&bus, "strict-consumers").await == 0 }).await;
+    assert!(
+        reasons[2].contains("unsupported schema version 9"),
+        "{reasons:?}"
+    );
+    assert!(
+        dead.iter().all(|d| d.reason.delivery_count == 1),
+        "permanent failures are not retried"
+    );
+    eventually(WAIT, "nothing left pending", || async {
+        pending(&bus, "strict-consumers").await == 0
+    })
+    .await;
     sub.shutdown().await.unwrap();
 }
 
@@ -298,7 +434,10 @@ async fn panicking_handler_is_a_failed_delivery(backend: Backend) {
         .unwrap();
     bus.publish(Ping { n: 1 }).await.unwrap();
     bus.publish(Ping { n: 2 }).await.unwrap();
-    eventually(WAIT, "both handled after the panic", || async { len(&seen) == 2 }).await;
+    eventually(WAIT, "both handled after the panic", || async {
+        len(&seen) == 2
+    })
+    .await;
     assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
     assert_eq!(sub.stats().failed_attempts(), 1);
     assert!(!sub.is_finished(), "the consumer survived the panic");
@@ -326,11 +465,22 @@ async fn graceful_shutdown_acks_finished_work(backend: Backend) {
         .await
         .unwrap();
     bus.publish_batch((0..5).map(|n| Ping { n })).await.unwrap();
-    eventually(WAIT, "all five started", || async { started.load(Ordering::SeqCst) == 5 }).await;
+    eventually(WAIT, "all five started", || async {
+        started.load(Ordering::SeqCst) == 5
+    })
+    .await;
     assert_eq!(finished.load(Ordering::SeqCst), 0);
     sub.shutdown().await.unwrap();
-    assert_eq!(finished.load(Ordering::SeqCst), 5, "shutdown waits for in-flight handlers");
-    assert_eq!(pending(&bus, "draining-consumers").await, 0, "and acknowledges them");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        5,
+        "shutdown waits for in-flight handlers"
+    );
+    assert_eq!(
+        pending(&bus, "draining-consumers").await,
+        0,
+        "and acknowledges them"
+    );
 }
 
 async fn order_is_kept_within_a_stream(backend: Backend) {
@@ -353,7 +503,9 @@ async fn order_is_kept_within_a_stream(backend: Backend) {
         .await
         .unwrap();
     for chunk in 0..10u32 {
-        bus.publish_batch((0..50).map(|i| Ping { n: chunk * 50 + i })).await.unwrap();
+        bus.publish_batch((0..50).map(|i| Ping { n: chunk * 50 + i }))
+            .await
+            .unwrap();
     }
     eventually(WAIT, "500 handled", || async { len(&seen) == 500 }).await;
     assert_eq!(*seen.lock().unwrap(), (0..500).collect::<Vec<_>>());
@@ -367,7 +519,8 @@ async fn lost_group_is_recreated(backend: Backend) {
         .subscribe()
         .configure(|o| {
             o.block = Duration::from_millis(100);
-            o.reconnect_backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
+            o.reconnect_backoff =
+                Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
         })
         .on(record)
         .start()
@@ -378,14 +531,25 @@ async fn lost_group_is_recreated(backend: Backend) {
     backend.lose_groups().await;
     // Wait for the consumer to notice and recreate the group, then publish more.
     eventually(WAIT, "the group is recreated", || async {
-        bus.transport().lag(Some("resilient-consumers")).await.map(|l| !l.is_empty()).unwrap_or(false)
+        bus.transport()
+            .lag(Some("resilient-consumers"))
+            .await
+            .map(|l| !l.is_empty())
+            .unwrap_or(false)
     })
     .await;
     bus.publish(Ping { n: 2 }).await.unwrap();
-    eventually(WAIT, "handled after recreation", || async { len(&seen) == 2 }).await;
+    eventually(WAIT, "handled after recreation", || async {
+        len(&seen) == 2
+    })
+    .await;
     assert!(sub.stats().transport_errors() >= 1);
     // Backoff, not a hot loop: a handful of errors, not thousands.
-    assert!(sub.stats().transport_errors() < 50, "{}", sub.stats().transport_errors());
+    assert!(
+        sub.stats().transport_errors() < 50,
+        "{}",
+        sub.stats().transport_errors()
+    );
     sub.shutdown().await.unwrap();
 }
 
@@ -414,7 +578,10 @@ async fn correlation_and_causation_propagate(backend: Backend) {
         .unwrap();
     let ping = bus.envelope(Ping { n: 1 }).with_correlation_id("flow-42");
     bus.publish_envelope(ping.clone()).await.unwrap();
-    eventually(WAIT, "the pong arrives", || async { pongs.lock().unwrap().len() == 1 }).await;
+    eventually(WAIT, "the pong arrives", || async {
+        pongs.lock().unwrap().len() == 1
+    })
+    .await;
     let pong = pongs.lock().unwrap()[0].clone();
     assert_eq!(pong.data, Pong { n: 2 });
     assert_eq!(pong.correlation_id.as_deref(), Some("flow-42"));
@@ -429,11 +596,26 @@ async fn start_from_beginning_reads_history(backend: Backend) {
     bus.publish_batch((0..3).map(|n| Ping { n })).await.unwrap();
     let (fresh_seen, fresh) = recorder();
     let (history_seen, history) = recorder();
-    let new_only = bus.subscribe().group("new-only").on(fresh).start().await.unwrap();
-    let replay =
-        bus.subscribe().group("from-start").start_from(StartFrom::Beginning).on(history).start().await.unwrap();
+    let new_only = bus
+        .subscribe()
+        .group("new-only")
+        .on(fresh)
+        .start()
+        .await
+        .unwrap();
+    let replay = bus
+        .subscribe()
+        .group("from-start")
+        .start_from(StartFrom::Beginning)
+        .on(history)
+        .start()
+        .await
+        .unwrap();
     bus.publish(Ping { n: 3 }).await.unwrap();
-    eventually(WAIT, "history replayed", || async { len(&history_seen) == 4 }).await;
+    eventually(WAIT, "history replayed", || async {
+        len(&history_seen) == 4
+    })
+    .await;
     eventually(WAIT, "new entry seen", || async { len(&fresh_seen) == 1 }).await;
     assert_eq!(*fresh_seen.lock().unwrap(), vec![3]);
     new_only.shutdown().await.unwrap();

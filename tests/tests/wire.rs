@@ -87,14 +87,27 @@ async fn python_publisher_rust_subscriber() {
         .await
         .unwrap();
 
-    python_publish(&ns, "PaymentCompleted", r#"{"order_id": "ord_123", "amount": 99.99}"#).await;
+    python_publish(
+        &ns,
+        "PaymentCompleted",
+        r#"{"order_id": "ord_123", "amount": 99.99}"#,
+    )
+    .await;
 
-    eventually(Duration::from_secs(10), "the Rust subscriber handles the Python event", || async {
-        got.lock().unwrap().len() == 1 && all.lock().unwrap().len() == 1
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the Rust subscriber handles the Python event",
+        || async { got.lock().unwrap().len() == 1 && all.lock().unwrap().len() == 1 },
+    )
     .await;
     let e = got.lock().unwrap()[0].clone();
-    assert_eq!(e.data, PaymentCompleted { order_id: "ord_123".into(), amount: 99.99 });
+    assert_eq!(
+        e.data,
+        PaymentCompleted {
+            order_id: "ord_123".into(),
+            amount: 99.99
+        }
+    );
     assert_eq!(e.event_id, "6f1c2d9e-8a4b-4c1e-9f3a-2b7d5e0c1a99");
     assert_eq!(e.source, "payment-service");
     assert_eq!(e.version, 1);
@@ -134,7 +147,11 @@ async fn python_read(stream: &str, group: &str) -> Vec<Entry> {
         .query_async(&mut conn)
         .await
         .unwrap();
-    reply.into_iter().flatten().flat_map(|(_, entries)| entries).collect()
+    reply
+        .into_iter()
+        .flatten()
+        .flat_map(|(_, entries)| entries)
+        .collect()
 }
 
 #[tokio::test]
@@ -143,7 +160,10 @@ async fn rust_publisher_python_subscriber() {
     let ns = redis_namespace(&backend);
     let bus = EventBus::from_arc(backend.transport(), "payment-service");
     let envelope = bus
-        .envelope(PaymentCompleted { order_id: "ord_9".into(), amount: 12.5 })
+        .envelope(PaymentCompleted {
+            order_id: "ord_9".into(),
+            amount: 12.5,
+        })
         .with_correlation_id("corr-1")
         .with_causation_id("cmd-7")
         .with_metadata("tenant", "acme");
@@ -157,8 +177,13 @@ async fn rust_publisher_python_subscriber() {
     assert_eq!(fields["event_type"], "PaymentCompleted");
     assert_eq!(fields["source"], "payment-service");
     let data: Value = serde_json::from_str(&fields["data"]).unwrap();
-    assert_eq!(data, serde_json::json!({"order_id": "ord_9", "amount": 12.5}));
-    let ts: f64 = fields["timestamp"].parse().expect("float(decoded['timestamp'])");
+    assert_eq!(
+        data,
+        serde_json::json!({"order_id": "ord_9", "amount": 12.5})
+    );
+    let ts: f64 = fields["timestamp"]
+        .parse()
+        .expect("float(decoded['timestamp'])");
     assert!((ts - envelope.timestamp).abs() < 1e-5);
     let metadata: Value = serde_json::from_str(&fields["metadata"]).unwrap();
     assert_eq!(metadata["correlation_id"], "corr-1");
@@ -169,7 +194,10 @@ async fn rust_publisher_python_subscriber() {
     // A Python `subscribe_all` reads the global stream, with `original_stream`.
     let global = python_read(&format!("{ns}:stream:all"), "python-all-consumers").await;
     assert_eq!(global.len(), 1);
-    assert_eq!(global[0].1["original_stream"], format!("{ns}:stream:PaymentCompleted"));
+    assert_eq!(
+        global[0].1["original_stream"],
+        format!("{ns}:stream:PaymentCompleted")
+    );
     assert_eq!(global[0].1["event_id"], envelope.event_id);
 }
 
@@ -191,10 +219,27 @@ async fn python_group_and_rust_group_coexist() {
         .start()
         .await
         .unwrap();
-    python_publish(&ns, "PaymentCompleted", r#"{"order_id": "py_1", "amount": 1.0}"#).await;
-    bus.publish(PaymentCompleted { order_id: "rs_1".into(), amount: 2.0 }).await.unwrap();
-    eventually(Duration::from_secs(10), "rust group sees both", || async { got.lock().unwrap().len() == 2 }).await;
-    let python_saw = python_read(&format!("{ns}:stream:PaymentCompleted"), "python-service-consumers").await;
+    python_publish(
+        &ns,
+        "PaymentCompleted",
+        r#"{"order_id": "py_1", "amount": 1.0}"#,
+    )
+    .await;
+    bus.publish(PaymentCompleted {
+        order_id: "rs_1".into(),
+        amount: 2.0,
+    })
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), "rust group sees both", || async {
+        got.lock().unwrap().len() == 2
+    })
+    .await;
+    let python_saw = python_read(
+        &format!("{ns}:stream:PaymentCompleted"),
+        "python-service-consumers",
+    )
+    .await;
     assert_eq!(python_saw.len(), 2);
     sub.shutdown().await.unwrap();
 }

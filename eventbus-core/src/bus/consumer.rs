@@ -133,11 +133,24 @@ async fn read_loop(runner: &Arc<Runner>) {
     let mut next_claim = Instant::now() + opts.claim_interval;
     let mut next_cleanup = Instant::now();
 
+    let mut taken: u64 = 0;
+
     while !runner.cancel.is_cancelled() {
+        let want = match opts.limit {
+            Some(limit) => opts
+                .batch_size
+                .min(usize::try_from(limit.saturating_sub(taken)).unwrap_or(usize::MAX)),
+            None => opts.batch_size,
+        };
+        if want == 0 {
+            // The limit is reached: take nothing more, wait to be stopped.
+            runner.cancel.cancelled().await;
+            break;
+        }
         // Wait for room for a whole batch before reading one.
         let permits = tokio::select! {
             _ = runner.cancel.cancelled() => break,
-            p = prefetch.clone().acquire_many_owned(opts.batch_size as u32) => match p {
+            p = prefetch.clone().acquire_many_owned(want as u32) => match p {
                 Ok(p) => p,
                 Err(_) => break,
             },
@@ -148,7 +161,15 @@ async fn read_loop(runner: &Arc<Runner>) {
                 // Take back what this consumer (by its stable name) left pending last run.
                 let mut out = Vec::new();
                 for topic in &runner.spec.topics {
-                    out.extend(runner.consumer.recover_own(topic, opts.batch_size).await?);
+                    out.extend(
+                        runner
+                            .consumer
+                            .recover_own(topic, want - out.len().min(want))
+                            .await?,
+                    );
+                    if out.len() >= want {
+                        break;
+                    }
                 }
                 // One pass suffices: a consumer never holds more than its prefetch, and
                 // anything beyond is reclaimed by `claim_idle` once idle.
@@ -181,7 +202,7 @@ async fn read_loop(runner: &Arc<Runner>) {
                     SubscriptionStats::add(&runner.stats.claimed, claimed.deliveries.len() as u64);
                     claim_cursors.insert(topic.clone(), claimed.next_cursor);
                     out.extend(claimed.deliveries);
-                    if out.len() >= opts.batch_size {
+                    if out.len() >= want {
                         break;
                     }
                 }
@@ -205,7 +226,7 @@ async fn read_loop(runner: &Arc<Runner>) {
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(1)),
             );
-            runner.consumer.read(opts.batch_size, block).await
+            runner.consumer.read(want, block).await
         };
 
         let result = tokio::select! {
@@ -216,6 +237,7 @@ async fn read_loop(runner: &Arc<Runner>) {
         match result {
             Ok(deliveries) => {
                 failures = 0;
+                taken += deliveries.len() as u64;
                 let mut permits = permits;
                 for delivery in deliveries {
                     // A claim can return a little more than a batch; wait for room then.

@@ -83,6 +83,9 @@ pub struct SubscriptionOptions {
     pub remove_idle_consumers_after: Option<Duration>,
     /// Backoff after a transport error (connection lost, group missing).
     pub reconnect_backoff: Backoff,
+    /// Take at most this many entries in all, then stop reading (for tools like
+    /// `eventbus consume --count N`); `None`: no limit.
+    pub limit: Option<u64>,
     /// How long shutdown waits for in-flight handlers before abandoning them (their entries
     /// stay pending and are redelivered later).
     pub shutdown_timeout: Duration,
@@ -127,6 +130,7 @@ impl SubscriptionOptions {
             claim_interval: Duration::from_secs(5),
             remove_idle_consumers_after: Some(Duration::from_secs(24 * 3600)),
             reconnect_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
+            limit: None,
             shutdown_timeout: Duration::from_secs(30),
         }
     }
