@@ -47,12 +47,20 @@ pub fn new_id() -> String {
 
 /// The current time in seconds since the Unix epoch.
 pub fn now_seconds() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl<T> Envelope<T> {
     /// Wraps `data` in a new envelope with a fresh id and the current time.
-    pub fn new(event_type: impl Into<String>, version: u32, source: impl Into<String>, data: T) -> Self {
+    pub fn new(
+        event_type: impl Into<String>,
+        version: u32,
+        source: impl Into<String>,
+        data: T,
+    ) -> Self {
         Envelope {
             event_id: new_id(),
             event_type: event_type.into(),
@@ -87,8 +95,12 @@ impl<T> Envelope<T> {
     /// Makes this envelope a consequence of `cause`: same correlation id (or the cause's
     /// event id when the cause has none), and the cause's event id as causation id.
     pub fn caused_by<U>(mut self, cause: &Envelope<U>) -> Self {
-        self.correlation_id =
-            Some(cause.correlation_id.clone().unwrap_or_else(|| cause.event_id.clone()));
+        self.correlation_id = Some(
+            cause
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| cause.event_id.clone()),
+        );
         self.causation_id = Some(cause.event_id.clone());
         self
     }
@@ -197,7 +209,11 @@ mod tests {
 
         let mut bad = raw;
         bad.data = serde_json::json!({"n": "seven"});
-        assert!(bad.decode::<Ping>().unwrap_err().to_string().contains("invalid data"));
+        assert!(bad
+            .decode::<Ping>()
+            .unwrap_err()
+            .to_string()
+            .contains("invalid data"));
     }
 
     #[test]
@@ -205,10 +221,16 @@ mod tests {
         let cause = Envelope::new("A", 1, "s", ()).with_correlation_id("corr");
         let effect = Envelope::new("B", 1, "s", ()).caused_by(&cause);
         assert_eq!(effect.correlation_id.as_deref(), Some("corr"));
-        assert_eq!(effect.causation_id.as_deref(), Some(cause.event_id.as_str()));
+        assert_eq!(
+            effect.causation_id.as_deref(),
+            Some(cause.event_id.as_str())
+        );
 
         let root = Envelope::new("A", 1, "s", ());
         let child = Envelope::new("B", 1, "s", ()).caused_by(&root);
-        assert_eq!(child.correlation_id.as_deref(), Some(root.event_id.as_str()));
+        assert_eq!(
+            child.correlation_id.as_deref(),
+            Some(root.event_id.as_str())
+        );
     }
 }

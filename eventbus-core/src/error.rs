@@ -168,7 +168,13 @@ impl TransportError {
 
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} on {} ({})", self.kind.as_str(), self.server, self.operation)?;
+        write!(
+            f,
+            "{} on {} ({})",
+            self.kind.as_str(),
+            self.server,
+            self.operation
+        )?;
         if !self.message.is_empty() {
             write!(f, ": {}", self.message)?;
         }
@@ -178,7 +184,9 @@ impl fmt::Display for TransportError {
 
 impl std::error::Error for TransportError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -196,12 +204,20 @@ pub struct HandlerError {
 impl HandlerError {
     /// A retryable failure with a message.
     pub fn retryable(message: impl Into<String>) -> Self {
-        HandlerError { message: message.into(), source: None, permanent: false }
+        HandlerError {
+            message: message.into(),
+            source: None,
+            permanent: false,
+        }
     }
 
     /// A failure that retrying cannot fix: the entry is dead-lettered immediately.
     pub fn permanent(message: impl Into<String>) -> Self {
-        HandlerError { message: message.into(), source: None, permanent: true }
+        HandlerError {
+            message: message.into(),
+            source: None,
+            permanent: true,
+        }
     }
 
     /// Marks this failure as permanent.
@@ -239,7 +255,11 @@ where
 {
     fn from(e: E) -> Self {
         let source: BoxError = e.into();
-        HandlerError { message: source.to_string(), source: Some(source), permanent: false }
+        HandlerError {
+            message: source.to_string(),
+            source: Some(source),
+            permanent: false,
+        }
     }
 }
 
@@ -270,7 +290,10 @@ mod tests {
             "connect",
             "refused",
         );
-        assert_eq!(e.to_string(), "connection failed on redis://127.0.0.1:1 (connect): refused");
+        assert_eq!(
+            e.to_string(),
+            "connection failed on redis://127.0.0.1:1 (connect): refused"
+        );
         assert!(Error::from(e).is_retryable());
     }
 
