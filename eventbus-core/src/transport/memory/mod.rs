@@ -42,6 +42,7 @@ use crate::transport::{
 mod consumer;
 mod state;
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;
 
 pub use consumer::MemoryConsumer;

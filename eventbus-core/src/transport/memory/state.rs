@@ -354,6 +354,7 @@ pub(crate) fn idle(now: Instant, then: Instant) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
