@@ -622,3 +622,37 @@ async fn global_stream_and_per_type_limits_trim_oldest_first() {
     assert_eq!(read_all(Topic::of_type("B")).await, [6]);
     assert_eq!(read_all(Topic::All).await, [3, 4, 5, 6]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_consumers_get_every_entry_exactly_once() {
+    let t = MemoryTransport::new();
+    t.ensure_group(&a(), GROUP, StartFrom::New).await.unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for i in 0..4 {
+        let c = consumer(&t, GROUP, &format!("c{i}"), &[a()]).await;
+        let done = done.clone();
+        readers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let got = c.read(7, Duration::from_millis(20)).await.unwrap();
+                if got.is_empty() && finished {
+                    break seen;
+                }
+                seen.extend(ns(&got));
+            }
+        }));
+    }
+    for chunk in 0..100 {
+        publish_n(&t, "A", chunk * 10..chunk * 10 + 10).await;
+        tokio::task::yield_now().await;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut all = Vec::new();
+    for r in readers {
+        all.extend(r.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..1_000).collect::<Vec<_>>());
+}
