@@ -1,1 +1,0 @@
-//! In-memory transport with the semantics of Redis Streams consumer groups.

@@ -1,0 +1,374 @@
+//! In-memory transport with the semantics of Redis Streams consumer groups (Redis 7.0).
+//!
+//! [`MemoryTransport`] keeps one stream per event type plus the global stream
+//! ([`Topic::All`]), consumer groups with their pending entries lists, and a dead-letter
+//! stream per group, all in process memory. It behaves like the Redis backend, so the
+//! runtime, and tests written against it, behave the same on both:
+//!
+//! - entry ids are `{ms}-{seq}`, strictly increasing per stream, compared numerically;
+//! - streams are trimmed on every append to a maximum length, oldest first (exactly, where
+//!   Redis' `MAXLEN ~` trims approximately), whether or not groups have read the entries;
+//! - reads, claims and redeliveries follow `XREADGROUP`, `XCLAIM` and `XAUTOCLAIM`,
+//!   including the Redis 7.0 handling of pending entries whose data was trimmed;
+//! - an operation on a group that does not exist fails with [`Error::GroupMissing`]
+//!   (`NOGROUP`), e.g. after [`MemoryTransport::flush`], except acknowledging (`XACK` on a
+//!   missing group is a no-op).
+//!
+//! A dead letter's [`fields`](crate::transport::DeadLetter::fields) are a raw rendering of
+//! the entry: one pair per envelope field (`event_id`, `event_type`, `version`, `source`,
+//! `timestamp`, `correlation_id` and `causation_id` when set, then `metadata` and `data` as
+//! JSON), or `("malformed", reason)` for an entry that could not be decoded, or nothing when
+//! the entry no longer existed. Replaying re-appends the stored entry itself, unchanged.
+//!
+//! Nothing is persisted: the transport lives as long as its last clone.
+//!
+//! [`Error::GroupMissing`]: crate::Error::GroupMissing
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::envelope::{now_seconds, EntryId, Envelope};
+use crate::error::{Error, Result};
+use crate::transport::{
+    ConsumerInfo, ConsumerSpec, DeadLetter, DeadLetterReason, GroupLag, Malformed, StartFrom,
+    StreamConsumer, StreamTransport, Topic,
+};
+
+mod consumer;
+mod state;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
+
+pub use consumer::MemoryConsumer;
+
+use state::{idle, DeadRecord, Entry, Limits, State, StreamId};
+
+/// Default maximum length of each event type's stream.
+pub const DEFAULT_MAX_LEN: usize = 100_000;
+
+/// Default maximum length of the global stream.
+pub const DEFAULT_MAX_LEN_ALL: usize = 500_000;
+
+/// What the transport and its consumers share.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Woken whenever entries are appended (or everything is flushed).
+    appended: Notify,
+    limits: Limits,
+}
+
+impl Shared {
+    /// Locks the state; a poisoned lock is taken over (no operation leaves it inconsistent
+    /// halfway, since none can panic between two writes).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An in-process [`StreamTransport`] with the semantics of Redis Streams consumer groups.
+///
+/// Cheap to clone: clones share the same streams.
+///
+/// ```
+/// use eventbus_core::transport::memory::MemoryTransport;
+///
+/// let transport = MemoryTransport::builder().max_len(1_000).max_len_all(5_000).build();
+/// # let _ = transport;
+/// ```
+#[derive(Debug, Clone)]
+pub struct MemoryTransport {
+    shared: Arc<Shared>,
+}
+
+impl Default for MemoryTransport {
+    fn default() -> Self {
+        MemoryTransport::new()
+    }
+}
+
+impl MemoryTransport {
+    /// A transport with the default stream lengths ([`DEFAULT_MAX_LEN`] per type stream,
+    /// [`DEFAULT_MAX_LEN_ALL`] for the global stream).
+    pub fn new() -> Self {
+        MemoryTransport::builder().build()
+    }
+
+    /// A builder to configure stream lengths.
+    pub fn builder() -> MemoryTransportBuilder {
+        MemoryTransportBuilder {
+            limits: Limits {
+                per_type: DEFAULT_MAX_LEN,
+                overrides: HashMap::new(),
+                all: DEFAULT_MAX_LEN_ALL,
+            },
+        }
+    }
+
+    /// Drops every stream, group and dead letter, like `FLUSHALL`: consumers then fail with
+    /// [`Error::GroupMissing`] until their groups are created again. Blocked reads wake up
+    /// and report the missing group.
+    pub fn flush(&self) {
+        *self.shared.lock() = State::default();
+        self.shared.appended.notify_waiters();
+    }
+
+    /// Appends an entry that cannot be decoded, as a broken producer might write one: it is
+    /// delivered as `Delivery { event: Err(Malformed { reason }), .. }`. Only `topic`'s
+    /// stream gets it (creating the stream if needed). For tests of the dead-letter path.
+    pub fn append_malformed(&self, topic: &Topic, reason: impl Into<String>) -> EntryId {
+        let entry = Err(Malformed {
+            reason: reason.into(),
+        });
+        let id = self.append(&mut self.shared.lock(), topic, entry);
+        self.shared.appended.notify_waiters();
+        id.to_string()
+    }
+
+    /// Appends to one stream (creating it), trimming it to its maximum length.
+    fn append(&self, state: &mut State, topic: &Topic, entry: Entry) -> StreamId {
+        let max_len = self.shared.limits.max_len(topic);
+        state
+            .streams
+            .entry(topic.clone())
+            .or_default()
+            .append(entry, max_len)
+    }
+}
+
+/// Configures a [`MemoryTransport`]: maximum stream lengths.
+#[derive(Debug, Clone)]
+pub struct MemoryTransportBuilder {
+    limits: Limits,
+}
+
+impl MemoryTransportBuilder {
+    /// Maximum length of every event type's stream (default [`DEFAULT_MAX_LEN`]).
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.limits.per_type = max_len;
+        self
+    }
+
+    /// Maximum length of one event type's stream, overriding [`max_len`](Self::max_len).
+    pub fn max_len_for(mut self, event_type: impl Into<String>, max_len: usize) -> Self {
+        self.limits.overrides.insert(event_type.into(), max_len);
+        self
+    }
+
+    /// Maximum length of the global stream (default [`DEFAULT_MAX_LEN_ALL`]).
+    pub fn max_len_all(mut self, max_len: usize) -> Self {
+        self.limits.all = max_len;
+        self
+    }
+
+    /// Builds the transport.
+    pub fn build(self) -> MemoryTransport {
+        MemoryTransport {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                appended: Notify::new(),
+                limits: self.limits,
+            }),
+        }
+    }
+}
+
+/// The raw fields stored with a dead letter (see the module docs).
+fn render_fields(entry: Option<&Entry>) -> Vec<(String, String)> {
+    let envelope = match entry {
+        None => return Vec::new(),
+        Some(Err(m)) => return vec![("malformed".to_owned(), m.reason.clone())],
+        Some(Ok(e)) => e,
+    };
+    let mut fields = vec![
+        ("event_id".to_owned(), envelope.event_id.clone()),
+        ("event_type".to_owned(), envelope.event_type.clone()),
+        ("version".to_owned(), envelope.version.to_string()),
+        ("source".to_owned(), envelope.source.clone()),
+        ("timestamp".to_owned(), envelope.timestamp.to_string()),
+    ];
+    if let Some(c) = &envelope.correlation_id {
+        fields.push(("correlation_id".to_owned(), c.clone()));
+    }
+    if let Some(c) = &envelope.causation_id {
+        fields.push(("causation_id".to_owned(), c.clone()));
+    }
+    fields.push((
+        "metadata".to_owned(),
+        Value::Object(envelope.metadata.clone()).to_string(),
+    ));
+    fields.push(("data".to_owned(), envelope.data.to_string()));
+    fields
+}
+
+impl MemoryTransport {
+    /// Moves entry `id` of `topic` to `group`'s dead letters and acknowledges it, under one
+    /// lock. A missing group or entry is not an error: the dead letter is recorded with what
+    /// is left (no event, no fields when the entry is gone), like `XADD` + `XACK` would.
+    fn dead_letter(&self, topic: &Topic, group: &str, id: StreamId, reason: &DeadLetterReason) {
+        let mut state = self.shared.lock();
+        let stream = state.streams.get_mut(topic);
+        let entry = stream
+            .as_ref()
+            .and_then(|s| s.entries.get(&id))
+            .map(|s| s.entry.clone());
+        if let Some(g) = stream.and_then(|s| s.groups.get_mut(group)) {
+            g.pel.remove(&id);
+        }
+        let dead = state.dead.entry(group.to_owned()).or_default();
+        let dead_id = dead.next_id();
+        let letter = DeadLetter {
+            id: dead_id.to_string(),
+            origin_topic: topic.clone(),
+            origin_id: id.to_string(),
+            group: group.to_owned(),
+            reason: reason.clone(),
+            dead_lettered_at: now_seconds(),
+            event: entry
+                .as_ref()
+                .and_then(|e| e.as_ref().ok())
+                .map(|e| Envelope::clone(e)),
+            fields: render_fields(entry.as_ref()),
+        };
+        dead.records.insert(dead_id, DeadRecord { letter, entry });
+    }
+}
+
+#[async_trait]
+impl StreamTransport for MemoryTransport {
+    async fn publish(&self, events: &[Envelope<Value>]) -> Result<Vec<EntryId>> {
+        let ids = {
+            let mut state = self.shared.lock();
+            events
+                .iter()
+                .map(|event| {
+                    let entry: Entry = Ok(Arc::new(event.clone()));
+                    let id = self.append(
+                        &mut state,
+                        &Topic::of_type(&event.event_type),
+                        entry.clone(),
+                    );
+                    self.append(&mut state, &Topic::All, entry);
+                    id.to_string()
+                })
+                .collect()
+        };
+        self.shared.appended.notify_waiters();
+        Ok(ids)
+    }
+
+    async fn ensure_group(&self, topic: &Topic, group: &str, start: StartFrom) -> Result<()> {
+        let mut state = self.shared.lock();
+        let stream = state.streams.entry(topic.clone()).or_default();
+        if !stream.groups.contains_key(group) {
+            let new = stream.new_group(start == StartFrom::Beginning);
+            stream.groups.insert(group.to_owned(), new);
+        }
+        Ok(())
+    }
+
+    async fn consumer(&self, spec: ConsumerSpec) -> Result<Box<dyn StreamConsumer>> {
+        Ok(Box::new(MemoryConsumer::new(self.clone(), spec)?))
+    }
+
+    async fn lag(&self, group: Option<&str>) -> Result<Vec<GroupLag>> {
+        let state = self.shared.lock();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (topic, stream) in &state.streams {
+            for (name, g) in &stream.groups {
+                if group.is_some_and(|wanted| wanted != name) {
+                    continue;
+                }
+                let consumers = g
+                    .consumers
+                    .iter()
+                    .map(|(consumer, seen)| ConsumerInfo {
+                        name: consumer.clone(),
+                        pending: g.pending_of(consumer),
+                        idle: idle(now, *seen),
+                    })
+                    .collect();
+                out.push(GroupLag {
+                    topic: topic.clone(),
+                    group: name.clone(),
+                    lag: g.lag(stream.entries_added),
+                    pending: g.pel.len() as u64,
+                    oldest_pending_idle: g.pel.values().next().map(|p| idle(now, p.last_delivery)),
+                    consumers,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn dead_letters(&self, group: &str, count: usize) -> Result<Vec<DeadLetter>> {
+        let state = self.shared.lock();
+        let Some(dead) = state.dead.get(group) else {
+            return Ok(Vec::new());
+        };
+        Ok(dead
+            .records
+            .values()
+            .take(count)
+            .map(|r| r.letter.clone())
+            .collect())
+    }
+
+    /// Dead letters whose entry was already gone when they were dead-lettered (no event, no
+    /// fields) cannot be replayed: they stay until purged.
+    async fn replay_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> Result<usize> {
+        let replayed = {
+            let mut state = self.shared.lock();
+            let Some(dead) = state.dead.get_mut(group) else {
+                return Ok(0);
+            };
+            let records = dead.take(ids, |r| r.entry.is_some());
+            for record in &records {
+                if let Some(entry) = &record.entry {
+                    self.append(&mut state, &record.letter.origin_topic, entry.clone());
+                }
+            }
+            records.len()
+        };
+        if replayed > 0 {
+            self.shared.appended.notify_waiters();
+        }
+        Ok(replayed)
+    }
+
+    async fn purge_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> Result<usize> {
+        let mut state = self.shared.lock();
+        Ok(state
+            .dead
+            .get_mut(group)
+            .map_or(0, |dead| dead.take(ids, |_| true).len()))
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+}
+
+/// Checks a consumer spec the way the Redis commands would reject it.
+fn check_spec(spec: &ConsumerSpec) -> Result<()> {
+    if spec.group.is_empty() {
+        return Err(Error::Config("consumer group name is empty".to_owned()));
+    }
+    if spec.consumer.is_empty() {
+        return Err(Error::Config("consumer name is empty".to_owned()));
+    }
+    if spec.topics.is_empty() {
+        return Err(Error::Config(format!(
+            "consumer `{}` reads no topic",
+            spec.consumer
+        )));
+    }
+    Ok(())
+}
