@@ -122,3 +122,82 @@ impl EventBus {
         SubscriptionBuilder::new(self.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::transport::memory::MemoryTransport;
+    use crate::HandlerError;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Ping {
+        n: u32,
+    }
+    impl Event for Ping {
+        const EVENT_TYPE: &'static str = "Ping";
+        const VERSION: u32 = 1;
+    }
+
+    async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn handles_acks_and_dead_letters() {
+        let transport = MemoryTransport::new();
+        let bus = EventBus::new(transport.clone(), "svc");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let sub = bus
+            .subscribe()
+            .max_deliveries(2)
+            .retry_backoff(Backoff::constant(Duration::from_millis(5)))
+            .on(move |e: Envelope<Ping>| {
+                let s = s.clone();
+                async move {
+                    if e.data.n == 0 {
+                        return Err(HandlerError::retryable("zero"));
+                    }
+                    s.lock().unwrap().push(e.data.n);
+                    Ok(())
+                }
+            })
+            .start()
+            .await
+            .unwrap();
+        bus.publish_batch([Ping { n: 1 }, Ping { n: 0 }, Ping { n: 2 }])
+            .await
+            .unwrap();
+        wait_for("two handled, one dead letter", || {
+            seen.lock().unwrap().len() == 2 && sub.stats().dead_lettered() == 1
+        })
+        .await;
+        assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+        assert_eq!(sub.stats().failed_attempts(), 2);
+        wait_for("all acked", || sub.stats().acked() == 3).await;
+        let dead = transport.dead_letters("svc-consumers", 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].reason.delivery_count, 2);
+        sub.shutdown().await.unwrap();
+        let lag = transport.lag(Some("svc-consumers")).await.unwrap();
+        assert_eq!(lag.iter().map(|l| l.pending).sum::<u64>(), 0);
+    }
+
+    #[tokio::test]
+    async fn subscription_without_handlers_is_a_config_error() {
+        let bus = EventBus::new(MemoryTransport::new(), "svc");
+        let err = bus.subscribe().start().await.unwrap_err();
+        assert!(matches!(err, crate::Error::Config(_)), "{err}");
+    }
+}

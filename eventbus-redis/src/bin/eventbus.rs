@@ -19,10 +19,19 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 #[derive(Parser)]
-#[command(name = "eventbus", version, about = "Inspect and drive an eventbus on Redis")]
+#[command(
+    name = "eventbus",
+    version,
+    about = "Inspect and drive an eventbus on Redis"
+)]
 struct Cli {
     /// Redis URL (`redis://[user:password@]host:port/db`, `rediss://` for TLS).
-    #[arg(long, global = true, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     url: String,
     /// Key namespace.
     #[arg(long, global = true, default_value = "eventbus")]
@@ -159,16 +168,28 @@ async fn run(cli: Cli) -> CliResult {
     let config = RedisConfig::new(&cli.url)
         .map_err(|e| e.to_string())?
         .namespace(cli.namespace.clone());
-    let transport = RedisTransport::connect(config).await.map_err(|e| e.to_string())?;
+    let transport = RedisTransport::connect(config)
+        .await
+        .map_err(|e| e.to_string())?;
     match cli.command {
-        Command::Publish { event_type, data, source, correlation_id, causation_id, schema_version } => {
-            let data: Value =
-                serde_json::from_str(&data).map_err(|e| format!("the event data is not valid JSON: {e}"))?;
+        Command::Publish {
+            event_type,
+            data,
+            source,
+            correlation_id,
+            causation_id,
+            schema_version,
+        } => {
+            let data: Value = serde_json::from_str(&data)
+                .map_err(|e| format!("the event data is not valid JSON: {e}"))?;
             let mut envelope = Envelope::new(event_type, schema_version, source.clone(), data);
             envelope.correlation_id = correlation_id;
             envelope.causation_id = causation_id;
             let bus = EventBus::new(transport, source);
-            let ids = bus.publish_raw(&[envelope]).await.map_err(|e| e.to_string())?;
+            let ids = bus
+                .publish_raw(&[envelope])
+                .await
+                .map_err(|e| e.to_string())?;
             let id = ids.first().ok_or("the server returned no entry id")?;
             println!("{id}");
             Ok(())
@@ -176,11 +197,18 @@ async fn run(cli: Cli) -> CliResult {
         Command::Consume(args) => consume(transport, args).await,
         Command::Lag { service, json } => {
             let group = service.as_deref().map(group_for_service);
-            let lags = transport.lag(group.as_deref()).await.map_err(|e| e.to_string())?;
+            let lags = transport
+                .lag(group.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
             print_lag(&lags, json)
         }
         Command::Dlq { action } => dlq(transport, action).await,
-        Command::Tail { stream, from_beginning, count } => tail(transport, &stream, from_beginning, count).await,
+        Command::Tail {
+            stream,
+            from_beginning,
+            count,
+        } => tail(transport, &stream, from_beginning, count).await,
     }
 }
 
@@ -216,8 +244,9 @@ async fn consume(transport: RedisTransport, args: ConsumeArgs) -> CliResult {
         move |e: Envelope<Value>, ctx: eventbus_core::Context| {
             let (printed, done) = (printed.clone(), done.clone());
             async move {
-                print_line(&event_line(&ctx.delivery().entry_id, &e))
-                    .map_err(|err| HandlerError::retryable(format!("cannot write to stdout: {err}")))?;
+                print_line(&event_line(&ctx.delivery().entry_id, &e)).map_err(|err| {
+                    HandlerError::retryable(format!("cannot write to stdout: {err}"))
+                })?;
                 let n = printed.fetch_add(1, Ordering::SeqCst) + 1;
                 if limit.is_some_and(|limit| n >= limit) {
                     done.notify_one();
@@ -226,12 +255,18 @@ async fn consume(transport: RedisTransport, args: ConsumeArgs) -> CliResult {
             }
         }
     };
-    let consumer =
-        args.consumer.clone().unwrap_or_else(|| default_consumer_name(&format!("{}-cli", args.service)));
+    let consumer = args
+        .consumer
+        .clone()
+        .unwrap_or_else(|| default_consumer_name(&format!("{}-cli", args.service)));
     let mut builder = bus
         .subscribe()
         .consumer_name(consumer)
-        .start_from(if args.from_beginning { StartFrom::Beginning } else { StartFrom::New })
+        .start_from(if args.from_beginning {
+            StartFrom::Beginning
+        } else {
+            StartFrom::New
+        })
         .claim_idle(Duration::from_millis(args.claim_idle_ms))
         .order_by(OrderBy::Stream)
         .concurrency(1)
@@ -258,7 +293,10 @@ async fn consume(transport: RedisTransport, args: ConsumeArgs) -> CliResult {
         _ = shutdown_signal() => eprintln!("eventbus: stopping"),
     }
     subscription.shutdown().await.map_err(|e| e.to_string())?;
-    eprintln!("eventbus: {} events consumed", printed.load(Ordering::SeqCst));
+    eprintln!(
+        "eventbus: {} events consumed",
+        printed.load(Ordering::SeqCst)
+    );
     Ok(())
 }
 
@@ -306,13 +344,28 @@ fn print_lag(lags: &[GroupLag], as_json: bool) -> CliResult {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    let w = |out: &mut std::io::StdoutLock<'_>, s: String| writeln!(out, "{s}").map_err(|e| e.to_string());
-    w(&mut out, format!("{:<28} {:<30} {:>9} {:>9} {:>14}  consumers", "STREAM", "GROUP", "LAG", "PENDING", "OLDEST IDLE"))?;
+    let w = |out: &mut std::io::StdoutLock<'_>, s: String| {
+        writeln!(out, "{s}").map_err(|e| e.to_string())
+    };
+    w(
+        &mut out,
+        format!(
+            "{:<28} {:<30} {:>9} {:>9} {:>14}  consumers",
+            "STREAM", "GROUP", "LAG", "PENDING", "OLDEST IDLE"
+        ),
+    )?;
     for l in lags {
         let consumers = l
             .consumers
             .iter()
-            .map(|c| format!("{}({} pending, idle {}ms)", c.name, c.pending, c.idle.as_millis()))
+            .map(|c| {
+                format!(
+                    "{}({} pending, idle {}ms)",
+                    c.name,
+                    c.pending,
+                    c.idle.as_millis()
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
         w(
@@ -323,8 +376,13 @@ fn print_lag(lags: &[GroupLag], as_json: bool) -> CliResult {
                 l.group,
                 l.lag.map_or("unknown".to_string(), |n| n.to_string()),
                 l.pending,
-                l.oldest_pending_idle.map_or("-".to_string(), |d| format!("{}ms", d.as_millis())),
-                if consumers.is_empty() { "-".to_string() } else { consumers }
+                l.oldest_pending_idle
+                    .map_or("-".to_string(), |d| format!("{}ms", d.as_millis())),
+                if consumers.is_empty() {
+                    "-".to_string()
+                } else {
+                    consumers
+                }
             ),
         )?;
     }
@@ -353,10 +411,17 @@ async fn dlq(transport: RedisTransport, action: DlqAction) -> CliResult {
         DlqAction::Purge(a) => (a, "purge"),
     };
     let group = group_for_service(&args.service);
-    let ids: Option<Vec<EntryId>> = if args.id.is_empty() { None } else { Some(args.id.clone()) };
+    let ids: Option<Vec<EntryId>> = if args.id.is_empty() {
+        None
+    } else {
+        Some(args.id.clone())
+    };
     match verb {
         "list" => {
-            let mut letters = transport.dead_letters(&group, args.limit).await.map_err(|e| e.to_string())?;
+            let mut letters = transport
+                .dead_letters(&group, args.limit)
+                .await
+                .map_err(|e| e.to_string())?;
             if let Some(ids) = &ids {
                 letters.retain(|d| ids.contains(&d.id));
             }
@@ -372,7 +437,9 @@ async fn dlq(transport: RedisTransport, action: DlqAction) -> CliResult {
                         d.origin_topic,
                         d.origin_id,
                         d.reason.delivery_count,
-                        d.event.as_ref().map_or("(undecodable)", |e| e.event_type.as_str()),
+                        d.event
+                            .as_ref()
+                            .map_or("(undecodable)", |e| e.event_type.as_str()),
                         d.reason.error
                     );
                 }
@@ -380,7 +447,10 @@ async fn dlq(transport: RedisTransport, action: DlqAction) -> CliResult {
             }
         }
         "replay" => {
-            let n = transport.replay_dead_letters(&group, ids.as_deref()).await.map_err(|e| e.to_string())?;
+            let n = transport
+                .replay_dead_letters(&group, ids.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
             if args.json {
                 print_line(&json!({"replayed": n})).map_err(|e| e.to_string())?;
             } else {
@@ -388,7 +458,10 @@ async fn dlq(transport: RedisTransport, action: DlqAction) -> CliResult {
             }
         }
         _ => {
-            let n = transport.purge_dead_letters(&group, ids.as_deref()).await.map_err(|e| e.to_string())?;
+            let n = transport
+                .purge_dead_letters(&group, ids.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
             if args.json {
                 print_line(&json!({"purged": n})).map_err(|e| e.to_string())?;
             } else {
@@ -399,9 +472,22 @@ async fn dlq(transport: RedisTransport, action: DlqAction) -> CliResult {
     Ok(())
 }
 
-async fn tail(transport: RedisTransport, stream: &str, from_beginning: bool, count: Option<u64>) -> CliResult {
-    let topic = if stream == "all" { Topic::All } else { Topic::of_type(stream) };
-    let mut cursor: String = if from_beginning { "0-0".into() } else { transport.last_id(&topic).await.map_err(|e| e.to_string())? };
+async fn tail(
+    transport: RedisTransport,
+    stream: &str,
+    from_beginning: bool,
+    count: Option<u64>,
+) -> CliResult {
+    let topic = if stream == "all" {
+        Topic::All
+    } else {
+        Topic::of_type(stream)
+    };
+    let mut cursor: String = if from_beginning {
+        "0-0".into()
+    } else {
+        transport.last_id(&topic).await.map_err(|e| e.to_string())?
+    };
     let mut printed = 0u64;
     loop {
         let want = count.map_or(256, |c| c.saturating_sub(printed).min(256) as usize);
