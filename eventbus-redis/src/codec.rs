@@ -213,6 +213,7 @@ fn malformed(reason: impl Into<String>) -> Malformed {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

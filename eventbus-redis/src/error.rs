@@ -187,6 +187,7 @@ pub(crate) fn kind_of(error: &RedisError) -> TransportErrorKind {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io;

@@ -116,6 +116,7 @@ pub fn group_for_service(service: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -161,6 +161,7 @@ pub(crate) fn pending_rows(value: &Value) -> Option<Vec<PendingRow>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
