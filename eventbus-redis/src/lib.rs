@@ -1,1 +1,60 @@
-//! Redis backend for eventbus.
+//! # eventbus-redis
+//!
+//! The Redis backend of eventbus: a Streams event bus wire-compatible with the reference
+//! article's Python `StreamEventBus`, so Rust and Python services can share one bus.
+//!
+//! [`RedisTransport`] implements core's [`StreamTransport`](eventbus_core::StreamTransport):
+//! every event is appended to its type's stream (`eventbus:stream:{event_type}`) and to the
+//! global stream (`eventbus:stream:all`) in one `MULTI`/`EXEC`; consumer groups read with
+//! `XREADGROUP`, reclaim idle entries with `XAUTOCLAIM`, and dead-letter what keeps failing
+//! to `eventbus:dlq:{group}` atomically with its ack.
+//!
+//! ```no_run
+//! use eventbus_core::transport::{ConsumerSpec, StartFrom, StreamTransport, Topic};
+//! use eventbus_core::Envelope;
+//! use eventbus_redis::{group_for_service, RedisConfig, RedisTransport};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // REDIS_URL, or redis://127.0.0.1:6379
+//! let transport = RedisTransport::connect(RedisConfig::from_env()?).await?;
+//!
+//! let topic = Topic::of_type("OrderCreated");
+//! let group = group_for_service("billing");
+//! transport.ensure_group(&topic, &group, StartFrom::New).await?;
+//!
+//! let event = Envelope::new("OrderCreated", 1, "order-service", serde_json::json!({"order_id": "o1"}));
+//! transport.publish(&[event]).await?;
+//!
+//! let consumer = transport
+//!     .consumer(ConsumerSpec { group, consumer: "billing-1".into(), topics: vec![topic.clone()] })
+//!     .await?;
+//! for delivery in consumer.read(100, Duration::from_secs(5)).await? {
+//!     println!("{:?}", delivery.event);
+//!     consumer.ack(&[(topic.clone(), vec![delivery.entry_id])]).await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Connection
+//!
+//! [`RedisConfig`] takes a URL: `redis://[user:password@]host[:port][/db]`, `rediss://…` for
+//! TLS, `rediss://…#insecure` to skip certificate verification. Errors name the server with
+//! its password redacted.
+
+pub mod codec;
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod keys;
+mod reply;
+mod scripts;
+pub mod transport;
+
+pub use config::{RedisConfig, DEFAULT_URL};
+pub use consumer::RedisConsumer;
+pub use error::{Error, Result};
+pub use keys::{group_for_service, Keys};
+pub use transport::RedisTransport;
