@@ -1,9 +1,37 @@
-//! Procedural macros for eventbus. Use them through `eventbus_core`, which re-exports them.
+//! Procedural macros for eventbus. Use them through `eventbus_core`, which re-exports them
+//! and whose paths the generated code names (`::eventbus_core::…`).
+//!
+//! Work goes parse ([`attr`]) → validate ([`check`]) → expand (one module per macro); errors
+//! are collected ([`ctxt`]) and a failed expansion still emits a fallback impl, so one mistake
+//! doesn't cascade into unrelated errors.
+
+mod attr;
+mod check;
+mod ctxt;
+mod event;
 
 use proc_macro::TokenStream;
 
-/// Makes a struct or enum an event (see `eventbus_core::Event`).
+/// Makes a struct or enum an event: implements `eventbus_core::Event` and derives serde.
+///
+/// ```ignore
+/// use eventbus_core::event;
+///
+/// #[event]                                   // type name `OrderCreated`, version 1
+/// pub struct OrderCreated { pub order_id: String }
+///
+/// #[event(name = "Order.Shipped", version = 2)]
+/// pub struct OrderShipped { pub order_id: String, pub carrier: String }
+/// ```
+///
+/// Arguments:
+/// - `name = "…"`: the event type name on the wire (default: the type's name). Must not be
+///   empty nor contain whitespace, `:` or `*` (they break stream keys and patterns).
+/// - `version = N`: the payload's schema version, at least 1 (default 1).
+///
+/// `Serialize`/`Deserialize` are derived unless the type already derives them; serde
+/// attributes (`#[serde(rename_all = "…")]`, `#[serde(tag = "…")]`) work as usual.
 #[proc_macro_attribute]
-pub fn event(_args: TokenStream, input: TokenStream) -> TokenStream {
-    input
+pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
+    event::expand(args.into(), input.into()).into()
 }

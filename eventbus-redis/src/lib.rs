@@ -51,10 +51,12 @@ pub mod error;
 pub mod keys;
 mod reply;
 mod scripts;
+pub mod tail;
 pub mod transport;
 
 pub use config::{RedisConfig, DEFAULT_URL};
 pub use consumer::RedisConsumer;
 pub use error::{Error, Result};
 pub use keys::{group_for_service, Keys};
+pub use tail::{StreamTail, TailEntry};
 pub use transport::RedisTransport;

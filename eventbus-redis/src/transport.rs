@@ -112,6 +112,10 @@ impl RedisTransport {
         RedisTransport::connect(RedisConfig::from_env()?).await
     }
 
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
     /// The configuration it was connected with.
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config

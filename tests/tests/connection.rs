@@ -107,7 +107,7 @@ async fn unreachable_server_is_a_clear_error() {
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(!text.contains("s3cret"), "the password leaked: {text}");
     match err {
-        eventbus_core::Error::Transport(t) => assert_eq!(t.kind(), TransportErrorKind::Connection),
+        eventbus_redis::Error::Transport(t) => assert_eq!(t.kind(), TransportErrorKind::Connection),
         other => panic!("expected a transport error, got {other:?}"),
     }
 }
@@ -122,7 +122,9 @@ async fn wrong_password_is_an_auth_error_without_the_password() {
     let text = err.to_string();
     assert!(!text.contains("wrong-one"), "the password leaked: {text}");
     match err {
-        eventbus_core::Error::Transport(t) => assert_eq!(t.kind(), TransportErrorKind::Auth, "{t}"),
+        eventbus_redis::Error::Transport(t) => {
+            assert_eq!(t.kind(), TransportErrorKind::Auth, "{t}")
+        }
         other => panic!("expected a transport error, got {other:?}"),
     }
     let ok = format!("redis://default:right-one@127.0.0.1:{}", server.port());

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use eventbus_core::bus::default_consumer_name;
 use eventbus_core::transport::{DeadLetter, GroupLag, StreamTransport, Topic};
-use eventbus_core::{
-    default_consumer_name, EntryId, Envelope, EventBus, HandlerError, OrderBy, StartFrom,
-};
+use eventbus_core::{EntryId, Envelope, EventBus, HandlerError, OrderBy, StartFrom};
 use eventbus_redis::{group_for_service, RedisConfig, RedisTransport};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -483,11 +482,15 @@ async fn tail(
     } else {
         Topic::of_type(stream)
     };
-    let mut cursor: String = if from_beginning {
-        "0-0".into()
+    let from = if from_beginning {
+        StartFrom::Beginning
     } else {
-        transport.last_id(&topic).await.map_err(|e| e.to_string())?
+        StartFrom::New
     };
+    let mut tail = transport
+        .tail(&topic, from)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut printed = 0u64;
     loop {
         let want = count.map_or(256, |c| c.saturating_sub(printed).min(256) as usize);
@@ -495,7 +498,7 @@ async fn tail(
             return Ok(());
         }
         let read = tokio::select! {
-            r = transport.read_after(&topic, &cursor, want, Duration::from_secs(1)) => r.map_err(|e| e.to_string())?,
+            r = tail.next_batch(want, Duration::from_secs(1)) => r.map_err(|e| e.to_string())?,
             _ = shutdown_signal() => return Ok(()),
         };
         for (id, entry) in read {
@@ -503,7 +506,6 @@ async fn tail(
                 Ok(e) => print_line(&event_line(&id, &e)).map_err(|e| e.to_string())?,
                 Err(m) => eprintln!("eventbus: entry {id} is malformed: {m}"),
             }
-            cursor = id;
             printed += 1;
         }
     }

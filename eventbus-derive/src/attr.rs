@@ -1,0 +1,76 @@
+//! Parsing of `#[event(...)]` arguments.
+
+use proc_macro2::TokenStream;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, Lit, LitInt, LitStr, Meta, Token};
+
+use crate::ctxt::Ctxt;
+
+/// The arguments of `#[event]`, as written.
+#[derive(Default)]
+pub(crate) struct EventArgs {
+    /// `name = "…"`.
+    pub(crate) name: Option<LitStr>,
+    /// `version = N`.
+    pub(crate) version: Option<LitInt>,
+}
+
+/// Parses `name = "…", version = N`, recording every problem in `cx`.
+pub(crate) fn parse_event_args(cx: &mut Ctxt, args: TokenStream) -> EventArgs {
+    let mut out = EventArgs::default();
+    let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args) {
+        Ok(metas) => metas,
+        Err(e) => {
+            cx.push(e);
+            return out;
+        }
+    };
+    for meta in metas {
+        let Meta::NameValue(nv) = &meta else {
+            cx.error_spanned_by(&meta, "expected `name = \"...\"` or `version = N`");
+            continue;
+        };
+        let Some(key) = nv.path.get_ident() else {
+            cx.error_spanned_by(&nv.path, "expected `name` or `version`");
+            continue;
+        };
+        match key.to_string().as_str() {
+            "name" => {
+                if out.name.is_some() {
+                    cx.error_spanned_by(key, "duplicate event attribute `name`");
+                    continue;
+                }
+                match &nv.value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(s), ..
+                    }) => out.name = Some(s.clone()),
+                    other => cx.error_spanned_by(
+                        other,
+                        "`name` must be a string literal, e.g. `name = \"OrderCreated\"`",
+                    ),
+                }
+            }
+            "version" => {
+                if out.version.is_some() {
+                    cx.error_spanned_by(key, "duplicate event attribute `version`");
+                    continue;
+                }
+                match &nv.value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Int(i), ..
+                    }) => out.version = Some(i.clone()),
+                    other => cx.error_spanned_by(
+                        other,
+                        "`version` must be an integer literal, e.g. `version = 2`",
+                    ),
+                }
+            }
+            _ => cx.error_spanned_by(
+                key,
+                format!("unknown event attribute `{key}`; expected `name` or `version`"),
+            ),
+        }
+    }
+    out
+}

@@ -1,0 +1,109 @@
+//! Expansion of `#[event]`.
+
+use proc_macro2::TokenStream;
+use quote::{quote, ToTokens};
+use syn::{Attribute, Data, DeriveInput, Generics, Ident};
+
+use crate::attr::parse_event_args;
+use crate::check;
+use crate::ctxt::Ctxt;
+
+/// Expands `#[event(args)] item`.
+pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
+    let mut cx = Ctxt::default();
+    let item: DeriveInput = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(e) => {
+            // Unions are not DeriveInput for us; anything else syn can't read is reported as is.
+            return e.to_compile_error();
+        }
+    };
+    if let Data::Union(u) = &item.data {
+        cx.error_spanned_by(
+            u.union_token,
+            "an event must be a struct or an enum, not a union",
+        );
+    }
+    let args = parse_event_args(&mut cx, args);
+    let default_name = item.ident.to_string();
+    let name = args
+        .name
+        .as_ref()
+        .and_then(|lit| check::event_name(&mut cx, lit))
+        .unwrap_or(default_name);
+    let version = args
+        .version
+        .as_ref()
+        .and_then(|lit| check::version(&mut cx, lit))
+        .unwrap_or(1);
+
+    let with_serde = add_serde(&item);
+    let event_impl = impl_event(&item.ident, &item.generics, &name, version);
+    let errors = cx.finish().map(|e| e.to_compile_error());
+    if matches!(item.data, Data::Union(_)) {
+        // Serde can't derive for unions: emit the item untouched, with the error.
+        return quote! { #errors #item };
+    }
+    quote! {
+        #errors
+        #with_serde
+        #event_impl
+    }
+}
+
+/// Whether `attrs` contain a `#[derive(...)]` naming `trait_name` (by any path).
+fn derives(attrs: &[Attribute], trait_name: &str) -> bool {
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("derive"))
+        .any(|a| {
+            let mut found = false;
+            let _ = a.parse_nested_meta(|meta| {
+                if meta
+                    .path
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.ident == trait_name)
+                {
+                    found = true;
+                }
+                Ok(())
+            });
+            found
+        })
+}
+
+/// The item with serde's derives added (unless present) and pointed at core's serde.
+fn add_serde(item: &DeriveInput) -> TokenStream {
+    let mut derive_paths = Vec::new();
+    if !derives(&item.attrs, "Serialize") {
+        derive_paths.push(quote!(::eventbus_core::__private::serde::Serialize));
+    }
+    if !derives(&item.attrs, "Deserialize") {
+        derive_paths.push(quote!(::eventbus_core::__private::serde::Deserialize));
+    }
+    let extra = if derive_paths.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            #[derive(#(#derive_paths),*)]
+            #[serde(crate = "::eventbus_core::__private::serde")]
+        }
+    };
+    let item = item.to_token_stream();
+    quote! { #extra #item }
+}
+
+/// `impl Event for Type`, inside an anonymous const.
+fn impl_event(ident: &Ident, generics: &Generics, name: &str, version: u32) -> TokenStream {
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #impl_generics ::eventbus_core::Event for #ident #ty_generics #where_clause {
+                const EVENT_TYPE: &'static ::core::primitive::str = #name;
+                const VERSION: ::core::primitive::u32 = #version;
+            }
+        };
+    }
+}
