@@ -14,7 +14,7 @@ use proc_macro::TokenStream;
 
 /// Makes a struct or enum an event: implements `eventbus_core::Event` and derives serde.
 ///
-/// ```ignore
+/// ```text
 /// use eventbus_core::event;
 ///
 /// #[event]                                   // type name `OrderCreated`, version 1

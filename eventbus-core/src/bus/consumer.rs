@@ -462,7 +462,12 @@ async fn call(
     event: Arc<Envelope<Value>>,
     ctx: Context,
 ) -> Result<(), HandlerError> {
-    let fut = AssertUnwindSafe(handler(event, ctx)).catch_unwind();
+    // A handler can panic while making its future (a closure's synchronous part) or while
+    // running it: both are failures of this delivery.
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(event, ctx))) {
+        Ok(fut) => AssertUnwindSafe(fut).catch_unwind(),
+        Err(panic) => return Err(panic_failure(panic.as_ref())),
+    };
     let outcome = match runner.options.handler_timeout {
         Some(limit) => match tokio::time::timeout(limit, fut).await {
             Ok(outcome) => outcome,
@@ -476,15 +481,17 @@ async fn call(
     };
     match outcome {
         Ok(result) => result,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".to_string());
-            Err(HandlerError::retryable(format!("handler panicked: {msg}")))
-        }
+        Err(panic) => Err(panic_failure(panic.as_ref())),
     }
+}
+
+fn panic_failure(panic: &(dyn std::any::Any + Send)) -> HandlerError {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string());
+    HandlerError::retryable(format!("handler panicked: {msg}"))
 }
 
 fn ack(runner: &Runner, topic: Topic, id: EntryId) {
