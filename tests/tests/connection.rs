@@ -1,5 +1,7 @@
 //! Connection faults, on a Redis server of the test's own.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by unwrapping.
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

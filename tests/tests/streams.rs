@@ -1,5 +1,7 @@
 //! Behaviour of the Streams event bus, on Redis and on the in-memory transport.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by unwrapping.
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -493,7 +495,7 @@ async fn order_is_kept_within_a_stream(backend: Backend) {
             let record = record.clone();
             async move {
                 // Later entries finish faster: only ordering keeps them in sequence.
-                if e.data.n % 7 == 0 {
+                if e.data.n.is_multiple_of(7) {
                     tokio::time::sleep(Duration::from_millis(3)).await;
                 }
                 record(e).await

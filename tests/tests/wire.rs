@@ -1,6 +1,8 @@
 //! Wire compatibility with the reference article's Python `StreamEventBus`: entries written
 //! and read exactly as that code does (raw XADD / XREADGROUP, its field names and JSON).
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by unwrapping.
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
