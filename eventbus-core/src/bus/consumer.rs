@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use serde_json::Value;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,6 +47,11 @@ pub(crate) struct Runner {
     /// Entries being handled here, so that a reclaim of one of our own slow entries doesn't
     /// run it twice at once.
     inflight: Mutex<HashSet<(Topic, EntryId)>>,
+    /// Entries settled without a handler succeeding (dead-lettered or skipped): they don't
+    /// count against `limit`.
+    uncounted: AtomicU64,
+    /// Signalled when `uncounted` grows, so that a reader at its limit reads again.
+    uncounted_changed: Notify,
 }
 
 /// A delivery with the prefetch permit it holds until it is finished.
@@ -54,6 +61,11 @@ struct Job {
 }
 
 impl Runner {
+    fn count_unhandled(&self) {
+        self.uncounted.fetch_add(1, AtomicOrdering::SeqCst);
+        self.uncounted_changed.notify_one();
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         bus: EventBus,
@@ -83,6 +95,8 @@ impl Runner {
             ack_rx: Mutex::new(Some(ack_rx)),
             ack_stop: CancellationToken::new(),
             inflight: Mutex::new(HashSet::new()),
+            uncounted: AtomicU64::new(0),
+            uncounted_changed: Notify::new(),
         })
     }
 
@@ -137,15 +151,20 @@ async fn read_loop(runner: &Arc<Runner>) {
 
     while !runner.cancel.is_cancelled() {
         let want = match opts.limit {
-            Some(limit) => opts
-                .batch_size
-                .min(usize::try_from(limit.saturating_sub(taken)).unwrap_or(usize::MAX)),
+            Some(limit) => {
+                let counted = taken.saturating_sub(runner.uncounted.load(AtomicOrdering::SeqCst));
+                let left = usize::try_from(limit.saturating_sub(counted)).unwrap_or(usize::MAX);
+                opts.batch_size.min(left)
+            }
             None => opts.batch_size,
         };
         if want == 0 {
-            // The limit is reached: take nothing more, wait to be stopped.
-            runner.cancel.cancelled().await;
-            break;
+            // The limit is reached: read again only if some entry gets dead-lettered or
+            // skipped instead of handled.
+            tokio::select! {
+                _ = runner.cancel.cancelled() => break,
+                _ = runner.uncounted_changed.notified() => continue,
+            }
         }
         // Wait for room for a whole batch before reading one.
         let permits = tokio::select! {
@@ -396,6 +415,7 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
     };
     let Some(handlers) = runner.handlers.get(&topic).cloned() else {
         SubscriptionStats::add(&runner.stats.skipped, 1);
+        runner.count_unhandled();
         ack(runner, topic, entry_id);
         return;
     };
@@ -501,6 +521,7 @@ fn ack(runner: &Runner, topic: Topic, id: EntryId) {
 }
 
 async fn dead_letter(runner: &Runner, topic: &Topic, id: &str, error: String, delivery_count: u32) {
+    runner.count_unhandled();
     let reason = DeadLetterReason {
         error,
         delivery_count,

@@ -148,6 +148,7 @@ type CliResult<T = ()> = Result<T, String>;
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EVENTBUS_LOG")
                 .unwrap_or_else(|_| "warn".into()),
