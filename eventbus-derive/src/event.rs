@@ -97,6 +97,25 @@ fn add_serde(item: &DeriveInput) -> TokenStream {
 /// `impl Event for Type`, inside an anonymous const.
 fn impl_event(ident: &Ident, generics: &Generics, name: &str, version: u32) -> TokenStream {
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    // A generic event is an event for the parameters that make it serializable.
+    let where_clause = if generics.params.is_empty() {
+        quote!(#where_clause)
+    } else {
+        let bounds = quote! {
+            Self: ::eventbus_core::__private::serde::Serialize
+                + ::eventbus_core::__private::serde::de::DeserializeOwned
+                + ::core::marker::Send
+                + ::core::marker::Sync
+                + 'static
+        };
+        match where_clause {
+            Some(w) if !w.predicates.is_empty() => {
+                let preds = &w.predicates;
+                quote!(where #preds, #bounds)
+            }
+            _ => quote!(where #bounds),
+        }
+    };
     quote! {
         const _: () = {
             #[automatically_derived]

@@ -1,0 +1,8 @@
+use eventbus_core::event;
+
+#[event(nam = "OrderCreated")]
+pub struct OrderCreated {
+    pub order_id: String,
+}
+
+fn main() {}
