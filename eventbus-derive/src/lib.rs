@@ -1,8 +1,8 @@
 //! Procedural macros for eventbus. Use them through `eventbus_core`, which re-exports them
 //! and whose paths the generated code names (`::eventbus_core::…`).
 //!
-//! Work goes parse ([`attr`]) → validate ([`check`]) → expand (one module per macro); errors
-//! are collected ([`ctxt`]) and a failed expansion still emits a fallback impl, so one mistake
+//! Work goes parse (`attr`) → validate (`check`) → expand (one module per macro); errors
+//! are collected (`ctxt`) and a failed expansion still emits a fallback impl, so one mistake
 //! doesn't cascade into unrelated errors.
 
 mod attr;
