@@ -113,6 +113,16 @@ impl Backend {
         }
     }
 
+    /// Deletes the test's keys (Redis); nothing to do in memory.
+    pub async fn cleanup(&self) {
+        if let Backend::Redis { transport, .. } = self {
+            transport
+                .delete_namespace()
+                .await
+                .expect("delete the test's namespace");
+        }
+    }
+
     /// Simulates losing the consumer group (a `FLUSHALL` or failover).
     pub async fn lose_groups(&self) {
         match self {
@@ -182,7 +192,9 @@ macro_rules! both {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn redis() {
-                    super::$name($crate::Backend::redis(stringify!($name)).await).await;
+                    let backend = $crate::Backend::redis(stringify!($name)).await;
+                    super::$name(backend.clone()).await;
+                    backend.cleanup().await;
                 }
             }
         )*
