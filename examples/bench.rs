@@ -1,0 +1,279 @@
+//! Throughput and latency of the Streams bus on Redis, next to `redis-benchmark` against the
+//! same server in the same run.
+//!
+//! ```text
+//! cargo run --release --example bench -- --url redis://127.0.0.1:6379 --events 200000
+//! cargo run --release --example bench -- --smoke     # a few seconds; CI runs this
+//! ```
+//!
+//! Every scenario runs in a fresh key namespace that it deletes afterwards, and checks that
+//! every event was handled exactly once and nothing is left pending: a run that loses or
+//! duplicates events exits non-zero. Missed targets are reported, never fatal (timing
+//! depends on the machine). The last line of output is one JSON object with every figure.
+
+#[path = "bench/memory.rs"]
+mod memory;
+#[path = "bench/reference.rs"]
+mod reference;
+#[path = "bench/scenarios.rs"]
+mod scenarios;
+#[path = "bench/support.rs"]
+mod support;
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Map, Value};
+
+#[derive(Parser)]
+#[command(about = "eventbus benchmark against one Redis server")]
+struct Args {
+    /// Redis URL (host, port, user and password are passed to redis-benchmark too).
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    url: String,
+    /// Events of the batched-publish and end-to-end scenarios.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Events published one at a time.
+    #[arg(long, default_value_t = 20_000)]
+    sequential_events: u64,
+    /// Events per `publish_batch` of the end-to-end and memory scenarios.
+    #[arg(long, default_value_t = 500)]
+    batch: u64,
+    /// Seconds of each fixed-rate latency run.
+    #[arg(long, default_value_t = 10.0)]
+    latency_secs: f64,
+    /// Events the separate consumer process of the memory scenario handles.
+    #[arg(long, default_value_t = 1_000_000)]
+    memory_events: u64,
+    /// Requests of the redis-benchmark reference.
+    #[arg(long, default_value_t = 1_000_000)]
+    reference_requests: u64,
+    /// Tiny sizes everywhere (a few seconds): proves nothing is lost, measures nothing.
+    #[arg(long)]
+    smoke: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The memory scenario's consumer process.
+    #[command(hide = true)]
+    Consume {
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        events: u64,
+    },
+}
+
+/// One figure of the report.
+struct Figure {
+    key: String,
+    label: String,
+    value: f64,
+    unit: &'static str,
+    /// Value ÷ the redis-benchmark reference, for throughputs.
+    ratio: Option<f64>,
+    /// The target, and whether this run met it.
+    target: Option<(String, bool)>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if let Some(Cmd::Consume { namespace, events }) = &args.command {
+        return memory::child(&args.url, namespace, *events).await;
+    }
+    if args.smoke {
+        args.events = args.events.min(2_000);
+        args.sequential_events = args.sequential_events.min(500);
+        args.latency_secs = args.latency_secs.min(0.5);
+        args.memory_events = args.memory_events.min(5_000);
+        args.reference_requests = args.reference_requests.min(20_000);
+    }
+    support::now_us();
+    let load_before = support::load_average();
+    let probe = support::connect(&args.url, &support::namespace("probe"), 0).await?;
+    let redis_version = probe.server_version().to_owned();
+    let server = probe.config().redacted_url().to_owned();
+    drop(probe);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "eventbus bench: Redis {redis_version} at {server}; {cores} cores; load {load_before}{}",
+        if args.smoke { "; SMOKE sizes" } else { "" }
+    );
+
+    let ref_key = format!("{}:reference", support::namespace("ref"));
+    let reference = reference::run(&args.url, &ref_key, args.reference_requests, 100_000)?;
+    let r = reference.ops_per_sec;
+    println!("reference: {}\n  -> {r:.0} XADD/s", reference.command);
+
+    let mut figures = Vec::new();
+    let throughput = |key: &str, label: String, value: f64, target: Option<f64>| Figure {
+        key: key.to_owned(),
+        label,
+        value,
+        unit: "events/s",
+        ratio: Some(value / r),
+        target: target.map(|t| (format!("≥ {t:.2} ×"), value / r >= t)),
+    };
+
+    let seq = scenarios::publish(&args.url, args.sequential_events, 1).await?;
+    figures.push(throughput(
+        "publish_sequential",
+        format!(
+            "a. publish, one at a time ({} events)",
+            args.sequential_events
+        ),
+        seq,
+        None,
+    ));
+    progress(&figures);
+    for (key, batch, target) in [
+        ("publish_batch_100", 100, None),
+        ("publish_batch_500", 500, Some(0.40)),
+    ] {
+        let eps = scenarios::publish(&args.url, args.events, batch).await?;
+        figures.push(throughput(
+            key,
+            format!("a. publish, batches of {batch} ({} events)", args.events),
+            eps,
+            target,
+        ));
+        progress(&figures);
+    }
+
+    let mut e2e_max = 0.0;
+    for (key, consumers, target) in [
+        ("e2e_1_consumer", 1, Some(0.20)),
+        ("e2e_2_consumers", 2, None),
+    ] {
+        let e2e = scenarios::end_to_end(&args.url, args.events, args.batch, consumers).await?;
+        if consumers == 1 {
+            e2e_max = e2e.events_per_sec;
+        }
+        figures.push(throughput(
+            key,
+            format!(
+                "b. end to end, {consumers} consumer{} ({} events; producer {:.0}/s)",
+                if consumers == 1 { "" } else { "s" },
+                args.events,
+                e2e.publish_per_sec
+            ),
+            e2e.events_per_sec,
+            target,
+        ));
+        progress(&figures);
+    }
+
+    let half = ((e2e_max / 2.0) as u64).max(1);
+    for (key, rate) in [("latency_2000", 2_000), ("latency_half_max", half)] {
+        let lat = scenarios::latency(&args.url, rate, args.latency_secs).await?;
+        let ms = |us: u32| f64::from(us) / 1000.0;
+        let label = format!(
+            "c. latency at {} events/s (achieved {:.0}/s, {} samples)",
+            lat.rate, lat.achieved_rate, lat.samples
+        );
+        for (suffix, value) in [
+            ("p50", lat.p50_us),
+            ("p99", lat.p99_us),
+            ("p999", lat.p999_us),
+            ("max", lat.max_us),
+        ] {
+            let target = (key == "latency_2000" && suffix == "p99")
+                .then(|| ("≤ 1 ms".to_string(), ms(value) <= 1.0));
+            figures.push(Figure {
+                key: format!("{key}_{suffix}_ms"),
+                label: format!("{label} {suffix}"),
+                value: ms(value),
+                unit: "ms",
+                ratio: None,
+                target,
+            });
+        }
+        progress(&figures);
+    }
+
+    let mem = memory::run(&args.url, args.memory_events, args.batch).await?;
+    figures.push(Figure {
+        key: "consumer_peak_mib".into(),
+        label: format!(
+            "e. consumer peak memory (VmHWM) over {} events (baseline {:.1} MiB; {:.0} events/s)",
+            mem.events, mem.baseline_mib, mem.events_per_sec
+        ),
+        value: mem.peak_mib,
+        unit: "MiB",
+        ratio: None,
+        target: Some(("≤ 64 MiB".into(), mem.peak_mib <= 64.0)),
+    });
+
+    let load_after = support::load_average();
+    print_table(&reference, &figures, &load_before, &load_after);
+    let mut json_figures = Map::new();
+    for f in &figures {
+        json_figures.insert(
+            f.key.clone(),
+            json!({
+                "value": round(f.value),
+                "unit": f.unit,
+                "ratio": f.ratio.map(round),
+                "target": f.target.as_ref().map(|t| &t.0),
+                "met": f.target.as_ref().map(|t| t.1),
+            }),
+        );
+    }
+    json_figures.insert(
+        "command_to_projection".into(),
+        json!({"value": Value::Null, "note": "n/a (needs projections, issue 3)"}),
+    );
+    let line = json!({
+        "redis_version": redis_version,
+        "cores": cores,
+        "load_before": load_before,
+        "load_after": load_after,
+        "smoke": args.smoke,
+        "reference_xadd_p16_ops": round(r),
+        "figures": json_figures,
+    });
+    println!("{line}");
+    Ok(())
+}
+
+fn progress(figures: &[Figure]) {
+    if let Some(f) = figures.last() {
+        eprintln!("  {}: {:.1} {}", f.label, f.value, f.unit);
+    }
+}
+
+fn print_table(reference: &reference::Reference, figures: &[Figure], before: &str, after: &str) {
+    println!();
+    println!(
+        "| scenario | figure | ratio to XADD -P16 ({:.0}/s) | target | met |",
+        reference.ops_per_sec
+    );
+    println!("|---|---:|---:|---|---|");
+    for f in figures {
+        let (target, met) = match &f.target {
+            Some((t, met)) => (t.as_str(), if *met { "yes" } else { "NO" }),
+            None => ("", ""),
+        };
+        let value = if f.unit == "events/s" {
+            format!("{:.0} {}", f.value, f.unit)
+        } else {
+            format!("{:.2} {}", f.value, f.unit)
+        };
+        let ratio = f.ratio.map_or(String::new(), |r| format!("{r:.3}"));
+        println!("| {} | {value} | {ratio} | {target} | {met} |", f.label);
+    }
+    println!("| d. command → projection read model | n/a (needs projections, issue 3) | | | |");
+    println!("load average (1 min): {before} before, {after} after");
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,126 @@
+//! The reference figure: `redis-benchmark` appending entries shaped like ours with `XADD`,
+//! 16 commands pipelined, against the same server.
+
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+use eventbus_redis::codec;
+use redis::{ConnectionAddr, IntoConnectionInfo};
+
+use crate::support::BenchEvent;
+
+/// What redis-benchmark did.
+pub struct Reference {
+    /// `XADD` per second.
+    pub ops_per_sec: f64,
+    /// The command line, password masked.
+    pub command: String,
+}
+
+/// Runs `redis-benchmark -P 16 --csv XADD {key} MAXLEN ~ {maxlen} * {our fields}` with `n`
+/// requests against the server of `url`, deletes the key, and parses the requests/s.
+pub fn run(url: &str, key: &str, n: u64, maxlen: u64) -> anyhow::Result<Reference> {
+    let info = url.into_connection_info().context("parsing --url")?;
+    let mut args: Vec<String> = Vec::new();
+    let mut shown: Vec<String> = Vec::new();
+    let mut push = |a: &str, secret: bool| {
+        args.push(a.to_owned());
+        shown.push(if secret { "***".into() } else { a.to_owned() });
+    };
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) => {
+            push("-h", false);
+            push(host, false);
+            push("-p", false);
+            push(&port.to_string(), false);
+        }
+        ConnectionAddr::TcpTls { host, port, .. } => {
+            push("--tls", false);
+            push("-h", false);
+            push(host, false);
+            push("-p", false);
+            push(&port.to_string(), false);
+        }
+        ConnectionAddr::Unix(path) => {
+            push("-s", false);
+            push(&path.to_string_lossy(), false);
+        }
+        other => bail!("unsupported address for redis-benchmark: {other:?}"),
+    }
+    let settings = info.redis_settings();
+    if let Some(user) = settings.username() {
+        push("--user", false);
+        push(user, false);
+    }
+    if let Some(password) = settings.password() {
+        push("-a", false);
+        push(password, true);
+    }
+    if settings.db() != 0 {
+        push("--dbnum", false);
+        push(&settings.db().to_string(), false);
+    }
+    for a in ["-P", "16", "-n", &n.to_string(), "--csv", "XADD", key] {
+        push(a, false);
+    }
+    for a in ["MAXLEN", "~", &maxlen.to_string(), "*"] {
+        push(a, false);
+    }
+    // Exactly the fields our publish writes for a BenchEvent.
+    let envelope = eventbus_core::Envelope::from_event("bench", BenchEvent::new(123_456))
+        .to_raw()
+        .context("encoding the sample event")?;
+    for (field, value) in codec::encode(&envelope)? {
+        push(&field, false);
+        push(&value, false);
+    }
+
+    let output = Command::new("redis-benchmark")
+        .args(&args)
+        .output()
+        .context("running redis-benchmark (is it on the PATH?)")?;
+    let command = format!("redis-benchmark {}", shown.join(" "));
+    cleanup(url, key);
+    if !output.status.success() {
+        bail!(
+            "redis-benchmark failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let ops_per_sec = parse_csv_rps(&stdout)
+        .with_context(|| format!("no requests/s in redis-benchmark's output: {stdout}"))?;
+    Ok(Reference {
+        ops_per_sec,
+        command,
+    })
+}
+
+/// The `rps` column of the last CSV row. The command column is not escaped (it holds our
+/// JSON with its quotes), so columns are counted from the end: `rps` is the 7th last.
+fn parse_csv_rps(csv: &str) -> Option<f64> {
+    let row = csv.lines().rev().find(|l| l.starts_with("\"XADD"))?;
+    let cols: Vec<&str> = row.split("\",\"").collect();
+    let rps = cols.get(cols.len().checked_sub(7)?)?;
+    rps.trim_matches('"').parse().ok()
+}
+
+fn cleanup(url: &str, key: &str) {
+    let deleted = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .and_then(|mut c| redis::cmd("DEL").arg(key).query::<u64>(&mut c));
+    if let Err(e) = deleted {
+        eprintln!("warning: could not delete {key}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_redis_benchmark_csv() {
+        let csv = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\
+                   \"XADD k * data {\"a\":1}\",\"423728.81\",\"1.742\",\"0.376\",\"1.559\",\"3.239\",\"5.607\",\"5.975\"\n";
+        assert_eq!(super::parse_csv_rps(csv), Some(423728.81));
+    }
+}
