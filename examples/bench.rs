@@ -52,6 +52,9 @@ struct Args {
     /// Requests of the redis-benchmark reference.
     #[arg(long, default_value_t = 1_000_000)]
     reference_requests: u64,
+    /// Run only these scenarios (comma-separated: publish, e2e, latency, memory).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Tiny sizes everywhere (a few seconds): proves nothing is lost, measures nothing.
     #[arg(long)]
     smoke: bool,
@@ -81,6 +84,8 @@ struct Figure {
     ratio: Option<f64>,
     /// The target, and whether this run met it.
     target: Option<(String, bool)>,
+    /// CPU use while it ran, percent of one core: (redis-server, the bench process).
+    cpu: (Option<f64>, Option<f64>),
 }
 
 #[tokio::main]
@@ -121,59 +126,62 @@ async fn main() -> anyhow::Result<()> {
         unit: "events/s",
         ratio: Some(value / r),
         target: target.map(|t| (format!("≥ {t:.2} ×"), value / r >= t)),
+        cpu: (None, None),
     };
+    let cpu = support::CpuMeter::new(&args.url).await;
+    let runs = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
 
-    let seq = scenarios::publish(&args.url, args.sequential_events, 1).await?;
-    figures.push(throughput(
-        "publish_sequential",
-        format!(
-            "a. publish, one at a time ({} events)",
-            args.sequential_events
-        ),
-        seq,
-        None,
-    ));
-    progress(&figures);
-    for (key, batch, target) in [
-        ("publish_batch_100", 100, None),
-        ("publish_batch_500", 500, Some(0.40)),
-    ] {
-        let eps = scenarios::publish(&args.url, args.events, batch).await?;
-        figures.push(throughput(
-            key,
-            format!("a. publish, batches of {batch} ({} events)", args.events),
-            eps,
-            target,
-        ));
+    let publish_runs = [
+        ("publish_sequential", 1, args.sequential_events, None),
+        ("publish_batch_100", 100, args.events, None),
+        ("publish_batch_500", 500, args.events, Some(0.40)),
+    ];
+    for (key, batch, n, target) in publish_runs.into_iter().filter(|_| runs("publish")) {
+        let from = cpu.snap();
+        let eps = scenarios::publish(&args.url, n, batch).await?;
+        let label = if batch == 1 {
+            format!("a. publish, one at a time ({n} events)")
+        } else {
+            format!("a. publish, batches of {batch} ({n} events)")
+        };
+        figures.push(Figure {
+            cpu: cpu.since(from),
+            ..throughput(key, label, eps, target)
+        });
         progress(&figures);
     }
 
-    let mut e2e_max = 0.0;
-    for (key, consumers, target) in [
+    let mut e2e_max = 60_000.0;
+    let e2e_runs = [
         ("e2e_1_consumer", 1, Some(0.20)),
         ("e2e_2_consumers", 2, None),
-    ] {
+    ];
+    for (key, consumers, target) in e2e_runs.into_iter().filter(|_| runs("e2e")) {
+        let from = cpu.snap();
         let e2e = scenarios::end_to_end(&args.url, args.events, args.batch, consumers).await?;
+        let used = cpu.since(from);
         if consumers == 1 {
             e2e_max = e2e.events_per_sec;
         }
-        figures.push(throughput(
-            key,
-            format!(
-                "b. end to end, {consumers} consumer{} ({} events; producer {:.0}/s)",
-                if consumers == 1 { "" } else { "s" },
-                args.events,
-                e2e.publish_per_sec
-            ),
-            e2e.events_per_sec,
-            target,
-        ));
+        let label = format!(
+            "b. end to end, {consumers} consumer{} ({} events; producer {:.0}/s)",
+            if consumers == 1 { "" } else { "s" },
+            args.events,
+            e2e.publish_per_sec
+        );
+        figures.push(Figure {
+            cpu: used,
+            ..throughput(key, label, e2e.events_per_sec, target)
+        });
         progress(&figures);
     }
 
     let half = ((e2e_max / 2.0) as u64).max(1);
-    for (key, rate) in [("latency_2000", 2_000), ("latency_half_max", half)] {
+    let latency_runs = [("latency_2000", 2_000), ("latency_half_max", half)];
+    for (key, rate) in latency_runs.into_iter().filter(|_| runs("latency")) {
+        let from = cpu.snap();
         let lat = scenarios::latency(&args.url, rate, args.latency_secs).await?;
+        let used = cpu.since(from);
         let ms = |us: u32| f64::from(us) / 1000.0;
         let label = format!(
             "c. latency at {} events/s (achieved {:.0}/s, {} samples)",
@@ -194,23 +202,29 @@ async fn main() -> anyhow::Result<()> {
                 unit: "ms",
                 ratio: None,
                 target,
+                cpu: used,
             });
+            progress(&figures);
         }
-        progress(&figures);
     }
 
-    let mem = memory::run(&args.url, args.memory_events, args.batch).await?;
-    figures.push(Figure {
-        key: "consumer_peak_mib".into(),
-        label: format!(
+    if runs("memory") {
+        let from = cpu.snap();
+        let mem = memory::run(&args.url, args.memory_events, args.batch).await?;
+        figures.push(Figure {
+            key: "consumer_peak_mib".into(),
+            label: format!(
             "e. consumer peak memory (VmHWM) over {} events (baseline {:.1} MiB; {:.0} events/s)",
             mem.events, mem.baseline_mib, mem.events_per_sec
         ),
-        value: mem.peak_mib,
-        unit: "MiB",
-        ratio: None,
-        target: Some(("≤ 64 MiB".into(), mem.peak_mib <= 64.0)),
-    });
+            value: mem.peak_mib,
+            unit: "MiB",
+            ratio: None,
+            target: Some(("≤ 64 MiB".into(), mem.peak_mib <= 64.0)),
+            cpu: cpu.since(from),
+        });
+        progress(&figures);
+    }
 
     let load_after = support::load_average();
     print_table(&reference, &figures, &load_before, &load_after);
@@ -224,6 +238,8 @@ async fn main() -> anyhow::Result<()> {
                 "ratio": f.ratio.map(round),
                 "target": f.target.as_ref().map(|t| &t.0),
                 "met": f.target.as_ref().map(|t| t.1),
+                "cpu_redis_pct": f.cpu.0.map(|c| c.round()),
+                "cpu_bench_pct": f.cpu.1.map(|c| c.round()),
             }),
         );
     }
@@ -253,10 +269,10 @@ fn progress(figures: &[Figure]) {
 fn print_table(reference: &reference::Reference, figures: &[Figure], before: &str, after: &str) {
     println!();
     println!(
-        "| scenario | figure | ratio to XADD -P16 ({:.0}/s) | target | met |",
+        "| scenario | figure | ratio to XADD -P16 ({:.0}/s) | target | met | CPU redis / bench |",
         reference.ops_per_sec
     );
-    println!("|---|---:|---:|---|---|");
+    println!("|---|---:|---:|---|---|---|");
     for f in figures {
         let (target, met) = match &f.target {
             Some((t, met)) => (t.as_str(), if *met { "yes" } else { "NO" }),
@@ -268,9 +284,15 @@ fn print_table(reference: &reference::Reference, figures: &[Figure], before: &st
             format!("{:.2} {}", f.value, f.unit)
         };
         let ratio = f.ratio.map_or(String::new(), |r| format!("{r:.3}"));
-        println!("| {} | {value} | {ratio} | {target} | {met} |", f.label);
+        let pct = |c: Option<f64>| c.map_or("?".to_string(), |c| format!("{c:.0}%"));
+        println!(
+            "| {} | {value} | {ratio} | {target} | {met} | {} / {} |",
+            f.label,
+            pct(f.cpu.0),
+            pct(f.cpu.1)
+        );
     }
-    println!("| d. command → projection read model | n/a (needs projections, issue 3) | | | |");
+    println!("| d. command → projection read model | n/a (needs projections, issue 3) | | | | |");
     println!("load average (1 min): {before} before, {after} after");
 }
 

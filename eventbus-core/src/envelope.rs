@@ -133,7 +133,26 @@ impl<E: Event> Envelope<E> {
             event_type: self.event_type.clone(),
             source,
         })?;
-        Ok(Envelope {
+        Ok(self.with_data(data))
+    }
+
+    /// Encodes the payload as JSON, for transports, consuming the envelope (no copies of
+    /// its ids and metadata).
+    pub fn into_raw(self) -> Result<Envelope<Value>> {
+        match serde_json::to_value(&self.data) {
+            Ok(data) => Ok(self.map(|_| data)),
+            Err(source) => Err(Error::Serialize {
+                event_type: self.event_type,
+                source,
+            }),
+        }
+    }
+}
+
+impl<T> Envelope<T> {
+    /// A copy of everything but the payload, around `data`.
+    fn with_data<U>(&self, data: U) -> Envelope<U> {
+        Envelope {
             event_id: self.event_id.clone(),
             event_type: self.event_type.clone(),
             version: self.version,
@@ -143,7 +162,7 @@ impl<E: Event> Envelope<E> {
             causation_id: self.causation_id.clone(),
             metadata: self.metadata.clone(),
             data,
-        })
+        }
     }
 }
 
@@ -170,7 +189,8 @@ impl Envelope<Value> {
             event_type: self.event_type.clone(),
             reason: format!("invalid data: {e}"),
         })?;
-        Ok(self.clone().map(|_| data))
+        // Copies the envelope's fields but not its JSON payload.
+        Ok(self.with_data(data))
     }
 }
 

@@ -48,12 +48,83 @@ pub type Fields = Vec<(String, String)>;
 ///
 /// Fails only when the payload or metadata cannot be written as JSON.
 pub fn encode(envelope: &Envelope<Value>) -> Result<Fields, Error> {
-    let serialize_error = |source| Error::Serialize {
-        event_type: envelope.event_type.clone(),
-        source,
-    };
-    let data = serde_json::to_string(&envelope.data).map_err(serialize_error)?;
+    Ok(Encoded::new(envelope)?
+        .fields()
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect())
+}
 
+/// An envelope's entry fields, borrowing what needs no encoding: what publishing writes,
+/// without copying every field into owned pairs first.
+pub(crate) struct Encoded<'a> {
+    envelope: &'a Envelope<Value>,
+    data: String,
+    timestamp: String,
+    metadata: String,
+}
+
+impl<'a> Encoded<'a> {
+    /// Encodes `data`, `timestamp` and `metadata`.
+    pub(crate) fn new(envelope: &'a Envelope<Value>) -> Result<Self, Error> {
+        let serialize_error = |source| Error::Serialize {
+            event_type: envelope.event_type.clone(),
+            source,
+        };
+        let data = serde_json::to_string(&envelope.data).map_err(serialize_error)?;
+        let metadata = encode_metadata(envelope).map_err(serialize_error)?;
+        Ok(Encoded {
+            envelope,
+            data,
+            timestamp: format_timestamp(envelope.timestamp),
+            metadata,
+        })
+    }
+
+    /// The fields of the per-type entry, in wire order.
+    pub(crate) fn fields(&self) -> [(&'static str, &str); 6] {
+        [
+            (EVENT_ID, &self.envelope.event_id),
+            (EVENT_TYPE, &self.envelope.event_type),
+            (SOURCE, &self.envelope.source),
+            (DATA, &self.data),
+            (TIMESTAMP, &self.timestamp),
+            (METADATA, &self.metadata),
+        ]
+    }
+
+    /// Bytes of the field names and values, to size buffers.
+    pub(crate) fn size(&self) -> usize {
+        self.fields().iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+}
+
+/// The `metadata` field: the user metadata plus the correlation and causation ids (when set)
+/// and the schema version, as a JSON object.
+fn encode_metadata(envelope: &Envelope<Value>) -> Result<String, serde_json::Error> {
+    if envelope.metadata.is_empty() {
+        // The common case, written directly, in the order a `Metadata` map serializes.
+        let mut out = String::with_capacity(128);
+        out.push('{');
+        for (key, id) in [
+            (CAUSATION_ID, &envelope.causation_id),
+            (CORRELATION_ID, &envelope.correlation_id),
+        ] {
+            if let Some(id) = id {
+                out.push('"');
+                out.push_str(key);
+                out.push_str("\":");
+                out.push_str(&serde_json::to_string(id)?);
+                out.push(',');
+            }
+        }
+        out.push('"');
+        out.push_str(SCHEMA_VERSION);
+        out.push_str("\":");
+        out.push_str(&envelope.version.to_string());
+        out.push('}');
+        return Ok(out);
+    }
     let mut metadata = envelope.metadata.clone();
     for reserved in [CORRELATION_ID, CAUSATION_ID, SCHEMA_VERSION] {
         metadata.remove(reserved);
@@ -65,16 +136,7 @@ pub fn encode(envelope: &Envelope<Value>) -> Result<Fields, Error> {
         metadata.insert(CAUSATION_ID.to_owned(), Value::String(id.clone()));
     }
     metadata.insert(SCHEMA_VERSION.to_owned(), Value::from(envelope.version));
-    let metadata = serde_json::to_string(&metadata).map_err(serialize_error)?;
-
-    Ok(vec![
-        (EVENT_ID.to_owned(), envelope.event_id.clone()),
-        (EVENT_TYPE.to_owned(), envelope.event_type.clone()),
-        (SOURCE.to_owned(), envelope.source.clone()),
-        (DATA.to_owned(), data),
-        (TIMESTAMP.to_owned(), format_timestamp(envelope.timestamp)),
-        (METADATA.to_owned(), metadata),
-    ])
+    serde_json::to_string(&metadata)
 }
 
 /// The fields of the global stream entry for a per-type entry: the same plus
@@ -262,6 +324,32 @@ mod tests {
             field(&global, ORIGINAL_STREAM),
             "eventbus:stream:OrderCreated"
         );
+    }
+
+    #[test]
+    fn metadata_without_user_keys_is_written_like_a_map() {
+        for (correlation, causation) in [
+            (None, None),
+            (Some("c\"1"), None),
+            (None, Some("d")),
+            (Some("c"), Some("d")),
+        ] {
+            let mut env = Envelope::new("T", 3, "s", json!(null));
+            env.correlation_id = correlation.map(str::to_owned);
+            env.causation_id = causation.map(str::to_owned);
+            let mut map = Metadata::new();
+            if let Some(c) = correlation {
+                map.insert(CORRELATION_ID.into(), json!(c));
+            }
+            if let Some(c) = causation {
+                map.insert(CAUSATION_ID.into(), json!(c));
+            }
+            map.insert(SCHEMA_VERSION.into(), json!(3));
+            assert_eq!(
+                encode_metadata(&env).unwrap(),
+                serde_json::to_string(&map).unwrap()
+            );
+        }
     }
 
     #[test]

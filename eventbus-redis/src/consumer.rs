@@ -144,7 +144,7 @@ impl StreamConsumer for RedisConsumer {
                 ))
             }
         };
-        let streams = reply::streams(&value).ok_or_else(|| self.protocol("XREADGROUP"))?;
+        let streams = reply::into_streams(value).ok_or_else(|| self.protocol("XREADGROUP"))?;
         let mut deliveries = Vec::new();
         for (key, entries) in streams {
             let Some(topic) = self.topic_of_key(&key) else {

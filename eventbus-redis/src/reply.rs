@@ -137,6 +137,88 @@ pub(crate) fn streams(value: &Value) -> Option<Vec<(String, Vec<RawEntry>)>> {
     }
 }
 
+/// The bytes of a string reply, moved out.
+fn into_bytes(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        Value::VerbatimString { text, .. } => Some(text.into_bytes()),
+        Value::Okay => Some(b"OK".to_vec()),
+        _ => None,
+    }
+}
+
+/// A string reply as text, moved out.
+fn into_text(value: Value) -> Option<String> {
+    into_bytes(value).and_then(|b| String::from_utf8(b).ok())
+}
+
+/// The items of an array reply, moved out (`Nil` is empty).
+fn into_items(value: Value) -> Option<Vec<Value>> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Some(items),
+        Value::Nil => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// [`entry`], moving the field bytes out of the reply instead of copying them.
+pub(crate) fn into_entry(value: Value) -> Option<RawEntry> {
+    let mut parts = into_items(value)?.into_iter();
+    let id = into_text(parts.next()?)?;
+    let fields = match parts.next() {
+        None | Some(Value::Nil) => None,
+        Some(Value::Map(pairs)) => Some(
+            pairs
+                .into_iter()
+                .map(|(k, v)| Some((into_bytes(k)?, into_bytes(v)?)))
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        Some(list) => {
+            let flat = into_items(list)?;
+            if flat.len() % 2 != 0 {
+                return None;
+            }
+            let mut fields = Vec::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                fields.push((into_bytes(k)?, into_bytes(v)?));
+            }
+            Some(fields)
+        }
+    };
+    Some(RawEntry { id, fields })
+}
+
+/// [`entries`], moving the entries out of the reply.
+pub(crate) fn into_entries(value: Value) -> Option<Vec<RawEntry>> {
+    into_items(value)?
+        .into_iter()
+        .filter(|v| !matches!(v, Value::Nil))
+        .map(into_entry)
+        .collect()
+}
+
+/// [`streams`], moving the entries out of the reply instead of copying them.
+pub(crate) fn into_streams(value: Value) -> Option<Vec<(String, Vec<RawEntry>)>> {
+    match value {
+        Value::Nil => Some(Vec::new()),
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .map(|(k, v)| Some((into_text(k)?, into_entries(v)?)))
+            .collect(),
+        Value::Array(list) => list
+            .into_iter()
+            .map(|item| {
+                let mut parts = into_items(item)?.into_iter();
+                let key = into_text(parts.next()?)?;
+                Some((key, into_entries(parts.next()?)?))
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
 /// One row of the extended `XPENDING` form: id, (owner,) idle ms, delivery count.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingRow {
@@ -181,6 +263,32 @@ mod tests {
         assert_eq!(e[0].id, "1-0");
         assert_eq!(e[0].text_fields(), vec![("a".to_owned(), "b".to_owned())]);
         assert!(e[1].fields.is_none());
+    }
+
+    #[test]
+    fn moving_parsers_agree_with_borrowing_ones() {
+        let entry_list = Value::Array(vec![
+            Value::Array(vec![bulk("1-0"), Value::Array(vec![bulk("a"), bulk("b")])]),
+            Value::Nil,
+            Value::Array(vec![bulk("2-0"), Value::Nil]),
+            Value::Array(vec![bulk("3-0"), Value::Map(vec![(bulk("c"), bulk("d"))])]),
+        ]);
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk("k"), entry_list.clone()])]);
+        let resp3 = Value::Map(vec![(bulk("k"), entry_list)]);
+        for reply in [resp2, resp3, Value::Nil] {
+            let borrowed = streams(&reply).unwrap();
+            let moved = into_streams(reply).unwrap();
+            assert_eq!(format!("{borrowed:?}"), format!("{moved:?}"));
+        }
+        let odd = Value::Array(vec![Value::Array(vec![
+            bulk("k"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("a")]),
+            ])]),
+        ])]);
+        assert!(streams(&odd).is_none());
+        assert!(into_streams(odd).is_none());
     }
 
     #[test]

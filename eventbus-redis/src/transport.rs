@@ -311,23 +311,34 @@ impl StreamTransport for RedisTransport {
             return Ok(Vec::new());
         }
         let keys = &self.inner.keys;
+        let config = &self.inner.config;
         let global = keys.stream(&Topic::All);
-        let global_maxlen = self.inner.config.global_stream_maxlen();
-        let mut pipe = redis::pipe();
+        let global_maxlen = config.global_stream_maxlen();
+        let mut pipe = redis::Pipeline::with_capacity(events.len() * 2);
         pipe.atomic();
+        // (event type, its stream, its MAXLEN) of the previous event: batches are usually
+        // of one type.
+        let mut current: Option<(&str, String, u64)> = None;
         for event in events {
-            let stream = keys.type_stream(&event.event_type);
-            let fields = codec::encode(event)?;
-            xadd(
-                pipe.cmd("XADD").arg(&stream),
-                self.inner.config.stream_maxlen(&event.event_type),
-                &fields,
-            );
-            xadd(
-                pipe.cmd("XADD").arg(&global),
+            let encoded = codec::Encoded::new(event)?;
+            let (_, stream, maxlen) = match current {
+                Some(ref c) if c.0 == event.event_type => c,
+                _ => current.insert((
+                    event.event_type.as_str(),
+                    keys.type_stream(&event.event_type),
+                    config.stream_maxlen(&event.event_type),
+                )),
+            };
+            let fields = encoded.fields();
+            let size = encoded.size() + stream.len() + 64;
+            pipe.add_command(xadd(stream, *maxlen, &fields, None, size));
+            pipe.add_command(xadd(
+                &global,
                 global_maxlen,
-                &codec::global_fields(&fields, &stream),
-            );
+                &fields,
+                Some(stream),
+                size + global.len() + stream.len(),
+            ));
         }
         let ids: Vec<String> = pipe
             .query_async(&mut self.inner.conn.clone())
@@ -491,14 +502,28 @@ impl StreamTransport for RedisTransport {
 }
 
 /// Appends `[MAXLEN ~ n] * field value …` to an `XADD`.
-pub(crate) fn xadd(cmd: &mut redis::Pipeline, maxlen: u64, fields: &[(String, String)]) {
+/// `XADD key [MAXLEN ~ maxlen] * fields… [original_stream S]`, its buffer sized up front
+/// (`size`: about the bytes of its arguments).
+fn xadd(
+    key: &str,
+    maxlen: u64,
+    fields: &[(&str, &str)],
+    original_stream: Option<&str>,
+    size: usize,
+) -> Cmd {
+    let mut cmd = Cmd::with_capacity(8 + 2 * fields.len(), size);
+    cmd.arg("XADD").arg(key);
     if maxlen > 0 {
         cmd.arg("MAXLEN").arg("~").arg(maxlen);
     }
     cmd.arg("*");
     for (field, value) in fields {
-        cmd.arg(field).arg(value);
+        cmd.arg(*field).arg(*value);
     }
+    if let Some(stream) = original_stream {
+        cmd.arg(codec::ORIGINAL_STREAM).arg(stream);
+    }
+    cmd
 }
 
 fn parse_consumers(value: &Value) -> Option<Vec<ConsumerInfo>> {

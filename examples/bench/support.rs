@@ -208,3 +208,89 @@ pub fn load_average() -> String {
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "?".into())
 }
+
+/// CPU time of redis-server (when it runs on this machine) and of this process (with its
+/// waited-for children), to tell which side bounds a figure.
+#[derive(Clone, Copy)]
+pub struct CpuMeter {
+    redis_pid: Option<u32>,
+    ticks_per_sec: f64,
+}
+
+/// A reading of a [`CpuMeter`].
+#[derive(Clone, Copy)]
+pub struct CpuSnap {
+    at: Instant,
+    redis: Option<u64>,
+    bench: Option<u64>,
+}
+
+impl CpuMeter {
+    /// Finds the server's pid (`INFO server`); readable only when the server is local.
+    pub async fn new(url: &str) -> Self {
+        let pid = async {
+            let client = redis::Client::open(url).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("process_id:"))
+                .and_then(|p| p.trim().parse::<u32>().ok())
+        }
+        .await
+        .filter(|pid| proc_ticks(&pid.to_string(), false).is_some());
+        let ticks_per_sec = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0);
+        CpuMeter {
+            redis_pid: pid,
+            ticks_per_sec,
+        }
+    }
+
+    /// Reads the counters now.
+    pub fn snap(&self) -> CpuSnap {
+        CpuSnap {
+            at: Instant::now(),
+            redis: self
+                .redis_pid
+                .and_then(|p| proc_ticks(&p.to_string(), false)),
+            bench: proc_ticks("self", true),
+        }
+    }
+
+    /// CPU use since `from` as percent of one core: (redis-server, this process).
+    pub fn since(&self, from: CpuSnap) -> (Option<f64>, Option<f64>) {
+        let now = self.snap();
+        let wall = now.at.duration_since(from.at).as_secs_f64().max(1e-9);
+        let pct = |a: Option<u64>, b: Option<u64>| {
+            Some((b? - a?) as f64 / self.ticks_per_sec / wall * 100.0)
+        };
+        (pct(from.redis, now.redis), pct(from.bench, now.bench))
+    }
+}
+
+/// utime + stime (+ children's) of a process, in clock ticks.
+fn proc_ticks(pid: &str, children: bool) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let own = f.first()? + f.get(1)?;
+    Some(if children {
+        own + f.get(2)? + f.get(3)?
+    } else {
+        own
+    })
+}

@@ -90,7 +90,7 @@ impl EventBus {
 
     /// Publishes a prepared envelope (for explicit correlation/causation ids or metadata).
     pub async fn publish_envelope<E: Event>(&self, envelope: Envelope<E>) -> Result<EntryId> {
-        let raw = envelope.to_raw()?;
+        let raw = envelope.into_raw()?;
         let mut ids = self.transport.publish(std::slice::from_ref(&raw)).await?;
         ids.pop()
             .ok_or_else(|| crate::Error::Config("transport returned no entry id".into()))
@@ -103,7 +103,7 @@ impl EventBus {
     ) -> Result<Vec<EntryId>> {
         let raw = events
             .into_iter()
-            .map(|e| self.envelope(e).to_raw())
+            .map(|e| self.envelope(e).into_raw())
             .collect::<Result<Vec<_>>>()?;
         self.publish_raw(&raw).await
     }
