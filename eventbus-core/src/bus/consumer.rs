@@ -1,6 +1,7 @@
 //! The consumer loop: batched reads, bounded concurrency with per-key ordering, batched
 //! acknowledgements, retries, dead letters, reclaiming and graceful shutdown.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -312,24 +313,33 @@ async fn recreate_groups(runner: &Runner) {
     }
 }
 
-/// The lane key of a delivery, or `None` to run it without ordering.
-fn lane_key(order: &OrderBy, delivery: &Delivery) -> Option<String> {
+/// The lane key of a delivery, or `None` to run it without ordering. Borrowed where it can
+/// be: a lane's key is copied only when the lane is created.
+fn lane_key<'a>(order: &OrderBy, delivery: &'a Delivery) -> Option<Cow<'a, str>> {
     match order {
         OrderBy::Unordered => None,
-        OrderBy::Stream => Some(delivery.topic.to_string()),
-        OrderBy::Correlation => delivery.event.as_ref().ok().map(|e| {
-            e.correlation_id
-                .clone()
-                .unwrap_or_else(|| e.event_id.clone())
+        OrderBy::Stream => Some(match &delivery.topic {
+            Topic::Type(t) => Cow::Borrowed(t.as_str()),
+            Topic::All => Cow::Owned(Topic::All.to_string()),
         }),
-        OrderBy::Key(f) => delivery.event.as_ref().ok().and_then(|e| f(e)),
+        OrderBy::Correlation => delivery
+            .event
+            .as_ref()
+            .ok()
+            .map(|e| Cow::Borrowed(e.correlation_id.as_deref().unwrap_or(e.event_id.as_str()))),
+        OrderBy::Key(f) => delivery
+            .event
+            .as_ref()
+            .ok()
+            .and_then(|e| f(e))
+            .map(Cow::Owned),
     }
 }
 
 /// Hands a job to its lane (or straight to a task when unordered).
 fn dispatch(runner: &Arc<Runner>, job: Job) {
-    let key = (job.delivery.topic.clone(), job.delivery.entry_id.clone());
-    if !runner.inflight().insert(key) {
+    let inflight = (job.delivery.topic.clone(), job.delivery.entry_id.clone());
+    if !runner.inflight().insert(inflight) {
         // Already being handled here (a reclaim of our own slow entry): that run acks it.
         return;
     }
@@ -342,14 +352,16 @@ fn dispatch(runner: &Arc<Runner>, job: Job) {
         });
         return;
     };
-    {
+    let key = {
         let mut lanes = runner.lanes();
-        if let Some(queue) = lanes.get_mut(&key) {
+        if let Some(queue) = lanes.get_mut(key.as_ref()) {
             queue.push_back(job);
             return;
         }
+        let key = key.into_owned();
         lanes.insert(key.clone(), VecDeque::from([job]));
-    }
+        key
+    };
     let r = runner.clone();
     runner.tracker.spawn(async move { run_lane(r, key).await });
 }
