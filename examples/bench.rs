@@ -143,17 +143,19 @@ async fn main() -> anyhow::Result<()> {
     let runs = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
 
     let publish_runs = [
-        ("publish_sequential", 1, args.sequential_events, None),
-        ("publish_batch_100", 100, args.events, None),
-        ("publish_batch_500", 500, args.events, Some(0.40)),
+        ("publish_sequential", 1, 1, args.sequential_events, None),
+        ("publish_batch_100", 100, 1, args.events, None),
+        ("publish_batch_500", 500, 1, args.events, Some(0.40)),
+        ("publish_batch_500_2_publishers", 500, 2, args.events, None),
     ];
-    for (key, batch, n, target) in publish_runs.into_iter().filter(|_| runs("publish")) {
+    for (key, batch, publishers, n, target) in publish_runs.into_iter().filter(|_| runs("publish"))
+    {
         let from = cpu.snap();
-        let eps = scenarios::publish(&args.url, n, batch).await?;
-        let label = if batch == 1 {
-            format!("a. publish, one at a time ({n} events)")
-        } else {
-            format!("a. publish, batches of {batch} ({n} events)")
+        let eps = scenarios::publish(&args.url, n, batch, publishers).await?;
+        let label = match (batch, publishers) {
+            (1, _) => format!("a. publish, one at a time ({n} events)"),
+            (_, 1) => format!("a. publish, batches of {batch} ({n} events)"),
+            _ => format!("a. publish, batches of {batch}, {publishers} publishers ({n} events)"),
         };
         figures.push(Figure {
             cpu: cpu.since(from),

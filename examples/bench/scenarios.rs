@@ -60,22 +60,35 @@ impl Scope {
     }
 }
 
-/// Publishes `n` events, `batch` per `publish_batch` (1: `publish`, awaited one by one).
-/// Returns events/s, after checking both streams hold exactly `n` entries.
-pub async fn publish(url: &str, n: u64, batch: u64) -> anyhow::Result<f64> {
-    let scenario = format!("publish-{batch}");
+/// Publishes `n` events, `batch` per `publish_batch` (1: `publish`), from `publishers`
+/// tasks sharing one transport, each awaiting its calls one after another. Returns events/s,
+/// after checking both streams hold exactly `n` entries.
+pub async fn publish(url: &str, n: u64, batch: u64, publishers: u64) -> anyhow::Result<f64> {
+    let scenario = format!("publish-{batch}-{publishers}");
     let scope = Scope::open(url, &scenario, n + 1000).await?;
     let bus = EventBus::new(scope.transport.clone(), SERVICE);
     let start = Instant::now();
-    let mut seq = 0;
-    while seq < n {
-        let end = (seq + batch).min(n);
-        if batch == 1 {
-            bus.publish(BenchEvent::new(seq)).await?;
-        } else {
-            bus.publish_batch((seq..end).map(BenchEvent::new)).await?;
-        }
-        seq = end;
+    let share = n.div_ceil(publishers);
+    let tasks: Vec<_> = (0..publishers)
+        .map(|p| {
+            let bus = bus.clone();
+            let (mut seq, last) = (p * share, ((p + 1) * share).min(n));
+            tokio::spawn(async move {
+                while seq < last {
+                    let end = (seq + batch).min(last);
+                    if batch == 1 {
+                        bus.publish(BenchEvent::new(seq)).await?;
+                    } else {
+                        bus.publish_batch((seq..end).map(BenchEvent::new)).await?;
+                    }
+                    seq = end;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
     }
     let elapsed = start.elapsed();
     let keys = scope.transport.keys();
