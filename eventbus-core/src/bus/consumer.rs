@@ -47,7 +47,7 @@ pub(crate) struct Runner {
     ack_stop: CancellationToken,
     /// Entries being handled here, so that a reclaim of one of our own slow entries doesn't
     /// run it twice at once.
-    inflight: Mutex<HashSet<(Topic, EntryId)>>,
+    inflight: Mutex<HashSet<InflightKey>>,
     /// Entries settled without a handler succeeding (dead-lettered or skipped): they don't
     /// count against `limit`.
     uncounted: AtomicU64,
@@ -101,10 +101,44 @@ impl Runner {
         })
     }
 
-    fn inflight(&self) -> std::sync::MutexGuard<'_, HashSet<(Topic, EntryId)>> {
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashSet<InflightKey>> {
         self.inflight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The in-flight key of an entry: without allocating for the usual `{ms}-{seq}` ids of
+    /// this consumer's topics.
+    fn inflight_key(&self, topic: &Topic, id: &str) -> InflightKey {
+        let topic_index = self.spec.topics.iter().position(|t| t == topic);
+        match (topic_index, parse_entry_id(id)) {
+            (Some(topic), Some((ms, seq))) => InflightKey::Parsed { topic, ms, seq },
+            _ => InflightKey::Other(topic.clone(), id.to_owned()),
+        }
+    }
+}
+
+/// Identifies an entry being handled here.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum InflightKey {
+    /// A canonical `{ms}-{seq}` id in the stream of `spec.topics[topic]`.
+    Parsed { topic: usize, ms: u64, seq: u64 },
+    /// Any other id.
+    Other(Topic, EntryId),
+}
+
+/// `(ms, seq)` of a canonical stream id (decimal, no sign, no leading zeros), so that two
+/// ids map to the same pair only when they are the same text.
+fn parse_entry_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    let number = |part: &str| {
+        let canonical = !part.is_empty()
+            && part.bytes().all(|b| b.is_ascii_digit())
+            && (part.len() == 1 || !part.starts_with('0'));
+        canonical.then(|| part.parse::<u64>().ok()).flatten()
+    };
+    Some((number(ms)?, number(seq)?))
+}
+
+impl Runner {
     fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Job>>> {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -338,7 +372,7 @@ fn lane_key<'a>(order: &OrderBy, delivery: &'a Delivery) -> Option<Cow<'a, str>>
 
 /// Hands a job to its lane (or straight to a task when unordered).
 fn dispatch(runner: &Arc<Runner>, job: Job) {
-    let inflight = (job.delivery.topic.clone(), job.delivery.entry_id.clone());
+    let inflight = runner.inflight_key(&job.delivery.topic, &job.delivery.entry_id);
     if !runner.inflight().insert(inflight) {
         // Already being handled here (a reclaim of our own slow entry): that run acks it.
         return;
@@ -396,7 +430,7 @@ async fn run_lane(runner: Arc<Runner>, key: String) {
 
 /// Handles one delivery to the end: ack, dead letter, or left pending at shutdown.
 async fn process(runner: &Arc<Runner>, job: Job) {
-    let key = (job.delivery.topic.clone(), job.delivery.entry_id.clone());
+    let key = runner.inflight_key(&job.delivery.topic, &job.delivery.entry_id);
     handle(runner, job).await;
     runner.inflight().remove(&key);
 }
@@ -564,7 +598,7 @@ async fn dead_letter(runner: &Runner, topic: &Topic, id: &str, error: String, de
 /// previous flush was in flight goes in the next one, so batches grow with load and a lone
 /// ack goes out at once.
 async fn ack_loop(runner: Arc<Runner>, mut rx: mpsc::UnboundedReceiver<(Topic, EntryId)>) {
-    let mut pending: Vec<(Topic, EntryId)> = Vec::new();
+    let mut pending = AckBatch::default();
     let mut failures: u32 = 0;
     loop {
         if pending.is_empty() {
@@ -586,16 +620,15 @@ async fn ack_loop(runner: Arc<Runner>, mut rx: mpsc::UnboundedReceiver<(Topic, E
                 }
             }
         }
-        while pending.len() < MAX_ACK_BATCH {
+        while pending.len < MAX_ACK_BATCH {
             match rx.try_recv() {
                 Ok(item) => pending.push(item),
                 Err(_) => break,
             }
         }
-        let batch = group_by_topic(&pending);
-        match runner.consumer.ack(&batch).await {
+        match runner.consumer.ack(&pending.by_topic).await {
             Ok(()) => {
-                SubscriptionStats::add(&runner.stats.acked, pending.len() as u64);
+                SubscriptionStats::add(&runner.stats.acked, pending.len as u64);
                 pending.clear();
                 failures = 0;
             }
@@ -603,10 +636,10 @@ async fn ack_loop(runner: Arc<Runner>, mut rx: mpsc::UnboundedReceiver<(Topic, E
                 failures = failures.saturating_add(1);
                 SubscriptionStats::add(&runner.stats.transport_errors, 1);
                 let delay = runner.options.reconnect_backoff.delay(failures);
-                tracing::warn!(error = %e, count = pending.len(), ?delay, "ack failed; retrying");
+                tracing::warn!(error = %e, count = pending.len, ?delay, "ack failed; retrying");
                 if runner.ack_stop.is_cancelled() && failures > DEAD_LETTER_ATTEMPTS {
                     tracing::warn!(
-                        count = pending.len(),
+                        count = pending.len,
                         "giving up acks at shutdown; entries will be redelivered"
                     );
                     return;
@@ -617,13 +650,76 @@ async fn ack_loop(runner: Arc<Runner>, mut rx: mpsc::UnboundedReceiver<(Topic, E
     }
 }
 
-fn group_by_topic(items: &[(Topic, EntryId)]) -> Vec<(Topic, Vec<EntryId>)> {
-    let mut out: Vec<(Topic, Vec<EntryId>)> = Vec::new();
-    for (topic, id) in items {
-        match out.iter_mut().find(|(t, _)| t == topic) {
-            Some((_, ids)) => ids.push(id.clone()),
-            None => out.push((topic.clone(), vec![id.clone()])),
+/// Acks waiting for a flush, grouped by topic as they arrive.
+#[derive(Default)]
+struct AckBatch {
+    by_topic: Vec<(Topic, Vec<EntryId>)>,
+    len: usize,
+}
+
+impl AckBatch {
+    fn push(&mut self, (topic, id): (Topic, EntryId)) {
+        match self.by_topic.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, ids)) => ids.push(id),
+            None => self.by_topic.push((topic, vec![id])),
+        }
+        self.len += 1;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        self.by_topic.clear();
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_parse_only_when_canonical() {
+        assert_eq!(
+            parse_entry_id("1700000000000-0"),
+            Some((1_700_000_000_000, 0))
+        );
+        assert_eq!(parse_entry_id("0-1"), Some((0, 1)));
+        for other in [
+            "01-1",
+            "1-01",
+            "1",
+            "-1",
+            "1-",
+            "+1-1",
+            "a-1",
+            "1-2-3",
+            "99999999999999999999-0",
+        ] {
+            assert_eq!(parse_entry_id(other), None, "{other}");
         }
     }
-    out
+
+    #[test]
+    fn acks_group_by_topic_in_arrival_order() {
+        let mut batch = AckBatch::default();
+        batch.push((Topic::of_type("A"), "1-0".into()));
+        batch.push((Topic::All, "2-0".into()));
+        batch.push((Topic::of_type("A"), "3-0".into()));
+        assert_eq!(batch.len, 3);
+        assert_eq!(
+            batch.by_topic,
+            vec![
+                (
+                    Topic::of_type("A"),
+                    vec!["1-0".to_string(), "3-0".to_string()]
+                ),
+                (Topic::All, vec!["2-0".to_string()]),
+            ]
+        );
+        batch.clear();
+        assert!(batch.is_empty());
+    }
 }
