@@ -60,6 +60,16 @@ pub enum Error {
     /// The component has been shut down and accepts no more work.
     #[error("shut down")]
     Shutdown,
+
+    /// A stored read model could not be read back as its Rust type (a field is missing or
+    /// doesn't parse). Permanent until the read model is rebuilt or its type fixed.
+    #[error("cannot read read model `{key}`: {reason}")]
+    ReadModel {
+        /// The read model's key.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -68,9 +78,11 @@ impl Error {
         match self {
             Error::Transport(e) => e.is_retryable(),
             Error::GroupMissing { .. } => true,
-            Error::Serialize { .. } | Error::Decode { .. } | Error::Config(_) | Error::Shutdown => {
-                false
-            }
+            Error::Serialize { .. }
+            | Error::Decode { .. }
+            | Error::Config(_)
+            | Error::Shutdown
+            | Error::ReadModel { .. } => false,
         }
     }
 }

@@ -50,6 +50,8 @@ pub mod bus;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod projection;
+pub mod testing;
 pub mod transport;
 
 pub use bus::{
@@ -59,12 +61,17 @@ pub use bus::{
 pub use envelope::{EntryId, Envelope, Metadata};
 pub use error::{BoxError, Error, HandlerError, Result, TransportError, TransportErrorKind};
 pub use event::Event;
-pub use eventbus_derive::event;
+pub use eventbus_derive::{event, projection};
+pub use projection::{Projection, ReadModel, ReadModels};
 pub use transport::{StartFrom, StreamConsumer, StreamTransport, Topic};
 
 /// Items used by code the macros generate. Not public API: no stability guarantees.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::projection::{
+        field_string, Declared, FieldValue, ListEnd, ReadModel, ReadModelOp, ReadModels,
+    };
+    pub use crate::projection::__support::*;
     pub use serde;
     pub use serde_json;
 }

@@ -9,6 +9,7 @@ mod attr;
 mod check;
 mod ctxt;
 mod event;
+mod projection;
 
 use proc_macro::TokenStream;
 
@@ -34,4 +35,35 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
     event::expand(args.into(), input.into()).into()
+}
+
+/// Declares a read model: how events change a Redis hash, list, set or counter, with no
+/// Redis command written. Implements `eventbus_core::projection::ReadModel` and adds typed
+/// reads (`key`, and `load`, `list`, `members` or `get`).
+///
+/// ```text
+/// #[projection(hash = "orders:summary:{order_id}", delete_on = OrderCancelled)]
+/// pub struct OrderSummary {
+///     #[set(from = OrderCreated)] pub order_id: String,
+///     #[set(from = OrderCreated, field = amount)] pub total: f64,
+///     #[set(OrderCreated = "created", OrderShipped = "shipped")] pub status: String,
+///     #[timestamp(OrderShipped)] pub shipped_at: Option<f64>,
+///     #[incr(ItemAdded)] pub items: i64,
+/// }
+///
+/// #[projection(list = "customers:{customer_id}:orders", push = order_id, on = OrderCreated,
+///              remove_on = OrderCancelled, max_len = 100)]
+/// pub struct CustomerOrders;
+///
+/// #[projection(set = "customers:{customer_id}:skus", add = sku, on = ItemAdded)]
+/// pub struct CustomerSkus;
+///
+/// #[projection(counter = "orders:count:{customer_id}", on = OrderCreated, decr_on = OrderCancelled)]
+/// pub struct OrderCount;
+/// ```
+///
+/// See `eventbus_core::projection` for the arguments and the runtime.
+#[proc_macro_attribute]
+pub fn projection(args: TokenStream, input: TokenStream) -> TokenStream {
+    projection::expand(args.into(), input.into()).into()
 }

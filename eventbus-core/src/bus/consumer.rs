@@ -52,6 +52,8 @@ pub(crate) struct Runner {
     uncounted: AtomicU64,
     /// Signalled when `uncounted` grows, so that a reader at its limit reads again.
     uncounted_changed: Notify,
+    /// Handlers ack what they handled themselves (atomically with their own writes).
+    handler_acks: bool,
 }
 
 /// A delivery with the prefetch permit it holds until it is finished.
@@ -75,6 +77,7 @@ impl Runner {
         handlers: HashMap<Topic, Vec<ErasedHandler>>,
         stats: Arc<SubscriptionStats>,
         cancel: CancellationToken,
+        handler_acks: bool,
     ) -> Arc<Self> {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         Arc::new(Runner {
@@ -97,6 +100,7 @@ impl Runner {
             inflight: Mutex::new(HashSet::new()),
             uncounted: AtomicU64::new(0),
             uncounted_changed: Notify::new(),
+            handler_acks,
         })
     }
 
@@ -451,7 +455,11 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         }
         let Some(failure) = failure else {
             SubscriptionStats::add(&runner.stats.handled, 1);
-            ack(runner, topic, entry_id);
+            if runner.handler_acks {
+                SubscriptionStats::add(&runner.stats.acked, 1);
+            } else {
+                ack(runner, topic, entry_id);
+            }
             return;
         };
         if failure.is_permanent() || delivery_count >= runner.options.max_deliveries {

@@ -183,6 +183,7 @@ pub struct SubscriptionBuilder {
     options: SubscriptionOptions,
     handlers: HashMap<Topic, Vec<ErasedHandler>>,
     topic_order: Vec<Topic>,
+    handler_acks: bool,
 }
 
 impl fmt::Debug for SubscriptionBuilder {
@@ -202,7 +203,15 @@ impl SubscriptionBuilder {
             options,
             handlers: HashMap::new(),
             topic_order: Vec::new(),
+            handler_acks: false,
         }
+    }
+
+    /// The handlers acknowledge entries themselves (projections commit the ack atomically
+    /// with their writes): the loop doesn't ack what they handled.
+    pub(crate) fn handler_acks(mut self) -> Self {
+        self.handler_acks = true;
+        self
     }
 
     fn add(mut self, topic: Topic, handler: ErasedHandler) -> Self {
@@ -337,6 +346,7 @@ impl SubscriptionBuilder {
             self.handlers,
             stats.clone(),
             cancel.clone(),
+            self.handler_acks,
         );
         let task = tokio::spawn(consumer::run(runner));
         Ok(Subscription {

@@ -40,6 +40,7 @@ use crate::transport::{
 };
 
 mod consumer;
+pub(crate) mod models;
 mod state;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -62,6 +63,8 @@ struct Shared {
     /// Woken whenever entries are appended (or everything is flushed).
     appended: Notify,
     limits: Limits,
+    /// The read models of [`MemoryTransport::read_models`] (kept by [`MemoryTransport::flush`]).
+    models: Mutex<crate::projection::memory::ModelState>,
 }
 
 impl Shared {
@@ -174,6 +177,7 @@ impl MemoryTransportBuilder {
                 state: Mutex::new(State::default()),
                 appended: Notify::new(),
                 limits: self.limits,
+                models: Mutex::default(),
             }),
         }
     }
