@@ -9,6 +9,13 @@
 //! | global stream | `eventbus:stream:all` |
 //! | dead letters of a group | `eventbus:dlq:{group}` |
 //! | consumer group of a service | `{service}-consumers` |
+//! | consumer group of a projection | `{service}-projection-{name}` |
+//! | projection checkpoint, key registry | `eventbus:projection:{name}:checkpoint`, `…:keys` |
+//! | rebuild state and shadow keys | `eventbus:projection:{name}:rebuild:…`, `…:shadow:{key}`, `…:rebuilt` |
+//!
+//! Read-model keys themselves (`orders:summary:{order_id}`) are *not* namespaced: they are
+//! exactly the projection's key templates (plus an optional prefix), so that other services
+//! read them where the reference article puts them.
 //!
 //! Call sites never format keys themselves, so a partitioned layout for Redis Cluster (keys
 //! written by one atomic step sharing a hash tag) can be added here alone.
@@ -103,6 +110,34 @@ impl Keys {
             ALL => Some(Topic::All),
             event_type => Some(Topic::of_type(event_type)),
         }
+    }
+}
+
+impl Keys {
+    /// The checkpoint of a projection (last entry id applied, per event type):
+    /// `{ns}:projection:{name}:checkpoint`; `…:rebuild:checkpoint` for a rebuild's.
+    pub fn projection_checkpoint(&self, name: &str, rebuild: bool) -> String {
+        let part = if rebuild { "rebuild:checkpoint" } else { "checkpoint" };
+        format!("{}:projection:{name}:{part}", self.namespace)
+    }
+
+    /// Every read-model key a projection wrote: `{ns}:projection:{name}:keys`;
+    /// `…:rebuild:keys` for a rebuild's.
+    pub fn projection_registry(&self, name: &str, rebuild: bool) -> String {
+        let part = if rebuild { "rebuild:keys" } else { "keys" };
+        format!("{}:projection:{name}:{part}", self.namespace)
+    }
+
+    /// What the last rebuild of a projection covered, per event type:
+    /// `{ns}:projection:{name}:rebuilt`.
+    pub fn projection_rebuilt(&self, name: &str) -> String {
+        format!("{}:projection:{name}:rebuilt", self.namespace)
+    }
+
+    /// The prefix of a rebuild's shadow keys: `{ns}:projection:{name}:shadow:`, followed by
+    /// the read-model key.
+    pub fn projection_shadow_prefix(&self, name: &str) -> String {
+        format!("{}:projection:{name}:shadow:", self.namespace)
     }
 }
 

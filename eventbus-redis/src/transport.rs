@@ -116,6 +116,10 @@ impl RedisTransport {
         &self.inner
     }
 
+    pub(crate) fn shared(&self) -> Arc<Inner> {
+        self.inner.clone()
+    }
+
     /// The configuration it was connected with.
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
