@@ -68,10 +68,10 @@ pub use transport::{StartFrom, StreamConsumer, StreamTransport, Topic};
 /// Items used by code the macros generate. Not public API: no stability guarantees.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::projection::__support::*;
     pub use crate::projection::{
         field_string, Declared, FieldValue, ListEnd, ReadModel, ReadModelOp, ReadModels,
     };
-    pub use crate::projection::__support::*;
     pub use serde;
     pub use serde_json;
 }

@@ -117,7 +117,11 @@ impl Keys {
     /// The checkpoint of a projection (last entry id applied, per event type):
     /// `{ns}:projection:{name}:checkpoint`; `…:rebuild:checkpoint` for a rebuild's.
     pub fn projection_checkpoint(&self, name: &str, rebuild: bool) -> String {
-        let part = if rebuild { "rebuild:checkpoint" } else { "checkpoint" };
+        let part = if rebuild {
+            "rebuild:checkpoint"
+        } else {
+            "checkpoint"
+        };
         format!("{}:projection:{name}:{part}", self.namespace)
     }
 

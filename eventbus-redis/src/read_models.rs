@@ -88,7 +88,11 @@ impl ReadModelStore for RedisReadModels {
         let mut written: Vec<String> = Vec::new();
         for op in &commit.ops {
             let own = self.key(op.key());
-            let target = if rebuild { format!("{shadow}{own}") } else { own.clone() };
+            let target = if rebuild {
+                format!("{shadow}{own}")
+            } else {
+                own.clone()
+            };
             for mut c in op.to_commands() {
                 if c.len() > 1 {
                     c[1] = target.clone();
@@ -131,8 +135,9 @@ impl ReadModelStore for RedisReadModels {
     }
 
     async fn hash(&self, key: &str) -> CoreResult<Option<BTreeMap<String, String>>> {
-        let h: BTreeMap<String, String> =
-            self.query(redis::cmd("HGETALL").arg(self.key(key)), "HGETALL").await?;
+        let h: BTreeMap<String, String> = self
+            .query(redis::cmd("HGETALL").arg(self.key(key)), "HGETALL")
+            .await?;
         Ok(if h.is_empty() { None } else { Some(h) })
     }
 
@@ -150,7 +155,9 @@ impl ReadModelStore for RedisReadModels {
     }
 
     async fn counter(&self, key: &str) -> CoreResult<Option<i64>> {
-        let v: Option<String> = self.query(redis::cmd("GET").arg(self.key(key)), "GET").await?;
+        let v: Option<String> = self
+            .query(redis::cmd("GET").arg(self.key(key)), "GET")
+            .await?;
         v.map(|s| {
             s.parse().map_err(|_| CoreError::ReadModel {
                 key: key.to_owned(),
@@ -210,7 +217,11 @@ impl ReadModelStore for RedisReadModels {
         let swapped: i64 = invocation
             .invoke_async(&mut self.inner.conn.clone())
             .await
-            .map_err(|e| self.inner.server.error(&e, "EVALSHA (finish rebuild)", None))?;
+            .map_err(|e| {
+                self.inner
+                    .server
+                    .error(&e, "EVALSHA (finish rebuild)", None)
+            })?;
         Ok(if swapped == 1 {
             RebuildStep::Swapped
         } else {
@@ -219,7 +230,10 @@ impl ReadModelStore for RedisReadModels {
     }
 
     fn describe(&self) -> String {
-        format!("redis {} (prefix {:?})", self.inner.server.redacted_url, self.prefix)
+        format!(
+            "redis {} (prefix {:?})",
+            self.inner.server.redacted_url, self.prefix
+        )
     }
 }
 

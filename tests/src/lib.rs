@@ -78,6 +78,27 @@ impl Backend {
         }
     }
 
+    /// The read-model store of this backend, with every key under `prefix` (Redis tests pass
+    /// their namespace, so that cleanup removes the read models too).
+    pub fn read_models(&self, prefix: &str) -> eventbus_core::ReadModels {
+        match self {
+            Backend::Memory(t) => {
+                eventbus_core::ReadModels::new(t.read_models().with_prefix(prefix))
+            }
+            Backend::Redis { transport, .. } => eventbus_core::ReadModels::new(
+                eventbus_redis::RedisReadModels::new(transport).with_prefix(prefix),
+            ),
+        }
+    }
+
+    /// A key prefix unique to this backend's test: `{namespace}:` on Redis, none in memory.
+    pub fn prefix(&self) -> String {
+        match self {
+            Backend::Memory(_) => String::new(),
+            Backend::Redis { namespace, .. } => format!("{namespace}:"),
+        }
+    }
+
     /// The transport, shared.
     pub fn transport(&self) -> Arc<dyn StreamTransport> {
         match self {

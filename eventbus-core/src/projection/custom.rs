@@ -11,7 +11,8 @@ use crate::error::HandlerError;
 use crate::event::Event;
 use crate::projection::{Projection, ReadModelOp};
 
-type ApplyFn = Arc<dyn Fn(&Envelope<Value>) -> Result<Vec<ReadModelOp>, HandlerError> + Send + Sync>;
+type ApplyFn =
+    Arc<dyn Fn(&Envelope<Value>) -> Result<Vec<ReadModelOp>, HandlerError> + Send + Sync>;
 
 /// A projection made of functions that return writes, one per event type.
 ///

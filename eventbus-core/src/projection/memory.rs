@@ -345,7 +345,10 @@ impl ReadModelStore for MemoryReadModels {
             if self.transport.pending_count(topic, rebuild_group) > 0 {
                 return Ok(RebuildStep::Behind);
             }
-            let rebuilt = meta.rebuild_checkpoint.get(topic).map_or("0-0", String::as_str);
+            let rebuilt = meta
+                .rebuild_checkpoint
+                .get(topic)
+                .map_or("0-0", String::as_str);
             let live = meta.checkpoint.get(topic).map_or("0-0", String::as_str);
             if !id_le(live, rebuilt) {
                 return Ok(RebuildStep::Behind);

@@ -51,15 +51,15 @@
 //! models whose writes commute across event types, or whose events are far apart in time
 //! (an order is created long before it ships).
 
+#[doc(hidden)]
+#[path = "support.rs"]
+pub mod __support;
 mod custom;
 pub mod memory;
 mod op;
 mod read;
 mod runner;
 mod store;
-#[doc(hidden)]
-#[path = "support.rs"]
-pub mod __support;
 
 use std::marker::PhantomData;
 

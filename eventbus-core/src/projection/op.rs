@@ -151,10 +151,20 @@ impl ReadModelOp {
                 vec![c]
             }
             ReadModelOp::HashIncr { key, field, by } => {
-                vec![vec![s("HINCRBY"), key.clone(), field.clone(), by.to_string()]]
+                vec![vec![
+                    s("HINCRBY"),
+                    key.clone(),
+                    field.clone(),
+                    by.to_string(),
+                ]]
             }
             ReadModelOp::HashIncrFloat { key, field, by } => {
-                vec![vec![s("HINCRBYFLOAT"), key.clone(), field.clone(), format_f64(*by)]]
+                vec![vec![
+                    s("HINCRBYFLOAT"),
+                    key.clone(),
+                    field.clone(),
+                    format_f64(*by),
+                ]]
             }
             ReadModelOp::HashDel { key, fields } => {
                 if fields.is_empty() {

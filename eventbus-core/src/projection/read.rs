@@ -157,7 +157,10 @@ mod tests {
         h.insert("total".to_owned(), "99.5".to_owned());
         h.insert("n".to_owned(), "x".to_owned());
         assert_eq!(read_field::<f64>(&h, "k", "total", None).unwrap(), 99.5);
-        assert_eq!(read_field::<Option<f64>>(&h, "k", "gone", None).unwrap(), None);
+        assert_eq!(
+            read_field::<Option<f64>>(&h, "k", "gone", None).unwrap(),
+            None
+        );
         assert_eq!(read_field::<i64>(&h, "k", "gone", Some(0)).unwrap(), 0);
         let err = read_field::<String>(&h, "k", "gone", None).unwrap_err();
         assert!(err.to_string().contains("`gone` is missing"), "{err}");

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::bus::{default_consumer_name, Context, EventBus, Subscription, SubscriptionOptions};
 use crate::bus::SubscriptionStats;
+use crate::bus::{default_consumer_name, Context, EventBus, Subscription, SubscriptionOptions};
 use crate::envelope::Envelope;
 use crate::error::{Error, HandlerError, Result};
 use crate::projection::{
@@ -27,8 +27,14 @@ const REBUILD_POLL: Duration = Duration::from_millis(50);
 /// It runs on the event bus's consumer loop, so it has the same fault behaviour: batched
 /// reads, retries with backoff, dead letters for malformed entries and for events that keep
 /// failing, reclaiming of entries crashed consumers left pending, recreating a lost group,
-/// reconnecting with backoff, and a graceful shutdown. Entries of one stream are applied one
-/// at a time, in stream order ([`OrderBy::Stream`](crate::OrderBy::Stream)).
+/// reconnecting with backoff, and a graceful shutdown.
+///
+/// Entries are applied one at a time, in the order they are read: stream order within an
+/// event type; across types, a read returns each stream's new entries in the order the
+/// projection lists its event types (for `#[projection]`: first mention). So an event is
+/// applied after an earlier event of another type unless a backlog of more than a read batch
+/// (`batch_size`) separates them: keep the writes of different event types commuting where
+/// that matters (e.g. don't set one field from two event types).
 ///
 /// The store must belong to the bus's transport (e.g. `MemoryTransport::read_models`, or
 /// `RedisReadModels::new(&transport)`): it acknowledges the entries.
@@ -60,7 +66,8 @@ impl ProjectionRunner {
         options.group = projection_group(bus.service(), projection.name());
         options.consumer = default_consumer_name(bus.service());
         options.start_from = StartFrom::Beginning;
-        options.order_by = crate::OrderBy::Stream;
+        // One lane: entries are applied one at a time, in the order they are read.
+        options.order_by = crate::OrderBy::Key(Arc::new(|_| Some(String::new())));
         ProjectionRunner {
             bus: bus.clone(),
             models: models.clone(),
@@ -70,7 +77,7 @@ impl ProjectionRunner {
     }
 
     /// Changes the consumer options (batch size, retries, claim idle time, consumer name…).
-    /// Keep `order_by` at `Stream` unless the projection's writes commute.
+    /// Keep `order_by` as it is (one lane) unless the projection's writes commute.
     pub fn configure(mut self, f: impl FnOnce(&mut SubscriptionOptions)) -> Self {
         f(&mut self.options);
         self

@@ -90,8 +90,12 @@ pub trait ReadModelStore: Send + Sync + 'static {
 
     /// Prepares a rebuild of `projection`: drops shadow keys and state of an earlier,
     /// unfinished rebuild, and the rebuild's consumer group on every topic.
-    async fn begin_rebuild(&self, projection: &str, rebuild_group: &str, topics: &[Topic])
-        -> Result<()>;
+    async fn begin_rebuild(
+        &self,
+        projection: &str,
+        rebuild_group: &str,
+        topics: &[Topic],
+    ) -> Result<()>;
 
     /// In one atomic step, if the rebuild group has nothing pending and the live projection
     /// applied nothing the rebuild hasn't: replaces the live keys with the rebuilt ones

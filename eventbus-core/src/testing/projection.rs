@@ -171,7 +171,11 @@ impl Projected {
 
     /// The hash at `key` has exactly these fields.
     #[track_caller]
-    pub fn then_hash<'a>(&self, key: &str, fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> &Self {
+    pub fn then_hash<'a>(
+        &self,
+        key: &str,
+        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> &Self {
         let expected: BTreeMap<String, String> = fields
             .into_iter()
             .map(|(f, v)| (f.to_owned(), v.to_owned()))
@@ -213,14 +217,22 @@ impl Projected {
             "expected nothing at `{key}`, found {hash:?}"
         );
         let list = now(self.store.list(key, 0, -1));
-        assert!(list.is_empty(), "expected nothing at `{key}`, found list {list:?}");
+        assert!(
+            list.is_empty(),
+            "expected nothing at `{key}`, found list {list:?}"
+        );
         self
     }
 
     /// `n` events were dead-lettered.
     #[track_caller]
     pub fn then_dead_lettered(&self, n: usize) -> &Self {
-        assert_eq!(self.dead_letters.len(), n, "dead letters: {:?}", self.dead_letters);
+        assert_eq!(
+            self.dead_letters.len(),
+            n,
+            "dead letters: {:?}",
+            self.dead_letters
+        );
         self
     }
 }

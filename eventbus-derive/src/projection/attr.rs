@@ -68,7 +68,10 @@ fn ident(cx: &mut Ctxt, expr: &Expr, what: &str) -> Option<Ident> {
             return Some(i.clone());
         }
     }
-    cx.error_spanned_by(expr, format!("`{what}` takes an event field name, e.g. `{what} = order_id`"));
+    cx.error_spanned_by(
+        expr,
+        format!("`{what}` takes an event field name, e.g. `{what} = order_id`"),
+    );
     None
 }
 
@@ -81,7 +84,13 @@ fn int(cx: &mut Ctxt, expr: &Expr, what: &str) -> Option<LitInt> {
     }
     // `by = -1` parses as a unary expression.
     if let Expr::Unary(u) = expr {
-        if let (syn::UnOp::Neg(_), Expr::Lit(ExprLit { lit: Lit::Int(i), .. })) = (&u.op, &*u.expr) {
+        if let (
+            syn::UnOp::Neg(_),
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(i), ..
+            }),
+        ) = (&u.op, &*u.expr)
+        {
             return Some(LitInt::new(&format!("-{}", i.base10_digits()), i.span()));
         }
     }
@@ -116,7 +125,10 @@ pub(crate) fn parse_projection_args(cx: &mut Ctxt, args: TokenStream) -> Project
             }
         }
         let Meta::NameValue(nv) = &meta else {
-            cx.error_spanned_by(&meta, format!("expected `key = value` with key one of {KEYS}"));
+            cx.error_spanned_by(
+                &meta,
+                format!("expected `key = value` with key one of {KEYS}"),
+            );
             continue;
         };
         let Some(key) = nv.path.get_ident().cloned() else {
@@ -132,7 +144,10 @@ pub(crate) fn parse_projection_args(cx: &mut Ctxt, args: TokenStream) -> Project
             _ => None,
         };
         if let Some(shape) = shape {
-            let Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) = v else {
+            let Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) = v
+            else {
                 cx.error_spanned_by(v, format!("`{key}` takes a key template, e.g. `{key} = \"orders:summary:{{order_id}}\"`"));
                 continue;
             };
@@ -151,9 +166,9 @@ pub(crate) fn parse_projection_args(cx: &mut Ctxt, args: TokenStream) -> Project
         }
         match key.to_string().as_str() {
             "name" => match v {
-                Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => {
-                    put(cx, &mut out.name, &key, Some(s.clone()))
-                }
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) => put(cx, &mut out.name, &key, Some(s.clone())),
                 _ => cx.error_spanned_by(v, "`name` must be a string literal"),
             },
             "on" => {
@@ -209,7 +224,10 @@ pub(crate) enum By {
 /// One field attribute, as written.
 pub(crate) enum FieldRule {
     /// `#[set(from = E, field = f)]`.
-    From { events: Vec<Path>, source: Option<Ident> },
+    From {
+        events: Vec<Path>,
+        source: Option<Ident>,
+    },
     /// `#[set(E = "value")]`.
     Const { event: Path, value: Lit },
     /// `#[timestamp(E, F)]`.
@@ -240,7 +258,10 @@ pub(crate) fn parse_field_attr(cx: &mut Ctxt, attr: &Attribute) -> Vec<FieldRule
         let mut source = None;
         for meta in &metas {
             let Meta::NameValue(nv) = meta else {
-                cx.error_spanned_by(meta, "expected `from = Event`, `field = name` or `Event = \"constant\"`");
+                cx.error_spanned_by(
+                    meta,
+                    "expected `from = Event`, `field = name` or `Event = \"constant\"`",
+                );
                 continue;
             };
             if nv.path.is_ident("from") {
@@ -269,14 +290,19 @@ pub(crate) fn parse_field_attr(cx: &mut Ctxt, attr: &Attribute) -> Vec<FieldRule
             }
         }
         if rules.is_empty() && metas.is_empty() {
-            cx.error_spanned_by(attr, "`#[set]` needs `from = Event` or `Event = \"constant\"`");
+            cx.error_spanned_by(
+                attr,
+                "`#[set]` needs `from = Event` or `Event = \"constant\"`",
+            );
         }
     } else if attr.path().is_ident("timestamp") {
         let mut events = Vec::new();
         for meta in &metas {
             match meta {
                 Meta::Path(p) => events.push(p.clone()),
-                other => cx.error_spanned_by(other, "expected event types: `#[timestamp(OrderShipped)]`"),
+                other => {
+                    cx.error_spanned_by(other, "expected event types: `#[timestamp(OrderShipped)]`")
+                }
             }
         }
         if events.is_empty() {
@@ -298,7 +324,9 @@ pub(crate) fn parse_field_attr(cx: &mut Ctxt, attr: &Attribute) -> Vec<FieldRule
                         },
                     }
                 }
-                other => cx.error_spanned_by(other, "expected event types and `by = n` or `by = field`"),
+                other => {
+                    cx.error_spanned_by(other, "expected event types and `by = n` or `by = field`")
+                }
             }
         }
         if events.is_empty() {

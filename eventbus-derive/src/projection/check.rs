@@ -43,7 +43,10 @@ pub(crate) fn template(cx: &mut Ctxt, lit: &LitStr) -> Option<Vec<Segment>> {
                     name.push(c);
                 }
                 if !closed {
-                    cx.error_spanned_by(lit, "unclosed `{` in key template (write `{{` for a literal brace)");
+                    cx.error_spanned_by(
+                        lit,
+                        "unclosed `{` in key template (write `{{` for a literal brace)",
+                    );
                     return None;
                 }
                 let name = name.trim();
@@ -63,7 +66,10 @@ pub(crate) fn template(cx: &mut Ctxt, lit: &LitStr) -> Option<Vec<Segment>> {
                 out.push(Segment::Field(ident));
             }
             '}' => {
-                cx.error_spanned_by(lit, "unmatched `}` in key template (write `}}` for a literal brace)");
+                cx.error_spanned_by(
+                    lit,
+                    "unmatched `}` in key template (write `}}` for a literal brace)",
+                );
                 return None;
             }
             c => buf.push(c),
@@ -83,7 +89,10 @@ pub(crate) fn template(cx: &mut Ctxt, lit: &LitStr) -> Option<Vec<Segment>> {
 pub(crate) fn name(cx: &mut Ctxt, lit: &LitStr) -> Option<String> {
     let name = lit.value();
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '*') {
-        cx.error_spanned_by(lit, "projection name must be non-empty, without whitespace or `*`");
+        cx.error_spanned_by(
+            lit,
+            "projection name must be non-empty, without whitespace or `*`",
+        );
         return None;
     }
     Some(name)
@@ -102,16 +111,29 @@ pub(crate) fn shape_args(cx: &mut Ctxt, args: &ProjectionArgs) -> Option<Shape> 
     let mut only = |present: Option<&Ident>, shapes: &[Shape]| {
         if let Some(key) = present {
             if !shapes.contains(&shape) {
-                let names: Vec<_> = shapes.iter().map(|s| format!("`{}`", s.keyword())).collect();
+                let names: Vec<_> = shapes
+                    .iter()
+                    .map(|s| format!("`{}`", s.keyword()))
+                    .collect();
                 cx.error_spanned_by(
                     key,
-                    format!("`{key}` applies to {} projections, not `{}`", names.join(" and "), shape.keyword()),
+                    format!(
+                        "`{key}` applies to {} projections, not `{}`",
+                        names.join(" and "),
+                        shape.keyword()
+                    ),
                 );
             }
         }
     };
-    only(args.on.as_ref().map(|o| &o.0), &[Shape::List, Shape::Set, Shape::Counter]);
-    only(args.remove_on.as_ref().map(|o| &o.0), &[Shape::List, Shape::Set]);
+    only(
+        args.on.as_ref().map(|o| &o.0),
+        &[Shape::List, Shape::Set, Shape::Counter],
+    );
+    only(
+        args.remove_on.as_ref().map(|o| &o.0),
+        &[Shape::List, Shape::Set],
+    );
     only(args.delete_on.as_ref().map(|o| &o.0), &[Shape::Hash]);
     only(args.decr_on.as_ref().map(|o| &o.0), &[Shape::Counter]);
     only(args.push.as_ref().map(|o| &o.0), &[Shape::List]);
@@ -123,14 +145,20 @@ pub(crate) fn shape_args(cx: &mut Ctxt, args: &ProjectionArgs) -> Option<Shape> 
     let mut require = |missing: bool, what: &str| {
         if missing {
             if let Some(k) = keyword {
-                cx.error_spanned_by(k, format!("a `{}` projection needs {what}", shape.keyword()));
+                cx.error_spanned_by(
+                    k,
+                    format!("a `{}` projection needs {what}", shape.keyword()),
+                );
             }
         }
     };
     match shape {
         Shape::Hash => {}
         Shape::List => {
-            require(args.push.is_none(), "`push = field` (the event field pushed)");
+            require(
+                args.push.is_none(),
+                "`push = field` (the event field pushed)",
+            );
             require(args.on.is_none(), "`on = Event` (the events that push)");
         }
         Shape::Set => {

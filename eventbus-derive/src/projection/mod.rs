@@ -14,10 +14,22 @@ use check::Segment;
 
 /// What one event does to a hash.
 enum Action {
-    Set { field: String, source: Ident },
-    Const { field: String, value: String },
-    Timestamp { field: String },
-    Incr { field: String, by: TokenStream, float: bool },
+    Set {
+        field: String,
+        source: Ident,
+    },
+    Const {
+        field: String,
+        value: String,
+    },
+    Timestamp {
+        field: String,
+    },
+    Incr {
+        field: String,
+        by: TokenStream,
+        float: bool,
+    },
     Delete,
 }
 
@@ -28,7 +40,11 @@ struct PerEvent(Vec<(Path, Vec<Action>)>);
 impl PerEvent {
     fn push(&mut self, event: &Path, action: Action) {
         let key = event.to_token_stream().to_string();
-        match self.0.iter_mut().find(|(p, _)| p.to_token_stream().to_string() == key) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(p, _)| p.to_token_stream().to_string() == key)
+        {
             Some((_, actions)) => actions.push(action),
             None => self.0.push((event.clone(), vec![action])),
         }
@@ -44,7 +60,10 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     };
     let args = parse_projection_args(&mut cx, args);
     let shape = check::shape_args(&mut cx, &args);
-    let segments = args.shape.as_ref().and_then(|(_, _, lit)| check::template(&mut cx, lit));
+    let segments = args
+        .shape
+        .as_ref()
+        .and_then(|(_, _, lit)| check::template(&mut cx, lit));
     let name = args
         .name
         .as_ref()
@@ -60,7 +79,12 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     match &mut item.data {
         Data::Struct(s) => {
             for (i, field) in s.fields.iter_mut().enumerate() {
-                let attrs: Vec<_> = field.attrs.iter().filter(|a| is_field_attr(a)).cloned().collect();
+                let attrs: Vec<_> = field
+                    .attrs
+                    .iter()
+                    .filter(|a| is_field_attr(a))
+                    .cloned()
+                    .collect();
                 field.attrs.retain(|a| !is_field_attr(a));
                 let Some(ident) = field.ident.clone() else {
                     if let Some(a) = attrs.first() {
@@ -80,12 +104,22 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
                 let mut incr = false;
                 for attr in &attrs {
                     for rule in parse_field_attr(&mut cx, attr) {
-                        rule_actions(&mut cx, &mut per_event, &field_name, &ident, float, rule, &mut incr);
+                        rule_actions(
+                            &mut cx,
+                            &mut per_event,
+                            &field_name,
+                            &ident,
+                            float,
+                            rule,
+                            &mut incr,
+                        );
                     }
                 }
                 let ty = &field.ty;
                 let default = if incr {
-                    quote!(::core::option::Option::Some(::core::default::Default::default()))
+                    quote!(::core::option::Option::Some(
+                        ::core::default::Default::default()
+                    ))
                 } else {
                     quote!(::core::option::Option::None)
                 };
@@ -129,7 +163,12 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
             impl_read_model(ident, &name, &events, body)
         }
         // Fallback: one mistake doesn't cascade into "not a read model" errors.
-        _ => impl_read_model(ident, &name, &[], quote!(::core::result::Result::Ok(::std::vec::Vec::new()))),
+        _ => impl_read_model(
+            ident,
+            &name,
+            &[],
+            quote!(::core::result::Result::Ok(::std::vec::Vec::new())),
+        ),
     };
     let errors = errors.map(|e| e.to_compile_error());
     quote! {
@@ -160,7 +199,13 @@ fn rule_actions(
         FieldRule::From { events, source } => {
             let source = source.unwrap_or_else(|| ident.clone());
             for e in &events {
-                per_event.push(e, Action::Set { field: field.to_owned(), source: source.clone() });
+                per_event.push(
+                    e,
+                    Action::Set {
+                        field: field.to_owned(),
+                        source: source.clone(),
+                    },
+                );
             }
         }
         FieldRule::Const { event, value } => {
@@ -174,11 +219,22 @@ fn rule_actions(
                     return;
                 }
             };
-            per_event.push(&event, Action::Const { field: field.to_owned(), value });
+            per_event.push(
+                &event,
+                Action::Const {
+                    field: field.to_owned(),
+                    value,
+                },
+            );
         }
         FieldRule::Timestamp { events } => {
             for e in &events {
-                per_event.push(e, Action::Timestamp { field: field.to_owned() });
+                per_event.push(
+                    e,
+                    Action::Timestamp {
+                        field: field.to_owned(),
+                    },
+                );
             }
         }
         FieldRule::Incr { events, by } => {
@@ -204,7 +260,14 @@ fn rule_actions(
                 }
             };
             for e in &events {
-                per_event.push(e, Action::Incr { field: field.to_owned(), by: by.clone(), float });
+                per_event.push(
+                    e,
+                    Action::Incr {
+                        field: field.to_owned(),
+                        by: by.clone(),
+                        float,
+                    },
+                );
             }
         }
     }
@@ -243,7 +306,10 @@ fn apply_body(
     let mut branches = Vec::new();
     let mut branch = |events: &mut Vec<Path>, path: &Path, body: TokenStream| {
         let ty = event_type(path);
-        if !events.iter().any(|p| p.to_token_stream().to_string() == path.to_token_stream().to_string()) {
+        if !events
+            .iter()
+            .any(|p| p.to_token_stream().to_string() == path.to_token_stream().to_string())
+        {
             events.push(path.clone());
         }
         branches.push(quote! {
@@ -284,12 +350,16 @@ fn apply_body(
                 if actions.iter().any(|a| matches!(a, Action::Delete)) {
                     after.push(quote!(__ops.push(#op::Delete { key: __key.clone() });));
                 }
-                branch(&mut events, path, quote! {
-                    let mut __hash = ::eventbus_core::__private::HashWrite::new(__key.clone());
-                    #(#sets)*
-                    __hash.finish(&mut __ops);
-                    #(#after)*
-                });
+                branch(
+                    &mut events,
+                    path,
+                    quote! {
+                        let mut __hash = ::eventbus_core::__private::HashWrite::new(__key.clone());
+                        #(#sets)*
+                        __hash.finish(&mut __ops);
+                        #(#after)*
+                    },
+                );
             }
         }
         Shape::List | Shape::Set => {
@@ -298,7 +368,11 @@ fn apply_body(
                     Some((_, n)) => quote!(::core::option::Option::Some(#n)),
                     None => quote!(::core::option::Option::None),
                 };
-                let end = if args.push_back.is_some() { quote!(Back) } else { quote!(Front) };
+                let end = if args.push_back.is_some() {
+                    quote!(Back)
+                } else {
+                    quote!(Front)
+                };
                 (
                     args.push.as_ref().map(|p| p.1.clone()),
                     quote!(#op::ListPush { key: __key, values: ::std::vec![__value], end: ::eventbus_core::__private::ListEnd::#end, max_len: #max_len }),
@@ -312,11 +386,15 @@ fn apply_body(
                 )
             };
             let Some(field) = field else {
-                return (events, quote!(::core::result::Result::Ok(::std::vec::Vec::new())));
+                return (
+                    events,
+                    quote!(::core::result::Result::Ok(::std::vec::Vec::new())),
+                );
             };
             let name = field.to_string();
             let access = quote_spanned!(field.span()=> &__event.#field);
-            let value = quote!(let __value = ::eventbus_core::__private::key_part(#access, #name)?;);
+            let value =
+                quote!(let __value = ::eventbus_core::__private::key_part(#access, #name)?;);
             for p in args.on.iter().flat_map(|o| &o.1) {
                 branch(&mut events, p, quote!(#value __ops.push(#add_op);));
             }
@@ -330,10 +408,18 @@ fn apply_body(
                 None => quote!(1),
             };
             for p in args.on.iter().flat_map(|o| &o.1) {
-                branch(&mut events, p, quote!(__ops.push(#op::Incr { key: __key, by: #by });));
+                branch(
+                    &mut events,
+                    p,
+                    quote!(__ops.push(#op::Incr { key: __key, by: #by });),
+                );
             }
             for p in args.decr_on.iter().flat_map(|o| &o.1) {
-                branch(&mut events, p, quote!(__ops.push(#op::Incr { key: __key, by: -(#by) });));
+                branch(
+                    &mut events,
+                    p,
+                    quote!(__ops.push(#op::Incr { key: __key, by: -(#by) });),
+                );
             }
         }
     }
@@ -370,7 +456,12 @@ fn impl_read_model(ident: &Ident, name: &str, events: &[Path], body: TokenStream
 }
 
 /// `key(...)` and the typed read of the shape.
-fn reads(item: &DeriveInput, shape: Shape, segments: &[Segment], loads: &[TokenStream]) -> TokenStream {
+fn reads(
+    item: &DeriveInput,
+    shape: Shape,
+    segments: &[Segment],
+    loads: &[TokenStream],
+) -> TokenStream {
     let ident = &item.ident;
     let vis = &item.vis;
     let params: Vec<Ident> = segments
