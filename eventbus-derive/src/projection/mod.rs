@@ -5,7 +5,7 @@ mod attr;
 mod check;
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned, ToTokens};
+use quote::{quote, quote_spanned, ToTokens};
 use syn::{Data, DeriveInput, Fields, Ident, Lit, Path, Type};
 
 use crate::ctxt::Ctxt;
@@ -478,7 +478,8 @@ fn reads(
             quote!(__key.push_str(#p);)
         }
     });
-    let args = quote!(#(#params: &::core::primitive::str),*);
+    let key_args = quote!(#(#params: &::core::primitive::str),*);
+    let args = quote!(#(#params: &::core::primitive::str,)*);
     let call = quote!(#(#params),*);
     let result = |t: TokenStream| quote!(::core::result::Result<#t, ::eventbus_core::Error>);
     let models = quote!(models: &::eventbus_core::ReadModels);
@@ -501,7 +502,7 @@ fn reads(
             let out = result(quote!(::std::vec::Vec<::std::string::String>));
             quote! {
                 /// Reads a range of the list (`..` for all of it, `0..10` for the first ten).
-                #vis async fn list(#models, #args, range: impl ::core::ops::RangeBounds<::core::primitive::usize>) -> #out {
+                #vis async fn list(#models, #args range: impl ::core::ops::RangeBounds<::core::primitive::usize>) -> #out {
                     models.list(&Self::key(#call), range).await
                 }
             }
@@ -525,12 +526,11 @@ fn reads(
             }
         }
     };
-    let _ = format_ident!("unused");
     quote! {
         #[automatically_derived]
         impl #ident {
             /// The read model's key for these key fields.
-            #vis fn key(#args) -> ::std::string::String {
+            #vis fn key(#key_args) -> ::std::string::String {
                 let mut __key = ::std::string::String::new();
                 #(#parts)*
                 __key
