@@ -43,23 +43,42 @@
 //! handler succeeded; failures are retried with exponential backoff and, after
 //! `max_deliveries`, moved to the group's dead-letter stream with the error; entries a
 //! crashed consumer left pending are reclaimed by live consumers of the group.
+//!
+//! The Pub/Sub bus ([`PubSubBus`]) is **at-most-once**: nothing is stored, a subscriber that
+//! is down misses what is published meanwhile, and failed handlers are not retried. Use it
+//! for notifications that may be lost; use the Streams bus for anything that must be
+//! processed.
+//!
+//! The [`Router`] routes events to rules by pattern over event types (`Order.*`,
+//! `**.Failed`), content filter and priority, in process, on a Streams subscription (with
+//! the Streams guarantees) or on a Pub/Sub subscription.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bus;
+pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod pattern;
+pub mod pubsub;
+pub mod router;
 pub mod transport;
 
 pub use bus::{
     Backoff, Context, EventBus, EventHandler, OrderBy, Subscription, SubscriptionBuilder,
     SubscriptionOptions, SubscriptionStats,
 };
+pub use dispatch::{EnvelopeHandler, Payload};
 pub use envelope::{EntryId, Envelope, Metadata};
 pub use error::{BoxError, Error, HandlerError, Result, TransportError, TransportErrorKind};
 pub use event::Event;
-pub use eventbus_derive::event;
+pub use eventbus_derive::{event, route};
+pub use pattern::Pattern;
+pub use pubsub::{
+    PubSubBus, PubSubStats, PubSubSubscription, PubSubSubscriptionBuilder, PubSubTransport,
+};
+pub use router::{CompiledRule, Dispatch, IntoRule, Router, RouterStats, Rule, RuleFailure};
 pub use transport::{StartFrom, StreamConsumer, StreamTransport, Topic};
 
 /// Items used by code the macros generate. Not public API: no stability guarantees.

@@ -205,7 +205,7 @@ impl SubscriptionBuilder {
         }
     }
 
-    fn add(mut self, topic: Topic, handler: ErasedHandler) -> Self {
+    pub(crate) fn add(mut self, topic: Topic, handler: ErasedHandler) -> Self {
         if !self.handlers.contains_key(&topic) {
             self.topic_order.push(topic.clone());
         }
