@@ -95,7 +95,7 @@ impl RedisTransport {
         let conn = manager(&config, Some(config.response_timeout_duration()))
             .await
             .map_err(|e| server.transport(&e, "connect"))?;
-        let keys = Keys::new(config.key_namespace());
+        let keys = config.keys();
         Ok(RedisTransport {
             inner: Arc::new(Inner {
                 config,
