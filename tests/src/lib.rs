@@ -8,9 +8,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventbus_core::pubsub::memory::MemoryPubSub;
 use eventbus_core::transport::memory::MemoryTransport;
 use eventbus_core::transport::{StreamTransport, Topic};
-use eventbus_redis::{RedisConfig, RedisTransport};
+use eventbus_core::PubSubTransport;
+use eventbus_redis::{RedisConfig, RedisPubSub, RedisTransport};
 
 /// `REDIS_URL`, or the local default.
 pub fn redis_url() -> String {
@@ -83,6 +85,27 @@ impl Backend {
         match self {
             Backend::Memory(t) => Arc::new(t.clone()),
             Backend::Redis { transport, .. } => Arc::new(transport.clone()),
+        }
+    }
+
+    /// A Pub/Sub backend: a fresh in-memory one, or Redis with channels under the test's
+    /// own prefix (`{namespace}:events:`), so tests can use the article's event type names.
+    /// Get it once per test and share it between publishers and subscribers.
+    pub async fn pubsub(&self) -> Arc<dyn PubSubTransport> {
+        match self {
+            Backend::Memory(_) => Arc::new(MemoryPubSub::new()),
+            Backend::Redis { namespace, .. } => {
+                let config = RedisConfig::new(&redis_url())
+                    .expect("REDIS_URL is not a valid Redis URL")
+                    .namespace(namespace.clone())
+                    .channel_prefix(format!("{namespace}:events:"));
+                Arc::new(RedisPubSub::connect(config).await.unwrap_or_else(|e| {
+                    panic!(
+                        "integration tests need a Redis at {} (set REDIS_URL): {e}",
+                        redis_url()
+                    )
+                }))
+            }
         }
     }
 
