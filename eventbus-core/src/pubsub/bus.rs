@@ -411,6 +411,18 @@ impl Listener {
                 return;
             }
         };
+        // The backend's match can be coarser than the patterns (Redis globs have no
+        // segments): a copy none of whose patterns match was never meant for us.
+        if let Via::Patterns(indices) = &message.via {
+            let wanted = indices.iter().any(|&i| {
+                self.patterns
+                    .get(i)
+                    .is_some_and(|(p, _)| p.matches(&event.event_type))
+            });
+            if !wanted {
+                return;
+            }
+        }
         let via_key = match &message.via {
             Via::EventType => usize::MAX,
             Via::Patterns(ix) => ix.first().copied().unwrap_or(usize::MAX - 1),
@@ -438,7 +450,7 @@ impl Listener {
                         continue;
                     };
                     if !pattern.matches(&event.event_type) {
-                        continue; // the backend's match (a Redis glob) is coarser
+                        continue;
                     }
                     self.call_all(handlers, &event).await;
                     for &r in self.routers_of.get(i).into_iter().flatten() {
