@@ -77,12 +77,14 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
                 )
             }
         }
-        // Fallback: the struct and its impl still exist, so uses of the rule don't cascade
-        // into more errors.
+        // Fallback: the struct, its impl and the function still exist, so neither uses of
+        // the rule nor the function's imports cascade into more diagnostics.
         (errors, _) => {
             let errors = errors.map(|e| e.to_compile_error());
             quote! {
                 #errors
+                #func
+                let _ = #ident;
                 ::core::unimplemented!("invalid #[route]")
             }
         }
