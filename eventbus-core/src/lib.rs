@@ -47,6 +47,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bus;
+pub mod cqrs;
 pub mod envelope;
 pub mod error;
 pub mod event;
@@ -56,15 +57,21 @@ pub use bus::{
     Backoff, Context, EventBus, EventHandler, OrderBy, Subscription, SubscriptionBuilder,
     SubscriptionOptions, SubscriptionStats,
 };
+pub use cqrs::{
+    Command, CommandBus, CommandContext, CommandError, CommandHandler, CommandHandlers,
+    DispatchOptions, Dispatched, Emit, Emitted, Query, QueryBus, QueryContext, QueryError,
+    QueryHandler, QueryHandlers, Resources,
+};
 pub use envelope::{EntryId, Envelope, Metadata};
 pub use error::{BoxError, Error, HandlerError, Result, TransportError, TransportErrorKind};
 pub use event::Event;
-pub use eventbus_derive::event;
+pub use eventbus_derive::{command, command_handler, event, query, query_handler};
 pub use transport::{StartFrom, StreamConsumer, StreamTransport, Topic};
 
 /// Items used by code the macros generate. Not public API: no stability guarantees.
 #[doc(hidden)]
 pub mod __private {
+    pub use futures_util::future::BoxFuture;
     pub use serde;
     pub use serde_json;
 }
