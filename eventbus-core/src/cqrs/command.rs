@@ -175,6 +175,7 @@ type Erased = Arc<dyn std::any::Any + Send + Sync>;
 /// use eventbus_core::transport::memory::MemoryTransport;
 ///
 /// #[event]
+/// #[derive(Debug)]
 /// pub struct OrderCreated { pub order_id: String }
 ///
 /// #[derive(Debug, thiserror::Error)]
