@@ -32,10 +32,23 @@ impl Parse for Pair {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let key: Ident = input.parse()?;
         input.parse::<Token![=]>()?;
-        // Everything up to the next top-level comma is the value.
+        // Everything up to the next comma outside angle brackets is the value
+        // (`output = Emitted<u32, Vec<E>>`).
         let mut value = TokenStream::new();
-        while !input.is_empty() && !input.peek(Token![,]) {
+        let mut depth = 0usize;
+        let mut after_dash = false;
+        while !input.is_empty() && !(depth == 0 && input.peek(Token![,])) {
             let tt: proc_macro2::TokenTree = input.parse()?;
+            if let proc_macro2::TokenTree::Punct(p) = &tt {
+                match p.as_char() {
+                    '<' => depth += 1,
+                    '>' if !after_dash => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                after_dash = p.as_char() == '-';
+            } else {
+                after_dash = false;
+            }
             value.extend([tt]);
         }
         Ok(Pair { key, value })
