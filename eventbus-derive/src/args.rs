@@ -37,7 +37,7 @@ impl Parse for Pair {
         let mut value = TokenStream::new();
         let mut depth = 0usize;
         let mut after_dash = false;
-        while !input.is_empty() && !(depth == 0 && input.peek(Token![,])) {
+        while !(input.is_empty() || depth == 0 && input.peek(Token![,])) {
             let tt: proc_macro2::TokenTree = input.parse()?;
             if let proc_macro2::TokenTree::Punct(p) = &tt {
                 match p.as_char() {
