@@ -16,35 +16,35 @@ use serde_json::Value;
 
 #[event(name = "Test.OrderCreated")]
 #[derive(Debug, Clone, PartialEq)]
-pub struct OrderCreated {
-    pub order_id: String,
-    pub total: f64,
+struct OrderCreated {
+    order_id: String,
+    total: f64,
 }
 
 #[event(name = "Test.StockReserved")]
 #[derive(Debug, Clone, PartialEq)]
-pub struct StockReserved {
-    pub order_id: String,
+struct StockReserved {
+    order_id: String,
 }
 
 #[derive(Debug, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum OrderError {
+enum OrderError {
     #[error("an order needs at least one item")]
     Empty,
 }
 
 #[command(output = (OrderCreated, StockReserved), error = OrderError)]
-pub struct CreateOrder {
-    pub items: Vec<f64>,
+struct CreateOrder {
+    items: Vec<f64>,
 }
 
 #[command(output = Emitted<u32, Vec<StockReserved>>)]
-pub struct ReserveMany {
-    pub order_ids: Vec<String>,
+struct ReserveMany {
+    order_ids: Vec<String>,
 }
 
 #[command]
-pub struct Explode;
+struct Explode;
 
 #[command_handler]
 async fn create_order(
@@ -238,11 +238,11 @@ async fn publish_failure_is_an_infrastructure_error() {
 
 // Queries.
 
-pub struct Totals(std::collections::HashMap<String, f64>);
+struct Totals(std::collections::HashMap<String, f64>);
 
 #[query(output = Option<f64>)]
-pub struct GetTotal {
-    pub order_id: String,
+struct GetTotal {
+    order_id: String,
 }
 
 #[query_handler]
