@@ -51,6 +51,7 @@ pub mod cqrs;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod testing;
 pub mod transport;
 
 pub use bus::{
