@@ -30,6 +30,9 @@ struct Args {
     /// Orders to publish.
     #[arg(long, default_value_t = 5)]
     orders: u32,
+    /// Keep the demo's keys in Redis afterwards (to look at them with the `eventbus` CLI).
+    #[arg(long)]
+    keep: bool,
 }
 
 /// An order was placed.
@@ -59,12 +62,16 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let namespace = format!("demo-{}", std::process::id());
+    let mut redis: Option<RedisTransport> = None;
     let transport: Arc<dyn StreamTransport> = if args.in_memory {
         Arc::new(MemoryTransport::new())
     } else {
         let config = RedisConfig::new(&args.url)?.namespace(namespace.clone());
         match RedisTransport::connect(config).await {
-            Ok(t) => Arc::new(t),
+            Ok(t) => {
+                redis = Some(t.clone());
+                Arc::new(t)
+            }
             Err(e) => {
                 eprintln!(
                     "error: {e}\nstart Redis with `redis-server --save '' --appendonly no`, \
@@ -190,5 +197,15 @@ async fn main() -> anyhow::Result<()> {
     );
     billing.shutdown().await.context("billing shutdown")?;
     shipping.shutdown().await.context("shipping shutdown")?;
+    if let Some(redis) = redis {
+        if args.keep {
+            println!(
+                "kept namespace {namespace}: try `cargo run -p eventbus-redis --bin eventbus -- \
+                 --namespace {namespace} lag`"
+            );
+        } else {
+            redis.delete_namespace().await?;
+        }
+    }
     Ok(())
 }

@@ -56,6 +56,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bus;
+pub mod cqrs;
 pub mod dispatch;
 pub mod envelope;
 pub mod error;
@@ -63,17 +64,23 @@ pub mod event;
 pub mod pattern;
 pub mod pubsub;
 pub mod router;
+pub mod testing;
 pub mod transport;
 
 pub use bus::{
     Backoff, Context, EventBus, EventHandler, OrderBy, Subscription, SubscriptionBuilder,
     SubscriptionOptions, SubscriptionStats,
 };
+pub use cqrs::{
+    Command, CommandBus, CommandContext, CommandError, CommandHandler, CommandHandlers,
+    DispatchOptions, Dispatched, Emit, Emitted, Query, QueryBus, QueryContext, QueryError,
+    QueryHandler, QueryHandlers, Resources,
+};
 pub use dispatch::{EnvelopeHandler, Payload};
 pub use envelope::{EntryId, Envelope, Metadata};
 pub use error::{BoxError, Error, HandlerError, Result, TransportError, TransportErrorKind};
 pub use event::Event;
-pub use eventbus_derive::{event, route};
+pub use eventbus_derive::{command, command_handler, event, query, query_handler, route};
 pub use pattern::Pattern;
 pub use pubsub::{
     PubSubBus, PubSubStats, PubSubSubscription, PubSubSubscriptionBuilder, PubSubTransport,
@@ -84,6 +91,7 @@ pub use transport::{StartFrom, StreamConsumer, StreamTransport, Topic};
 /// Items used by code the macros generate. Not public API: no stability guarantees.
 #[doc(hidden)]
 pub mod __private {
+    pub use futures_util::future::BoxFuture;
     pub use serde;
     pub use serde_json;
 }

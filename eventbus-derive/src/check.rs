@@ -6,9 +6,14 @@ use crate::ctxt::Ctxt;
 
 /// Checks an event type name; returns it when valid.
 pub(crate) fn event_name(cx: &mut Ctxt, lit: &LitStr) -> Option<String> {
+    type_name(cx, lit, "event")
+}
+
+/// Checks the name of an event, command or query (`what`); returns it when valid.
+pub(crate) fn type_name(cx: &mut Ctxt, lit: &LitStr, what: &str) -> Option<String> {
     let name = lit.value();
     if name.is_empty() {
-        cx.error_spanned_by(lit, "event name must not be empty");
+        cx.error_spanned_by(lit, format!("{what} name must not be empty"));
         return None;
     }
     if let Some(c) = name
@@ -18,7 +23,7 @@ pub(crate) fn event_name(cx: &mut Ctxt, lit: &LitStr) -> Option<String> {
         cx.error_spanned_by(
             lit,
             format!(
-                "event name must not contain {c:?}: it is part of stream keys and routing patterns"
+                "{what} name must not contain {c:?}: it is part of stream keys and routing patterns"
             ),
         );
         return None;

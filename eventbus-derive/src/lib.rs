@@ -1,14 +1,18 @@
 //! Procedural macros for eventbus. Use them through `eventbus_core`, which re-exports them
 //! and whose paths the generated code names (`::eventbus_core::…`).
 //!
-//! Macros: `#[event]` and `#[route]`. Work goes parse ([`attr`]) → validate ([`check`]) → expand (one module per macro); errors
-//! are collected ([`ctxt`]) and a failed expansion still emits a fallback impl, so one mistake
+//! Work goes parse (`attr`) → validate (`check`) → expand (one module per macro); errors
+//! are collected (`ctxt`) and a failed expansion still emits a fallback impl, so one mistake
 //! doesn't cascade into unrelated errors.
 
+mod args;
 mod attr;
 mod check;
 mod ctxt;
 mod event;
+mod handler;
+mod item;
+mod message;
 mod route;
 
 use proc_macro::TokenStream;
@@ -35,6 +39,70 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
     event::expand(args.into(), input.into()).into()
+}
+
+/// Makes a struct or enum a command: implements `eventbus_core::Command` and derives serde.
+///
+/// ```text
+/// #[command(output = OrderCreated, error = OrderError)]
+/// pub struct CreateOrder { pub customer_id: String, pub items: Vec<Item> }
+/// ```
+///
+/// Arguments: `name = "…"` (default: the type's name), `output = T` (what a successful
+/// handling returns and publishes, default `()`), `error = E` (the business rejection, default
+/// `Infallible`).
+#[proc_macro_attribute]
+pub fn command(args: TokenStream, input: TokenStream) -> TokenStream {
+    message::expand_command(args.into(), input.into()).into()
+}
+
+/// Makes a struct or enum a query: implements `eventbus_core::Query`.
+///
+/// ```text
+/// #[query(output = Option<OrderSummary>)]
+/// pub struct GetOrder { pub order_id: String }
+/// ```
+///
+/// Arguments: `output = T` (required), `name = "…"` (default: the type's name).
+#[proc_macro_attribute]
+pub fn query(args: TokenStream, input: TokenStream) -> TokenStream {
+    message::expand_query(args.into(), input.into()).into()
+}
+
+/// Makes an async fn (or every async method of an impl block) a command handler.
+///
+/// ```text
+/// #[command_handler]
+/// async fn create_order(cmd: CreateOrder, ctx: &CommandContext) -> Result<OrderCreated, OrderError> { … }
+/// // register: CommandBus::new(events).handle(create_order)
+///
+/// #[command_handler]
+/// impl OrderService {
+///     async fn create(&self, cmd: CreateOrder, ctx: &CommandContext) -> Result<OrderCreated, OrderError> { … }
+///     async fn cancel(&self, cmd: CancelOrder) -> Result<OrderCancelled, OrderError> { … }
+/// }
+/// // register: CommandBus::new(events).handlers(Arc::new(service))
+/// ```
+///
+/// The fn becomes a unit struct of the same name implementing `CommandHandler<C>`; its
+/// return type must be `Result<C::Output, C::Error>` of the command.
+#[proc_macro_attribute]
+pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
+    handler::expand(handler::Bus::Command, args.into(), input.into()).into()
+}
+
+/// Makes an async fn (or every async method of an impl block) a query handler.
+///
+/// ```text
+/// #[query_handler]
+/// async fn get_order(q: GetOrder, models: &ReadModels) -> Result<Option<OrderSummary>, Error> { … }
+/// ```
+///
+/// The optional second parameter is `&QueryContext`, or `&T` for a resource registered with
+/// `QueryBus::resource` (fetched for each call; missing → `QueryError::MissingResource`).
+#[proc_macro_attribute]
+pub fn query_handler(args: TokenStream, input: TokenStream) -> TokenStream {
+    handler::expand(handler::Bus::Query, args.into(), input.into()).into()
 }
 
 /// Turns an async fn into a routing rule for `eventbus_core::Router`.

@@ -365,6 +365,7 @@ impl StreamConsumer for RedisConsumer {
             .arg(codec::format_timestamp(now_seconds()))
             .arg(&key)
             .arg(self.inner.config.dead_letter_stream_maxlen())
+            .arg(self.name())
             .invoke_async::<Value>(&mut self.conn())
             .await
             .map_err(|e| self.error(&e, "dead letter (XADD+XACK)", topic))?;

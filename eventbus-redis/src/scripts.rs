@@ -34,12 +34,16 @@ return {count, e}
 /// Copies an entry to the dead-letter stream with the reason, and acks it.
 ///
 /// `KEYS[1]` stream, `KEYS[2]` dead-letter stream; `ARGV` group, id, consumer, error,
-/// delivery count, dead-lettered-at, origin stream key, dead-letter MAXLEN (0: none).
-/// Returns the dead letter's id.
+/// delivery count, dead-lettered-at, origin stream key, dead-letter MAXLEN (0: none), the
+/// calling consumer. Returns the dead letter's id, or nil (nothing written) when the entry is
+/// not pending for the calling consumer.
 pub(crate) static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+-- Only the consumer holding the entry may dead-letter it: if it was acknowledged or
+-- reclaimed (and maybe handled) elsewhere meanwhile, writing a dead letter would be wrong.
+if #p == 0 or p[1][2] ~= ARGV[9] then return false end
 local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 local entry = '[]'
 if #found > 0 and found[1][2] then

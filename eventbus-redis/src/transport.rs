@@ -567,3 +567,38 @@ fn install_crypto_provider() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
+
+impl RedisTransport {
+    /// Deletes every key of this transport's namespace (streams with their groups, dead
+    /// letters): for demos and tests that clean up after themselves. Returns how many keys
+    /// were deleted. Pub/Sub channels and other namespaces are untouched.
+    pub async fn delete_namespace(&self) -> CoreResult<u64> {
+        let pattern = format!("{}:*", self.inner.keys.namespace());
+        let mut conn = self.inner.conn.clone();
+        let mut cursor = 0u64;
+        let mut deleted = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.inner.server.error(&e, "SCAN", None))?;
+            if !batch.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&batch)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.inner.server.error(&e, "UNLINK", None))?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+}

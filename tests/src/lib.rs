@@ -136,6 +136,16 @@ impl Backend {
         }
     }
 
+    /// Deletes the test's keys (Redis); nothing to do in memory.
+    pub async fn cleanup(&self) {
+        if let Backend::Redis { transport, .. } = self {
+            transport
+                .delete_namespace()
+                .await
+                .expect("delete the test's namespace");
+        }
+    }
+
     /// Simulates losing the consumer group (a `FLUSHALL` or failover).
     pub async fn lose_groups(&self) {
         match self {
@@ -205,7 +215,9 @@ macro_rules! both {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn redis() {
-                    super::$name($crate::Backend::redis(stringify!($name)).await).await;
+                    let backend = $crate::Backend::redis(stringify!($name)).await;
+                    super::$name(backend.clone()).await;
+                    backend.cleanup().await;
                 }
             }
         )*
@@ -217,7 +229,9 @@ macro_rules! both {
 pub struct RedisServer {
     child: std::process::Child,
     port: u16,
+    tls_port: Option<u16>,
     _dir: TempDir,
+    _cert_dir: Option<TempDir>,
 }
 
 /// A temporary directory removed on drop.
@@ -263,7 +277,9 @@ impl RedisServer {
         let server = RedisServer {
             child,
             port,
+            tls_port: None,
             _dir: TempDir(dir),
+            _cert_dir: None,
         };
         for _ in 0..100 {
             // Accepting connections is enough: a server with a password answers NOAUTH.
@@ -276,6 +292,73 @@ impl RedisServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("redis-server on port {port} did not come up");
+    }
+
+    /// Starts a server that only speaks TLS, with a self-signed certificate made by `openssl`
+    /// (which must be on the PATH). Its URL is [`RedisServer::tls_url`].
+    pub async fn start_tls() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("eventbus-tls-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("create the certificate directory");
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the TLS test makes its certificate with `openssl`, which must be on the PATH");
+        assert!(status.success(), "openssl could not make a certificate");
+        let tls_port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+            listener.local_addr().expect("local addr").port()
+        };
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut server = RedisServer::start(&[
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &cert,
+            "--tls-auth-clients",
+            "no",
+        ])
+        .await;
+        server.tls_port = Some(tls_port);
+        server._cert_dir = Some(TempDir(dir));
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not open its TLS port {tls_port}");
+    }
+
+    /// The `rediss://` URL of a server started with [`RedisServer::start_tls`]
+    /// (certificate verification off: the certificate is self-signed).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|p| format!("rediss://127.0.0.1:{p}/#insecure"))
     }
 
     /// Its URL.

@@ -134,3 +134,39 @@ async fn wrong_password_is_an_auth_error_without_the_password() {
         .await
         .expect("the right password works");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connection_carries_the_bus() {
+    let server = RedisServer::start_tls().await;
+    let url = server.tls_url().unwrap();
+    let transport = RedisTransport::connect(RedisConfig::new(&url).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("TLS connect to {url}: {e}"));
+    let bus = EventBus::new(transport, "secure");
+    let seen: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let s = seen.clone();
+    let sub = bus
+        .subscribe()
+        .on(move |e: Envelope<Tick>| {
+            s.lock().unwrap().push(e.data.n);
+            std::future::ready(Ok(()))
+        })
+        .start()
+        .await
+        .unwrap();
+    bus.publish_batch((0..5).map(|n| Tick { n })).await.unwrap();
+    eventually(Duration::from_secs(10), "five events over TLS", || async {
+        seen.lock().unwrap().len() == 5
+    })
+    .await;
+    sub.shutdown().await.unwrap();
+    // The plain port of that server is the same data: the events really went through it.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let len: i64 = redis::cmd("XLEN")
+        .arg("eventbus:stream:Tick")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(len, 5);
+}

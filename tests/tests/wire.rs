@@ -245,3 +245,94 @@ async fn python_group_and_rust_group_coexist() {
     assert_eq!(python_saw.len(), 2);
     sub.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn foreign_entries_that_cannot_be_handled_are_dead_lettered_with_the_reason() {
+    let backend = Backend::redis("foreign_entries_dead_lettered").await;
+    let ns = redis_namespace(&backend);
+    let transport = backend.transport();
+    let bus = EventBus::from_arc(transport.clone(), "strict-service");
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let g = got.clone();
+    let sub = bus
+        .subscribe()
+        .on(move |e: Envelope<PaymentCompleted>| {
+            g.lock().unwrap().push(e.data.order_id);
+            std::future::ready(Ok(()))
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut conn = raw_connection().await;
+    let stream = format!("{ns}:stream:PaymentCompleted");
+    let bad: [&[(&str, &str)]; 3] = [
+        // No `source`.
+        &[
+            ("event_id", "e1"),
+            ("event_type", "PaymentCompleted"),
+            ("data", "{}"),
+            ("timestamp", "1.0"),
+        ],
+        // An event type this stream's handler doesn't know.
+        &[
+            ("event_id", "e2"),
+            ("event_type", "Mystery"),
+            ("source", "py"),
+            ("data", "{}"),
+            ("timestamp", "1.0"),
+        ],
+        // A timestamp that is not a number.
+        &[
+            ("event_id", "e3"),
+            ("event_type", "PaymentCompleted"),
+            ("source", "py"),
+            ("data", "{}"),
+            ("timestamp", "yesterday"),
+        ],
+    ];
+    for fields in bad {
+        let _: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg(fields)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    python_publish(
+        &ns,
+        "PaymentCompleted",
+        r#"{"order_id": "after", "amount": 1.0}"#,
+    )
+    .await;
+
+    eventually(
+        Duration::from_secs(10),
+        "the good entry behind three bad ones",
+        || async { got.lock().unwrap().len() == 1 },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "three dead letters", || async {
+        transport
+            .dead_letters("strict-service-consumers", 10)
+            .await
+            .unwrap()
+            .len()
+            == 3
+    })
+    .await;
+    let reasons: Vec<String> = transport
+        .dead_letters("strict-service-consumers", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.reason.error)
+        .collect();
+    assert!(reasons[0].contains("source"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("Mystery") || reasons[1].contains("expected event type"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].contains("timestamp"), "{reasons:?}");
+    sub.shutdown().await.unwrap();
+}

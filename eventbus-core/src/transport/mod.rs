@@ -232,7 +232,8 @@ pub trait StreamConsumer: Send + Sync + 'static {
     async fn ack(&self, acks: &[(Topic, Vec<EntryId>)]) -> Result<()>;
 
     /// Copies an entry to the group's dead-letter stream with the reason and acknowledges
-    /// it, atomically.
+    /// it, atomically — only while it is pending for this consumer: an entry acknowledged or
+    /// reclaimed elsewhere meanwhile is left alone.
     async fn dead_letter(&self, topic: &Topic, id: &str, reason: &DeadLetterReason) -> Result<()>;
 
     /// Removes consumers of the group idle longer than `idle` that hold no pending entries

@@ -222,7 +222,7 @@ impl StreamConsumer for MemoryConsumer {
     async fn dead_letter(&self, topic: &Topic, id: &str, reason: &DeadLetterReason) -> Result<()> {
         let id = StreamId::parse(id)?;
         self.transport
-            .dead_letter(topic, &self.spec.group, id, reason);
+            .dead_letter(topic, &self.spec.group, &self.spec.consumer, id, reason);
         Ok(())
     }
 

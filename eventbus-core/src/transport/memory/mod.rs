@@ -211,16 +211,28 @@ impl MemoryTransport {
     /// Moves entry `id` of `topic` to `group`'s dead letters and acknowledges it, under one
     /// lock. A missing group or entry is not an error: the dead letter is recorded with what
     /// is left (no event, no fields when the entry is gone), like `XADD` + `XACK` would.
-    fn dead_letter(&self, topic: &Topic, group: &str, id: StreamId, reason: &DeadLetterReason) {
+    /// Dead-letters an entry pending for `consumer`; does nothing when it is not (it was
+    /// acknowledged, or reclaimed by another consumer, meanwhile), as the Redis script does.
+    fn dead_letter(
+        &self,
+        topic: &Topic,
+        group: &str,
+        consumer: &str,
+        id: StreamId,
+        reason: &DeadLetterReason,
+    ) {
         let mut state = self.shared.lock();
-        let stream = state.streams.get_mut(topic);
-        let entry = stream
-            .as_ref()
-            .and_then(|s| s.entries.get(&id))
-            .map(|s| s.entry.clone());
-        if let Some(g) = stream.and_then(|s| s.groups.get_mut(group)) {
-            g.pel.remove(&id);
+        let Some(stream) = state.streams.get_mut(topic) else {
+            return;
+        };
+        let entry = stream.entries.get(&id).map(|s| s.entry.clone());
+        let Some(g) = stream.groups.get_mut(group) else {
+            return;
+        };
+        if g.pel.get(&id).is_none_or(|p| p.consumer != consumer) {
+            return;
         }
+        g.pel.remove(&id);
         let dead = state.dead.entry(group.to_owned()).or_default();
         let dead_id = dead.next_id();
         let letter = DeadLetter {
