@@ -90,7 +90,7 @@ pub(crate) struct RouteArgs {
 
 enum RouteItem {
     Pattern(LitStr),
-    Meta(Meta),
+    Meta(Box<Meta>),
 }
 
 /// Parses `"Pattern", priority = N, filter = path, name = "…"`, recording every problem in
@@ -103,7 +103,7 @@ pub(crate) fn parse_route_args(cx: &mut Ctxt, args: TokenStream) -> RouteArgs {
             if input.peek(LitStr) {
                 items.push(RouteItem::Pattern(input.parse()?));
             } else {
-                items.push(RouteItem::Meta(input.parse()?));
+                items.push(RouteItem::Meta(Box::new(input.parse()?)));
             }
             if input.is_empty() {
                 break;
@@ -129,7 +129,7 @@ pub(crate) fn parse_route_args(cx: &mut Ctxt, args: TokenStream) -> RouteArgs {
                 }
                 continue;
             }
-            RouteItem::Meta(meta) => meta,
+            RouteItem::Meta(meta) => *meta,
         };
         let Meta::NameValue(nv) = &meta else {
             cx.error_spanned_by(
