@@ -72,9 +72,9 @@ pub use bus::{
     SubscriptionOptions, SubscriptionStats,
 };
 pub use cqrs::{
-    Command, CommandBus, CommandContext, CommandError, CommandHandler, CommandHandlers,
-    DispatchOptions, Dispatched, Emit, Emitted, Query, QueryBus, QueryContext, QueryError,
-    QueryHandler, QueryHandlers, Resources,
+    Command, CommandBus, CommandClient, CommandContext, CommandError, CommandHandler,
+    CommandHandlers, DispatchOptions, Dispatched, Emit, Emitted, NoRejection, Query, QueryBus,
+    QueryContext, QueryError, QueryHandler, QueryHandlers, Resources,
 };
 pub use dispatch::{EnvelopeHandler, Payload};
 pub use envelope::{EntryId, Envelope, Metadata};

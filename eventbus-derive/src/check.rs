@@ -18,12 +18,12 @@ pub(crate) fn type_name(cx: &mut Ctxt, lit: &LitStr, what: &str) -> Option<Strin
     }
     if let Some(c) = name
         .chars()
-        .find(|c| c.is_whitespace() || *c == ':' || *c == '*')
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, ':' | '*' | '?' | '[' | ']'))
     {
         cx.error_spanned_by(
             lit,
             format!(
-                "{what} name must not contain {c:?}: it is part of stream keys and routing patterns"
+                "{what} name must not contain {c:?}: it is part of stream keys and key patterns"
             ),
         );
         return None;

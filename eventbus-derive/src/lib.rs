@@ -50,7 +50,7 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// Arguments: `name = "…"` (default: the type's name), `output = T` (what a successful
 /// handling returns and publishes, default `()`), `error = E` (the business rejection, default
-/// `Infallible`).
+/// `NoRejection`). Both must be serializable (remote callers get them back).
 #[proc_macro_attribute]
 pub fn command(args: TokenStream, input: TokenStream) -> TokenStream {
     message::expand_command(args.into(), input.into()).into()

@@ -32,7 +32,7 @@ pub(crate) fn expand_command(args: TokenStream, input: TokenStream) -> TokenStre
         .unwrap_or_else(|| item.ident.to_string());
     let output = args::as_type(&values[1]).map_or_else(|| quote!(()), |t| quote!(#t));
     let error = args::as_type(&values[2])
-        .map_or_else(|| quote!(::core::convert::Infallible), |t| quote!(#t));
+        .map_or_else(|| quote!(::eventbus_core::NoRejection), |t| quote!(#t));
     let errors = cx.finish().map(|e| e.to_compile_error());
     if matches!(item.data, Data::Union(_)) {
         return quote! { #errors #item };

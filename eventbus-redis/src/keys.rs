@@ -25,6 +25,10 @@ pub const DEFAULT_CHANNEL_PREFIX: &str = "events:";
 
 /// The name of the global stream's last key segment (`{ns}:stream:all`).
 const ALL: &str = "all";
+/// Prefix of a service's command stream (`{ns}:stream:cmd:{service}`).
+const COMMANDS: &str = "cmd:";
+/// Prefix of a client instance's reply stream (`{ns}:stream:reply:{instance}`).
+const REPLIES: &str = "reply:";
 
 /// Builds the keys of one namespace.
 ///
@@ -142,6 +146,10 @@ impl Keys {
         match topic {
             Topic::Type(event_type) => format!("{}{event_type}", self.stream_prefix),
             Topic::All => format!("{}{ALL}", self.stream_prefix),
+            // Event type names can't contain ':', so these never collide with a type stream.
+            Topic::Commands(service) => format!("{}{COMMANDS}{service}", self.stream_prefix),
+            Topic::Replies(instance) => format!("{}{REPLIES}{instance}", self.stream_prefix),
+            other => format!("{}{other}", self.stream_prefix),
         }
     }
 
@@ -167,6 +175,12 @@ impl Keys {
     /// The topic of a stream key of this namespace, or `None` for any other key.
     pub fn topic_of(&self, key: &str) -> Option<Topic> {
         let rest = key.strip_prefix(&self.stream_prefix)?;
+        if let Some(service) = rest.strip_prefix(COMMANDS) {
+            return Some(Topic::Commands(service.to_string()));
+        }
+        if let Some(instance) = rest.strip_prefix(REPLIES) {
+            return Some(Topic::Replies(instance.to_string()));
+        }
         match rest {
             "" => None,
             ALL => Some(Topic::All),

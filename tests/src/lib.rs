@@ -172,16 +172,13 @@ impl Backend {
 fn topic_type(topic: &Topic) -> &str {
     match topic {
         Topic::Type(t) => t,
-        Topic::All => "",
+        _ => "",
     }
 }
 
-/// The Redis key of a topic's stream in a namespace (the wire layout of DESIGN.md).
+/// The Redis key of a topic's stream in a namespace.
 pub fn stream_key(namespace: &str, topic: &Topic) -> String {
-    match topic {
-        Topic::Type(t) => format!("{namespace}:stream:{t}"),
-        Topic::All => format!("{namespace}:stream:all"),
-    }
+    eventbus_redis::Keys::new(namespace).stream(topic)
 }
 
 /// Waits until `check` is true, polling, for at most `limit`; panics with `what` otherwise.

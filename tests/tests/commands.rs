@@ -67,7 +67,7 @@ async fn create_order(
 #[command_handler]
 async fn reserve_many(
     cmd: ReserveMany,
-) -> Result<Emitted<u32, Vec<StockReserved>>, std::convert::Infallible> {
+) -> Result<Emitted<u32, Vec<StockReserved>>, eventbus_core::NoRejection> {
     Ok(Emitted {
         value: cmd.order_ids.len() as u32,
         events: cmd
@@ -79,7 +79,7 @@ async fn reserve_many(
 }
 
 #[command_handler]
-async fn explode(_cmd: Explode) -> Result<(), std::convert::Infallible> {
+async fn explode(_cmd: Explode) -> Result<(), eventbus_core::NoRejection> {
     panic!("kaboom")
 }
 
@@ -131,7 +131,7 @@ async fn accepted_command_publishes_its_events_correlated(backend: Backend) {
             },
             DispatchOptions {
                 correlation_id: Some("checkout-7".into()),
-                causation_id: None,
+                ..DispatchOptions::default()
             },
         )
         .await
@@ -284,4 +284,167 @@ async fn query_handler_reads_a_registered_resource() {
         Err(QueryError::MissingResource { type_name }) => assert!(type_name.ends_with("Totals")),
         other => panic!("expected MissingResource, got {other:?}"),
     }
+}
+
+// Remote commands.
+
+#[command(output = u64, error = OrderError)]
+struct Add {
+    a: u64,
+    b: u64,
+}
+
+fn adder(
+    served: Arc<std::sync::Mutex<Vec<(u8, String)>>>,
+    who: u8,
+) -> impl Fn(Add, CommandContext) -> std::future::Ready<Result<u64, OrderError>> + Clone {
+    move |cmd: Add, ctx: CommandContext| {
+        served
+            .lock()
+            .unwrap()
+            .push((who, ctx.command_id().to_string()));
+        std::future::ready(if cmd.a == 0 && cmd.b == 0 {
+            Err(OrderError::Empty)
+        } else {
+            Ok(cmd.a + cmd.b)
+        })
+    }
+}
+
+both!(
+    remote_commands_are_handled_once_by_one_instance,
+    remote_command_to_nobody_times_out,
+);
+
+async fn remote_commands_are_handled_once_by_one_instance(backend: Backend) {
+    let served: Arc<std::sync::Mutex<Vec<(u8, String)>>> = Arc::default();
+    // Two instances of the math service share its command group.
+    let mut instances = Vec::new();
+    for who in [1u8, 2] {
+        let bus = CommandBus::new(EventBus::from_arc(backend.transport(), "math"))
+            .handle(adder(served.clone(), who));
+        let sub = bus
+            .events()
+            .subscribe()
+            .group("math-commands")
+            .consumer_name(format!("math-{who}"))
+            .configure(|o| o.batch_size = 4)
+            .on_topic(Topic::Commands("math".into()), {
+                let bus = bus.clone();
+                move |e: Envelope<Value>, ctx: eventbus_core::Context| {
+                    let bus = bus.clone();
+                    async move { bus.serve_entry(e, ctx).await }
+                }
+            });
+        instances.push(sub.start().await.unwrap());
+    }
+    let client =
+        eventbus_core::CommandClient::start(EventBus::from_arc(backend.transport(), "caller"))
+            .await
+            .unwrap();
+    let mut sends = Vec::new();
+    for i in 0..20u64 {
+        sends.push(client.send("math", Add { a: i, b: 1 }, Duration::from_secs(10)));
+    }
+    let results = futures_join_all(sends).await;
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), i as u64 + 1);
+    }
+    let served = served.lock().unwrap().clone();
+    assert_eq!(served.len(), 20, "each command handled exactly once");
+    let ids: std::collections::HashSet<&String> = served.iter().map(|(_, id)| id).collect();
+    assert_eq!(ids.len(), 20);
+
+    // A rejection comes back typed; an unknown command is NoHandler.
+    match client
+        .send("math", Add { a: 0, b: 0 }, Duration::from_secs(10))
+        .await
+    {
+        Err(CommandError::Rejected(OrderError::Empty)) => {}
+        other => panic!("expected the typed rejection, got {other:?}"),
+    }
+    match client
+        .send(
+            "math",
+            CreateOrder { items: vec![1.0] },
+            Duration::from_secs(10),
+        )
+        .await
+    {
+        Err(CommandError::NoHandler { command_type }) => assert_eq!(command_type, "CreateOrder"),
+        other => panic!("expected NoHandler, got {other:?}"),
+    }
+    client.shutdown().await.unwrap();
+    for sub in instances {
+        sub.shutdown().await.unwrap();
+    }
+}
+
+async fn remote_command_to_nobody_times_out(backend: Backend) {
+    let client =
+        eventbus_core::CommandClient::start(EventBus::from_arc(backend.transport(), "caller"))
+            .await
+            .unwrap();
+    match client
+        .send(
+            "nobody-home",
+            Add { a: 1, b: 1 },
+            Duration::from_millis(300),
+        )
+        .await
+    {
+        Err(CommandError::Timeout(after)) => assert_eq!(after, Duration::from_millis(300)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // A server that starts later finds the command expired and does not act on it.
+    let served: Arc<std::sync::Mutex<Vec<(u8, String)>>> = Arc::default();
+    let bus = CommandBus::new(EventBus::from_arc(backend.transport(), "nobody-home"))
+        .handle(adder(served.clone(), 1));
+    let sub = bus
+        .events()
+        .subscribe()
+        .group("nobody-home-commands")
+        .start_from(StartFrom::Beginning)
+        .on_topic(Topic::Commands("nobody-home".into()), {
+            let bus = bus.clone();
+            move |e: Envelope<Value>, ctx: eventbus_core::Context| {
+                let bus = bus.clone();
+                async move { bus.serve_entry(e, ctx).await }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    eventbus_tests::eventually(
+        Duration::from_secs(10),
+        "the expired command is consumed",
+        || async {
+            backend
+                .transport()
+                .lag(Some("nobody-home-commands"))
+                .await
+                .unwrap()
+                .iter()
+                .all(|l| l.lag == Some(0) && l.pending == 0)
+        },
+    )
+    .await;
+    assert!(
+        served.lock().unwrap().is_empty(),
+        "an expired command is not handled"
+    );
+    sub.shutdown().await.unwrap();
+    client.shutdown().await.unwrap();
+}
+
+async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut handles = Vec::new();
+    for f in futures {
+        handles.push(Box::pin(f));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await);
+    }
+    out
 }

@@ -228,6 +228,15 @@ impl SubscriptionBuilder {
         self.add(Topic::of_type(event_type), erase_raw(handler))
     }
 
+    /// Handles the entries of any topic's stream as JSON (e.g. a service's command stream).
+    pub fn on_topic<Args: 'static>(
+        self,
+        topic: Topic,
+        handler: impl EventHandler<Value, Args>,
+    ) -> Self {
+        self.add(topic, erase_raw(handler))
+    }
+
     /// Handles every event, read from the global stream, as JSON.
     pub fn on_all<Args: 'static>(self, handler: impl EventHandler<Value, Args>) -> Self {
         self.add(Topic::All, erase_raw(handler))

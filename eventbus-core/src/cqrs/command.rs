@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::bus::EventBus;
 use crate::cqrs::context::Resources;
 use crate::cqrs::emit::Emit;
+use crate::cqrs::remote::{self, RemoteInvoker};
 use crate::envelope::{new_id, EntryId};
 use crate::error::Error;
 
@@ -27,10 +28,16 @@ pub trait Command: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The command's name (for routing, logs and remote dispatch).
     const COMMAND_TYPE: &'static str;
     /// What a successful handling returns to the caller; its events get published.
-    type Output: Emit + Send + 'static;
-    /// The business rejection.
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// Serializable, so that a remote caller gets it back too.
+    type Output: Emit + Serialize + DeserializeOwned + Send + 'static;
+    /// The business rejection (serializable, for remote callers); [`NoRejection`] for a
+    /// command that is never rejected.
+    type Error: std::error::Error + Serialize + DeserializeOwned + Send + Sync + 'static;
 }
+
+/// The rejection of a command that is never rejected (it has no values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, thiserror::Error)]
+pub enum NoRejection {}
 
 /// What a command handler knows about the command it handles.
 #[derive(Clone, Debug)]
@@ -134,6 +141,17 @@ pub enum CommandError<E> {
     /// The handler panicked; nothing was published.
     #[error("command handler panicked: {0}")]
     Panicked(String),
+    /// A remote command got no reply in time. It may still be handled: make retries
+    /// idempotent (the command id is stable per send).
+    #[error("no reply to command within {0:?}")]
+    Timeout(std::time::Duration),
+    /// A remote command could not be sent.
+    #[error("command could not be sent: {0}")]
+    Send(#[source] Error),
+    /// The remote service failed to handle the command (its handler panicked, its events
+    /// could not be published, it could not decode the command, or the command expired).
+    #[error("remote command failed: {0}")]
+    Remote(String),
 }
 
 impl<E> CommandError<E> {
@@ -153,6 +171,8 @@ pub struct DispatchOptions {
     pub correlation_id: Option<String>,
     /// What caused the command.
     pub causation_id: Option<String>,
+    /// The command's id (default: a new one). Remote commands keep the sender's id.
+    pub command_id: Option<String>,
 }
 
 /// What a successful dispatch returns besides the output: the published events' entry ids.
@@ -178,7 +198,7 @@ type Erased = Arc<dyn std::any::Any + Send + Sync>;
 /// #[derive(Debug)]
 /// pub struct OrderCreated { pub order_id: String }
 ///
-/// #[derive(Debug, thiserror::Error)]
+/// #[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 /// pub enum OrderError { #[error("no items")] Empty }
 ///
 /// #[command(output = OrderCreated, error = OrderError)]
@@ -201,6 +221,7 @@ type Erased = Arc<dyn std::any::Any + Send + Sync>;
 pub struct CommandBus {
     events: EventBus,
     handlers: Arc<HashMap<&'static str, Erased>>,
+    remote: Arc<HashMap<&'static str, RemoteInvoker>>,
     resources: Resources,
 }
 
@@ -224,6 +245,7 @@ impl CommandBus {
         CommandBus {
             events,
             handlers: Arc::new(HashMap::new()),
+            remote: Arc::new(HashMap::new()),
             resources: Resources::default(),
         }
     }
@@ -243,6 +265,7 @@ impl CommandBus {
                 C::COMMAND_TYPE
             );
         }
+        Arc::make_mut(&mut self.remote).insert(C::COMMAND_TYPE, remote::invoker::<C>());
         self
     }
 
@@ -261,6 +284,10 @@ impl CommandBus {
     /// The event bus events are published on.
     pub fn events(&self) -> &EventBus {
         &self.events
+    }
+
+    pub(crate) fn remote_invoker(&self, command_type: &str) -> Option<RemoteInvoker> {
+        self.remote.get(command_type).cloned()
     }
 
     /// Whether `C` has a handler.
@@ -298,7 +325,7 @@ impl CommandBus {
                 command_type: C::COMMAND_TYPE.to_string(),
             });
         };
-        let command_id = new_id();
+        let command_id = options.command_id.unwrap_or_else(new_id);
         let ctx = CommandContext {
             correlation_id: options.correlation_id.unwrap_or_else(|| command_id.clone()),
             causation_id: options.causation_id,

@@ -8,7 +8,8 @@ use crate::event::Event;
 
 /// Collects the events a command's output stands for, so the command bus can publish them.
 ///
-/// Implemented for every [`Event`] (the output is the event), for `()` (nothing to publish),
+/// Implemented for every [`Event`] (the output is the event), for `()`, `String`, numbers and
+/// `bool` (plain values: nothing to publish),
 /// `Option<T>`, `Vec<T>` and tuples of emitters, and for [`Emitted`] (a result value plus
 /// events). Implement it for your own output types to publish what they contain.
 #[diagnostic::on_unimplemented(
@@ -31,11 +32,35 @@ impl<E: Event> Emit for E {
     }
 }
 
-impl Emit for () {
-    fn emit(&self, _: &str, _: &mut Vec<Envelope<Value>>) -> Result<()> {
-        Ok(())
-    }
+/// Plain values (an id, a count, a flag) are outputs that publish nothing.
+macro_rules! emit_nothing {
+    ($($t:ty),*) => {
+        $(
+            impl Emit for $t {
+                fn emit(&self, _: &str, _: &mut Vec<Envelope<Value>>) -> Result<()> {
+                    Ok(())
+                }
+            }
+        )*
+    };
 }
+emit_nothing!(
+    (),
+    bool,
+    String,
+    u8,
+    u16,
+    u32,
+    u64,
+    i8,
+    i16,
+    i32,
+    i64,
+    usize,
+    isize,
+    f32,
+    f64
+);
 
 impl<T: Emit> Emit for Option<T> {
     fn emit(&self, source: &str, out: &mut Vec<Envelope<Value>>) -> Result<()> {

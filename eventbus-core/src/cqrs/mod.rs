@@ -5,11 +5,13 @@ mod command;
 mod context;
 mod emit;
 mod query;
+mod remote;
 
 pub use command::{
     Command, CommandBus, CommandContext, CommandError, CommandHandler, CommandHandlers,
-    DispatchOptions, Dispatched,
+    DispatchOptions, Dispatched, NoRejection,
 };
 pub use context::Resources;
 pub use emit::{Emit, Emitted};
 pub use query::{Query, QueryBus, QueryContext, QueryError, QueryHandler, QueryHandlers};
+pub use remote::CommandClient;

@@ -23,7 +23,7 @@ use crate::transport::{ConsumerSpec, StartFrom, StreamTransport, Topic};
 /// #[derive(Debug, Clone, PartialEq)]
 /// pub struct OrderCreated { pub order_id: String, pub total: f64 }
 ///
-/// #[derive(Debug, PartialEq, thiserror::Error)]
+/// #[derive(Debug, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 /// pub enum OrderError { #[error("empty order")] Empty }
 ///
 /// #[command(output = OrderCreated, error = OrderError)]
@@ -221,7 +221,7 @@ mod tests {
         const VERSION: u32 = 1;
     }
 
-    #[derive(Debug, PartialEq, thiserror::Error)]
+    #[derive(Debug, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
     #[error("no")]
     struct No;
 

@@ -7,13 +7,13 @@ pub struct Done;
 pub struct DoIt;
 
 #[command_handler]
-fn not_async(cmd: DoIt) -> Result<Done, std::convert::Infallible> {
+fn not_async(cmd: DoIt) -> Result<Done, eventbus_core::NoRejection> {
     let _ = cmd;
     Ok(Done)
 }
 
 #[command_handler]
-async fn by_reference(cmd: &DoIt) -> Result<Done, std::convert::Infallible> {
+async fn by_reference(cmd: &DoIt) -> Result<Done, eventbus_core::NoRejection> {
     let _ = cmd;
     Ok(Done)
 }
@@ -24,13 +24,13 @@ async fn no_return(cmd: DoIt, ctx: &CommandContext) {
 }
 
 #[command_handler]
-async fn wrong_second(cmd: DoIt, extra: u32) -> Result<Done, std::convert::Infallible> {
+async fn wrong_second(cmd: DoIt, extra: u32) -> Result<Done, eventbus_core::NoRejection> {
     let _ = (cmd, extra);
     Ok(Done)
 }
 
 #[command_handler]
-async fn no_params() -> Result<Done, std::convert::Infallible> {
+async fn no_params() -> Result<Done, eventbus_core::NoRejection> {
     Ok(Done)
 }
 

@@ -11,7 +11,7 @@ pub struct DoIt;
 
 // The handler must return the command's declared output.
 #[command_handler]
-async fn do_it(_cmd: DoIt) -> Result<Other, std::convert::Infallible> {
+async fn do_it(_cmd: DoIt) -> Result<Other, eventbus_core::NoRejection> {
     Ok(Other)
 }
 

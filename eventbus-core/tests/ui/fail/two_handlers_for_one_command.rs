@@ -10,11 +10,11 @@ pub struct Service;
 
 #[command_handler]
 impl Service {
-    async fn first(&self, _cmd: DoIt) -> Result<Done, std::convert::Infallible> {
+    async fn first(&self, _cmd: DoIt) -> Result<Done, eventbus_core::NoRejection> {
         Ok(Done)
     }
 
-    async fn second(&self, _cmd: DoIt) -> Result<Done, std::convert::Infallible> {
+    async fn second(&self, _cmd: DoIt) -> Result<Done, eventbus_core::NoRejection> {
         Ok(Done)
     }
 }

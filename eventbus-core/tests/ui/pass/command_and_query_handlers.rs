@@ -18,7 +18,7 @@ pub struct OrderCancelled {
     pub order_id: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum OrderError {
     #[error("an order needs items")]
     Empty,
@@ -47,7 +47,7 @@ pub async fn create_order(cmd: CreateOrder, ctx: &CommandContext) -> Result<Orde
 }
 
 #[command_handler]
-async fn ping(_cmd: Ping) -> Result<(), std::convert::Infallible> {
+async fn ping(_cmd: Ping) -> Result<(), eventbus_core::NoRejection> {
     Ok(())
 }
 

@@ -19,7 +19,6 @@ pub struct Shadowed {
 }
 
 fn main() {
-    use ::eventbus_core::Event as _;
     assert_eq!(<Shadowed as ::eventbus_core::Event>::EVENT_TYPE, "Shadowed");
     assert_eq!(<Shadowed as ::eventbus_core::Event>::VERSION, 4);
 }
@@ -28,7 +27,7 @@ fn main() {
 pub struct MakeShadowed;
 
 #[::eventbus_core::command_handler]
-async fn make_shadowed(_cmd: MakeShadowed) -> ::core::result::Result<Shadowed, ::std::convert::Infallible> {
+async fn make_shadowed(_cmd: MakeShadowed) -> ::core::result::Result<Shadowed, ::eventbus_core::NoRejection> {
     ::core::result::Result::Ok(Shadowed { value: 1 })
 }
 
