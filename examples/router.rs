@@ -116,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let namespace = format!("demo-router-{}", std::process::id());
+    let mut redis: Option<RedisTransport> = None;
     let (streams, pubsub): (Arc<dyn StreamTransport>, Arc<dyn PubSubTransport>) = if args.in_memory
     {
         (
@@ -129,7 +130,10 @@ async fn main() -> anyhow::Result<()> {
             .namespace(namespace.clone())
             .channel_prefix(format!("{namespace}:events:"));
         match RedisTransport::connect(config).await {
-            Ok(t) => (Arc::new(t.clone()), Arc::new(t.pubsub())),
+            Ok(t) => {
+                redis = Some(t.clone());
+                (Arc::new(t.clone()), Arc::new(t.pubsub()))
+            }
             Err(e) => {
                 eprintln!(
                     "error: {e}\nstart Redis with `redis-server --save '' --appendonly no`, \
@@ -162,5 +166,8 @@ async fn main() -> anyhow::Result<()> {
         "routed {} events on each bus",
         streams_router.stats().routed()
     );
+    if let Some(redis) = redis {
+        redis.delete_namespace().await?;
+    }
     Ok(())
 }
