@@ -57,6 +57,16 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// A routing pattern is not valid (empty, an empty segment, whitespace, or `*` inside a
+    /// segment). Raised when the rule is registered, never at dispatch: fix the pattern.
+    #[error("invalid routing pattern `{pattern}`: {reason}")]
+    InvalidPattern {
+        /// The pattern as written.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The component has been shut down and accepts no more work.
     #[error("shut down")]
     Shutdown,
@@ -81,6 +91,7 @@ impl Error {
             Error::Serialize { .. }
             | Error::Decode { .. }
             | Error::Config(_)
+            | Error::InvalidPattern { .. }
             | Error::Shutdown
             | Error::ReadModel { .. } => false,
         }

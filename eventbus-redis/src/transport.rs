@@ -21,6 +21,9 @@ use crate::keys::Keys;
 use crate::reply::{self, RawEntry};
 use crate::scripts;
 
+/// Entries kept in a client's reply stream (replies are read within the command timeout).
+const REPLY_STREAM_MAXLEN: u64 = 10_000;
+
 /// How many dead letters one `XRANGE` page reads when replaying all of them.
 const REPLAY_PAGE: usize = 100;
 
@@ -95,7 +98,7 @@ impl RedisTransport {
         let conn = manager(&config, Some(config.response_timeout_duration()))
             .await
             .map_err(|e| server.transport(&e, "connect"))?;
-        let keys = Keys::new(config.key_namespace());
+        let keys = config.keys();
         Ok(RedisTransport {
             inner: Arc::new(Inner {
                 config,
@@ -153,6 +156,9 @@ impl RedisTransport {
         match topic {
             Topic::Type(event_type) => self.inner.config.stream_maxlen(event_type),
             Topic::All => self.inner.config.global_stream_maxlen(),
+            Topic::Replies(_) => REPLY_STREAM_MAXLEN,
+            // A command stream is bounded like an event type's: by the default per-type limit.
+            _ => self.inner.config.stream_maxlen(""),
         }
     }
 
@@ -348,6 +354,23 @@ impl StreamTransport for RedisTransport {
             ));
         }
         Ok(ids.into_iter().step_by(2).collect())
+    }
+
+    async fn append(&self, topic: &Topic, entries: &[Envelope<Json>]) -> CoreResult<Vec<EntryId>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.inner.keys.stream(topic);
+        let maxlen = self.stream_maxlen(topic);
+        let mut pipe = redis::pipe();
+        for entry in entries {
+            xadd(pipe.cmd("XADD").arg(&key), maxlen, &codec::encode(entry)?);
+        }
+        let ids: Vec<String> = pipe
+            .query_async(&mut self.inner.conn.clone())
+            .await
+            .map_err(|e| self.inner.server.error(&e, "append (XADD)", None))?;
+        Ok(ids)
     }
 
     async fn ensure_group(&self, topic: &Topic, group: &str, start: StartFrom) -> CoreResult<()> {

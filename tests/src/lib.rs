@@ -8,9 +8,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventbus_core::pubsub::memory::MemoryPubSub;
 use eventbus_core::transport::memory::MemoryTransport;
 use eventbus_core::transport::{StreamTransport, Topic};
-use eventbus_redis::{RedisConfig, RedisTransport};
+use eventbus_core::PubSubTransport;
+use eventbus_redis::{RedisConfig, RedisPubSub, RedisTransport};
 
 /// `REDIS_URL`, or the local default.
 pub fn redis_url() -> String {
@@ -107,6 +109,27 @@ impl Backend {
         }
     }
 
+    /// A Pub/Sub backend: a fresh in-memory one, or Redis with channels under the test's
+    /// own prefix (`{namespace}:events:`), so tests can use the article's event type names.
+    /// Get it once per test and share it between publishers and subscribers.
+    pub async fn pubsub(&self) -> Arc<dyn PubSubTransport> {
+        match self {
+            Backend::Memory(_) => Arc::new(MemoryPubSub::new()),
+            Backend::Redis { namespace, .. } => {
+                let config = RedisConfig::new(&redis_url())
+                    .expect("REDIS_URL is not a valid Redis URL")
+                    .namespace(namespace.clone())
+                    .channel_prefix(format!("{namespace}:events:"));
+                Arc::new(RedisPubSub::connect(config).await.unwrap_or_else(|e| {
+                    panic!(
+                        "integration tests need a Redis at {} (set REDIS_URL): {e}",
+                        redis_url()
+                    )
+                }))
+            }
+        }
+    }
+
     /// Appends an entry that cannot be decoded (invalid JSON in `data`) to a topic's stream.
     pub async fn append_malformed(&self, topic: &Topic) {
         match self {
@@ -170,16 +193,13 @@ impl Backend {
 fn topic_type(topic: &Topic) -> &str {
     match topic {
         Topic::Type(t) => t,
-        Topic::All => "",
+        _ => "",
     }
 }
 
-/// The Redis key of a topic's stream in a namespace (the wire layout of DESIGN.md).
+/// The Redis key of a topic's stream in a namespace.
 pub fn stream_key(namespace: &str, topic: &Topic) -> String {
-    match topic {
-        Topic::Type(t) => format!("{namespace}:stream:{t}"),
-        Topic::All => format!("{namespace}:stream:all"),
-    }
+    eventbus_redis::Keys::new(namespace).stream(topic)
 }
 
 /// Waits until `check` is true, polling, for at most `limit`; panics with `what` otherwise.

@@ -214,7 +214,7 @@ impl SubscriptionBuilder {
         self
     }
 
-    fn add(mut self, topic: Topic, handler: ErasedHandler) -> Self {
+    pub(crate) fn add(mut self, topic: Topic, handler: ErasedHandler) -> Self {
         if !self.handlers.contains_key(&topic) {
             self.topic_order.push(topic.clone());
         }
@@ -235,6 +235,15 @@ impl SubscriptionBuilder {
         handler: impl EventHandler<Value, Args>,
     ) -> Self {
         self.add(Topic::of_type(event_type), erase_raw(handler))
+    }
+
+    /// Handles the entries of any topic's stream as JSON (e.g. a service's command stream).
+    pub fn on_topic<Args: 'static>(
+        self,
+        topic: Topic,
+        handler: impl EventHandler<Value, Args>,
+    ) -> Self {
+        self.add(topic, erase_raw(handler))
     }
 
     /// Handles every event, read from the global stream, as JSON.

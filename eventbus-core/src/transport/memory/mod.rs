@@ -279,6 +279,21 @@ impl StreamTransport for MemoryTransport {
         Ok(ids)
     }
 
+    async fn append(&self, topic: &Topic, entries: &[Envelope<Value>]) -> Result<Vec<EntryId>> {
+        let ids = {
+            let mut state = self.shared.lock();
+            entries
+                .iter()
+                .map(|e| {
+                    self.append(&mut state, topic, Ok(Arc::new(e.clone())))
+                        .to_string()
+                })
+                .collect()
+        };
+        self.shared.appended.notify_waiters();
+        Ok(ids)
+    }
+
     async fn ensure_group(&self, topic: &Topic, group: &str, start: StartFrom) -> Result<()> {
         let mut state = self.shared.lock();
         let stream = state.streams.entry(topic.clone()).or_default();
