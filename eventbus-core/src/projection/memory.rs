@@ -380,3 +380,104 @@ impl ReadModelStore for MemoryReadModels {
         "memory".to_owned()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::projection::ReadModelOp;
+    use crate::transport::{ConsumerSpec, StartFrom, StreamTransport};
+    use crate::Envelope;
+
+    #[tokio::test]
+    async fn commits_once_while_pending_and_all_or_nothing() {
+        let transport = MemoryTransport::new();
+        let store = transport.read_models();
+        let topic = Topic::of_type("T");
+        transport
+            .ensure_group(&topic, "g", StartFrom::Beginning)
+            .await
+            .unwrap();
+        let event = Envelope::new("T", 1, "s", serde_json::json!({}));
+        transport.publish(&[event]).await.unwrap();
+        let spec = ConsumerSpec {
+            group: "g".into(),
+            consumer: "c".into(),
+            topics: vec![topic.clone()],
+        };
+        let consumer = transport.consumer(spec).await.unwrap();
+        let id = consumer
+            .read(1, Duration::ZERO)
+            .await
+            .unwrap()
+            .remove(0)
+            .entry_id;
+        let commit = |ops: Vec<ReadModelOp>| Commit {
+            projection: "p".into(),
+            group: "g".into(),
+            consumer: "c".into(),
+            topic: topic.clone(),
+            entry_id: id.clone(),
+            ops,
+            target: CommitTarget::Live,
+        };
+        let incr = ReadModelOp::HashIncr {
+            key: "h".into(),
+            field: "n".into(),
+            by: 1,
+        };
+        let text = ReadModelOp::HashSet {
+            key: "h".into(),
+            fields: vec![("t".into(), "x".into())],
+        };
+        let bad = ReadModelOp::HashIncr {
+            key: "h".into(),
+            field: "t".into(),
+            by: 1,
+        };
+
+        // A failing write leaves nothing behind, and the entry pending.
+        let failing = store
+            .commit(commit(vec![text.clone(), incr.clone(), bad]))
+            .await;
+        assert!(failing.is_err());
+        assert_eq!(store.hash("h").await.unwrap(), None);
+        assert_eq!(transport.pending_count(&topic, "g"), 1);
+        // Applied once; the same entry committed again writes nothing.
+        let applied = store
+            .commit(commit(vec![text.clone(), incr.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(applied, Committed::Applied);
+        assert_eq!(
+            store.commit(commit(vec![incr])).await.unwrap(),
+            Committed::NotPending
+        );
+        let h = store.hash("h").await.unwrap().unwrap();
+        assert_eq!(h.get("n").map(String::as_str), Some("1"));
+        assert_eq!(transport.pending_count(&topic, "g"), 0);
+    }
+
+    #[test]
+    fn trims_and_floats_like_redis() {
+        let mut values = HashMap::new();
+        let cmd = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for v in ["a", "b", "c", "d"] {
+            apply(&mut values, &cmd(&["LPUSH", "l", v])).unwrap();
+        }
+        apply(&mut values, &cmd(&["LTRIM", "l", "0", "1"])).unwrap();
+        assert_eq!(
+            values.get("l"),
+            Some(&Value::List(["d", "c"].map(String::from).into()))
+        );
+        apply(&mut values, &cmd(&["HINCRBYFLOAT", "h", "f", "1.5"])).unwrap();
+        apply(&mut values, &cmd(&["HINCRBYFLOAT", "h", "f", "0.5"])).unwrap();
+        let Some(Value::Hash(h)) = values.get("h") else {
+            panic!("not a hash")
+        };
+        assert_eq!(h.get("f").map(String::as_str), Some("2"));
+        assert!(apply(&mut values, &cmd(&["SADD", "h", "x"])).is_err());
+    }
+}
