@@ -6,11 +6,9 @@
 //! [`serde_json::Value`] for raw JSON events ([`Payload`]).
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
 use serde_json::Value;
 
 use crate::envelope::Envelope;
@@ -91,24 +89,13 @@ pub(crate) async fn call_isolated(
     handler: &RawHandler,
     event: Arc<Envelope<Value>>,
 ) -> Result<(), HandlerError> {
-    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(event))) {
-        Ok(fut) => fut,
-        Err(panic) => return Err(panic_failure(panic.as_ref())),
-    };
-    match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(result) => result,
-        Err(panic) => Err(panic_failure(panic.as_ref())),
-    }
-}
-
-/// A handler failure describing a panic payload.
-pub(crate) fn panic_failure(panic: &(dyn std::any::Any + Send)) -> HandlerError {
-    let msg = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_string());
-    HandlerError::retryable(format!("handler panicked: {msg}"))
+    crate::panic::catch(|| handler(event))
+        .await
+        .unwrap_or_else(|panic| {
+            Err(HandlerError::retryable(format!(
+                "handler panicked: {panic}"
+            )))
+        })
 }
 
 #[cfg(test)]

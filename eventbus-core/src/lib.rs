@@ -61,6 +61,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod event;
+mod panic;
 pub mod pattern;
 pub mod projection;
 pub mod pubsub;

@@ -399,27 +399,9 @@ impl StreamTransport for RedisTransport {
     }
 
     async fn lag(&self, group: Option<&str>) -> CoreResult<Vec<GroupLag>> {
-        let pattern = self.inner.keys.stream_pattern();
-        let mut cursor = 0u64;
-        let mut stream_keys = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .arg("TYPE")
-                .arg("stream")
-                .query_async(&mut self.inner.conn.clone())
-                .await
-                .map_err(|e| self.inner.server.error(&e, "SCAN", None))?;
-            stream_keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let mut stream_keys = self
+            .scan(&self.inner.keys.stream_pattern(), Some("stream"))
+            .await?;
         stream_keys.sort();
         stream_keys.dedup();
         let mut out = Vec::new();
@@ -600,30 +582,43 @@ impl RedisTransport {
     /// letters): for demos and tests that clean up after themselves. Returns how many keys
     /// were deleted. Pub/Sub channels and other namespaces are untouched.
     pub async fn delete_namespace(&self) -> CoreResult<u64> {
-        let pattern = format!("{}:*", self.inner.keys.namespace());
+        let keys = self
+            .scan(&format!("{}:*", self.inner.keys.namespace()), None)
+            .await?;
+        let mut deleted = 0u64;
+        for batch in keys.chunks(500) {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(batch)
+                .query_async(&mut self.inner.conn.clone())
+                .await
+                .map_err(|e| self.inner.server.error(&e, "UNLINK", None))?;
+            deleted += n;
+        }
+        Ok(deleted)
+    }
+
+    /// Every key matching `pattern` (of `key_type`, when given), by `SCAN` (never `KEYS`).
+    async fn scan(&self, pattern: &str, key_type: Option<&str>) -> CoreResult<Vec<String>> {
         let mut conn = self.inner.conn.clone();
         let mut cursor = 0u64;
-        let mut deleted = 0u64;
+        let mut keys = Vec::new();
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
                 .arg("MATCH")
-                .arg(&pattern)
+                .arg(pattern)
                 .arg("COUNT")
-                .arg(500)
+                .arg(500);
+            if let Some(t) = key_type {
+                cmd.arg("TYPE").arg(t);
+            }
+            let (next, batch): (u64, Vec<String>) = cmd
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| self.inner.server.error(&e, "SCAN", None))?;
-            if !batch.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&batch)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.inner.server.error(&e, "UNLINK", None))?;
-                deleted += n;
-            }
+            keys.extend(batch);
             if next == 0 {
-                return Ok(deleted);
+                return Ok(keys);
             }
             cursor = next;
         }

@@ -2,11 +2,9 @@
 //! acknowledgements, retries, dead letters, reclaiming and graceful shutdown.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
@@ -490,36 +488,26 @@ async fn call(
     event: Arc<Envelope<Value>>,
     ctx: Context,
 ) -> Result<(), HandlerError> {
-    // A handler can panic while making its future (a closure's synchronous part) or while
-    // running it: both are failures of this delivery.
-    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(event, ctx))) {
-        Ok(fut) => AssertUnwindSafe(fut).catch_unwind(),
-        Err(panic) => return Err(panic_failure(panic.as_ref())),
-    };
-    let outcome = match runner.options.handler_timeout {
-        Some(limit) => match tokio::time::timeout(limit, fut).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                return Err(HandlerError::retryable(format!(
-                    "handler timed out after {limit:?}"
-                )))
+    let limit = runner.options.handler_timeout;
+    let outcome = crate::panic::catch(|| {
+        let fut = handler(event, ctx);
+        async move {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                    Err(HandlerError::retryable(format!(
+                        "handler timed out after {limit:?}"
+                    )))
+                }),
+                None => fut.await,
             }
-        },
-        None => fut.await,
-    };
-    match outcome {
-        Ok(result) => result,
-        Err(panic) => Err(panic_failure(panic.as_ref())),
-    }
-}
-
-fn panic_failure(panic: &(dyn std::any::Any + Send)) -> HandlerError {
-    let msg = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_string());
-    HandlerError::retryable(format!("handler panicked: {msg}"))
+        }
+    })
+    .await;
+    outcome.unwrap_or_else(|panic| {
+        Err(HandlerError::retryable(format!(
+            "handler panicked: {panic}"
+        )))
+    })
 }
 
 fn ack(runner: &Runner, topic: Topic, id: EntryId) {

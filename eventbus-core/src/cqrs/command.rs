@@ -313,9 +313,6 @@ impl CommandBus {
         command: C,
         options: DispatchOptions,
     ) -> Result<Dispatched<C::Output>, CommandError<C::Error>> {
-        use futures_util::FutureExt;
-        use std::panic::AssertUnwindSafe;
-
         let Some(slot) = self
             .handlers
             .get(C::COMMAND_TYPE)
@@ -334,16 +331,10 @@ impl CommandBus {
             resources: self.resources.clone(),
         };
         let handler = slot.0.clone();
-        let call =
-            std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(command, ctx.clone())));
-        let outcome = match call {
-            Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
-            Err(panic) => Err(panic),
-        };
-        let output = match outcome {
+        let output = match crate::panic::catch(|| handler.handle(command, ctx.clone())).await {
             Ok(Ok(output)) => output,
             Ok(Err(rejection)) => return Err(CommandError::Rejected(rejection)),
-            Err(panic) => return Err(CommandError::Panicked(panic_message(panic.as_ref()))),
+            Err(panic) => return Err(CommandError::Panicked(panic)),
         };
         let mut events = Vec::new();
         output
@@ -364,13 +355,4 @@ impl CommandBus {
             entry_ids,
         })
     }
-}
-
-/// The text of a panic payload.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_string())
 }
