@@ -55,6 +55,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod app;
 pub mod bus;
 pub mod cqrs;
 pub mod dispatch;
@@ -69,6 +70,7 @@ pub mod router;
 pub mod testing;
 pub mod transport;
 
+pub use app::{App, AppBuilder};
 pub use bus::{
     Backoff, Context, EventBus, EventHandler, OrderBy, Subscription, SubscriptionBuilder,
     SubscriptionOptions, SubscriptionStats,

@@ -48,6 +48,7 @@
 //! TLS, `rediss://…#insecure` to skip certificate verification. Errors name the server with
 //! its password redacted.
 
+mod app;
 pub mod codec;
 pub mod config;
 pub mod consumer;
@@ -60,6 +61,7 @@ mod scripts;
 pub mod tail;
 pub mod transport;
 
+pub use app::AppBuilderExt;
 pub use config::{RedisConfig, DEFAULT_URL};
 pub use consumer::RedisConsumer;
 pub use error::{Error, Result};
