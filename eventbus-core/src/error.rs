@@ -57,9 +57,29 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// A routing pattern is not valid (empty, an empty segment, whitespace, or `*` inside a
+    /// segment). Raised when the rule is registered, never at dispatch: fix the pattern.
+    #[error("invalid routing pattern `{pattern}`: {reason}")]
+    InvalidPattern {
+        /// The pattern as written.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The component has been shut down and accepts no more work.
     #[error("shut down")]
     Shutdown,
+
+    /// A stored read model could not be read back as its Rust type (a field is missing or
+    /// doesn't parse). Permanent until the read model is rebuilt or its type fixed.
+    #[error("cannot read read model `{key}`: {reason}")]
+    ReadModel {
+        /// The read model's key.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -68,9 +88,12 @@ impl Error {
         match self {
             Error::Transport(e) => e.is_retryable(),
             Error::GroupMissing { .. } => true,
-            Error::Serialize { .. } | Error::Decode { .. } | Error::Config(_) | Error::Shutdown => {
-                false
-            }
+            Error::Serialize { .. }
+            | Error::Decode { .. }
+            | Error::Config(_)
+            | Error::InvalidPattern { .. }
+            | Error::Shutdown
+            | Error::ReadModel { .. } => false,
         }
     }
 }

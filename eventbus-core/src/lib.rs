@@ -43,28 +43,66 @@
 //! handler succeeded; failures are retried with exponential backoff and, after
 //! `max_deliveries`, moved to the group's dead-letter stream with the error; entries a
 //! crashed consumer left pending are reclaimed by live consumers of the group.
+//!
+//! The Pub/Sub bus ([`PubSubBus`]) is **at-most-once**: nothing is stored, a subscriber that
+//! is down misses what is published meanwhile, and failed handlers are not retried. Use it
+//! for notifications that may be lost; use the Streams bus for anything that must be
+//! processed.
+//!
+//! The [`Router`] routes events to rules by pattern over event types (`Order.*`,
+//! `**.Failed`), content filter and priority, in process, on a Streams subscription (with
+//! the Streams guarantees) or on a Pub/Sub subscription.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod app;
 pub mod bus;
+pub mod cqrs;
+pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod event;
+mod panic;
+pub mod pattern;
+pub mod projection;
+pub mod pubsub;
+pub mod router;
+pub mod testing;
 pub mod transport;
 
+pub use app::{App, AppBuilder};
 pub use bus::{
     Backoff, Context, EventBus, EventHandler, OrderBy, Subscription, SubscriptionBuilder,
     SubscriptionOptions, SubscriptionStats,
 };
+pub use cqrs::{
+    Command, CommandBus, CommandClient, CommandContext, CommandError, CommandHandler,
+    CommandHandlers, DispatchOptions, Dispatched, Emit, Emitted, NoRejection, Query, QueryBus,
+    QueryContext, QueryError, QueryHandler, QueryHandlers, Resources,
+};
+pub use dispatch::{EnvelopeHandler, Payload};
 pub use envelope::{EntryId, Envelope, Metadata};
 pub use error::{BoxError, Error, HandlerError, Result, TransportError, TransportErrorKind};
 pub use event::Event;
-pub use eventbus_derive::event;
+pub use eventbus_derive::{
+    command, command_handler, event, projection, query, query_handler, route,
+};
+pub use pattern::Pattern;
+pub use projection::{Projection, ReadModel, ReadModels};
+pub use pubsub::{
+    PubSubBus, PubSubStats, PubSubSubscription, PubSubSubscriptionBuilder, PubSubTransport,
+};
+pub use router::{CompiledRule, Dispatch, IntoRule, Router, RouterStats, Rule, RuleFailure};
 pub use transport::{StartFrom, StreamConsumer, StreamTransport, Topic};
 
 /// Items used by code the macros generate. Not public API: no stability guarantees.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::projection::__support::*;
+    pub use crate::projection::{
+        field_string, Declared, FieldValue, ListEnd, ReadModel, ReadModelOp, ReadModels,
+    };
+    pub use futures_util::future::BoxFuture;
     pub use serde;
     pub use serde_json;
 }

@@ -74,3 +74,105 @@ pub(crate) fn parse_event_args(cx: &mut Ctxt, args: TokenStream) -> EventArgs {
     }
     out
 }
+
+/// The arguments of `#[route(...)]`, as written.
+#[derive(Default)]
+pub(crate) struct RouteArgs {
+    /// The pattern, the first argument.
+    pub(crate) pattern: Option<LitStr>,
+    /// `priority = N`.
+    pub(crate) priority: Option<Expr>,
+    /// `filter = path`.
+    pub(crate) filter: Option<Expr>,
+    /// `name = "…"`.
+    pub(crate) name: Option<LitStr>,
+}
+
+enum RouteItem {
+    Pattern(LitStr),
+    Meta(Box<Meta>),
+}
+
+/// Parses `"Pattern", priority = N, filter = path, name = "…"`, recording every problem in
+/// `cx`.
+pub(crate) fn parse_route_args(cx: &mut Ctxt, args: TokenStream) -> RouteArgs {
+    let mut out = RouteArgs::default();
+    let parser = |input: syn::parse::ParseStream| {
+        let mut items = Vec::new();
+        while !input.is_empty() {
+            if input.peek(LitStr) {
+                items.push(RouteItem::Pattern(input.parse()?));
+            } else {
+                items.push(RouteItem::Meta(Box::new(input.parse()?)));
+            }
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        Ok(items)
+    };
+    let items = match parser.parse2(args) {
+        Ok(items) => items,
+        Err(e) => {
+            cx.push(e);
+            return out;
+        }
+    };
+    for item in items {
+        let meta = match item {
+            RouteItem::Pattern(lit) => {
+                if out.pattern.is_some() {
+                    cx.error_spanned_by(&lit, "a route has one pattern");
+                } else {
+                    out.pattern = Some(lit);
+                }
+                continue;
+            }
+            RouteItem::Meta(meta) => *meta,
+        };
+        let Meta::NameValue(nv) = &meta else {
+            cx.error_spanned_by(
+                &meta,
+                "expected `priority = N`, `filter = path` or `name = \"...\"`",
+            );
+            continue;
+        };
+        let Some(key) = nv.path.get_ident() else {
+            cx.error_spanned_by(&nv.path, "expected `priority`, `filter` or `name`");
+            continue;
+        };
+        let slot = match key.to_string().as_str() {
+            "priority" => &mut out.priority,
+            "filter" => &mut out.filter,
+            "name" => {
+                if out.name.is_some() {
+                    cx.error_spanned_by(key, "duplicate route attribute `name`");
+                    continue;
+                }
+                match &nv.value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(s), ..
+                    }) => out.name = Some(s.clone()),
+                    other => cx.error_spanned_by(other, "`name` must be a string literal"),
+                }
+                continue;
+            }
+            _ => {
+                cx.error_spanned_by(
+                    key,
+                    format!(
+                        "unknown route attribute `{key}`; expected `priority`, `filter` or `name`"
+                    ),
+                );
+                continue;
+            }
+        };
+        if slot.is_some() {
+            cx.error_spanned_by(key, format!("duplicate route attribute `{key}`"));
+            continue;
+        }
+        *slot = Some(nv.value.clone());
+    }
+    out
+}

@@ -5,10 +5,16 @@
 //! are collected (`ctxt`) and a failed expansion still emits a fallback impl, so one mistake
 //! doesn't cascade into unrelated errors.
 
+mod args;
 mod attr;
 mod check;
 mod ctxt;
 mod event;
+mod handler;
+mod item;
+mod message;
+mod projection;
+mod route;
 
 use proc_macro::TokenStream;
 
@@ -34,4 +40,133 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
     event::expand(args.into(), input.into()).into()
+}
+
+/// Makes a struct or enum a command: implements `eventbus_core::Command` and derives serde.
+///
+/// ```text
+/// #[command(output = OrderCreated, error = OrderError)]
+/// pub struct CreateOrder { pub customer_id: String, pub items: Vec<Item> }
+/// ```
+///
+/// Arguments: `name = "…"` (default: the type's name), `output = T` (what a successful
+/// handling returns and publishes, default `()`), `error = E` (the business rejection, default
+/// `NoRejection`). Both must be serializable (remote callers get them back).
+#[proc_macro_attribute]
+pub fn command(args: TokenStream, input: TokenStream) -> TokenStream {
+    message::expand_command(args.into(), input.into()).into()
+}
+
+/// Makes a struct or enum a query: implements `eventbus_core::Query`.
+///
+/// ```text
+/// #[query(output = Option<OrderSummary>)]
+/// pub struct GetOrder { pub order_id: String }
+/// ```
+///
+/// Arguments: `output = T` (required), `name = "…"` (default: the type's name).
+#[proc_macro_attribute]
+pub fn query(args: TokenStream, input: TokenStream) -> TokenStream {
+    message::expand_query(args.into(), input.into()).into()
+}
+
+/// Makes an async fn (or every async method of an impl block) a command handler.
+///
+/// ```text
+/// #[command_handler]
+/// async fn create_order(cmd: CreateOrder, ctx: &CommandContext) -> Result<OrderCreated, OrderError> { … }
+/// // register: CommandBus::new(events).handle(create_order)
+///
+/// #[command_handler]
+/// impl OrderService {
+///     async fn create(&self, cmd: CreateOrder, ctx: &CommandContext) -> Result<OrderCreated, OrderError> { … }
+///     async fn cancel(&self, cmd: CancelOrder) -> Result<OrderCancelled, OrderError> { … }
+/// }
+/// // register: CommandBus::new(events).handlers(Arc::new(service))
+/// ```
+///
+/// The fn becomes a unit struct of the same name implementing `CommandHandler<C>`; its
+/// return type must be `Result<C::Output, C::Error>` of the command.
+#[proc_macro_attribute]
+pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
+    handler::expand(handler::Bus::Command, args.into(), input.into()).into()
+}
+
+/// Makes an async fn (or every async method of an impl block) a query handler.
+///
+/// ```text
+/// #[query_handler]
+/// async fn get_order(q: GetOrder, models: &ReadModels) -> Result<Option<OrderSummary>, Error> { … }
+/// ```
+///
+/// The optional second parameter is `&QueryContext`, or `&T` for a resource registered with
+/// `QueryBus::resource` (fetched for each call; missing → `QueryError::MissingResource`).
+#[proc_macro_attribute]
+pub fn query_handler(args: TokenStream, input: TokenStream) -> TokenStream {
+    handler::expand(handler::Bus::Query, args.into(), input.into()).into()
+}
+
+/// Turns an async fn into a routing rule for `eventbus_core::Router`.
+///
+/// ```text
+/// use eventbus_core::{route, Envelope, HandlerError, Router};
+/// use serde_json::Value;
+///
+/// fn high_value(e: &Envelope<Value>) -> bool {
+///     e.data["total"].as_f64().is_some_and(|t| t > 1000.0)
+/// }
+///
+/// #[route("Order.Created", priority = 10, filter = high_value)]
+/// async fn on_high_value_order(event: Envelope<Value>) -> Result<(), HandlerError> {
+///     Ok(())
+/// }
+///
+/// let mut router = Router::new();
+/// router.add(on_high_value_order)?;
+/// ```
+///
+/// Arguments:
+/// - a pattern first (`"Order.*"`, `"**.Failed"`; see `eventbus_core::Pattern`), checked at
+///   compile time;
+/// - `priority = N`: an `i32` literal, higher runs first (default 0);
+/// - `filter = path`: a `Fn(&Envelope<T>) -> bool`, `T` being the handler's payload type;
+/// - `name = "…"`: the rule's name in logs and errors (default: the function's name).
+///
+/// The function becomes a unit struct of the same name implementing
+/// `eventbus_core::IntoRule` (the function itself moves into that impl), exactly what
+/// `Rule::new(pattern, handler)?.priority(N).filter(f).name(n)` builds by hand.
+#[proc_macro_attribute]
+pub fn route(args: TokenStream, input: TokenStream) -> TokenStream {
+    route::expand(args.into(), input.into()).into()
+}
+
+/// Declares a read model: how events change a Redis hash, list, set or counter, with no
+/// Redis command written. Implements `eventbus_core::projection::ReadModel` and adds typed
+/// reads (`key`, and `load`, `list`, `members` or `get`).
+///
+/// ```text
+/// #[projection(hash = "orders:summary:{order_id}", delete_on = OrderCancelled)]
+/// pub struct OrderSummary {
+///     #[set(from = OrderCreated)] pub order_id: String,
+///     #[set(from = OrderCreated, field = amount)] pub total: f64,
+///     #[set(OrderCreated = "created", OrderShipped = "shipped")] pub status: String,
+///     #[timestamp(OrderShipped)] pub shipped_at: Option<f64>,
+///     #[incr(ItemAdded)] pub items: i64,
+/// }
+///
+/// #[projection(list = "customers:{customer_id}:orders", push = order_id, on = OrderCreated,
+///              remove_on = OrderCancelled, max_len = 100)]
+/// pub struct CustomerOrders;
+///
+/// #[projection(set = "customers:{customer_id}:skus", add = sku, on = ItemAdded)]
+/// pub struct CustomerSkus;
+///
+/// #[projection(counter = "orders:count:{customer_id}", on = OrderCreated, decr_on = OrderCancelled)]
+/// pub struct OrderCount;
+/// ```
+///
+/// See `eventbus_core::projection` for the arguments and the runtime.
+#[proc_macro_attribute]
+pub fn projection(args: TokenStream, input: TokenStream) -> TokenStream {
+    projection::expand(args.into(), input.into()).into()
 }

@@ -274,6 +274,79 @@ fn malformed(reason: impl Into<String>) -> Malformed {
     }
 }
 
+/// Encodes an envelope as the reference article's Pub/Sub message: a JSON object with
+/// exactly the keys `event_type`, `source`, `data`, `timestamp` (a number, seconds),
+/// `correlation_id` and `causation_id` (`null` when absent).
+///
+/// The event id, schema version and metadata are not sent: the article's consumer builds its
+/// event from exactly these six keys and rejects any other.
+///
+/// ```
+/// use eventbus_core::Envelope;
+/// let event = Envelope::new("PaymentCompleted", 1, "payment-service", serde_json::json!({"amount": 9.5}));
+/// let text = eventbus_redis::codec::encode_message(&event)?;
+/// let json: serde_json::Value = serde_json::from_str(&text)?;
+/// assert_eq!(json.as_object().unwrap().len(), 6);
+/// assert_eq!(json["causation_id"], serde_json::Value::Null);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn encode_message(envelope: &Envelope<Value>) -> Result<String, Error> {
+    let timestamp = serde_json::Number::from_f64(envelope.timestamp)
+        .map(Value::Number)
+        .unwrap_or(Value::Null);
+    let message = serde_json::json!({
+        EVENT_TYPE: envelope.event_type,
+        SOURCE: envelope.source,
+        DATA: envelope.data,
+        TIMESTAMP: timestamp,
+        CORRELATION_ID: envelope.correlation_id,
+        CAUSATION_ID: envelope.causation_id,
+    });
+    serde_json::to_string(&message).map_err(|source| Error::Serialize {
+        event_type: envelope.event_type.clone(),
+        source,
+    })
+}
+
+/// Decodes a Pub/Sub message in the article's format into an envelope with a fresh event id,
+/// schema version 1 and empty metadata (none of them travel on Pub/Sub).
+///
+/// `event_type`, `source`, `data` and `timestamp` are required; `correlation_id` and
+/// `causation_id` may be absent or `null`; other keys are ignored.
+pub fn decode_message(payload: &[u8]) -> Result<Envelope<Value>, Malformed> {
+    let value: Value = serde_json::from_slice(payload)
+        .map_err(|e| malformed(format!("message is not valid JSON: {e}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(malformed("message is not a JSON object"));
+    };
+    let text = |object: &serde_json::Map<String, Value>, key: &str| match object.get(key) {
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => Err(malformed(format!("`{key}` is not a string"))),
+    };
+    let event_type = text(&object, EVENT_TYPE)?
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| malformed("missing `event_type`"))?;
+    let source = text(&object, SOURCE)?.ok_or_else(|| malformed("missing `source`"))?;
+    let timestamp = match object.get(TIMESTAMP) {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|t| t.is_finite())
+    .ok_or_else(|| malformed("`timestamp` is missing or not a number"))?;
+    let correlation_id = text(&object, CORRELATION_ID)?;
+    let causation_id = text(&object, CAUSATION_ID)?;
+    let data = object
+        .remove(DATA)
+        .ok_or_else(|| malformed("missing `data`"))?;
+    let mut envelope = Envelope::new(event_type, 1, source, data);
+    envelope.timestamp = timestamp;
+    envelope.correlation_id = correlation_id;
+    envelope.causation_id = causation_id;
+    Ok(envelope)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::{Client, ConnectionAddr};
 
 use crate::error::{Error, Result};
-use crate::keys::DEFAULT_NAMESPACE;
+use crate::keys::{Keys, DEFAULT_CHANNEL_PREFIX, DEFAULT_NAMESPACE};
 
 /// The URL used when `REDIS_URL` is not set.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -47,6 +47,7 @@ pub struct RedisConfig {
     client: Client,
     redacted_url: String,
     namespace: String,
+    channel_prefix: String,
     stream_maxlen: u64,
     global_maxlen: u64,
     dead_letter_maxlen: u64,
@@ -67,6 +68,7 @@ impl RedisConfig {
             client,
             redacted_url,
             namespace: DEFAULT_NAMESPACE.to_owned(),
+            channel_prefix: DEFAULT_CHANNEL_PREFIX.to_owned(),
             stream_maxlen: DEFAULT_STREAM_MAXLEN,
             global_maxlen: DEFAULT_GLOBAL_MAXLEN,
             dead_letter_maxlen: DEFAULT_DEAD_LETTER_MAXLEN,
@@ -88,6 +90,23 @@ impl RedisConfig {
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
+    }
+
+    /// Sets the prefix of Pub/Sub channels (default `events:`, as in the reference article;
+    /// channels are not namespaced, so that article-style services hear ours).
+    pub fn channel_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.channel_prefix = prefix.into();
+        self
+    }
+
+    /// The prefix of Pub/Sub channels.
+    pub fn pubsub_channel_prefix(&self) -> &str {
+        &self.channel_prefix
+    }
+
+    /// The key layout of this configuration.
+    pub fn keys(&self) -> Keys {
+        Keys::new(&self.namespace).with_channel_prefix(&self.channel_prefix)
     }
 
     /// Sets the default `MAXLEN ~` of per-type streams (default 100 000; `0`: no trimming).
@@ -192,6 +211,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url)
             .field("namespace", &self.namespace)
+            .field("channel_prefix", &self.channel_prefix)
             .field("stream_maxlen", &self.stream_maxlen)
             .field("global_maxlen", &self.global_maxlen)
             .field("dead_letter_maxlen", &self.dead_letter_maxlen)

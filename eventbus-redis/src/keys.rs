@@ -9,17 +9,33 @@
 //! | global stream | `eventbus:stream:all` |
 //! | dead letters of a group | `eventbus:dlq:{group}` |
 //! | consumer group of a service | `{service}-consumers` |
+//! | consumer group of a projection | `{service}-projection-{name}` |
+//! | projection checkpoint, key registry | `eventbus:projection:{name}:checkpoint`, `…:keys` |
+//! | rebuild state and shadow keys | `eventbus:projection:{name}:rebuild:…`, `…:shadow:{key}`, `…:rebuilt` |
+//!
+//! Read-model keys themselves (`orders:summary:{order_id}`) are *not* namespaced: they are
+//! exactly the projection's key templates (plus an optional prefix), so that other services
+//! read them where the reference article puts them.
+//! | Pub/Sub channel of an event type | `events:{event_type}` (not namespaced, as in the article; the prefix is configurable) |
 //!
 //! Call sites never format keys themselves, so a partitioned layout for Redis Cluster (keys
 //! written by one atomic step sharing a hash tag) can be added here alone.
 
+use eventbus_core::pattern::{Pattern, Segment};
 use eventbus_core::transport::Topic;
 
 /// The default key namespace.
 pub const DEFAULT_NAMESPACE: &str = "eventbus";
 
+/// The default prefix of Pub/Sub channels (`events:{event_type}`), as in the reference article.
+pub const DEFAULT_CHANNEL_PREFIX: &str = "events:";
+
 /// The name of the global stream's last key segment (`{ns}:stream:all`).
 const ALL: &str = "all";
+/// Prefix of a service's command stream (`{ns}:stream:cmd:{service}`).
+const COMMANDS: &str = "cmd:";
+/// Prefix of a client instance's reply stream (`{ns}:stream:reply:{instance}`).
+const REPLIES: &str = "reply:";
 
 /// Builds the keys of one namespace.
 ///
@@ -36,6 +52,7 @@ const ALL: &str = "all";
 pub struct Keys {
     namespace: String,
     stream_prefix: String,
+    channel_prefix: String,
 }
 
 impl Default for Keys {
@@ -52,7 +69,76 @@ impl Keys {
         Keys {
             namespace,
             stream_prefix,
+            channel_prefix: DEFAULT_CHANNEL_PREFIX.to_owned(),
         }
+    }
+
+    /// Uses another Pub/Sub channel prefix (default `events:`). Channels are not namespaced
+    /// by default, so that services written per the article hear ours; give tests or tenants
+    /// sharing a server their own prefix.
+    pub fn with_channel_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.channel_prefix = prefix.into();
+        self
+    }
+
+    /// The Pub/Sub channel prefix.
+    pub fn channel_prefix(&self) -> &str {
+        &self.channel_prefix
+    }
+
+    /// The Pub/Sub channel of an event type: `events:{event_type}`.
+    ///
+    /// ```
+    /// let keys = eventbus_redis::Keys::default();
+    /// assert_eq!(keys.channel("PaymentCompleted"), "events:PaymentCompleted");
+    /// ```
+    pub fn channel(&self, event_type: &str) -> String {
+        format!("{}{event_type}", self.channel_prefix)
+    }
+
+    /// The event type of a channel of this prefix, or `None` for any other channel.
+    pub fn event_type_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(&self.channel_prefix)
+            .filter(|t| !t.is_empty())
+    }
+
+    /// The `PSUBSCRIBE` glob covering a routing pattern.
+    ///
+    /// Redis globs have no notion of segments (`*` also matches `.`), so the glob is a
+    /// superset of the pattern: subscribers check each message against the pattern itself.
+    /// `**` segments absorb their neighbouring dots, so that `Order.**` (which matches
+    /// `Order`) becomes `events:Order*`. Glob metacharacters in literals are escaped.
+    ///
+    /// ```
+    /// use eventbus_core::Pattern;
+    /// let keys = eventbus_redis::Keys::default();
+    /// let glob = |p: &str| keys.channel_glob(&Pattern::parse(p).unwrap());
+    /// assert_eq!(glob("Order.*"), "events:Order.*");
+    /// assert_eq!(glob("Order.**"), "events:Order*");
+    /// assert_eq!(glob("**.Failed"), "events:*Failed");
+    /// assert_eq!(glob("a.**.b"), "events:a*b");
+    /// assert_eq!(glob("Payment.Failed"), "events:Payment.Failed");
+    /// ```
+    pub fn channel_glob(&self, pattern: &Pattern) -> String {
+        let mut glob = escape_glob(&self.channel_prefix);
+        let mut previous_any = true; // no dot before the first segment
+        for segment in pattern.segments() {
+            let any = matches!(segment, Segment::Any);
+            if !previous_any && !any {
+                glob.push('.');
+            }
+            match segment {
+                Segment::Literal(lit) => glob.push_str(&escape_glob(lit)),
+                Segment::One | Segment::Any => {
+                    if !glob.ends_with('*') || glob.ends_with("\\*") {
+                        glob.push('*');
+                    }
+                }
+            }
+            previous_any = any;
+        }
+        glob
     }
 
     /// The namespace.
@@ -67,6 +153,10 @@ impl Keys {
         match topic {
             Topic::Type(event_type) => format!("{}{event_type}", self.stream_prefix),
             Topic::All => format!("{}{ALL}", self.stream_prefix),
+            // Event type names can't contain ':', so these never collide with a type stream.
+            Topic::Commands(service) => format!("{}{COMMANDS}{service}", self.stream_prefix),
+            Topic::Replies(instance) => format!("{}{REPLIES}{instance}", self.stream_prefix),
+            other => format!("{}{other}", self.stream_prefix),
         }
     }
 
@@ -84,13 +174,7 @@ impl Keys {
     ///
     /// Glob metacharacters in the namespace are escaped.
     pub fn stream_pattern(&self) -> String {
-        let mut pattern = String::with_capacity(self.stream_prefix.len() + 1);
-        for c in self.stream_prefix.chars() {
-            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                pattern.push('\\');
-            }
-            pattern.push(c);
-        }
+        let mut pattern = escape_glob(&self.stream_prefix);
         pattern.push('*');
         pattern
     }
@@ -98,12 +182,62 @@ impl Keys {
     /// The topic of a stream key of this namespace, or `None` for any other key.
     pub fn topic_of(&self, key: &str) -> Option<Topic> {
         let rest = key.strip_prefix(&self.stream_prefix)?;
+        if let Some(service) = rest.strip_prefix(COMMANDS) {
+            return Some(Topic::Commands(service.to_string()));
+        }
+        if let Some(instance) = rest.strip_prefix(REPLIES) {
+            return Some(Topic::Replies(instance.to_string()));
+        }
         match rest {
             "" => None,
             ALL => Some(Topic::All),
             event_type => Some(Topic::of_type(event_type)),
         }
     }
+}
+
+impl Keys {
+    /// The checkpoint of a projection (last entry id applied, per event type):
+    /// `{ns}:projection:{name}:checkpoint`; `…:rebuild:checkpoint` for a rebuild's.
+    pub fn projection_checkpoint(&self, name: &str, rebuild: bool) -> String {
+        let part = if rebuild {
+            "rebuild:checkpoint"
+        } else {
+            "checkpoint"
+        };
+        format!("{}:projection:{name}:{part}", self.namespace)
+    }
+
+    /// Every read-model key a projection wrote: `{ns}:projection:{name}:keys`;
+    /// `…:rebuild:keys` for a rebuild's.
+    pub fn projection_registry(&self, name: &str, rebuild: bool) -> String {
+        let part = if rebuild { "rebuild:keys" } else { "keys" };
+        format!("{}:projection:{name}:{part}", self.namespace)
+    }
+
+    /// What the last rebuild of a projection covered, per event type:
+    /// `{ns}:projection:{name}:rebuilt`.
+    pub fn projection_rebuilt(&self, name: &str) -> String {
+        format!("{}:projection:{name}:rebuilt", self.namespace)
+    }
+
+    /// The prefix of a rebuild's shadow keys: `{ns}:projection:{name}:shadow:`, followed by
+    /// the read-model key.
+    pub fn projection_shadow_prefix(&self, name: &str) -> String {
+        format!("{}:projection:{name}:shadow:", self.namespace)
+    }
+}
+
+/// `text` with Redis glob metacharacters escaped.
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The consumer group of a service, by the article's convention: `{service}-consumers`.
@@ -157,6 +291,25 @@ mod tests {
         assert_eq!(keys.topic_of("test:ns:dlq:g"), None);
         assert_eq!(keys.topic_of("test:ns:stream:"), None);
         assert_eq!(keys.topic_of("other:stream:X"), None);
+    }
+
+    #[test]
+    fn channels() {
+        let keys = Keys::new("ns");
+        assert_eq!(keys.channel("Order.Created"), "events:Order.Created");
+        assert_eq!(
+            keys.event_type_of_channel("events:Order.Created"),
+            Some("Order.Created")
+        );
+        assert_eq!(keys.event_type_of_channel("events:"), None);
+        assert_eq!(keys.event_type_of_channel("other:X"), None);
+        let keys = keys.with_channel_prefix("t[1]:");
+        assert_eq!(keys.channel("X"), "t[1]:X");
+        let glob = |p: &str| keys.channel_glob(&Pattern::parse(p).unwrap());
+        assert_eq!(glob("*.Failed"), "t\\[1\\]:*.Failed");
+        assert_eq!(glob("**"), "t\\[1\\]:*");
+        assert_eq!(glob("*.**.*"), "t\\[1\\]:*");
+        assert_eq!(glob("a?.*"), "t\\[1\\]:a\\?.*");
     }
 
     #[test]

@@ -38,25 +38,35 @@
 //! # }
 //! ```
 //!
+//! [`RedisPubSub`] implements core's [`PubSubTransport`](eventbus_core::PubSubTransport) for
+//! the at-most-once Pub/Sub bus: `PUBLISH events:{event_type}` with the article's six-key
+//! JSON message, wire-compatible with its Python `PubSubEventBus` in both directions.
+//!
 //! ## Connection
 //!
 //! [`RedisConfig`] takes a URL: `redis://[user:password@]host[:port][/db]`, `rediss://…` for
 //! TLS, `rediss://…#insecure` to skip certificate verification. Errors name the server with
 //! its password redacted.
 
+mod app;
 pub mod codec;
 pub mod config;
 pub mod consumer;
 pub mod error;
 pub mod keys;
+pub mod pubsub;
+pub mod read_models;
 mod reply;
 mod scripts;
 pub mod tail;
 pub mod transport;
 
+pub use app::AppBuilderExt;
 pub use config::{RedisConfig, DEFAULT_URL};
 pub use consumer::RedisConsumer;
 pub use error::{Error, Result};
 pub use keys::{group_for_service, Keys};
+pub use pubsub::RedisPubSub;
+pub use read_models::RedisReadModels;
 pub use tail::{StreamTail, TailEntry};
 pub use transport::RedisTransport;

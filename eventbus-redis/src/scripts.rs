@@ -107,3 +107,109 @@ return 1
 "#,
     )
 });
+
+/// Lua: `le(a, b)` compares two stream ids numerically.
+const ID_LE: &str = r#"
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if ms then return tonumber(ms), tonumber(seq) end
+  return tonumber(id) or 0, 0
+end
+local function le(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as <= bs)
+end
+"#;
+
+/// Commits a projection's writes for one entry with its checkpoint and its ack.
+///
+/// `KEYS[1]` stream, `KEYS[2]` checkpoint, `KEYS[3]` rebuilt-upto hash, `KEYS[4]` key
+/// registry; `ARGV` group, consumer, id, checkpoint field, `1` to skip entries a rebuild
+/// covered, the commands (JSON array of argument arrays), the read-model keys written (JSON).
+/// Returns 0 (not pending for the consumer: nothing written), 1 (applied), 2 (superseded by
+/// a rebuild: acked only). The read-model keys are not declared in `KEYS` (they come from
+/// event data): fine on a single server, not on Redis Cluster.
+pub(crate) static PROJECT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{ID_LE}{}",
+        r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+if ARGV[5] == '1' then
+  local upto = redis.call('HGET', KEYS[3], ARGV[4])
+  if upto and le(ARGV[3], upto) then
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+    return 2
+  end
+end
+for _, c in ipairs(cjson.decode(ARGV[6])) do redis.call(unpack(c)) end
+local written = cjson.decode(ARGV[7])
+if #written > 0 then redis.call('SADD', KEYS[4], unpack(written)) end
+local cp = redis.call('HGET', KEYS[2], ARGV[4])
+if not cp or not le(ARGV[3], cp) then redis.call('HSET', KEYS[2], ARGV[4], ARGV[3]) end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"#
+    ))
+});
+
+/// Drops what an unfinished rebuild left: shadow keys, registry, checkpoint, group.
+///
+/// `KEYS[1]` rebuild registry, `KEYS[2]` rebuild checkpoint, `KEYS[3..]` streams; `ARGV`
+/// rebuild group, shadow prefix.
+pub(crate) static BEGIN_REBUILD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', ARGV[2] .. k) end
+redis.call('DEL', KEYS[1], KEYS[2])
+for i = 3, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.pcall('XGROUP', 'DESTROY', KEYS[i], ARGV[1]) end
+end
+return 1
+"#,
+    )
+});
+
+/// Switches readers to a finished rebuild, if it caught up.
+///
+/// `KEYS[1]` checkpoint, `KEYS[2]` rebuild checkpoint, `KEYS[3]` registry, `KEYS[4]` rebuild
+/// registry, `KEYS[5]` rebuilt-upto hash, `KEYS[6..]` streams; `ARGV` rebuild group, shadow
+/// prefix, then one checkpoint field per stream. Returns 1 when switched, 0 when the rebuild
+/// has entries pending or the live projection applied an entry past it.
+pub(crate) static FINISH_REBUILD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{ID_LE}{}",
+        r#"
+local n = #KEYS - 5
+for i = 1, n do
+  local s = redis.pcall('XPENDING', KEYS[5 + i], ARGV[1])
+  if type(s) == 'table' and not s.err and s[1] > 0 then return 0 end
+  local live = redis.call('HGET', KEYS[1], ARGV[2 + i]) or '0-0'
+  local rebuilt = redis.call('HGET', KEYS[2], ARGV[2 + i]) or '0-0'
+  if not le(live, rebuilt) then return 0 end
+end
+local new = {}
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[4])) do new[k] = true end
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if not new[k] then redis.call('DEL', k) end
+end
+for k, _ in pairs(new) do
+  local s = ARGV[2] .. k
+  if redis.call('EXISTS', s) == 1 then redis.call('RENAME', s, k) else redis.call('DEL', k) end
+end
+redis.call('DEL', KEYS[3])
+if next(new) then redis.call('RENAME', KEYS[4], KEYS[3]) end
+for i = 1, n do
+  local f = ARGV[2 + i]
+  local rebuilt = redis.call('HGET', KEYS[2], f) or '0-0'
+  redis.call('HSET', KEYS[5], f, rebuilt)
+  local live = redis.call('HGET', KEYS[1], f) or '0-0'
+  if le(live, rebuilt) then redis.call('HSET', KEYS[1], f, rebuilt) end
+  if redis.call('EXISTS', KEYS[5 + i]) == 1 then redis.pcall('XGROUP', 'DESTROY', KEYS[5 + i], ARGV[1]) end
+end
+redis.call('DEL', KEYS[2])
+return 1
+"#
+    ))
+});

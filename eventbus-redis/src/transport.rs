@@ -21,6 +21,9 @@ use crate::keys::Keys;
 use crate::reply::{self, RawEntry};
 use crate::scripts;
 
+/// Entries kept in a client's reply stream (replies are read within the command timeout).
+const REPLY_STREAM_MAXLEN: u64 = 10_000;
+
 /// How many dead letters one `XRANGE` page reads when replaying all of them.
 const REPLAY_PAGE: usize = 100;
 
@@ -95,7 +98,7 @@ impl RedisTransport {
         let conn = manager(&config, Some(config.response_timeout_duration()))
             .await
             .map_err(|e| server.transport(&e, "connect"))?;
-        let keys = Keys::new(config.key_namespace());
+        let keys = config.keys();
         Ok(RedisTransport {
             inner: Arc::new(Inner {
                 config,
@@ -114,6 +117,10 @@ impl RedisTransport {
 
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+
+    pub(crate) fn shared(&self) -> Arc<Inner> {
+        self.inner.clone()
     }
 
     /// The configuration it was connected with.
@@ -149,6 +156,9 @@ impl RedisTransport {
         match topic {
             Topic::Type(event_type) => self.inner.config.stream_maxlen(event_type),
             Topic::All => self.inner.config.global_stream_maxlen(),
+            Topic::Replies(_) => REPLY_STREAM_MAXLEN,
+            // A command stream is bounded like an event type's: by the default per-type limit.
+            _ => self.inner.config.stream_maxlen(""),
         }
     }
 
@@ -357,6 +367,25 @@ impl StreamTransport for RedisTransport {
         Ok(ids.into_iter().step_by(2).collect())
     }
 
+    async fn append(&self, topic: &Topic, entries: &[Envelope<Json>]) -> CoreResult<Vec<EntryId>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.inner.keys.stream(topic);
+        let maxlen = self.stream_maxlen(topic);
+        let mut pipe = redis::Pipeline::with_capacity(entries.len());
+        for entry in entries {
+            let encoded = codec::Encoded::new(entry)?;
+            let size = encoded.size() + key.len() + 64;
+            pipe.add_command(xadd(&key, maxlen, &encoded.fields(), None, size));
+        }
+        let ids: Vec<String> = pipe
+            .query_async(&mut self.inner.conn.clone())
+            .await
+            .map_err(|e| self.inner.server.error(&e, "append (XADD)", None))?;
+        Ok(ids)
+    }
+
     async fn ensure_group(&self, topic: &Topic, group: &str, start: StartFrom) -> CoreResult<()> {
         let key = self.inner.keys.stream(topic);
         let id = match start {
@@ -383,27 +412,9 @@ impl StreamTransport for RedisTransport {
     }
 
     async fn lag(&self, group: Option<&str>) -> CoreResult<Vec<GroupLag>> {
-        let pattern = self.inner.keys.stream_pattern();
-        let mut cursor = 0u64;
-        let mut stream_keys = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .arg("TYPE")
-                .arg("stream")
-                .query_async(&mut self.inner.conn.clone())
-                .await
-                .map_err(|e| self.inner.server.error(&e, "SCAN", None))?;
-            stream_keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let mut stream_keys = self
+            .scan(&self.inner.keys.stream_pattern(), Some("stream"))
+            .await?;
         stream_keys.sort();
         stream_keys.dedup();
         let mut out = Vec::new();
@@ -598,30 +609,43 @@ impl RedisTransport {
     /// letters): for demos and tests that clean up after themselves. Returns how many keys
     /// were deleted. Pub/Sub channels and other namespaces are untouched.
     pub async fn delete_namespace(&self) -> CoreResult<u64> {
-        let pattern = format!("{}:*", self.inner.keys.namespace());
+        let keys = self
+            .scan(&format!("{}:*", self.inner.keys.namespace()), None)
+            .await?;
+        let mut deleted = 0u64;
+        for batch in keys.chunks(500) {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(batch)
+                .query_async(&mut self.inner.conn.clone())
+                .await
+                .map_err(|e| self.inner.server.error(&e, "UNLINK", None))?;
+            deleted += n;
+        }
+        Ok(deleted)
+    }
+
+    /// Every key matching `pattern` (of `key_type`, when given), by `SCAN` (never `KEYS`).
+    async fn scan(&self, pattern: &str, key_type: Option<&str>) -> CoreResult<Vec<String>> {
         let mut conn = self.inner.conn.clone();
         let mut cursor = 0u64;
-        let mut deleted = 0u64;
+        let mut keys = Vec::new();
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
                 .arg("MATCH")
-                .arg(&pattern)
+                .arg(pattern)
                 .arg("COUNT")
-                .arg(500)
+                .arg(500);
+            if let Some(t) = key_type {
+                cmd.arg("TYPE").arg(t);
+            }
+            let (next, batch): (u64, Vec<String>) = cmd
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| self.inner.server.error(&e, "SCAN", None))?;
-            if !batch.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&batch)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.inner.server.error(&e, "UNLINK", None))?;
-                deleted += n;
-            }
+            keys.extend(batch);
             if next == 0 {
-                return Ok(deleted);
+                return Ok(keys);
             }
             cursor = next;
         }

@@ -8,9 +8,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventbus_core::pubsub::memory::MemoryPubSub;
 use eventbus_core::transport::memory::MemoryTransport;
 use eventbus_core::transport::{StreamTransport, Topic};
-use eventbus_redis::{RedisConfig, RedisTransport};
+use eventbus_core::PubSubTransport;
+use eventbus_redis::{RedisConfig, RedisPubSub, RedisTransport};
 
 /// `REDIS_URL`, or the local default.
 pub fn redis_url() -> String {
@@ -78,11 +80,53 @@ impl Backend {
         }
     }
 
+    /// The read-model store of this backend, with every key under `prefix` (Redis tests pass
+    /// their namespace, so that cleanup removes the read models too).
+    pub fn read_models(&self, prefix: &str) -> eventbus_core::ReadModels {
+        match self {
+            Backend::Memory(t) => {
+                eventbus_core::ReadModels::new(t.read_models().with_prefix(prefix))
+            }
+            Backend::Redis { transport, .. } => eventbus_core::ReadModels::new(
+                eventbus_redis::RedisReadModels::new(transport).with_prefix(prefix),
+            ),
+        }
+    }
+
+    /// A key prefix unique to this backend's test: `{namespace}:` on Redis, none in memory.
+    pub fn prefix(&self) -> String {
+        match self {
+            Backend::Memory(_) => String::new(),
+            Backend::Redis { namespace, .. } => format!("{namespace}:"),
+        }
+    }
+
     /// The transport, shared.
     pub fn transport(&self) -> Arc<dyn StreamTransport> {
         match self {
             Backend::Memory(t) => Arc::new(t.clone()),
             Backend::Redis { transport, .. } => Arc::new(transport.clone()),
+        }
+    }
+
+    /// A Pub/Sub backend: a fresh in-memory one, or Redis with channels under the test's
+    /// own prefix (`{namespace}:events:`), so tests can use the article's event type names.
+    /// Get it once per test and share it between publishers and subscribers.
+    pub async fn pubsub(&self) -> Arc<dyn PubSubTransport> {
+        match self {
+            Backend::Memory(_) => Arc::new(MemoryPubSub::new()),
+            Backend::Redis { namespace, .. } => {
+                let config = RedisConfig::new(&redis_url())
+                    .expect("REDIS_URL is not a valid Redis URL")
+                    .namespace(namespace.clone())
+                    .channel_prefix(format!("{namespace}:events:"));
+                Arc::new(RedisPubSub::connect(config).await.unwrap_or_else(|e| {
+                    panic!(
+                        "integration tests need a Redis at {} (set REDIS_URL): {e}",
+                        redis_url()
+                    )
+                }))
+            }
         }
     }
 
@@ -149,16 +193,13 @@ impl Backend {
 fn topic_type(topic: &Topic) -> &str {
     match topic {
         Topic::Type(t) => t,
-        Topic::All => "",
+        _ => "",
     }
 }
 
-/// The Redis key of a topic's stream in a namespace (the wire layout of DESIGN.md).
+/// The Redis key of a topic's stream in a namespace.
 pub fn stream_key(namespace: &str, topic: &Topic) -> String {
-    match topic {
-        Topic::Type(t) => format!("{namespace}:stream:{t}"),
-        Topic::All => format!("{namespace}:stream:all"),
-    }
+    eventbus_redis::Keys::new(namespace).stream(topic)
 }
 
 /// Waits until `check` is true, polling, for at most `limit`; panics with `what` otherwise.

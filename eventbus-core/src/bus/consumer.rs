@@ -3,11 +3,9 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
@@ -53,6 +51,8 @@ pub(crate) struct Runner {
     uncounted: AtomicU64,
     /// Signalled when `uncounted` grows, so that a reader at its limit reads again.
     uncounted_changed: Notify,
+    /// Handlers ack what they handled themselves (atomically with their own writes).
+    handler_acks: bool,
 }
 
 /// A delivery with the prefetch permit it holds until it is finished.
@@ -76,6 +76,7 @@ impl Runner {
         handlers: HashMap<Topic, Vec<ErasedHandler>>,
         stats: Arc<SubscriptionStats>,
         cancel: CancellationToken,
+        handler_acks: bool,
     ) -> Arc<Self> {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         Arc::new(Runner {
@@ -98,6 +99,7 @@ impl Runner {
             inflight: Mutex::new(HashSet::new()),
             uncounted: AtomicU64::new(0),
             uncounted_changed: Notify::new(),
+            handler_acks,
         })
     }
 
@@ -354,7 +356,7 @@ fn lane_key<'a>(order: &OrderBy, delivery: &'a Delivery) -> Option<Cow<'a, str>>
         OrderBy::Unordered => None,
         OrderBy::Stream => Some(match &delivery.topic {
             Topic::Type(t) => Cow::Borrowed(t.as_str()),
-            Topic::All => Cow::Owned(Topic::All.to_string()),
+            other => Cow::Owned(other.to_string()),
         }),
         OrderBy::Correlation => delivery
             .event
@@ -497,7 +499,11 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         }
         let Some(failure) = failure else {
             SubscriptionStats::add(&runner.stats.handled, 1);
-            ack(runner, topic, entry_id);
+            if runner.handler_acks {
+                SubscriptionStats::add(&runner.stats.acked, 1);
+            } else {
+                ack(runner, topic, entry_id);
+            }
             return;
         };
         if failure.is_permanent() || delivery_count >= runner.options.max_deliveries {
@@ -528,36 +534,26 @@ async fn call(
     event: Arc<Envelope<Value>>,
     ctx: Context,
 ) -> Result<(), HandlerError> {
-    // A handler can panic while making its future (a closure's synchronous part) or while
-    // running it: both are failures of this delivery.
-    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(event, ctx))) {
-        Ok(fut) => AssertUnwindSafe(fut).catch_unwind(),
-        Err(panic) => return Err(panic_failure(panic.as_ref())),
-    };
-    let outcome = match runner.options.handler_timeout {
-        Some(limit) => match tokio::time::timeout(limit, fut).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                return Err(HandlerError::retryable(format!(
-                    "handler timed out after {limit:?}"
-                )))
+    let limit = runner.options.handler_timeout;
+    let outcome = crate::panic::catch(|| {
+        let fut = handler(event, ctx);
+        async move {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                    Err(HandlerError::retryable(format!(
+                        "handler timed out after {limit:?}"
+                    )))
+                }),
+                None => fut.await,
             }
-        },
-        None => fut.await,
-    };
-    match outcome {
-        Ok(result) => result,
-        Err(panic) => Err(panic_failure(panic.as_ref())),
-    }
-}
-
-fn panic_failure(panic: &(dyn std::any::Any + Send)) -> HandlerError {
-    let msg = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_string());
-    HandlerError::retryable(format!("handler panicked: {msg}"))
+        }
+    })
+    .await;
+    outcome.unwrap_or_else(|panic| {
+        Err(HandlerError::retryable(format!(
+            "handler panicked: {panic}"
+        )))
+    })
 }
 
 fn ack(runner: &Runner, topic: Topic, id: EntryId) {

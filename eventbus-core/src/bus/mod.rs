@@ -9,7 +9,7 @@
 mod backoff;
 mod consumer;
 mod context;
-mod handler;
+pub(crate) mod handler;
 mod subscription;
 
 use std::sync::Arc;

@@ -183,6 +183,7 @@ pub struct SubscriptionBuilder {
     options: SubscriptionOptions,
     handlers: HashMap<Topic, Vec<ErasedHandler>>,
     topic_order: Vec<Topic>,
+    handler_acks: bool,
 }
 
 impl fmt::Debug for SubscriptionBuilder {
@@ -202,10 +203,18 @@ impl SubscriptionBuilder {
             options,
             handlers: HashMap::new(),
             topic_order: Vec::new(),
+            handler_acks: false,
         }
     }
 
-    fn add(mut self, topic: Topic, handler: ErasedHandler) -> Self {
+    /// The handlers acknowledge entries themselves (projections commit the ack atomically
+    /// with their writes): the loop doesn't ack what they handled.
+    pub(crate) fn handler_acks(mut self) -> Self {
+        self.handler_acks = true;
+        self
+    }
+
+    pub(crate) fn add(mut self, topic: Topic, handler: ErasedHandler) -> Self {
         if !self.handlers.contains_key(&topic) {
             self.topic_order.push(topic.clone());
         }
@@ -226,6 +235,15 @@ impl SubscriptionBuilder {
         handler: impl EventHandler<Value, Args>,
     ) -> Self {
         self.add(Topic::of_type(event_type), erase_raw(handler))
+    }
+
+    /// Handles the entries of any topic's stream as JSON (e.g. a service's command stream).
+    pub fn on_topic<Args: 'static>(
+        self,
+        topic: Topic,
+        handler: impl EventHandler<Value, Args>,
+    ) -> Self {
+        self.add(topic, erase_raw(handler))
     }
 
     /// Handles every event, read from the global stream, as JSON.
@@ -337,6 +355,7 @@ impl SubscriptionBuilder {
             self.handlers,
             stats.clone(),
             cancel.clone(),
+            self.handler_acks,
         );
         let task = tokio::spawn(consumer::run(runner));
         Ok(Subscription {

@@ -21,13 +21,19 @@ use crate::error::Result;
 
 pub mod memory;
 
-/// A stream a subscription reads: one event type's stream, or the global stream.
+/// A stream a subscription reads: one event type's stream, the global stream, or the
+/// command and reply streams of remote commands.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Topic {
     /// The stream of one event type.
     Type(String),
     /// The global stream every event is also appended to.
     All,
+    /// The commands sent to a service (read by its group `{service}-commands`).
+    Commands(String),
+    /// The replies to commands sent by one client instance.
+    Replies(String),
 }
 
 impl Topic {
@@ -42,6 +48,8 @@ impl fmt::Display for Topic {
         match self {
             Topic::Type(t) => f.write_str(t),
             Topic::All => f.write_str("all"),
+            Topic::Commands(s) => write!(f, "cmd:{s}"),
+            Topic::Replies(i) => write!(f, "reply:{i}"),
         }
     }
 }
@@ -175,6 +183,10 @@ pub trait StreamTransport: Send + Sync + 'static {
     /// Appends events, each to its type's stream and to the global stream atomically, in one
     /// batch. Returns each event's id in its type's stream, in order.
     async fn publish(&self, events: &[Envelope<Value>]) -> Result<Vec<EntryId>>;
+
+    /// Appends entries to one topic's stream only (no global stream): the command and reply
+    /// streams of remote commands. Returns their entry ids, in order.
+    async fn append(&self, topic: &Topic, entries: &[Envelope<Value>]) -> Result<Vec<EntryId>>;
 
     /// Creates the group on the topic's stream (creating the stream if needed) unless it
     /// exists; an existing group keeps its position.

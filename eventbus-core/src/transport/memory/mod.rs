@@ -40,6 +40,7 @@ use crate::transport::{
 };
 
 mod consumer;
+pub(crate) mod models;
 mod state;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -62,6 +63,8 @@ struct Shared {
     /// Woken whenever entries are appended (or everything is flushed).
     appended: Notify,
     limits: Limits,
+    /// The read models of [`MemoryTransport::read_models`] (kept by [`MemoryTransport::flush`]).
+    models: Mutex<crate::projection::memory::ModelState>,
 }
 
 impl Shared {
@@ -174,6 +177,7 @@ impl MemoryTransportBuilder {
                 state: Mutex::new(State::default()),
                 appended: Notify::new(),
                 limits: self.limits,
+                models: Mutex::default(),
             }),
         }
     }
@@ -268,6 +272,21 @@ impl StreamTransport for MemoryTransport {
                     );
                     self.append(&mut state, &Topic::All, entry);
                     id.to_string()
+                })
+                .collect()
+        };
+        self.shared.appended.notify_waiters();
+        Ok(ids)
+    }
+
+    async fn append(&self, topic: &Topic, entries: &[Envelope<Value>]) -> Result<Vec<EntryId>> {
+        let ids = {
+            let mut state = self.shared.lock();
+            entries
+                .iter()
+                .map(|e| {
+                    self.append(&mut state, topic, Ok(Arc::new(e.clone())))
+                        .to_string()
                 })
                 .collect()
         };

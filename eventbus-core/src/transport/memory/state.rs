@@ -327,6 +327,7 @@ impl Limits {
         match topic {
             Topic::All => self.all,
             Topic::Type(t) => self.overrides.get(t).copied().unwrap_or(self.per_type),
+            _ => self.per_type,
         }
     }
 }

@@ -11,4 +11,7 @@ pub struct Colon;
 #[event(name = "Order.*")]
 pub struct Star;
 
+#[event(name = "Order[1]")]
+pub struct Bracket;
+
 fn main() {}

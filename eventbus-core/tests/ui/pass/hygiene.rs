@@ -19,7 +19,28 @@ pub struct Shadowed {
 }
 
 fn main() {
-    use ::eventbus_core::Event as _;
     assert_eq!(<Shadowed as ::eventbus_core::Event>::EVENT_TYPE, "Shadowed");
     assert_eq!(<Shadowed as ::eventbus_core::Event>::VERSION, 4);
+}
+
+#[::eventbus_core::command(output = Shadowed)]
+pub struct MakeShadowed;
+
+#[::eventbus_core::command_handler]
+async fn make_shadowed(_cmd: MakeShadowed) -> ::core::result::Result<Shadowed, ::eventbus_core::NoRejection> {
+    ::core::result::Result::Ok(Shadowed { value: 1 })
+}
+
+#[::eventbus_core::query(output = i64)]
+pub struct Answer;
+
+#[::eventbus_core::query_handler]
+async fn answer(_q: Answer) -> ::core::result::Result<i64, ::eventbus_core::BoxError> {
+    ::core::result::Result::Ok(42)
+}
+
+#[allow(unused)]
+fn handlers_are_registrable() {
+    let _ = ::eventbus_core::QueryBus::new().handle(answer);
+    let _ = make_shadowed;
 }

@@ -1,0 +1,358 @@
+//! The command bus: typed commands, one handler each, events published on success.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::bus::EventBus;
+use crate::cqrs::context::Resources;
+use crate::cqrs::emit::Emit;
+use crate::cqrs::remote::{self, RemoteInvoker};
+use crate::envelope::{new_id, EntryId};
+use crate::error::Error;
+
+/// A request to change state, named in the imperative (`CreateOrder`). Its handler either
+/// rejects it (`Err(Self::Error)`, nothing published) or accepts it, returning
+/// `Self::Output` whose events ([`Emit`]) are published.
+///
+/// Declare it with `#[command(output = OrderCreated, error = OrderError)]`, or by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a command",
+    note = "add `#[eventbus_core::command(output = ..., error = ...)]` to the type, or implement `eventbus_core::Command` by hand"
+)]
+pub trait Command: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The command's name (for routing, logs and remote dispatch).
+    const COMMAND_TYPE: &'static str;
+    /// What a successful handling returns to the caller; its events get published.
+    /// Serializable, so that a remote caller gets it back too.
+    type Output: Emit + Serialize + DeserializeOwned + Send + 'static;
+    /// The business rejection (serializable, for remote callers); [`NoRejection`] for a
+    /// command that is never rejected.
+    type Error: std::error::Error + Serialize + DeserializeOwned + Send + Sync + 'static;
+}
+
+/// The rejection of a command that is never rejected (it has no values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, thiserror::Error)]
+pub enum NoRejection {}
+
+/// What a command handler knows about the command it handles.
+#[derive(Clone, Debug)]
+pub struct CommandContext {
+    command_id: String,
+    correlation_id: String,
+    causation_id: Option<String>,
+    service: Arc<str>,
+    resources: Resources,
+}
+
+impl CommandContext {
+    /// The command's unique id; the published events name it as their cause.
+    pub fn command_id(&self) -> &str {
+        &self.command_id
+    }
+
+    /// The flow's correlation id (the caller's, or the command id for a new flow).
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    /// What caused the command, when the caller said.
+    pub fn causation_id(&self) -> Option<&str> {
+        self.causation_id.as_deref()
+    }
+
+    /// The handling service.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// A fresh unique, time-ordered id (for new entities).
+    pub fn new_id(&self) -> String {
+        new_id()
+    }
+
+    /// A shared resource registered with the bus.
+    pub fn resource<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.resources.get::<T>()
+    }
+}
+
+/// Handles commands of type `C`.
+///
+/// Implemented for async closures `Fn(C, CommandContext) -> impl Future<Output =
+/// Result<C::Output, C::Error>>`, and by `#[command_handler]` for annotated fns and methods.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a handler of command `{C}`",
+    note = "a command handler is an async fn annotated with `#[command_handler]` taking `{C}` (and `&CommandContext`) and returning `Result<Output, Error>` of that command"
+)]
+pub trait CommandHandler<C: Command>: Send + Sync + 'static {
+    /// Decides on the command.
+    fn handle<'a>(
+        &'a self,
+        command: C,
+        ctx: CommandContext,
+    ) -> BoxFuture<'a, Result<C::Output, C::Error>>;
+}
+
+impl<C, F, Fut> CommandHandler<C> for F
+where
+    C: Command,
+    F: Fn(C, CommandContext) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<C::Output, C::Error>> + Send + 'static,
+{
+    fn handle<'a>(
+        &'a self,
+        command: C,
+        ctx: CommandContext,
+    ) -> BoxFuture<'a, Result<C::Output, C::Error>> {
+        Box::pin(self(command, ctx))
+    }
+}
+
+/// A type whose methods handle several commands (an impl block under `#[command_handler]`),
+/// registered all at once with [`CommandBus::handlers`].
+pub trait CommandHandlers: Send + Sync + 'static {
+    /// Registers every handler of `self` on `bus`.
+    fn register(self: Arc<Self>, bus: CommandBus) -> CommandBus;
+}
+
+/// Why a dispatch did not succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E> {
+    /// The handler rejected the command (a business rule); nothing was published.
+    #[error("command rejected: {0}")]
+    Rejected(E),
+    /// No handler is registered for the command: a wiring mistake.
+    #[error("no handler for command `{command_type}`")]
+    NoHandler {
+        /// The command's name.
+        command_type: String,
+    },
+    /// The handler accepted the command but its events could not be published (or encoded).
+    /// Whether a retry is safe depends on the handler's side effects; see
+    /// [`Error::is_retryable`].
+    #[error("command accepted but its events were not published: {0}")]
+    Publish(#[source] Error),
+    /// The handler panicked; nothing was published.
+    #[error("command handler panicked: {0}")]
+    Panicked(String),
+    /// A remote command got no reply in time. It may still be handled: make retries
+    /// idempotent (the command id is stable per send).
+    #[error("no reply to command within {0:?}")]
+    Timeout(std::time::Duration),
+    /// A remote command could not be sent.
+    #[error("command could not be sent: {0}")]
+    Send(#[source] Error),
+    /// The remote service failed to handle the command (its handler panicked, its events
+    /// could not be published, it could not decode the command, or the command expired).
+    #[error("remote command failed: {0}")]
+    Remote(String),
+}
+
+impl<E> CommandError<E> {
+    /// The rejection, if the handler rejected the command.
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            CommandError::Rejected(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Options of one dispatch.
+#[derive(Debug, Clone, Default)]
+pub struct DispatchOptions {
+    /// Continue this flow (default: a new flow correlated by the command id).
+    pub correlation_id: Option<String>,
+    /// What caused the command.
+    pub causation_id: Option<String>,
+    /// The command's id (default: a new one). Remote commands keep the sender's id.
+    pub command_id: Option<String>,
+}
+
+/// What a successful dispatch returns besides the output: the published events' entry ids.
+#[derive(Debug, Clone)]
+pub struct Dispatched<T> {
+    /// The handler's output.
+    pub output: T,
+    /// The command's id (the events' causation id).
+    pub command_id: String,
+    /// Entry ids of the published events, in order.
+    pub entry_ids: Vec<EntryId>,
+}
+
+type Erased = Arc<dyn std::any::Any + Send + Sync>;
+
+/// Dispatches commands to their handlers and publishes the resulting events.
+///
+/// ```
+/// use eventbus_core::{command, event, CommandBus, CommandContext, EventBus};
+/// use eventbus_core::transport::memory::MemoryTransport;
+///
+/// #[event]
+/// #[derive(Debug)]
+/// pub struct OrderCreated { pub order_id: String }
+///
+/// #[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
+/// pub enum OrderError { #[error("no items")] Empty }
+///
+/// #[command(output = OrderCreated, error = OrderError)]
+/// pub struct CreateOrder { pub items: Vec<String> }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let commands = CommandBus::new(EventBus::new(MemoryTransport::new(), "orders"))
+///     .handle(|cmd: CreateOrder, ctx: CommandContext| async move {
+///         if cmd.items.is_empty() {
+///             return Err(OrderError::Empty);
+///         }
+///         Ok(OrderCreated { order_id: ctx.new_id() })
+///     });
+/// let created = commands.dispatch(CreateOrder { items: vec!["book".into()] }).await.unwrap();
+/// assert!(!created.order_id.is_empty());
+/// assert!(commands.dispatch(CreateOrder { items: vec![] }).await.unwrap_err().rejection().is_some());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CommandBus {
+    events: EventBus,
+    handlers: Arc<HashMap<&'static str, Erased>>,
+    remote: Arc<HashMap<&'static str, RemoteInvoker>>,
+    resources: Resources,
+}
+
+impl fmt::Debug for CommandBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.handlers.keys().collect();
+        names.sort();
+        f.debug_struct("CommandBus")
+            .field("service", &self.events.service())
+            .field("commands", &names)
+            .finish()
+    }
+}
+
+/// The stored form of a handler of `C`.
+struct Slot<C: Command>(Arc<dyn CommandHandler<C>>);
+
+impl CommandBus {
+    /// A command bus publishing through `events` (whose service name stamps the events).
+    pub fn new(events: EventBus) -> Self {
+        CommandBus {
+            events,
+            handlers: Arc::new(HashMap::new()),
+            remote: Arc::new(HashMap::new()),
+            resources: Resources::default(),
+        }
+    }
+
+    /// Registers the handler of `C`.
+    ///
+    /// # Panics
+    ///
+    /// When `C` already has a handler: one command, one handler (a wiring mistake).
+    #[track_caller]
+    pub fn handle<C: Command>(mut self, handler: impl CommandHandler<C>) -> Self {
+        let slot: Erased = Arc::new(Slot::<C>(Arc::new(handler)));
+        let handlers = Arc::make_mut(&mut self.handlers);
+        if handlers.insert(C::COMMAND_TYPE, slot).is_some() {
+            panic!(
+                "command `{}` already has a handler: one command, one handler",
+                C::COMMAND_TYPE
+            );
+        }
+        Arc::make_mut(&mut self.remote).insert(C::COMMAND_TYPE, remote::invoker::<C>());
+        self
+    }
+
+    /// Registers every command handler of a service type (see [`CommandHandlers`]).
+    #[track_caller]
+    pub fn handlers<T: CommandHandlers>(self, service: Arc<T>) -> Self {
+        service.register(self)
+    }
+
+    /// Registers a shared resource handlers reach with [`CommandContext::resource`].
+    pub fn resource<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.resources.insert(value);
+        self
+    }
+
+    /// The event bus events are published on.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub(crate) fn remote_invoker(&self, command_type: &str) -> Option<RemoteInvoker> {
+        self.remote.get(command_type).cloned()
+    }
+
+    /// Whether `C` has a handler.
+    pub fn handles<C: Command>(&self) -> bool {
+        self.handlers.contains_key(C::COMMAND_TYPE)
+    }
+
+    /// Dispatches a command in a new flow; returns the handler's output after its events are
+    /// published.
+    pub async fn dispatch<C: Command>(
+        &self,
+        command: C,
+    ) -> Result<C::Output, CommandError<C::Error>> {
+        self.dispatch_with(command, DispatchOptions::default())
+            .await
+            .map(|d| d.output)
+    }
+
+    /// Dispatches with explicit correlation/causation; returns the output with the command id
+    /// and the events' entry ids.
+    pub async fn dispatch_with<C: Command>(
+        &self,
+        command: C,
+        options: DispatchOptions,
+    ) -> Result<Dispatched<C::Output>, CommandError<C::Error>> {
+        let Some(slot) = self
+            .handlers
+            .get(C::COMMAND_TYPE)
+            .and_then(|s| s.downcast_ref::<Slot<C>>())
+        else {
+            return Err(CommandError::NoHandler {
+                command_type: C::COMMAND_TYPE.to_string(),
+            });
+        };
+        let command_id = options.command_id.unwrap_or_else(new_id);
+        let ctx = CommandContext {
+            correlation_id: options.correlation_id.unwrap_or_else(|| command_id.clone()),
+            causation_id: options.causation_id,
+            command_id,
+            service: self.events.service().into(),
+            resources: self.resources.clone(),
+        };
+        let handler = slot.0.clone();
+        let output = match crate::panic::catch(|| handler.handle(command, ctx.clone())).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(rejection)) => return Err(CommandError::Rejected(rejection)),
+            Err(panic) => return Err(CommandError::Panicked(panic)),
+        };
+        let mut events = Vec::new();
+        output
+            .emit(self.events.service(), &mut events)
+            .map_err(CommandError::Publish)?;
+        for event in &mut events {
+            event.correlation_id = Some(ctx.correlation_id.clone());
+            event.causation_id = Some(ctx.command_id.clone());
+        }
+        let entry_ids = self
+            .events
+            .publish_raw(&events)
+            .await
+            .map_err(CommandError::Publish)?;
+        Ok(Dispatched {
+            output,
+            command_id: ctx.command_id,
+            entry_ids,
+        })
+    }
+}

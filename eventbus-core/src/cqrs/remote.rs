@@ -1,0 +1,340 @@
+//! Remote commands: a command sent to a named service over its command stream, handled by
+//! exactly one instance of that service (its consumer group), the reply returned to the
+//! sender over the sender's reply stream.
+//!
+//! Wire: the command is an entry of `Topic::Commands(service)` (Redis
+//! `{ns}:stream:cmd:{service}`) in the event envelope format: `event_type` = the command
+//! type, `event_id` = the command id, `data` = the command, `metadata.reply_to` = the sender's
+//! instance, `metadata.deadline` = when the sender stops waiting (Unix seconds). The reply is
+//! an entry of `Topic::Replies(instance)` with `event_type` `CommandReply` and `data`
+//! `{"command_id", "status": "ok"|"rejected"|"no_handler"|"failed", "output"|"error"|"message"}`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize as _;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::bus::{Context, EventBus, Subscription};
+use crate::cqrs::command::{Command, CommandBus, CommandError, DispatchOptions};
+use crate::envelope::{new_id, now_seconds, Envelope};
+use crate::error::{Error, HandlerError, Result};
+use crate::transport::{StartFrom, Topic};
+
+/// The event type of reply entries.
+const REPLY_TYPE: &str = "CommandReply";
+/// Attempts at writing a reply before the command's delivery fails (and is retried).
+const REPLY_ATTEMPTS: u32 = 3;
+
+/// Runs a serialized command of one type on a command bus and encodes the outcome.
+pub(crate) type RemoteInvoker =
+    Arc<dyn Fn(CommandBus, Arc<Envelope<Value>>) -> BoxFuture<'static, Value> + Send + Sync>;
+
+/// The invoker of commands of type `C`.
+pub(crate) fn invoker<C: Command>() -> RemoteInvoker {
+    Arc::new(|bus: CommandBus, envelope: Arc<Envelope<Value>>| {
+        Box::pin(async move {
+            let command_id = envelope.event_id.clone();
+            let command: C = match C::deserialize(&envelope.data) {
+                Ok(c) => c,
+                Err(e) => {
+                    return json!({"command_id": command_id, "status": "failed",
+                        "message": format!("cannot decode command `{}`: {e}", C::COMMAND_TYPE)})
+                }
+            };
+            let options = DispatchOptions {
+                correlation_id: envelope.correlation_id.clone(),
+                causation_id: envelope.causation_id.clone(),
+                command_id: Some(command_id.clone()),
+            };
+            match bus.dispatch_with(command, options).await {
+                Ok(done) => match serde_json::to_value(&done.output) {
+                    Ok(output) => {
+                        json!({"command_id": command_id, "status": "ok", "output": output})
+                    }
+                    Err(e) => json!({"command_id": command_id, "status": "failed",
+                        "message": format!("cannot encode the output: {e}")}),
+                },
+                Err(CommandError::Rejected(rejection)) => json!({
+                    "command_id": command_id,
+                    "status": "rejected",
+                    "message": rejection.to_string(),
+                    "error": serde_json::to_value(&rejection).unwrap_or(Value::Null),
+                }),
+                Err(CommandError::NoHandler { .. }) => {
+                    json!({"command_id": command_id, "status": "no_handler"})
+                }
+                Err(other) => {
+                    json!({"command_id": command_id, "status": "failed", "message": other.to_string()})
+                }
+            }
+        })
+    })
+}
+
+impl CommandBus {
+    /// Serves this bus's commands to remote senders: a subscription in the group
+    /// `{service}-commands` on the service's command stream. Run it on every instance; each
+    /// command is handled by one of them.
+    ///
+    /// Delivery is at-least-once like every Streams subscription: an instance that dies after
+    /// handling a command but before acknowledging it gets the command handled again by
+    /// another instance. Make handlers idempotent by [`CommandContext::command_id`]
+    /// (crate::CommandContext::command_id), which is the sender's id and stays the same.
+    pub async fn serve(&self) -> Result<Subscription> {
+        let service = self.events().service().to_string();
+        let bus = self.clone();
+        self.events()
+            .subscribe()
+            .group(format!("{service}-commands"))
+            .on_topic(
+                Topic::Commands(service),
+                move |envelope: Envelope<Value>, ctx: Context| {
+                    let bus = bus.clone();
+                    async move { bus.serve_entry(envelope, ctx).await }
+                },
+            )
+            .start()
+            .await
+    }
+}
+
+impl CommandBus {
+    /// Handles one entry of a command stream and replies to its sender: the handler
+    /// [`serve`](Self::serve) mounts, for mounting on a subscription configured by hand
+    /// (`.on_topic(Topic::Commands(service), …)` in the group `{service}-commands`).
+    pub async fn serve_entry(
+        &self,
+        envelope: Envelope<Value>,
+        ctx: Context,
+    ) -> Result<(), HandlerError> {
+        serve_one(self.clone(), envelope, ctx).await
+    }
+}
+
+async fn serve_one(
+    bus: CommandBus,
+    envelope: Envelope<Value>,
+    ctx: Context,
+) -> Result<(), HandlerError> {
+    let Some(reply_to) = envelope
+        .metadata
+        .get("reply_to")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return Err(HandlerError::permanent(
+            "command without `metadata.reply_to`",
+        ));
+    };
+    let command_id = envelope.event_id.clone();
+    let expired = envelope
+        .metadata
+        .get("deadline")
+        .and_then(Value::as_f64)
+        .is_some_and(|d| d < now_seconds());
+    let envelope = Arc::new(envelope);
+    let data = if expired {
+        // The sender stopped waiting: don't act on a command nobody awaits.
+        json!({"command_id": command_id, "status": "failed", "message": "command expired before it was handled"})
+    } else {
+        match bus.remote_invoker(&envelope.event_type) {
+            Some(invoke) => invoke(bus.clone(), envelope.clone()).await,
+            None => json!({"command_id": command_id, "status": "no_handler"}),
+        }
+    };
+    let reply = Envelope::new(REPLY_TYPE, 1, bus.events().service(), data).caused_by(&*envelope);
+    let transport = ctx.bus().transport().clone();
+    let mut last = None;
+    for attempt in 1..=REPLY_ATTEMPTS {
+        match transport
+            .append(
+                &Topic::Replies(reply_to.clone()),
+                std::slice::from_ref(&reply),
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(command_id = %envelope.event_id, error = %e, attempt, "cannot send command reply");
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+        }
+    }
+    Err(HandlerError::from(last.map_or_else(
+        || "reply failed".to_string(),
+        |e| e.to_string(),
+    )))
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
+
+/// Sends commands to other services and awaits their replies.
+///
+/// Each client has its own reply stream (`Topic::Replies(instance)`, bounded) read by a
+/// subscription of its own. Start one per process and share it.
+pub struct CommandClient {
+    events: EventBus,
+    instance: String,
+    pending: Pending,
+    replies: Subscription,
+}
+
+impl std::fmt::Debug for CommandClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandClient")
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+impl CommandClient {
+    /// Starts a client sending as `events`' service, with a fresh instance name.
+    pub async fn start(events: EventBus) -> Result<Self> {
+        let instance = format!("{}-{}", events.service(), &new_id()[24..]);
+        let pending: Pending = Arc::default();
+        let p = pending.clone();
+        let replies = events
+            .subscribe()
+            .group(instance.clone())
+            .consumer_name(instance.clone())
+            .start_from(StartFrom::Beginning)
+            .configure(|o| o.remove_idle_consumers_after = None)
+            .on_topic(
+                Topic::Replies(instance.clone()),
+                move |reply: Envelope<Value>| {
+                    let p = p.clone();
+                    async move {
+                        let waiter = reply
+                            .data
+                            .get("command_id")
+                            .and_then(Value::as_str)
+                            .and_then(|id| p.lock().unwrap_or_else(|e| e.into_inner()).remove(id));
+                        // No waiter: the sender timed out already; the reply is dropped.
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(reply.data);
+                        }
+                        Ok::<(), HandlerError>(())
+                    }
+                },
+            )
+            .start()
+            .await?;
+        Ok(CommandClient {
+            events,
+            instance,
+            pending,
+            replies,
+        })
+    }
+
+    /// This client's instance name (its reply stream).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Sends `command` to `service` and waits up to `timeout` for the outcome.
+    pub async fn send<C: Command>(
+        &self,
+        service: &str,
+        command: C,
+        timeout: Duration,
+    ) -> std::result::Result<C::Output, CommandError<C::Error>> {
+        self.send_with(service, command, timeout, DispatchOptions::default())
+            .await
+    }
+
+    /// [`send`](Self::send) with explicit correlation/causation/command ids.
+    pub async fn send_with<C: Command>(
+        &self,
+        service: &str,
+        command: C,
+        timeout: Duration,
+        options: DispatchOptions,
+    ) -> std::result::Result<C::Output, CommandError<C::Error>> {
+        let data = serde_json::to_value(&command).map_err(|source| {
+            CommandError::Send(Error::Serialize {
+                event_type: C::COMMAND_TYPE.to_string(),
+                source,
+            })
+        })?;
+        let mut envelope = Envelope::new(C::COMMAND_TYPE, 1, self.events.service(), data)
+            .with_metadata("reply_to", self.instance.clone())
+            .with_metadata("deadline", now_seconds() + timeout.as_secs_f64());
+        if let Some(id) = options.command_id {
+            envelope.event_id = id;
+        }
+        envelope.correlation_id = Some(
+            options
+                .correlation_id
+                .unwrap_or_else(|| envelope.event_id.clone()),
+        );
+        envelope.causation_id = options.causation_id;
+        let command_id = envelope.event_id.clone();
+
+        let (tx, rx) = oneshot::channel();
+        self.pending().insert(command_id.clone(), tx);
+        let sent = self
+            .events
+            .transport()
+            .append(
+                &Topic::Commands(service.to_string()),
+                std::slice::from_ref(&envelope),
+            )
+            .await;
+        if let Err(e) = sent {
+            self.pending().remove(&command_id);
+            return Err(CommandError::Send(e));
+        }
+        let reply = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(CommandError::Send(Error::Shutdown)),
+            Err(_) => {
+                self.pending().remove(&command_id);
+                return Err(CommandError::Timeout(timeout));
+            }
+        };
+        decode_reply::<C>(reply)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Value>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops listening for replies.
+    pub async fn shutdown(self) -> Result<()> {
+        self.replies.shutdown().await
+    }
+}
+
+fn decode_reply<C: Command>(
+    reply: Value,
+) -> std::result::Result<C::Output, CommandError<C::Error>> {
+    let message = || {
+        reply
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    match reply.get("status").and_then(Value::as_str) {
+        Some("ok") => C::Output::deserialize(reply.get("output").unwrap_or(&Value::Null))
+            .map_err(|e| CommandError::Remote(format!("cannot decode the reply's output: {e}"))),
+        Some("rejected") => match C::Error::deserialize(reply.get("error").unwrap_or(&Value::Null))
+        {
+            Ok(rejection) => Err(CommandError::Rejected(rejection)),
+            Err(e) => Err(CommandError::Remote(format!(
+                "rejected ({}), and cannot decode the rejection: {e}",
+                message()
+            ))),
+        },
+        Some("no_handler") => Err(CommandError::NoHandler {
+            command_type: C::COMMAND_TYPE.to_string(),
+        }),
+        _ => Err(CommandError::Remote(message())),
+    }
+}

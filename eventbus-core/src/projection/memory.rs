@@ -1,0 +1,483 @@
+//! [`MemoryReadModels`]: read models in process memory, with the Redis store's semantics.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use async_trait::async_trait;
+
+use crate::error::{Result, TransportError, TransportErrorKind};
+use crate::projection::{Commit, CommitTarget, Committed, ReadModelStore, RebuildStep};
+use crate::transport::memory::models::id_le;
+use crate::transport::memory::MemoryTransport;
+use crate::transport::Topic;
+
+/// A stored value, as Redis types it.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Hash(BTreeMap<String, String>),
+    List(VecDeque<String>),
+    Set(BTreeSet<String>),
+    Str(String),
+}
+
+/// What the store keeps about one projection.
+#[derive(Debug, Default)]
+struct Meta {
+    checkpoint: HashMap<Topic, String>,
+    rebuild_checkpoint: HashMap<Topic, String>,
+    keys: BTreeSet<String>,
+    rebuild_keys: BTreeSet<String>,
+    rebuilt_upto: HashMap<Topic, String>,
+}
+
+/// The read models of one [`MemoryTransport`].
+#[derive(Debug, Default)]
+pub(crate) struct ModelState {
+    values: HashMap<String, Value>,
+    meta: HashMap<String, Meta>,
+}
+
+/// Read models in memory, sharing a [`MemoryTransport`]'s groups: a commit acknowledges the
+/// entry under the same lock that applies the writes. Made by
+/// [`MemoryTransport::read_models`]; clones and every handle of one transport share the
+/// same read models.
+///
+/// Writes follow Redis semantics (`HINCRBY` on a non-integer fails, `WRONGTYPE` on a key of
+/// another type), and a commit that fails writes nothing.
+#[derive(Debug, Clone)]
+pub struct MemoryReadModels {
+    transport: MemoryTransport,
+    prefix: String,
+}
+
+fn shadow(projection: &str, key: &str) -> String {
+    format!("\u{0}rebuild:{projection}:{key}")
+}
+
+fn failure(operation: &str, message: String) -> crate::Error {
+    TransportError::new(TransportErrorKind::Other, "memory", operation, message).into()
+}
+
+impl MemoryReadModels {
+    pub(crate) fn new(transport: MemoryTransport) -> Self {
+        MemoryReadModels {
+            transport,
+            prefix: String::new(),
+        }
+    }
+
+    /// Puts `prefix` in front of every read-model key (none by default).
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+/// Applies Redis commands (as built by `ReadModelOp::to_commands`) to `values`.
+fn apply(values: &mut HashMap<String, Value>, cmd: &[String]) -> Result<()> {
+    let [name, key, args @ ..] = cmd else {
+        return Ok(());
+    };
+    let wrong = || failure(name, format!("WRONGTYPE {key} holds another kind of value"));
+    let int = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| failure(name, format!("value of {key} is not an integer")))
+    };
+    match name.as_str() {
+        "DEL" => {
+            values.remove(key);
+        }
+        "HSET" | "HINCRBY" | "HINCRBYFLOAT" | "HDEL" => {
+            let entry = values
+                .entry(key.clone())
+                .or_insert_with(|| Value::Hash(BTreeMap::new()));
+            let Value::Hash(h) = entry else {
+                return Err(wrong());
+            };
+            match (name.as_str(), args) {
+                ("HSET", pairs) => {
+                    for pair in pairs.chunks(2) {
+                        if let [f, v] = pair {
+                            h.insert(f.clone(), v.clone());
+                        }
+                    }
+                }
+                ("HINCRBY", [f, by]) => {
+                    let now = int(h.get(f).map_or("0", String::as_str))? + int(by)?;
+                    h.insert(f.clone(), now.to_string());
+                }
+                ("HINCRBYFLOAT", [f, by]) => {
+                    let num = |s: &str| {
+                        s.parse::<f64>()
+                            .map_err(|_| failure(name, format!("value of {key} is not a float")))
+                    };
+                    let now = num(h.get(f).map_or("0", String::as_str))? + num(by)?;
+                    h.insert(f.clone(), redis_float(now));
+                }
+                ("HDEL", fields) => {
+                    for f in fields {
+                        h.remove(f);
+                    }
+                }
+                _ => return Err(failure(name, "wrong number of arguments".into())),
+            }
+            if h.is_empty() {
+                values.remove(key);
+            }
+        }
+        "LPUSH" | "RPUSH" | "LTRIM" | "LREM" => {
+            let entry = values
+                .entry(key.clone())
+                .or_insert_with(|| Value::List(VecDeque::new()));
+            let Value::List(l) = entry else {
+                return Err(wrong());
+            };
+            match (name.as_str(), args) {
+                ("LPUSH", vals) => vals.iter().for_each(|v| l.push_front(v.clone())),
+                ("RPUSH", vals) => vals.iter().for_each(|v| l.push_back(v.clone())),
+                ("LTRIM", [start, stop]) => {
+                    let (start, stop) = (int(start)?, int(stop)?);
+                    let len = l.len() as i64;
+                    let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
+                    let (s, e) = (norm(start), norm(stop).min(len - 1));
+                    if s > e {
+                        l.clear();
+                    } else {
+                        l.truncate(e as usize + 1);
+                        l.drain(..s as usize);
+                    }
+                }
+                ("LREM", [_, value]) => l.retain(|v| v != value),
+                _ => return Err(failure(name, "wrong number of arguments".into())),
+            }
+            if l.is_empty() {
+                values.remove(key);
+            }
+        }
+        "SADD" | "SREM" => {
+            let entry = values
+                .entry(key.clone())
+                .or_insert_with(|| Value::Set(BTreeSet::new()));
+            let Value::Set(s) = entry else {
+                return Err(wrong());
+            };
+            for m in args {
+                if name == "SADD" {
+                    s.insert(m.clone());
+                } else {
+                    s.remove(m);
+                }
+            }
+            if s.is_empty() {
+                values.remove(key);
+            }
+        }
+        "INCRBY" => {
+            let [by] = args else {
+                return Err(failure(name, "wrong number of arguments".into()));
+            };
+            let now = match values.get(key) {
+                None => 0,
+                Some(Value::Str(s)) => int(s)?,
+                Some(_) => return Err(wrong()),
+            } + int(by)?;
+            values.insert(key.clone(), Value::Str(now.to_string()));
+        }
+        other => return Err(failure(other, "unsupported command".into())),
+    }
+    Ok(())
+}
+
+/// Formats a float as `HINCRBYFLOAT` replies: no exponent, no trailing zeros.
+fn redis_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e17 {
+        format!("{v:.0}")
+    } else {
+        v.to_string()
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for MemoryReadModels {
+    async fn commit(&self, commit: Commit) -> Result<Committed> {
+        let mut models = self.transport.models();
+        let models = &mut *models;
+        let meta = models.meta.entry(commit.projection.clone()).or_default();
+        let live = commit.target == CommitTarget::Live;
+        let superseded = live
+            && meta
+                .rebuilt_upto
+                .get(&commit.topic)
+                .is_some_and(|upto| id_le(&commit.entry_id, upto));
+        // Apply to copies of the touched keys first (`None`: deleted): a failing write then
+        // changes nothing.
+        let mut touched: HashMap<String, Option<Value>> = HashMap::new();
+        let mut written = Vec::new();
+        if !superseded {
+            for op in &commit.ops {
+                let own = self.key(op.key());
+                let target = if live {
+                    own.clone()
+                } else {
+                    shadow(&commit.projection, &own)
+                };
+                for mut cmd in op.to_commands() {
+                    if cmd.len() > 1 {
+                        cmd[1] = target.clone();
+                    }
+                    let current = match touched.get(&target) {
+                        Some(v) => v.clone(),
+                        None => models.values.get(&target).cloned(),
+                    };
+                    let mut scratch: HashMap<String, Value> =
+                        current.map(|v| (target.clone(), v)).into_iter().collect();
+                    apply(&mut scratch, &cmd)?;
+                    touched.insert(target.clone(), scratch.remove(&target));
+                }
+                written.push(own);
+            }
+        }
+        if !self.transport.ack_if_pending(
+            &commit.topic,
+            &commit.group,
+            &commit.consumer,
+            &commit.entry_id,
+        )? {
+            return Ok(Committed::NotPending);
+        }
+        if superseded {
+            return Ok(Committed::Superseded);
+        }
+        for (key, value) in touched {
+            match value {
+                Some(v) => models.values.insert(key, v),
+                None => models.values.remove(&key),
+            };
+        }
+        let (checkpoint, keys) = if live {
+            (&mut meta.checkpoint, &mut meta.keys)
+        } else {
+            (&mut meta.rebuild_checkpoint, &mut meta.rebuild_keys)
+        };
+        keys.extend(written);
+        let cp = checkpoint.entry(commit.topic.clone()).or_default();
+        if !id_le(&commit.entry_id, cp) {
+            *cp = commit.entry_id.clone();
+        }
+        Ok(Committed::Applied)
+    }
+
+    async fn hash(&self, key: &str) -> Result<Option<BTreeMap<String, String>>> {
+        match self.transport.models().values.get(&self.key(key)) {
+            None => Ok(None),
+            Some(Value::Hash(h)) => Ok(Some(h.clone())),
+            Some(_) => Err(failure("HGETALL", format!("WRONGTYPE {key} is not a hash"))),
+        }
+    }
+
+    async fn list(&self, key: &str, start: i64, stop: i64) -> Result<Vec<String>> {
+        match self.transport.models().values.get(&self.key(key)) {
+            None => Ok(Vec::new()),
+            Some(Value::List(l)) => {
+                let len = l.len() as i64;
+                let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
+                let (s, e) = (norm(start), norm(stop).min(len - 1));
+                Ok(if s > e {
+                    Vec::new()
+                } else {
+                    l.range(s as usize..=e as usize).cloned().collect()
+                })
+            }
+            Some(_) => Err(failure("LRANGE", format!("WRONGTYPE {key} is not a list"))),
+        }
+    }
+
+    async fn members(&self, key: &str) -> Result<BTreeSet<String>> {
+        match self.transport.models().values.get(&self.key(key)) {
+            None => Ok(BTreeSet::new()),
+            Some(Value::Set(s)) => Ok(s.clone()),
+            Some(_) => Err(failure("SMEMBERS", format!("WRONGTYPE {key} is not a set"))),
+        }
+    }
+
+    async fn counter(&self, key: &str) -> Result<Option<i64>> {
+        match self.transport.models().values.get(&self.key(key)) {
+            None => Ok(None),
+            Some(Value::Str(s)) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| failure("GET", format!("{key} is not an integer"))),
+            Some(_) => Err(failure("GET", format!("WRONGTYPE {key} is not a counter"))),
+        }
+    }
+
+    async fn begin_rebuild(
+        &self,
+        projection: &str,
+        rebuild_group: &str,
+        topics: &[Topic],
+    ) -> Result<()> {
+        for topic in topics {
+            self.transport.destroy_group(topic, rebuild_group);
+        }
+        let mut models = self.transport.models();
+        let prefix = shadow(projection, "");
+        models.values.retain(|k, _| !k.starts_with(&prefix));
+        let meta = models.meta.entry(projection.to_owned()).or_default();
+        meta.rebuild_keys.clear();
+        meta.rebuild_checkpoint.clear();
+        Ok(())
+    }
+
+    async fn finish_rebuild(
+        &self,
+        projection: &str,
+        rebuild_group: &str,
+        topics: &[Topic],
+    ) -> Result<RebuildStep> {
+        let mut models = self.transport.models();
+        let models = &mut *models;
+        let meta = models.meta.entry(projection.to_owned()).or_default();
+        for topic in topics {
+            if self.transport.pending_count(topic, rebuild_group) > 0 {
+                return Ok(RebuildStep::Behind);
+            }
+            let rebuilt = meta
+                .rebuild_checkpoint
+                .get(topic)
+                .map_or("0-0", String::as_str);
+            let live = meta.checkpoint.get(topic).map_or("0-0", String::as_str);
+            if !id_le(live, rebuilt) {
+                return Ok(RebuildStep::Behind);
+            }
+        }
+        for key in meta.keys.difference(&meta.rebuild_keys) {
+            models.values.remove(key);
+        }
+        for key in &meta.rebuild_keys {
+            match models.values.remove(&shadow(projection, key)) {
+                Some(v) => models.values.insert(key.clone(), v),
+                None => models.values.remove(key),
+            };
+        }
+        meta.keys = std::mem::take(&mut meta.rebuild_keys);
+        for topic in topics {
+            let rebuilt = meta.rebuild_checkpoint.remove(topic).unwrap_or_default();
+            meta.rebuilt_upto.insert(topic.clone(), rebuilt.clone());
+            let live = meta.checkpoint.entry(topic.clone()).or_default();
+            if id_le(live, &rebuilt) {
+                *live = rebuilt;
+            }
+            self.transport.destroy_group(topic, rebuild_group);
+        }
+        Ok(RebuildStep::Swapped)
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::projection::ReadModelOp;
+    use crate::transport::{ConsumerSpec, StartFrom, StreamTransport};
+    use crate::Envelope;
+
+    #[tokio::test]
+    async fn commits_once_while_pending_and_all_or_nothing() {
+        let transport = MemoryTransport::new();
+        let store = transport.read_models();
+        let topic = Topic::of_type("T");
+        transport
+            .ensure_group(&topic, "g", StartFrom::Beginning)
+            .await
+            .unwrap();
+        let event = Envelope::new("T", 1, "s", serde_json::json!({}));
+        transport.publish(&[event]).await.unwrap();
+        let spec = ConsumerSpec {
+            group: "g".into(),
+            consumer: "c".into(),
+            topics: vec![topic.clone()],
+        };
+        let consumer = transport.consumer(spec).await.unwrap();
+        let id = consumer
+            .read(1, Duration::ZERO)
+            .await
+            .unwrap()
+            .remove(0)
+            .entry_id;
+        let commit = |ops: Vec<ReadModelOp>| Commit {
+            projection: "p".into(),
+            group: "g".into(),
+            consumer: "c".into(),
+            topic: topic.clone(),
+            entry_id: id.clone(),
+            ops,
+            target: CommitTarget::Live,
+        };
+        let incr = ReadModelOp::HashIncr {
+            key: "h".into(),
+            field: "n".into(),
+            by: 1,
+        };
+        let text = ReadModelOp::HashSet {
+            key: "h".into(),
+            fields: vec![("t".into(), "x".into())],
+        };
+        let bad = ReadModelOp::HashIncr {
+            key: "h".into(),
+            field: "t".into(),
+            by: 1,
+        };
+
+        // A failing write leaves nothing behind, and the entry pending.
+        let failing = store
+            .commit(commit(vec![text.clone(), incr.clone(), bad]))
+            .await;
+        assert!(failing.is_err());
+        assert_eq!(store.hash("h").await.unwrap(), None);
+        assert_eq!(transport.pending_count(&topic, "g"), 1);
+        // Applied once; the same entry committed again writes nothing.
+        let applied = store
+            .commit(commit(vec![text.clone(), incr.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(applied, Committed::Applied);
+        assert_eq!(
+            store.commit(commit(vec![incr])).await.unwrap(),
+            Committed::NotPending
+        );
+        let h = store.hash("h").await.unwrap().unwrap();
+        assert_eq!(h.get("n").map(String::as_str), Some("1"));
+        assert_eq!(transport.pending_count(&topic, "g"), 0);
+    }
+
+    #[test]
+    fn trims_and_floats_like_redis() {
+        let mut values = HashMap::new();
+        let cmd = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for v in ["a", "b", "c", "d"] {
+            apply(&mut values, &cmd(&["LPUSH", "l", v])).unwrap();
+        }
+        apply(&mut values, &cmd(&["LTRIM", "l", "0", "1"])).unwrap();
+        assert_eq!(
+            values.get("l"),
+            Some(&Value::List(["d", "c"].map(String::from).into()))
+        );
+        apply(&mut values, &cmd(&["HINCRBYFLOAT", "h", "f", "1.5"])).unwrap();
+        apply(&mut values, &cmd(&["HINCRBYFLOAT", "h", "f", "0.5"])).unwrap();
+        let Some(Value::Hash(h)) = values.get("h") else {
+            panic!("not a hash")
+        };
+        assert_eq!(h.get("f").map(String::as_str), Some("2"));
+        assert!(apply(&mut values, &cmd(&["SADD", "h", "x"])).is_err());
+    }
+}

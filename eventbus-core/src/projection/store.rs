@@ -1,0 +1,113 @@
+//! [`ReadModelStore`]: the seam between the projection runner and where read models live.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+
+use crate::envelope::EntryId;
+use crate::error::Result;
+use crate::projection::ReadModelOp;
+use crate::transport::Topic;
+
+/// Which keys a commit writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitTarget {
+    /// The read model readers see.
+    Live,
+    /// The shadow copy a rebuild fills, swapped in by
+    /// [`ReadModelStore::finish_rebuild`].
+    Rebuild,
+}
+
+/// One event's writes, to commit atomically with the entry's acknowledgement.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The projection's name (its checkpoint and key registry are named after it).
+    pub projection: String,
+    /// The consumer group that read the entry.
+    pub group: String,
+    /// The consumer holding the entry.
+    pub consumer: String,
+    /// The stream it came from.
+    pub topic: Topic,
+    /// Its id there.
+    pub entry_id: EntryId,
+    /// The writes (possibly none: the entry is still acknowledged and checkpointed).
+    pub ops: Vec<ReadModelOp>,
+    /// Live keys, or a rebuild's shadow keys.
+    pub target: CommitTarget,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The writes, the checkpoint and the acknowledgement were committed.
+    Applied,
+    /// Nothing was written: the entry is no longer pending for this consumer — acknowledged
+    /// already (applied earlier), or reclaimed by another consumer, which will apply it.
+    NotPending,
+    /// The entry is older than what a rebuild already put in the read model: acknowledged
+    /// without writing.
+    Superseded,
+}
+
+/// Whether [`ReadModelStore::finish_rebuild`] switched readers over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildStep {
+    /// The rebuilt keys replaced the live ones, in one atomic step.
+    Swapped,
+    /// Not yet: the rebuild has entries pending, or the live projection applied entries the
+    /// rebuild has not reached. Try again once it caught up.
+    Behind,
+}
+
+/// Where read models live: commits writes atomically with acknowledgements, and reads them.
+///
+/// Implemented in memory by [`memory::MemoryReadModels`](crate::projection::memory) and on
+/// Redis by `eventbus_redis::RedisReadModels`. A store belongs to one transport: it
+/// acknowledges entries of that transport's streams.
+///
+/// Keys passed to reads and found in [`ReadModelOp`]s are the read model's own keys; a store
+/// may put a configured prefix in front of them.
+#[async_trait]
+pub trait ReadModelStore: Send + Sync + 'static {
+    /// In one atomic step, and only if the entry is pending for `commit.consumer` in
+    /// `commit.group`: applies the writes, advances the projection's checkpoint for the
+    /// topic, records the keys written, and acknowledges the entry.
+    async fn commit(&self, commit: Commit) -> Result<Committed>;
+
+    /// Every field of a hash; `None` when the key doesn't exist.
+    async fn hash(&self, key: &str) -> Result<Option<BTreeMap<String, String>>>;
+
+    /// Elements `start..=stop` of a list (`LRANGE` indexes: negative counts from the end).
+    async fn list(&self, key: &str, start: i64, stop: i64) -> Result<Vec<String>>;
+
+    /// Members of a set.
+    async fn members(&self, key: &str) -> Result<BTreeSet<String>>;
+
+    /// A counter's value; `None` when the key doesn't exist.
+    async fn counter(&self, key: &str) -> Result<Option<i64>>;
+
+    /// Prepares a rebuild of `projection`: drops shadow keys and state of an earlier,
+    /// unfinished rebuild, and the rebuild's consumer group on every topic.
+    async fn begin_rebuild(
+        &self,
+        projection: &str,
+        rebuild_group: &str,
+        topics: &[Topic],
+    ) -> Result<()>;
+
+    /// In one atomic step, if the rebuild group has nothing pending and the live projection
+    /// applied nothing the rebuild hasn't: replaces the live keys with the rebuilt ones
+    /// (deleting live keys the rebuild didn't write), records what the rebuild covered so the
+    /// live projection skips those entries, and drops the rebuild group.
+    async fn finish_rebuild(
+        &self,
+        projection: &str,
+        rebuild_group: &str,
+        topics: &[Topic],
+    ) -> Result<RebuildStep>;
+
+    /// A short description of the store (no password).
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,11 @@
+//! Test harnesses for users' domain code, on the in-memory backend (no Redis needed):
+//! given/when/then in the style of cqrs-es's `TestFramework`:
+//!
+//! - [`CommandTest`]: given events, when a command, then the expected events or rejection;
+//! - [`ProjectionTest`]: given events, then the expected read model.
+
+mod commands;
+mod projection;
+
+pub use commands::{CommandTest, CommandTestOutcome};
+pub use projection::{Projected, ProjectionTest};

@@ -1,0 +1,428 @@
+//! Expansion of `#[command_handler]` and `#[query_handler]` on async fns and impl blocks.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, ImplItem, ImplItemFn, Item, ItemFn, ItemImpl, Pat, ReturnType, Signature, Type};
+
+use crate::ctxt::Ctxt;
+
+/// Which bus a handler belongs to.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Bus {
+    Command,
+    Query,
+}
+
+impl Bus {
+    fn macro_name(self) -> &'static str {
+        match self {
+            Bus::Command => "command_handler",
+            Bus::Query => "query_handler",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Bus::Command => "command",
+            Bus::Query => "query",
+        }
+    }
+
+    fn context_name(self) -> &'static str {
+        match self {
+            Bus::Command => "CommandContext",
+            Bus::Query => "QueryContext",
+        }
+    }
+}
+
+/// The parts of a handler's signature the expansion needs.
+struct Parsed {
+    /// The message type (first non-receiver parameter).
+    message: Type,
+    /// How the second parameter is supplied: none, the context, or a resource `&T`.
+    extra: Extra,
+    /// The span of the return type, for type errors.
+    ret_span: Span,
+}
+
+enum Extra {
+    None,
+    Context,
+    Resource(Box<Type>),
+}
+
+/// Expands `#[command_handler]` / `#[query_handler]`.
+pub(crate) fn expand(bus: Bus, args: TokenStream, input: TokenStream) -> TokenStream {
+    let mut cx = Ctxt::default();
+    if !args.is_empty() {
+        cx.error_spanned_by(
+            &args,
+            format!("`#[{}]` takes no arguments", bus.macro_name()),
+        );
+    }
+    let item: Item = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(e) => return e.to_compile_error(),
+    };
+    let out = match item {
+        Item::Fn(f) => expand_fn(&mut cx, bus, f),
+        Item::Impl(i) => expand_impl(&mut cx, bus, i),
+        other => {
+            cx.error_spanned_by(
+                &other,
+                format!(
+                    "`#[{}]` goes on an async fn or on an impl block",
+                    bus.macro_name()
+                ),
+            );
+            quote!(#other)
+        }
+    };
+    let errors = cx.finish().map(|e| e.to_compile_error());
+    quote! { #errors #out }
+}
+
+/// Checks a handler signature: async, `(message)` or `(message, &Extra)`, a return type.
+fn parse_signature(cx: &mut Ctxt, bus: Bus, sig: &Signature, method: bool) -> Option<Parsed> {
+    let mut ok = true;
+    if sig.asyncness.is_none() {
+        cx.error_spanned_by(
+            sig.fn_token,
+            format!("a {} handler must be an `async fn`", bus.what()),
+        );
+        ok = false;
+    }
+    if !sig.generics.params.is_empty() {
+        cx.error_spanned_by(
+            &sig.generics,
+            format!("a {} handler cannot be generic", bus.what()),
+        );
+        ok = false;
+    }
+    let mut inputs = sig.inputs.iter().peekable();
+    if method {
+        match inputs.next() {
+            Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
+            Some(other) => {
+                cx.error_spanned_by(
+                    other,
+                    format!("a {} handler method takes `&self`", bus.what()),
+                );
+                ok = false;
+            }
+            None => {
+                cx.error_spanned_by(
+                    &sig.ident,
+                    format!("a {} handler method takes `&self`", bus.what()),
+                );
+                ok = false;
+            }
+        }
+    }
+    let params: Vec<&FnArg> = inputs.collect();
+    let shape = format!(
+        "expected `({what}: {What}Type)` or `({what}: {What}Type, ctx: &{ctx})`",
+        what = bus.what(),
+        What = if bus == Bus::Command {
+            "Command"
+        } else {
+            "Query"
+        },
+        ctx = bus.context_name()
+    );
+    let message = match params.first().and_then(|a| typed(a)) {
+        Some(pt) if !matches!(*pt.ty, Type::Reference(_)) => Some((*pt.ty).clone()),
+        Some(pt) => {
+            cx.error_spanned_by(
+                &pt.ty,
+                format!("the {} is taken by value, not by reference", bus.what()),
+            );
+            None
+        }
+        None => {
+            let at: TokenStream = if sig.inputs.is_empty() {
+                quote!(#sig)
+            } else {
+                quote_spanned!(sig.inputs.span() => ())
+            };
+            cx.error_spanned_by(at, &shape);
+            None
+        }
+    };
+    let extra = match params.get(1).and_then(|a| typed(a)) {
+        None => Extra::None,
+        Some(pt) => match &*pt.ty {
+            Type::Reference(r) if r.mutability.is_none() => {
+                let is_context = matches!(&*r.elem, Type::Path(p)
+                    if p.path.segments.last().is_some_and(|s| s.ident == bus.context_name()));
+                if is_context {
+                    Extra::Context
+                } else if bus == Bus::Query {
+                    Extra::Resource(r.elem.clone())
+                } else {
+                    cx.error_spanned_by(&pt.ty, &shape);
+                    ok = false;
+                    Extra::None
+                }
+            }
+            other => {
+                cx.error_spanned_by(other, &shape);
+                ok = false;
+                Extra::None
+            }
+        },
+    };
+    if let Some(extra_arg) = params.get(2) {
+        cx.error_spanned_by(extra_arg, &shape);
+        ok = false;
+    }
+    for arg in &params {
+        if let FnArg::Typed(pt) = arg {
+            if !matches!(*pt.pat, Pat::Ident(_) | Pat::Wild(_)) {
+                cx.error_spanned_by(&pt.pat, "use a plain name for handler parameters");
+                ok = false;
+            }
+        }
+    }
+    let ret_span = match &sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => {
+            cx.error_spanned_by(
+                sig,
+                format!("a {} handler returns `Result<Output, Error>`", bus.what()),
+            );
+            ok = false;
+            Span::call_site()
+        }
+    };
+    let message = message?;
+    ok.then_some(Parsed {
+        message,
+        extra,
+        ret_span,
+    })
+}
+
+fn typed(arg: &FnArg) -> Option<&syn::PatType> {
+    match arg {
+        FnArg::Typed(pt) => Some(pt),
+        FnArg::Receiver(_) => None,
+    }
+}
+
+/// The call of the user's handler, given the message and context variables.
+fn call(bus: Bus, parsed: &Parsed, callee: TokenStream) -> TokenStream {
+    let args = match (&parsed.extra, bus) {
+        (Extra::None, _) => quote!(message),
+        (Extra::Context, _) => quote!(message, &ctx),
+        (Extra::Resource(_), _) => quote!(message, resource),
+    };
+    let span = parsed.ret_span;
+    let message = &parsed.message;
+    match bus {
+        // The typed `let` makes a wrong return type an error at the user's return type.
+        Bus::Command => quote_spanned! {span=>
+            let output: ::core::result::Result<
+                <#message as ::eventbus_core::Command>::Output,
+                <#message as ::eventbus_core::Command>::Error,
+            > = #callee(#args).await;
+            output
+        },
+        Bus::Query => {
+            let fetch = match &parsed.extra {
+                Extra::Resource(ty) => quote! { let resource = ctx.require::<#ty>()?; },
+                _ => quote!(),
+            };
+            quote_spanned! {span=>
+                #fetch
+                #callee(#args)
+                    .await
+                    .map_err(|e| ::eventbus_core::QueryError::Failed(::core::convert::Into::into(e)))
+            }
+        }
+    }
+}
+
+/// `impl CommandHandler<M> for #target` / `impl QueryHandler<M> for #target`.
+fn handler_impl(bus: Bus, parsed: &Parsed, target: TokenStream, body: TokenStream) -> TokenStream {
+    let message = &parsed.message;
+    match bus {
+        Bus::Command => quote! {
+            #[automatically_derived]
+            impl ::eventbus_core::CommandHandler<#message> for #target {
+                fn handle<'a>(
+                    &'a self,
+                    message: #message,
+                    ctx: ::eventbus_core::CommandContext,
+                ) -> ::eventbus_core::__private::BoxFuture<
+                    'a,
+                    ::core::result::Result<
+                        <#message as ::eventbus_core::Command>::Output,
+                        <#message as ::eventbus_core::Command>::Error,
+                    >,
+                > {
+                    ::std::boxed::Box::pin(async move { #body })
+                }
+            }
+        },
+        Bus::Query => quote! {
+            #[automatically_derived]
+            impl ::eventbus_core::QueryHandler<#message> for #target {
+                fn handle<'a>(
+                    &'a self,
+                    message: #message,
+                    ctx: ::eventbus_core::QueryContext,
+                ) -> ::eventbus_core::__private::BoxFuture<
+                    'a,
+                    ::core::result::Result<
+                        <#message as ::eventbus_core::Query>::Output,
+                        ::eventbus_core::QueryError,
+                    >,
+                > {
+                    ::std::boxed::Box::pin(async move { #body })
+                }
+            }
+        },
+    }
+}
+
+/// An async fn becomes a unit struct of the same name implementing the handler trait, so it
+/// is registered by name: `CommandBus::handle(create_order)`.
+fn expand_fn(cx: &mut Ctxt, bus: Bus, f: ItemFn) -> TokenStream {
+    let Some(parsed) = parse_signature(cx, bus, &f.sig, false) else {
+        return quote!(#f);
+    };
+    let vis = &f.vis;
+    let name = &f.sig.ident;
+    let attrs: Vec<_> = f
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .collect();
+    let body = call(bus, &parsed, quote!(#name));
+    let imp = handler_impl(bus, &parsed, quote!(#name), quote! { #f #body });
+    quote! {
+        #(#attrs)*
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, Default)]
+        #vis struct #name;
+
+        const _: () = {
+            #imp
+        };
+    }
+}
+
+/// Every async method of the impl block handling a message becomes a handler; the type gets
+/// `CommandHandlers`/`QueryHandlers` to register them all: `bus.handlers(Arc::new(service))`.
+fn expand_impl(cx: &mut Ctxt, bus: Bus, block: ItemImpl) -> TokenStream {
+    if !block.generics.params.is_empty() {
+        cx.error_spanned_by(
+            &block.generics,
+            format!(
+                "`#[{}]` does not support generic impl blocks",
+                bus.macro_name()
+            ),
+        );
+        return quote!(#block);
+    }
+    if let Some((_, path, _)) = &block.trait_ {
+        cx.error_spanned_by(
+            path,
+            format!(
+                "`#[{}]` goes on an inherent impl block, not a trait impl",
+                bus.macro_name()
+            ),
+        );
+        return quote!(#block);
+    }
+    let self_ty = &block.self_ty;
+    let methods: Vec<&ImplItemFn> = block
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            ImplItem::Fn(f) if f.sig.asyncness.is_some() => Some(f),
+            _ => None,
+        })
+        .collect();
+    if methods.is_empty() {
+        cx.error_spanned_by(
+            self_ty,
+            format!(
+                "no async handler methods in this impl block for `#[{}]`",
+                bus.macro_name()
+            ),
+        );
+        return quote!(#block);
+    }
+    let mut wrappers = Vec::new();
+    let mut registrations = Vec::new();
+    let mut seen: Vec<(String, &ImplItemFn)> = Vec::new();
+    for m in methods {
+        let Some(parsed) = parse_signature(cx, bus, &m.sig, true) else {
+            continue;
+        };
+        let message = &parsed.message;
+        let key = quote!(#message).to_string();
+        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+            cx.error_spanned_by(
+                message,
+                format!(
+                    "two handlers for one {}: `{}` already handles `{}`",
+                    bus.what(),
+                    first.sig.ident,
+                    key.replace(' ', "")
+                ),
+            );
+            continue;
+        }
+        seen.push((key, m));
+        let wrapper = format_ident!(
+            "__{}Handler_{}",
+            if bus == Bus::Command {
+                "Command"
+            } else {
+                "Query"
+            },
+            m.sig.ident
+        );
+        let method = &m.sig.ident;
+        let body = call(bus, &parsed, quote!(self.0.#method));
+        let imp = handler_impl(bus, &parsed, quote!(#wrapper), body);
+        wrappers.push(quote! {
+            #[allow(non_camel_case_types)]
+            struct #wrapper(::std::sync::Arc<#self_ty>);
+            #imp
+        });
+        registrations.push(
+            quote! { let bus = bus.handle::<#message>(#wrapper(::std::sync::Arc::clone(&self))); },
+        );
+    }
+    let (trait_name, bus_ty) = match bus {
+        Bus::Command => (
+            quote!(::eventbus_core::CommandHandlers),
+            quote!(::eventbus_core::CommandBus),
+        ),
+        Bus::Query => (
+            quote!(::eventbus_core::QueryHandlers),
+            quote!(::eventbus_core::QueryBus),
+        ),
+    };
+    quote! {
+        #block
+
+        const _: () = {
+            #(#wrappers)*
+
+            #[automatically_derived]
+            impl #trait_name for #self_ty {
+                fn register(self: ::std::sync::Arc<Self>, bus: #bus_ty) -> #bus_ty {
+                    #(#registrations)*
+                    bus
+                }
+            }
+        };
+    }
+}

@@ -1,0 +1,307 @@
+//! The reference article's Pattern 5 (CQRS) in Rust: `CreateOrder` → `OrderCreated` → the
+//! read models `orders:summary:{order_id}` (hash) and `customers:{customer_id}:orders`
+//! (list), with the article's key layout and field names → a `GetOrder` query answers from
+//! them. A Python service reading those keys sees the same data.
+//!
+//! ```text
+//! cargo run --example cqrs_orders                # against $REDIS_URL (default local)
+//! cargo run --example cqrs_orders -- --in-memory # no Redis needed
+//! ```
+
+use std::time::Duration;
+
+use clap::Parser;
+use eventbus_core::{
+    command, command_handler, event, projection, query, query_handler, App, BoxError,
+    CommandContext, CommandError, ReadModel, ReadModels,
+};
+use eventbus_redis::{AppBuilderExt, RedisConfig, RedisTransport};
+
+#[derive(Parser)]
+#[command(about = "eventbus CQRS demo (the article's Pattern 5)")]
+struct Args {
+    /// Run on the in-memory backend instead of Redis.
+    #[arg(long)]
+    in_memory: bool,
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    url: String,
+    /// Keep the demo's keys in Redis afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// One order line.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Item {
+    sku: String,
+    price: f64,
+    qty: u32,
+}
+
+/// An order was created.
+#[event]
+#[derive(Debug, Clone)]
+struct OrderCreated {
+    order_id: String,
+    customer_id: String,
+    items: Vec<Item>,
+    total: f64,
+}
+
+/// An order was shipped.
+#[event]
+#[derive(Debug, Clone)]
+struct OrderShipped {
+    order_id: String,
+}
+
+/// Why an order is refused.
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
+enum OrderError {
+    #[error("an order needs at least one item")]
+    NoItems,
+}
+
+/// Place an order.
+#[command(output = OrderCreated, error = OrderError)]
+struct CreateOrder {
+    customer_id: String,
+    items: Vec<Item>,
+}
+
+/// Ship an order.
+#[command(output = OrderShipped)]
+struct ShipOrder {
+    order_id: String,
+}
+
+#[command_handler]
+async fn create_order(cmd: CreateOrder, ctx: &CommandContext) -> Result<OrderCreated, OrderError> {
+    if cmd.items.is_empty() {
+        return Err(OrderError::NoItems);
+    }
+    let total = cmd.items.iter().map(|i| i.price * f64::from(i.qty)).sum();
+    Ok(OrderCreated {
+        order_id: ctx.new_id(),
+        customer_id: cmd.customer_id,
+        items: cmd.items,
+        total,
+    })
+}
+
+#[command_handler]
+async fn ship_order(cmd: ShipOrder) -> Result<OrderShipped, eventbus_core::NoRejection> {
+    Ok(OrderShipped {
+        order_id: cmd.order_id,
+    })
+}
+
+/// The article's order summary hash.
+#[projection(hash = "orders:summary:{order_id}")]
+#[derive(Debug)]
+struct OrderSummary {
+    #[set(from = OrderCreated)]
+    order_id: String,
+    #[set(from = OrderCreated)]
+    customer_id: String,
+    #[set(from = OrderCreated)]
+    total: f64,
+    #[set(OrderCreated = "created", OrderShipped = "shipped")]
+    status: String,
+    #[timestamp(OrderCreated)]
+    created_at: Option<f64>,
+    #[timestamp(OrderShipped)]
+    shipped_at: Option<f64>,
+}
+
+/// The article's per-customer order list (newest first, LPUSH).
+#[projection(list = "customers:{customer_id}:orders", push = order_id, on = OrderCreated)]
+struct CustomerOrders;
+
+/// Look up an order.
+#[query(output = Option<OrderSummary>)]
+struct GetOrder {
+    order_id: String,
+}
+
+/// A customer's orders, newest first.
+#[query(output = Vec<String>)]
+struct GetCustomerOrders {
+    customer_id: String,
+}
+
+#[query_handler]
+async fn get_order(q: GetOrder, models: &ReadModels) -> Result<Option<OrderSummary>, BoxError> {
+    Ok(OrderSummary::load(models, &q.order_id).await?)
+}
+
+#[query_handler]
+async fn get_customer_orders(
+    q: GetCustomerOrders,
+    models: &ReadModels,
+) -> Result<Vec<String>, BoxError> {
+    Ok(CustomerOrders::list(models, &q.customer_id, ..).await?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let namespace = format!("demo-cqrs-{}", std::process::id());
+    let customer = format!("cust_{}", std::process::id());
+
+    let builder = App::builder("order-service");
+    let (builder, redis) = if args.in_memory {
+        (builder.in_memory(), None)
+    } else {
+        let config = RedisConfig::new(&args.url)?.namespace(namespace.clone());
+        match RedisTransport::connect(config).await {
+            Ok(t) => (builder.redis(&t), Some(t)),
+            Err(e) => {
+                eprintln!(
+                    "error: {e}\nstart Redis with `redis-server --save '' --appendonly no`, \
+                     set REDIS_URL, or run with --in-memory"
+                );
+                std::process::exit(2);
+            }
+        }
+    };
+    let app = builder
+        .command(create_order)
+        .command(ship_order)
+        .projection(OrderSummary::projection())
+        .projection(CustomerOrders::projection())
+        .query(get_order)
+        .query(get_customer_orders)
+        .start()
+        .await?;
+    println!("order-service on {}", app.events().transport().describe());
+
+    let items = vec![
+        Item {
+            sku: "book".into(),
+            price: 12.5,
+            qty: 2,
+        },
+        Item {
+            sku: "pen".into(),
+            price: 1.25,
+            qty: 4,
+        },
+    ];
+    let created = app
+        .dispatch(CreateOrder {
+            customer_id: customer.clone(),
+            items,
+        })
+        .await?;
+    println!(
+        "CreateOrder      -> OrderCreated {} total {:.2}",
+        created.order_id, created.total
+    );
+    match app
+        .dispatch(CreateOrder {
+            customer_id: customer.clone(),
+            items: vec![],
+        })
+        .await
+    {
+        Err(CommandError::Rejected(why)) => {
+            println!("CreateOrder([])  -> rejected: {why} (nothing published)")
+        }
+        other => anyhow::bail!("an empty order should be rejected, got {other:?}"),
+    }
+    let second = app
+        .dispatch(CreateOrder {
+            customer_id: customer.clone(),
+            items: vec![Item {
+                sku: "lamp".into(),
+                price: 30.0,
+                qty: 1,
+            }],
+        })
+        .await?;
+    app.dispatch(ShipOrder {
+        order_id: created.order_id.clone(),
+    })
+    .await?;
+    println!("ShipOrder        -> OrderShipped {}", created.order_id);
+
+    // Read models are eventually consistent: wait for the projections to catch up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let summary = loop {
+        let s = app
+            .query(GetOrder {
+                order_id: created.order_id.clone(),
+            })
+            .await?;
+        if s.as_ref().is_some_and(|s| s.status == "shipped") {
+            break s;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the read model did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    if let Some(s) = &summary {
+        println!(
+            "GetOrder         -> order {} of {}: total {:.2}, status {}, created at {:.3}, shipped at {:.3}",
+            s.order_id,
+            s.customer_id,
+            s.total,
+            s.status,
+            s.created_at.unwrap_or_default(),
+            s.shipped_at.unwrap_or_default()
+        );
+    }
+    let orders = app
+        .query(GetCustomerOrders {
+            customer_id: customer.clone(),
+        })
+        .await?;
+    println!("GetCustomerOrders-> {orders:?}");
+    anyhow::ensure!(
+        orders.contains(&second.order_id),
+        "the customer list has the second order"
+    );
+
+    // What a Python service reading the article's keys sees.
+    let summary_key = OrderSummary::key(&created.order_id);
+    let list_key = format!("customers:{customer}:orders");
+    if let Some(t) = &redis {
+        let client = redis::Client::open(args.url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let hash: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(&summary_key)
+            .query_async(&mut conn)
+            .await?;
+        println!("HGETALL {summary_key}: {hash:?}");
+        let list: Vec<String> = redis::cmd("LRANGE")
+            .arg(&list_key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        println!("LRANGE {list_key} 0 -1: {list:?}");
+        if !args.keep {
+            let _: i64 = redis::cmd("DEL")
+                .arg(OrderSummary::key(&created.order_id))
+                .arg(OrderSummary::key(&second.order_id))
+                .arg(&list_key)
+                .query_async(&mut conn)
+                .await?;
+        }
+        if !args.keep {
+            t.delete_namespace().await?;
+        }
+    }
+    app.shutdown().await?;
+    Ok(())
+}
