@@ -13,6 +13,8 @@
 
 #[path = "bench/memory.rs"]
 mod memory;
+#[path = "bench/projection.rs"]
+mod projection;
 #[path = "bench/reference.rs"]
 mod reference;
 #[path = "bench/scenarios.rs"]
@@ -21,7 +23,7 @@ mod scenarios;
 mod support;
 
 use clap::{Parser, Subcommand};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
 #[derive(Parser)]
 #[command(about = "eventbus benchmark against one Redis server")]
@@ -49,10 +51,13 @@ struct Args {
     /// Events the separate consumer process of the memory scenario handles.
     #[arg(long, default_value_t = 1_000_000)]
     memory_events: u64,
+    /// Commands of the command → projection scenario (plus 1,000 latency samples).
+    #[arg(long, default_value_t = 20_000)]
+    projection_commands: u64,
     /// Requests of the redis-benchmark reference.
     #[arg(long, default_value_t = 1_000_000)]
     reference_requests: u64,
-    /// Run only these scenarios (comma-separated: publish, e2e, latency, memory).
+    /// Run only these scenarios (comma-separated: publish, e2e, latency, projection, memory).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Tiny sizes everywhere (a few seconds): proves nothing is lost, measures nothing.
@@ -99,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         args.sequential_events = args.sequential_events.min(500);
         args.latency_secs = args.latency_secs.min(0.5);
         args.memory_events = args.memory_events.min(5_000);
+        args.projection_commands = args.projection_commands.min(500);
         args.reference_requests = args.reference_requests.min(20_000);
     }
     support::now_us();
@@ -221,6 +227,42 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    if runs("projection") {
+        let samples = if args.smoke { 100 } else { 1_000 };
+        let from = cpu.snap();
+        let p = projection::run(&args.url, args.projection_commands, samples).await?;
+        let used = cpu.since(from);
+        figures.push(Figure {
+            cpu: used,
+            unit: "commands/s",
+            ..throughput(
+                "command_to_projection",
+                format!(
+                    "d. command → projection read model, dispatch awaited one at a time ({} commands)",
+                    p.commands
+                ),
+                p.commands_per_sec,
+                None,
+            )
+        });
+        progress(&figures);
+        for (suffix, value) in [("p50", p.p50_us), ("p99", p.p99_us), ("p999", p.p999_us)] {
+            figures.push(Figure {
+                key: format!("command_to_projection_{suffix}_ms"),
+                label: format!(
+                    "d. command → read model readable, latency ({} samples) {suffix}",
+                    p.samples
+                ),
+                value: f64::from(value) / 1000.0,
+                unit: "ms",
+                ratio: None,
+                target: None,
+                cpu: used,
+            });
+            progress(&figures);
+        }
+    }
+
     if runs("memory") {
         let from = cpu.snap();
         let mem = memory::run(&args.url, args.memory_events, args.batch).await?;
@@ -256,10 +298,6 @@ async fn main() -> anyhow::Result<()> {
             }),
         );
     }
-    json_figures.insert(
-        "command_to_projection".into(),
-        json!({"value": Value::Null, "note": "n/a (needs projections, issue 3)"}),
-    );
     let line = json!({
         "redis_version": redis_version,
         "cores": cores,
@@ -291,7 +329,7 @@ fn print_table(reference: &reference::Reference, figures: &[Figure], before: &st
             Some((t, met)) => (t.as_str(), if *met { "yes" } else { "NO" }),
             None => ("", ""),
         };
-        let value = if f.unit == "events/s" {
+        let value = if f.unit.ends_with("/s") {
             format!("{:.0} {}", f.value, f.unit)
         } else {
             format!("{:.2} {}", f.value, f.unit)
@@ -305,7 +343,6 @@ fn print_table(reference: &reference::Reference, figures: &[Figure], before: &st
             pct(f.cpu.1)
         );
     }
-    println!("| d. command → projection read model | n/a (needs projections, issue 3) | | | | |");
     println!("load average (1 min): {before} before, {after} after");
 }
 
