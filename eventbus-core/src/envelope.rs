@@ -165,12 +165,13 @@ impl Envelope<Value> {
         let data = if self.version == E::VERSION {
             &self.data
         } else {
-            upcast = crate::event::upcast::<E>(self.version, self.data.clone()).map_err(
-                |reason| Error::Decode {
-                    event_type: self.event_type.clone(),
-                    reason,
-                },
-            )?;
+            upcast =
+                crate::event::upcast::<E>(self.version, self.data.clone()).map_err(|reason| {
+                    Error::Decode {
+                        event_type: self.event_type.clone(),
+                        reason,
+                    }
+                })?;
             &upcast
         };
         let data = E::deserialize(data).map_err(|e| Error::Decode {

@@ -104,7 +104,9 @@ impl EventStore for MemoryEventStore {
         events: &[Envelope<Value>],
     ) -> Result<Vec<EntryId>> {
         let mut streams = self.streams.lock().await;
-        let instance = streams.entry(key(aggregate_type, aggregate_id)).or_default();
+        let instance = streams
+            .entry(key(aggregate_type, aggregate_id))
+            .or_default();
         if instance.version != expected {
             return Err(Error::Conflict {
                 aggregate_type: aggregate_type.to_owned(),
@@ -128,11 +130,7 @@ impl EventStore for MemoryEventStore {
         Ok(ids)
     }
 
-    async fn snapshot(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-    ) -> Result<Option<Snapshot>> {
+    async fn snapshot(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Option<Snapshot>> {
         let streams = self.streams.lock().await;
         Ok(streams
             .get(&key(aggregate_type, aggregate_id))
@@ -146,7 +144,9 @@ impl EventStore for MemoryEventStore {
         snapshot: &Snapshot,
     ) -> Result<()> {
         let mut streams = self.streams.lock().await;
-        let instance = streams.entry(key(aggregate_type, aggregate_id)).or_default();
+        let instance = streams
+            .entry(key(aggregate_type, aggregate_id))
+            .or_default();
         let keep = instance.snapshot.as_ref().is_some_and(|s| {
             s.state_version == snapshot.state_version && s.version >= snapshot.version
         });

@@ -319,8 +319,7 @@ where
         &self,
         command: C,
         ctx: CommandContext,
-    ) -> BoxFuture<'_, std::result::Result<(C::Output, Vec<EntryId>), CommandError<C::Error>>>
-    {
+    ) -> BoxFuture<'_, std::result::Result<(C::Output, Vec<EntryId>), CommandError<C::Error>>> {
         Box::pin(self.repository.execute(&self.handler, command, ctx))
     }
 }

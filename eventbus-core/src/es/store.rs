@@ -70,8 +70,7 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<Vec<EntryId>>;
 
     /// The instance's latest snapshot, if any (of whatever state version).
-    async fn snapshot(&self, aggregate_type: &str, aggregate_id: &str)
-        -> Result<Option<Snapshot>>;
+    async fn snapshot(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Option<Snapshot>>;
 
     /// Stores a snapshot, unless the stored one is of the same state version and newer
     /// (concurrent writers may snapshot out of order).
