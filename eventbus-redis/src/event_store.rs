@@ -81,7 +81,10 @@ impl RedisEventStore {
 #[async_trait]
 impl EventStore for RedisEventStore {
     async fn version(&self, aggregate_type: &str, aggregate_id: &str) -> CoreResult<u64> {
-        let key = self.inner.keys.aggregate_version(aggregate_type, aggregate_id);
+        let key = self
+            .inner
+            .keys
+            .aggregate_version(aggregate_type, aggregate_id);
         let version: Option<u64> = self.query(redis::cmd("GET").arg(&key), "GET").await?;
         Ok(version.unwrap_or(0))
     }
@@ -93,7 +96,10 @@ impl EventStore for RedisEventStore {
         after: u64,
         limit: usize,
     ) -> CoreResult<Vec<StoredEvent>> {
-        let key = self.inner.keys.aggregate_stream(aggregate_type, aggregate_id);
+        let key = self
+            .inner
+            .keys
+            .aggregate_stream(aggregate_type, aggregate_id);
         let value: Value = self
             .query(
                 redis::cmd("XRANGE")
@@ -138,7 +144,8 @@ impl EventStore for RedisEventStore {
     ) -> CoreResult<Vec<EntryId>> {
         let keys = &self.inner.keys;
         let config = &self.inner.config;
-        let mut invocation = scripts::APPEND.key(keys.aggregate_stream(aggregate_type, aggregate_id));
+        let mut invocation =
+            scripts::APPEND.key(keys.aggregate_stream(aggregate_type, aggregate_id));
         invocation
             .key(keys.aggregate_version(aggregate_type, aggregate_id))
             .key(keys.stream(&Topic::All))
@@ -158,7 +165,11 @@ impl EventStore for RedisEventStore {
         let reply: Value = invocation
             .invoke_async(&mut self.inner.conn.clone())
             .await
-            .map_err(|e| self.inner.server.error(&e, "append (event store script)", None))?;
+            .map_err(|e| {
+                self.inner
+                    .server
+                    .error(&e, "append (event store script)", None)
+            })?;
         let protocol = |what: &str| self.inner.server.protocol("append", what.to_owned());
         let items = reply::items(&reply).ok_or_else(|| protocol("not an array"))?;
         let status = items.first().and_then(reply::int);
@@ -191,12 +202,18 @@ impl EventStore for RedisEventStore {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> CoreResult<Option<Snapshot>> {
-        let key = self.inner.keys.aggregate_snapshot(aggregate_type, aggregate_id);
+        let key = self
+            .inner
+            .keys
+            .aggregate_snapshot(aggregate_type, aggregate_id);
         let fields: Vec<Option<String>> = self
             .query(
-                redis::cmd("HMGET")
-                    .arg(&key)
-                    .arg(&["version", "state_version", "state", "taken_at"]),
+                redis::cmd("HMGET").arg(&key).arg(&[
+                    "version",
+                    "state_version",
+                    "state",
+                    "taken_at",
+                ]),
                 "HMGET",
             )
             .await?;
@@ -228,13 +245,15 @@ impl EventStore for RedisEventStore {
         aggregate_id: &str,
         snapshot: &Snapshot,
     ) -> CoreResult<()> {
-        let key = self.inner.keys.aggregate_snapshot(aggregate_type, aggregate_id);
-        let state = serde_json::to_string(&snapshot.state).map_err(|source| {
-            CoreError::Serialize {
+        let key = self
+            .inner
+            .keys
+            .aggregate_snapshot(aggregate_type, aggregate_id);
+        let state =
+            serde_json::to_string(&snapshot.state).map_err(|source| CoreError::Serialize {
                 event_type: format!("{aggregate_type} snapshot"),
                 source,
-            }
-        })?;
+            })?;
         let _: i64 = scripts::SAVE_SNAPSHOT
             .key(&key)
             .arg(snapshot.version)

@@ -304,12 +304,18 @@ mod tests {
     #[test]
     fn aggregate_keys() {
         let keys = Keys::new("ns");
-        assert_eq!(keys.aggregate_stream("Account", "a:1"), "ns:aggregate:Account:a:1");
+        assert_eq!(
+            keys.aggregate_stream("Account", "a:1"),
+            "ns:aggregate:Account:a:1"
+        );
         assert_eq!(
             keys.aggregate_version("Account", "a:1"),
             "ns:aggregate-version:Account:a:1"
         );
-        assert_eq!(keys.aggregate_snapshot("Account", "a1"), "ns:snapshot:Account:a1");
+        assert_eq!(
+            keys.aggregate_snapshot("Account", "a1"),
+            "ns:snapshot:Account:a1"
+        );
         // Aggregate keys are not topics.
         assert_eq!(keys.topic_of(&keys.aggregate_stream("Account", "a1")), None);
     }
