@@ -428,7 +428,7 @@ async fn redis_append_is_all_or_nothing() {
         json!({"cents": 1, "writer": 1, "seq": 1}),
     );
     store
-        .append("TestAccount", "acc-6", 0, &[ok.clone()])
+        .append("TestAccount", "acc-6", 0, std::slice::from_ref(&ok))
         .await
         .unwrap();
     let _: () = redis::cmd("SET")

@@ -258,14 +258,14 @@ enum Slot<C: Command> {
     Aggregate(Arc<dyn AggregateDispatch<C>>),
 }
 
+/// What an aggregate dispatch returns: the output and the events' entry ids.
+pub(crate) type AggregateOutcome<C> =
+    Result<(<C as Command>::Output, Vec<EntryId>), CommandError<<C as Command>::Error>>;
+
 /// Loads an aggregate, decides, appends (with retries): the whole handling of an aggregate
-/// command, returning the output and the events' entry ids.
+/// command.
 pub(crate) trait AggregateDispatch<C: Command>: Send + Sync + 'static {
-    fn dispatch(
-        &self,
-        command: C,
-        ctx: CommandContext,
-    ) -> BoxFuture<'_, Result<(C::Output, Vec<EntryId>), CommandError<C::Error>>>;
+    fn dispatch(&self, command: C, ctx: CommandContext) -> BoxFuture<'_, AggregateOutcome<C>>;
 }
 
 impl CommandBus {

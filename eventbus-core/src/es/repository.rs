@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use crate::cqrs::{AggregateDispatch, Command, CommandBus, CommandContext, CommandError, Emit};
+use crate::cqrs::{
+    AggregateDispatch, AggregateOutcome, Command, CommandBus, CommandContext, CommandError, Emit,
+};
 use crate::envelope::{now_seconds, EntryId, Envelope};
 use crate::error::{Error, Result};
 use crate::es::aggregate::{Aggregate, AggregateCommand, AggregateHandler, AggregateHandlers};
@@ -192,7 +194,7 @@ impl<A: Aggregate> Repository<A> {
         handler: &H,
         command: C,
         ctx: CommandContext,
-    ) -> std::result::Result<(C::Output, Vec<EntryId>), CommandError<C::Error>>
+    ) -> AggregateOutcome<C>
     where
         C: AggregateCommand,
         H: AggregateHandler<A, C>,

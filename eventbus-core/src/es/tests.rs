@@ -142,7 +142,10 @@ async fn commands_append_to_the_stream_and_publish() {
 async fn stale_appends_are_conflicts_and_write_nothing() {
     let store = MemoryEventStore::new(MemoryTransport::new());
     let e = Envelope::new("Counter.Added", 1, "s", json!({"n": 1}));
-    store.append("Counter", "c", 0, &[e.clone()]).await.unwrap();
+    store
+        .append("Counter", "c", 0, std::slice::from_ref(&e))
+        .await
+        .unwrap();
     let err = store
         .append("Counter", "c", 0, &[e.clone(), e])
         .await
