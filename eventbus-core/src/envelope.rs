@@ -167,7 +167,12 @@ impl<T> Envelope<T> {
 }
 
 impl Envelope<Value> {
-    /// Decodes the payload as event `E`, checking the type name and schema version.
+    /// Decodes the payload as event `E`, checking the type name, and upgrading a payload of
+    /// an older schema version with the event's [upcasters](crate::event::Upcaster). The
+    /// returned envelope carries `E::VERSION`.
+    ///
+    /// A version with no upcaster path, or newer than `E::VERSION`, is an [`Error::Decode`]
+    /// (a consumer dead-letters such an entry with this reason).
     pub fn decode<E: Event>(&self) -> Result<Envelope<E>> {
         if self.event_type != E::EVENT_TYPE {
             return Err(Error::Decode {
@@ -175,22 +180,28 @@ impl Envelope<Value> {
                 reason: format!("expected event type `{}`", E::EVENT_TYPE),
             });
         }
-        if self.version != E::VERSION {
-            return Err(Error::Decode {
-                event_type: self.event_type.clone(),
-                reason: format!(
-                    "unsupported schema version {} (this service reads version {})",
-                    self.version,
-                    E::VERSION
-                ),
-            });
-        }
-        let data = E::deserialize(&self.data).map_err(|e| Error::Decode {
+        let upcast;
+        let data = if self.version == E::VERSION {
+            &self.data
+        } else {
+            upcast =
+                crate::event::upcast::<E>(self.version, self.data.clone()).map_err(|reason| {
+                    Error::Decode {
+                        event_type: self.event_type.clone(),
+                        reason,
+                    }
+                })?;
+            &upcast
+        };
+        let data = E::deserialize(data).map_err(|e| Error::Decode {
             event_type: self.event_type.clone(),
             reason: format!("invalid data: {e}"),
         })?;
-        // Copies the envelope's fields but not its JSON payload.
-        Ok(self.with_data(data))
+        // Copies the envelope's fields but not its JSON payload; upcast data is now at
+        // the code's version.
+        let mut out = self.with_data(data);
+        out.version = E::VERSION;
+        Ok(out)
     }
 }
 
@@ -234,6 +245,58 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("invalid data"));
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Renamed {
+        count: u32,
+        unit: String,
+    }
+    impl Event for Renamed {
+        const EVENT_TYPE: &'static str = "Renamed";
+        const VERSION: u32 = 3;
+        const UPCASTERS: &'static [crate::event::Upcaster] = &[
+            crate::event::Upcaster::new(1, |mut v| {
+                let n = v["n"].take();
+                Ok(serde_json::json!({ "count": n }))
+            }),
+            crate::event::Upcaster::new(2, |mut v| {
+                if v["count"].as_u64() == Some(13) {
+                    return Err("unlucky".into());
+                }
+                v["unit"] = "items".into();
+                Ok(v)
+            }),
+        ];
+    }
+
+    #[test]
+    fn upcasters_chain_on_decode() {
+        let v1 = Envelope::new("Renamed", 1, "s", serde_json::json!({"n": 4}));
+        let decoded = v1.decode::<Renamed>().unwrap();
+        assert_eq!(decoded.version, 3);
+        assert_eq!(
+            decoded.data,
+            Renamed {
+                count: 4,
+                unit: "items".into()
+            }
+        );
+        let v2 = Envelope::new("Renamed", 2, "s", serde_json::json!({"count": 5}));
+        assert_eq!(v2.decode::<Renamed>().unwrap().data.count, 5);
+
+        let failing = Envelope::new("Renamed", 2, "s", serde_json::json!({"count": 13}));
+        let err = failing.decode::<Renamed>().unwrap_err().to_string();
+        assert!(err.contains("from version 2 to 3 failed: unlucky"), "{err}");
+
+        let newer = Envelope::new("Renamed", 4, "s", serde_json::json!({}));
+        let err = newer.decode::<Renamed>().unwrap_err().to_string();
+        assert!(err.contains("unsupported schema version 4"), "{err}");
+
+        // Ping (version 2) declares no upcaster: version 1 has no path.
+        let old = Envelope::new("Ping", 1, "s", serde_json::json!({"n": 1}));
+        let err = old.decode::<Ping>().unwrap_err().to_string();
+        assert!(err.contains("no upcaster from version 1 to 2"), "{err}");
     }
 
     #[test]

@@ -67,6 +67,24 @@ pub enum Error {
         reason: String,
     },
 
+    /// Optimistic concurrency: an aggregate's stream was not at the version the writer
+    /// loaded (another writer appended first). Nothing was written. Retryable: reload the
+    /// aggregate, decide again on the new state and append with the new version (the command
+    /// bus does so up to `Repository::max_retries` times).
+    #[error(
+        "concurrency conflict on aggregate `{aggregate_type}` `{aggregate_id}`: expected version {expected}, found {actual}"
+    )]
+    Conflict {
+        /// The aggregate type.
+        aggregate_type: String,
+        /// The aggregate instance.
+        aggregate_id: String,
+        /// The version the writer expected (what it loaded).
+        expected: u64,
+        /// The version the store holds.
+        actual: u64,
+    },
+
     /// The component has been shut down and accepts no more work.
     #[error("shut down")]
     Shutdown,
@@ -83,11 +101,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is an optimistic-concurrency conflict ([`Error::Conflict`]).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+
     /// Whether the same operation may succeed if tried again (after a backoff).
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Transport(e) => e.is_retryable(),
-            Error::GroupMissing { .. } => true,
+            Error::GroupMissing { .. } | Error::Conflict { .. } => true,
             Error::Serialize { .. }
             | Error::Decode { .. }
             | Error::Config(_)

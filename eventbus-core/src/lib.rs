@@ -61,6 +61,7 @@ pub mod cqrs;
 pub mod dispatch;
 pub mod envelope;
 pub mod error;
+pub mod es;
 pub mod event;
 mod panic;
 pub mod pattern;
@@ -83,9 +84,9 @@ pub use cqrs::{
 pub use dispatch::{EnvelopeHandler, Payload};
 pub use envelope::{EntryId, Envelope, Metadata};
 pub use error::{BoxError, Error, HandlerError, Result, TransportError, TransportErrorKind};
-pub use event::Event;
+pub use event::{Event, Upcaster};
 pub use eventbus_derive::{
-    command, command_handler, event, projection, query, query_handler, route,
+    aggregate, command, command_handler, event, projection, query, query_handler, route,
 };
 pub use pattern::Pattern;
 pub use projection::{Projection, ReadModel, ReadModels};

@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
-use syn::{Ident, LitStr, Token, Type};
+use syn::{Ident, LitInt, LitStr, Token, Type};
 
 use crate::ctxt::Ctxt;
 
@@ -15,12 +15,15 @@ pub(crate) enum Kind {
     Str,
     /// A type.
     Type,
+    /// An integer literal.
+    Int,
 }
 
 /// A parsed value.
 pub(crate) enum Value {
     Str(LitStr),
     Type(Box<Type>),
+    Int(LitInt),
 }
 
 struct Pair {
@@ -95,6 +98,7 @@ pub(crate) fn parse(
         let value = match keys[i].1 {
             Kind::Str => syn::parse2::<LitStr>(pair.value.clone()).map(Value::Str),
             Kind::Type => syn::parse2::<Type>(pair.value.clone()).map(|t| Value::Type(Box::new(t))),
+            Kind::Int => syn::parse2::<LitInt>(pair.value.clone()).map(Value::Int),
         };
         match value {
             Ok(v) => out[i] = Some((pair.key, v)),
@@ -102,6 +106,7 @@ pub(crate) fn parse(
                 let what = match keys[i].1 {
                     Kind::Str => "a string literal",
                     Kind::Type => "a type",
+                    Kind::Int => "an integer literal",
                 };
                 if pair.value.is_empty() {
                     cx.error_spanned_by(&pair.key, format!("`{name}` must be {what}"));
@@ -126,6 +131,14 @@ pub(crate) fn as_str(v: &Option<(Ident, Value)>) -> Option<&LitStr> {
 pub(crate) fn as_type(v: &Option<(Ident, Value)>) -> Option<&Type> {
     match v {
         Some((_, Value::Type(t))) => Some(t),
+        _ => None,
+    }
+}
+
+/// The integer literal value, if any.
+pub(crate) fn as_int(v: &Option<(Ident, Value)>) -> Option<&LitInt> {
+    match v {
+        Some((_, Value::Int(i))) => Some(i),
         _ => None,
     }
 }

@@ -14,6 +14,8 @@ pub(crate) struct EventArgs {
     pub(crate) name: Option<LitStr>,
     /// `version = N`.
     pub(crate) version: Option<LitInt>,
+    /// `upcasters = [v1_to_v2, …]`: the n-th upgrades version n to n + 1.
+    pub(crate) upcasters: Option<syn::ExprArray>,
 }
 
 /// Parses `name = "…", version = N`, recording every problem in `cx`.
@@ -66,9 +68,24 @@ pub(crate) fn parse_event_args(cx: &mut Ctxt, args: TokenStream) -> EventArgs {
                     ),
                 }
             }
+            "upcasters" => {
+                if out.upcasters.is_some() {
+                    cx.error_spanned_by(key, "duplicate event attribute `upcasters`");
+                    continue;
+                }
+                match &nv.value {
+                    Expr::Array(array) => out.upcasters = Some(array.clone()),
+                    other => cx.error_spanned_by(
+                        other,
+                        "`upcasters` must be a list of functions, e.g. `upcasters = [v1_to_v2]`",
+                    ),
+                }
+            }
             _ => cx.error_spanned_by(
                 key,
-                format!("unknown event attribute `{key}`; expected `name` or `version`"),
+                format!(
+                    "unknown event attribute `{key}`; expected `name`, `version` or `upcasters`"
+                ),
             ),
         }
     }

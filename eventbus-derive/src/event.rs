@@ -38,8 +38,9 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         .and_then(|lit| check::version(&mut cx, lit))
         .unwrap_or(1);
 
+    let upcasters = upcasters(&mut cx, args.upcasters.as_ref(), version);
     let with_serde = add_serde(&item);
-    let event_impl = impl_event(&item.ident, &item.generics, &name, version);
+    let event_impl = impl_event(&item.ident, &item.generics, &name, version, upcasters);
     let errors = cx.finish().map(|e| e.to_compile_error());
     if matches!(item.data, Data::Union(_)) {
         // Serde can't derive for unions: emit the item untouched, with the error.
@@ -52,8 +53,39 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     }
 }
 
+/// `const UPCASTERS: … = &[Upcaster::new(1, f1), …];`, or nothing.
+fn upcasters(cx: &mut Ctxt, list: Option<&syn::ExprArray>, version: u32) -> TokenStream {
+    let Some(list) = list else {
+        return quote!();
+    };
+    if list.elems.len() >= version as usize {
+        cx.error_spanned_by(
+            list,
+            format!(
+                "{} upcasters for version {version}: the n-th upgrades version n to n + 1, so \
+                 version {version} has at most {}",
+                list.elems.len(),
+                version - 1
+            ),
+        );
+        return quote!();
+    }
+    let steps = list.elems.iter().zip(1u32..).map(|(f, from)| {
+        quote! { ::eventbus_core::Upcaster::new(#from, #f) }
+    });
+    quote! {
+        const UPCASTERS: &'static [::eventbus_core::Upcaster] = &[#(#steps),*];
+    }
+}
+
 /// `impl Event for Type`, inside an anonymous const.
-fn impl_event(ident: &Ident, generics: &Generics, name: &str, version: u32) -> TokenStream {
+fn impl_event(
+    ident: &Ident,
+    generics: &Generics,
+    name: &str,
+    version: u32,
+    upcasters: TokenStream,
+) -> TokenStream {
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     // A generic event is an event for the parameters that make it serializable.
     let where_clause = if generics.params.is_empty() {
@@ -80,6 +112,7 @@ fn impl_event(ident: &Ident, generics: &Generics, name: &str, version: u32) -> T
             impl #impl_generics ::eventbus_core::Event for #ident #ty_generics #where_clause {
                 const EVENT_TYPE: &'static ::core::primitive::str = #name;
                 const VERSION: ::core::primitive::u32 = #version;
+                #upcasters
             }
         };
     }

@@ -56,19 +56,32 @@ enum Extra {
 /// Expands `#[command_handler]` / `#[query_handler]`.
 pub(crate) fn expand(bus: Bus, args: TokenStream, input: TokenStream) -> TokenStream {
     let mut cx = Ctxt::default();
-    if !args.is_empty() {
-        cx.error_spanned_by(
-            &args,
-            format!("`#[{}]` takes no arguments", bus.macro_name()),
-        );
+    let aggregate = bus == Bus::Command
+        && syn::parse2::<syn::Ident>(args.clone()).is_ok_and(|i| i == "aggregate");
+    if !args.is_empty() && !aggregate {
+        let expected = match bus {
+            Bus::Command => "takes no arguments, or `aggregate` on an aggregate's impl block",
+            Bus::Query => "takes no arguments",
+        };
+        cx.error_spanned_by(&args, format!("`#[{}]` {expected}", bus.macro_name()));
     }
     let item: Item = match syn::parse2(input.clone()) {
         Ok(item) => item,
         Err(e) => return e.to_compile_error(),
     };
     let out = match item {
+        Item::Fn(f) if aggregate => {
+            cx.error_spanned_by(
+                f.sig.fn_token,
+                "`#[command_handler(aggregate)]` goes on the aggregate's impl block, whose \
+                 methods take `&self` (the current state); a plain fn is registered with \
+                 `CommandBus::handle_aggregate`",
+            );
+            quote!(#f)
+        }
         Item::Fn(f) => expand_fn(&mut cx, bus, f),
-        Item::Impl(i) => expand_impl(&mut cx, bus, i),
+        Item::Impl(i) if aggregate => expand_impl(&mut cx, bus, i, true),
+        Item::Impl(i) => expand_impl(&mut cx, bus, i, false),
         other => {
             cx.error_spanned_by(
                 &other,
@@ -317,7 +330,7 @@ fn expand_fn(cx: &mut Ctxt, bus: Bus, f: ItemFn) -> TokenStream {
 
 /// Every async method of the impl block handling a message becomes a handler; the type gets
 /// `CommandHandlers`/`QueryHandlers` to register them all: `bus.handlers(Arc::new(service))`.
-fn expand_impl(cx: &mut Ctxt, bus: Bus, block: ItemImpl) -> TokenStream {
+fn expand_impl(cx: &mut Ctxt, bus: Bus, block: ItemImpl, aggregate: bool) -> TokenStream {
     if !block.generics.params.is_empty() {
         cx.error_spanned_by(
             &block.generics,
@@ -389,6 +402,12 @@ fn expand_impl(cx: &mut Ctxt, bus: Bus, block: ItemImpl) -> TokenStream {
             m.sig.ident
         );
         let method = &m.sig.ident;
+        if aggregate {
+            let (wrapper, registration) = aggregate_handler(&parsed, self_ty, method);
+            wrappers.push(wrapper);
+            registrations.push(registration);
+            continue;
+        }
         let body = call(bus, &parsed, quote!(self.0.#method));
         let imp = handler_impl(bus, &parsed, quote!(#wrapper), body);
         wrappers.push(quote! {
@@ -399,6 +418,26 @@ fn expand_impl(cx: &mut Ctxt, bus: Bus, block: ItemImpl) -> TokenStream {
         registrations.push(
             quote! { let bus = bus.handle::<#message>(#wrapper(::std::sync::Arc::clone(&self))); },
         );
+    }
+    if aggregate {
+        return quote! {
+            #block
+
+            const _: () = {
+                #(#wrappers)*
+
+                #[automatically_derived]
+                impl ::eventbus_core::es::AggregateHandlers for #self_ty {
+                    fn register(
+                        bus: ::eventbus_core::CommandBus,
+                        repository: &::eventbus_core::es::Repository<Self>,
+                    ) -> ::eventbus_core::CommandBus {
+                        #(#registrations)*
+                        bus
+                    }
+                }
+            };
+        };
     }
     let (trait_name, bus_ty) = match bus {
         Bus::Command => (
@@ -425,4 +464,57 @@ fn expand_impl(cx: &mut Ctxt, bus: Bus, block: ItemImpl) -> TokenStream {
             }
         };
     }
+}
+
+/// An aggregate's handler method: a unit struct implementing `AggregateHandler<Self, M>`
+/// that calls the method on the loaded state, and its registration.
+fn aggregate_handler(
+    parsed: &Parsed,
+    self_ty: &Type,
+    method: &syn::Ident,
+) -> (TokenStream, TokenStream) {
+    let message = &parsed.message;
+    let wrapper = format_ident!("__AggregateHandler_{}", method);
+    let args = match parsed.extra {
+        Extra::Context => quote!(message, ctx),
+        _ => quote!(message),
+    };
+    let span = parsed.ret_span;
+    let body = quote_spanned! {span=>
+        let output: ::core::result::Result<
+            <#message as ::eventbus_core::Command>::Output,
+            <#message as ::eventbus_core::Command>::Error,
+        > = state.#method(#args).await;
+        output
+    };
+    let wrapper_def = quote! {
+        #[allow(non_camel_case_types)]
+        struct #wrapper;
+
+        #[automatically_derived]
+        impl ::eventbus_core::es::AggregateHandler<#self_ty, #message> for #wrapper {
+            fn handle<'a>(
+                &'a self,
+                state: &'a #self_ty,
+                message: #message,
+                ctx: &'a ::eventbus_core::CommandContext,
+            ) -> ::eventbus_core::__private::BoxFuture<
+                'a,
+                ::core::result::Result<
+                    <#message as ::eventbus_core::Command>::Output,
+                    <#message as ::eventbus_core::Command>::Error,
+                >,
+            > {
+                let _ = ctx;
+                ::std::boxed::Box::pin(async move { #body })
+            }
+        }
+    };
+    let registration = quote! {
+        let bus = bus.handle_aggregate::<Self, #message>(
+            ::core::clone::Clone::clone(repository),
+            #wrapper,
+        );
+    };
+    (wrapper_def, registration)
 }

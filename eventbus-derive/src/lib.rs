@@ -5,6 +5,7 @@
 //! are collected (`ctxt`) and a failed expansion still emits a fallback impl, so one mistake
 //! doesn't cascade into unrelated errors.
 
+mod aggregate;
 mod args;
 mod attr;
 mod check;
@@ -34,6 +35,9 @@ use proc_macro::TokenStream;
 /// - `name = "…"`: the event type name on the wire (default: the type's name). Must not be
 ///   empty nor contain whitespace, `:` or `*` (they break stream keys and patterns).
 /// - `version = N`: the payload's schema version, at least 1 (default 1).
+/// - `upcasters = [v1_to_v2, v2_to_v3]`: functions `fn(Value) -> Result<Value, BoxError>`
+///   upgrading older payloads on read, the n-th from version n to n + 1
+///   (`eventbus_core::Upcaster`).
 ///
 /// `Serialize`/`Deserialize` are derived unless the type already derives them; serde
 /// attributes (`#[serde(rename_all = "…")]`, `#[serde(tag = "…")]`) work as usual.
@@ -52,6 +56,9 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// Arguments: `name = "…"` (default: the type's name), `output = T` (what a successful
 /// handling returns and publishes, default `()`), `error = E` (the business rejection, default
 /// `NoRejection`). Both must be serializable (remote callers get them back).
+///
+/// A field marked `#[aggregate_id]` makes it a command for one aggregate instance
+/// (`eventbus_core::es::AggregateCommand`, the id being the field's `to_string()`).
 #[proc_macro_attribute]
 pub fn command(args: TokenStream, input: TokenStream) -> TokenStream {
     message::expand_command(args.into(), input.into()).into()
@@ -68,6 +75,30 @@ pub fn command(args: TokenStream, input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn query(args: TokenStream, input: TokenStream) -> TokenStream {
     message::expand_query(args.into(), input.into()).into()
+}
+
+/// Makes a type an event-sourced aggregate: on an impl block of its state type, whose
+/// `#[apply]` methods fold each event type into the state. Implements
+/// `eventbus_core::es::Aggregate`.
+///
+/// ```text
+/// #[aggregate(name = "BankAccount", snapshot_every = 100, state_version = 1)]
+/// impl BankAccount {
+///     #[apply]
+///     fn opened(&mut self, e: AccountOpened) { self.open = true; }
+///     #[apply]
+///     fn deposited(&mut self, e: MoneyDeposited) { self.balance += e.amount; }
+/// }
+/// ```
+///
+/// Arguments (all optional): `name = "…"` (the aggregate type in stream keys, default the
+/// type's name), `snapshot_every = N` (0: never, the default), `state_version = N` (the
+/// schema version of the serialized state stored with snapshots, default 1). The state type
+/// must be `Default + Serialize + Deserialize`. An event of a type without `#[apply]` fails
+/// the load. Command handlers go in a `#[command_handler(aggregate)]` impl block.
+#[proc_macro_attribute]
+pub fn aggregate(args: TokenStream, input: TokenStream) -> TokenStream {
+    aggregate::expand(args.into(), input.into()).into()
 }
 
 /// Makes an async fn (or every async method of an impl block) a command handler.
@@ -87,6 +118,18 @@ pub fn query(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// The fn becomes a unit struct of the same name implementing `CommandHandler<C>`; its
 /// return type must be `Result<C::Output, C::Error>` of the command.
+///
+/// On an aggregate's impl block, `#[command_handler(aggregate)]` makes every async method
+/// taking `&self` (the current state) and a command (with an `#[aggregate_id]`) a handler
+/// deciding on the loaded state; register them with
+/// `CommandBus::aggregate(Repository::<Aggregate>::new(store))`:
+///
+/// ```text
+/// #[command_handler(aggregate)]
+/// impl BankAccount {
+///     async fn withdraw(&self, cmd: Withdraw) -> Result<MoneyWithdrawn, AccountError> { … }
+/// }
+/// ```
 #[proc_macro_attribute]
 pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
     handler::expand(handler::Bus::Command, args.into(), input.into()).into()

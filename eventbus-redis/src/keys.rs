@@ -11,6 +11,9 @@
 //! | consumer group of a service | `{service}-consumers` |
 //! | consumer group of a projection | `{service}-projection-{name}` |
 //! | projection checkpoint, key registry | `eventbus:projection:{name}:checkpoint`, `…:keys` |
+//! | aggregate event stream (entry id `0-{version}`) | `eventbus:aggregate:{type}:{id}` |
+//! | aggregate version | `eventbus:aggregate-version:{type}:{id}` |
+//! | aggregate snapshot (hash) | `eventbus:snapshot:{type}:{id}` |
 //! | rebuild state and shadow keys | `eventbus:projection:{name}:rebuild:…`, `…:shadow:{key}`, `…:rebuilt` |
 //!
 //! Read-model keys themselves (`orders:summary:{order_id}`) are *not* namespaced: they are
@@ -228,6 +231,26 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// The event stream of one aggregate instance: `{ns}:aggregate:{type}:{id}`. Entry ids
+    /// are `0-{version}`, so that loading after a version is one `XRANGE`.
+    pub fn aggregate_stream(&self, aggregate_type: &str, id: &str) -> String {
+        format!("{}:aggregate:{aggregate_type}:{id}", self.namespace)
+    }
+
+    /// The version of one aggregate instance, stored explicitly (never derived from the
+    /// stream's length): `{ns}:aggregate-version:{type}:{id}`.
+    pub fn aggregate_version(&self, aggregate_type: &str, id: &str) -> String {
+        format!("{}:aggregate-version:{aggregate_type}:{id}", self.namespace)
+    }
+
+    /// The latest snapshot of one aggregate instance (a hash):
+    /// `{ns}:snapshot:{type}:{id}`.
+    pub fn aggregate_snapshot(&self, aggregate_type: &str, id: &str) -> String {
+        format!("{}:snapshot:{aggregate_type}:{id}", self.namespace)
+    }
+}
+
 /// `text` with Redis glob metacharacters escaped.
 fn escape_glob(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 1);
@@ -276,6 +299,25 @@ mod tests {
             group_for_service("order-service"),
             "order-service-consumers"
         );
+    }
+
+    #[test]
+    fn aggregate_keys() {
+        let keys = Keys::new("ns");
+        assert_eq!(
+            keys.aggregate_stream("Account", "a:1"),
+            "ns:aggregate:Account:a:1"
+        );
+        assert_eq!(
+            keys.aggregate_version("Account", "a:1"),
+            "ns:aggregate-version:Account:a:1"
+        );
+        assert_eq!(
+            keys.aggregate_snapshot("Account", "a1"),
+            "ns:snapshot:Account:a1"
+        );
+        // Aggregate keys are not topics.
+        assert_eq!(keys.topic_of(&keys.aggregate_stream("Account", "a1")), None);
     }
 
     #[test]

@@ -213,3 +213,83 @@ return 1
 "#
     ))
 });
+
+/// Appends events to an aggregate's stream with an expected version, and publishes them to
+/// their per-type streams and the global stream: the event store's one atomic step.
+///
+/// `KEYS[1]` aggregate stream, `KEYS[2]` version key, `KEYS[3]` global stream, `KEYS[3 + i]`
+/// the per-type stream of event `i`. `ARGV` expected version, global MAXLEN (0: none), event
+/// count, then per event: its per-type MAXLEN, its field count `n`, and `n` field/value
+/// pairs. Returns `{0, current_version}` on a version mismatch (nothing written), else
+/// `{1, new_version, per-type id 1, …}`.
+///
+/// Every check comes before the first write (the version, the type of every key), and the
+/// first write (`XADD` with the explicit id `0-{version}`) is the one that fails if the
+/// stream disagrees with the version key, so an error never leaves a partial append.
+pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+local expected = tonumber(ARGV[1])
+if current ~= expected then return {0, current} end
+-- Redis does not roll back a script's writes on an error: make sure none can fail.
+for i = 1, #KEYS do
+  if i ~= 2 then
+    local t = redis.call('TYPE', KEYS[i])['ok']
+    if t ~= 'stream' and t ~= 'none' then
+      return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. t .. ', not a stream')
+    end
+  end
+end
+local count = tonumber(ARGV[3])
+local ids = {1, expected + count}
+local a = 4
+for i = 1, count do
+  local maxlen = tonumber(ARGV[a])
+  local n = tonumber(ARGV[a + 1])
+  local fields = {}
+  for j = a + 2, a + 1 + 2 * n do fields[#fields + 1] = ARGV[j] end
+  a = a + 2 + 2 * n
+  local stream = KEYS[3 + i]
+  redis.call('XADD', KEYS[1], '0-' .. (expected + i), unpack(fields))
+  local args = {stream}
+  if maxlen > 0 then
+    args[#args + 1] = 'MAXLEN'; args[#args + 1] = '~'; args[#args + 1] = maxlen
+  end
+  args[#args + 1] = '*'
+  for _, v in ipairs(fields) do args[#args + 1] = v end
+  ids[#ids + 1] = redis.call('XADD', unpack(args))
+  local global = {KEYS[3]}
+  if tonumber(ARGV[2]) > 0 then
+    global[#global + 1] = 'MAXLEN'; global[#global + 1] = '~'; global[#global + 1] = ARGV[2]
+  end
+  global[#global + 1] = '*'
+  for _, v in ipairs(fields) do global[#global + 1] = v end
+  global[#global + 1] = 'original_stream'
+  global[#global + 1] = stream
+  redis.call('XADD', unpack(global))
+end
+redis.call('SET', KEYS[2], expected + count)
+return ids
+"#,
+    )
+});
+
+/// Stores an aggregate snapshot unless the stored one has the same state version and is at
+/// least as new.
+///
+/// `KEYS[1]` snapshot hash; `ARGV` version, state version, state JSON, taken-at. Returns 1
+/// when stored, 0 when kept.
+pub(crate) static SAVE_SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local stored = redis.call('HMGET', KEYS[1], 'version', 'state_version')
+if stored[1] and stored[2] == ARGV[2] and tonumber(stored[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'state_version', ARGV[2], 'state', ARGV[3],
+  'taken_at', ARGV[4])
+return 1
+"#,
+    )
+});

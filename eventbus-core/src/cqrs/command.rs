@@ -138,6 +138,21 @@ pub enum CommandError<E> {
     /// [`Error::is_retryable`].
     #[error("command accepted but its events were not published: {0}")]
     Publish(#[source] Error),
+    /// An aggregate command kept conflicting with concurrent writers: every one of
+    /// `attempts` tries found the aggregate changed between loading and appending. Nothing
+    /// of this command was stored or published; retrying the whole dispatch later is safe.
+    #[error("command gave up after {attempts} concurrency conflicts: {source}")]
+    Conflict {
+        /// How many times the command was decided and its append refused.
+        attempts: u32,
+        /// The last [`Error::Conflict`].
+        #[source]
+        source: Error,
+    },
+    /// The event store failed to load the aggregate or to append its events (nothing was
+    /// stored nor published: appends are atomic). See [`Error::is_retryable`].
+    #[error("event store failed: {0}")]
+    Store(#[source] Error),
     /// The handler panicked; nothing was published.
     #[error("command handler panicked: {0}")]
     Panicked(String),
@@ -236,8 +251,22 @@ impl fmt::Debug for CommandBus {
     }
 }
 
-/// The stored form of a handler of `C`.
-struct Slot<C: Command>(Arc<dyn CommandHandler<C>>);
+/// The stored form of a handler of `C`: a plain handler whose events the bus publishes, or
+/// an aggregate's, whose events the event store appends and publishes.
+enum Slot<C: Command> {
+    Handler(Arc<dyn CommandHandler<C>>),
+    Aggregate(Arc<dyn AggregateDispatch<C>>),
+}
+
+/// What an aggregate dispatch returns: the output and the events' entry ids.
+pub(crate) type AggregateOutcome<C> =
+    Result<(<C as Command>::Output, Vec<EntryId>), CommandError<<C as Command>::Error>>;
+
+/// Loads an aggregate, decides, appends (with retries): the whole handling of an aggregate
+/// command.
+pub(crate) trait AggregateDispatch<C: Command>: Send + Sync + 'static {
+    fn dispatch(&self, command: C, ctx: CommandContext) -> BoxFuture<'_, AggregateOutcome<C>>;
+}
 
 impl CommandBus {
     /// A command bus publishing through `events` (whose service name stamps the events).
@@ -256,8 +285,19 @@ impl CommandBus {
     ///
     /// When `C` already has a handler: one command, one handler (a wiring mistake).
     #[track_caller]
-    pub fn handle<C: Command>(mut self, handler: impl CommandHandler<C>) -> Self {
-        let slot: Erased = Arc::new(Slot::<C>(Arc::new(handler)));
+    pub fn handle<C: Command>(self, handler: impl CommandHandler<C>) -> Self {
+        self.insert_slot(Slot::<C>::Handler(Arc::new(handler)))
+    }
+
+    /// Registers an aggregate's handling of `C` (see `CommandBus::handle_aggregate`).
+    #[track_caller]
+    pub(crate) fn insert_aggregate<C: Command>(self, d: Arc<dyn AggregateDispatch<C>>) -> Self {
+        self.insert_slot(Slot::<C>::Aggregate(d))
+    }
+
+    #[track_caller]
+    fn insert_slot<C: Command>(mut self, slot: Slot<C>) -> Self {
+        let slot: Erased = Arc::new(slot);
         let handlers = Arc::make_mut(&mut self.handlers);
         if handlers.insert(C::COMMAND_TYPE, slot).is_some() {
             panic!(
@@ -330,7 +370,18 @@ impl CommandBus {
             service: self.events.service().into(),
             resources: self.resources.clone(),
         };
-        let handler = slot.0.clone();
+        let handler = match slot {
+            Slot::Handler(handler) => handler.clone(),
+            Slot::Aggregate(aggregate) => {
+                let command_id = ctx.command_id.clone();
+                let (output, entry_ids) = aggregate.dispatch(command, ctx).await?;
+                return Ok(Dispatched {
+                    output,
+                    command_id,
+                    entry_ids,
+                });
+            }
+        };
         let output = match crate::panic::catch(|| handler.handle(command, ctx.clone())).await {
             Ok(Ok(output)) => output,
             Ok(Err(rejection)) => return Err(CommandError::Rejected(rejection)),

@@ -7,6 +7,7 @@ mod emit;
 mod query;
 mod remote;
 
+pub(crate) use command::{AggregateDispatch, AggregateOutcome};
 pub use command::{
     Command, CommandBus, CommandContext, CommandError, CommandHandler, CommandHandlers,
     DispatchOptions, Dispatched, NoRejection,

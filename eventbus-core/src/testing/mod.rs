@@ -2,10 +2,14 @@
 //! given/when/then in the style of cqrs-es's `TestFramework`:
 //!
 //! - [`CommandTest`]: given events, when a command, then the expected events or rejection;
-//! - [`ProjectionTest`]: given events, then the expected read model.
+//! - [`ProjectionTest`]: given events, then the expected read model;
+//! - [`AggregateTest`]: given an aggregate's past events, when a command, then the new
+//!   events or the rejection.
 
+mod aggregate;
 mod commands;
 mod projection;
 
+pub use aggregate::AggregateTest;
 pub use commands::{CommandTest, CommandTestOutcome};
 pub use projection::{Projected, ProjectionTest};

@@ -1,0 +1,272 @@
+//! [`RedisEventStore`]: aggregates' event streams on Redis, appended and published by one Lua
+//! script.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use eventbus_core::es::{EventStore, Snapshot, StoredEvent};
+use eventbus_core::transport::Topic;
+use eventbus_core::{EntryId, Envelope, Error as CoreError, Result as CoreResult};
+use redis::Value;
+use serde_json::Value as Json;
+
+use crate::codec;
+use crate::reply;
+use crate::scripts;
+use crate::transport::{Inner, RedisTransport};
+
+/// The event store of a [`RedisTransport`] (same server, namespace, stream limits and
+/// connection).
+///
+/// Each aggregate instance has a stream `{ns}:aggregate:{type}:{id}` whose entries have the
+/// codec's fields (those of the per-type streams) and ids `0-{version}`, and a version key
+/// `{ns}:aggregate-version:{type}:{id}` holding its version explicitly, so trimming or
+/// deleting entries can't corrupt it. An append is one Lua script that checks the version,
+/// appends to the aggregate stream, bumps the version and `XADD`s each event to its type's
+/// stream and to the global stream (with their configured `MAXLEN ~`): no event is stored
+/// without being published, and none published without being stored. Aggregate streams are
+/// never trimmed.
+///
+/// In Redis Cluster the script's keys must share a slot; that needs a partitioned key layout
+/// (`Keys`), which does not exist yet: use a single Redis (or a replicated primary).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use eventbus_core::es::{EventStore, Repository};
+/// use eventbus_redis::{RedisEventStore, RedisTransport};
+/// # #[derive(Default, serde::Serialize, serde::Deserialize)] struct Account;
+/// # impl eventbus_core::es::Aggregate for Account {
+/// #     const TYPE: &'static str = "Account";
+/// #     fn apply(&mut self, _: &eventbus_core::Envelope) -> eventbus_core::Result<()> { Ok(()) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let transport = RedisTransport::from_env().await?;
+/// let store: Arc<dyn EventStore> = Arc::new(RedisEventStore::new(&transport));
+/// let accounts = Repository::<Account>::new(store).snapshot_every(100).max_retries(5);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisEventStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEventStore")
+            .field("server", &self.inner.server.redacted_url)
+            .field("namespace", &self.inner.keys.namespace())
+            .finish()
+    }
+}
+
+impl RedisEventStore {
+    /// The event store of `transport`'s server and namespace.
+    pub fn new(transport: &RedisTransport) -> Self {
+        RedisEventStore {
+            inner: transport.shared(),
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        operation: &str,
+    ) -> CoreResult<T> {
+        cmd.query_async(&mut self.inner.conn.clone())
+            .await
+            .map_err(|e| self.inner.server.error(&e, operation, None))
+    }
+}
+
+#[async_trait]
+impl EventStore for RedisEventStore {
+    async fn version(&self, aggregate_type: &str, aggregate_id: &str) -> CoreResult<u64> {
+        let key = self
+            .inner
+            .keys
+            .aggregate_version(aggregate_type, aggregate_id);
+        let version: Option<u64> = self.query(redis::cmd("GET").arg(&key), "GET").await?;
+        Ok(version.unwrap_or(0))
+    }
+
+    async fn read(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> CoreResult<Vec<StoredEvent>> {
+        let key = self
+            .inner
+            .keys
+            .aggregate_stream(aggregate_type, aggregate_id);
+        let value: Value = self
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg(format!("0-{}", after.saturating_add(1)))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit.max(1)),
+                "XRANGE",
+            )
+            .await?;
+        let server = &self.inner.server;
+        let entries =
+            reply::entries(&value).ok_or_else(|| server.protocol("XRANGE", "unexpected reply"))?;
+        entries
+            .into_iter()
+            .map(|entry| {
+                let version = entry
+                    .id
+                    .strip_prefix("0-")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| CoreError::Decode {
+                        event_type: aggregate_type.to_owned(),
+                        reason: format!("`{key}` holds entry `{}`, not `0-{{version}}`", entry.id),
+                    })?;
+                let fields = entry.fields.unwrap_or_default();
+                let event = codec::decode(&fields).map_err(|m| CoreError::Decode {
+                    event_type: aggregate_type.to_owned(),
+                    reason: format!("`{key}` version {version}: {m}"),
+                })?;
+                Ok(StoredEvent { version, event })
+            })
+            .collect()
+    }
+
+    async fn append(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        expected: u64,
+        events: &[Envelope<Json>],
+    ) -> CoreResult<Vec<EntryId>> {
+        let keys = &self.inner.keys;
+        let config = &self.inner.config;
+        let mut invocation =
+            scripts::APPEND.key(keys.aggregate_stream(aggregate_type, aggregate_id));
+        invocation
+            .key(keys.aggregate_version(aggregate_type, aggregate_id))
+            .key(keys.stream(&Topic::All))
+            .arg(expected)
+            .arg(config.global_stream_maxlen())
+            .arg(events.len());
+        for event in events {
+            invocation.key(keys.type_stream(&event.event_type));
+            let fields = codec::encode(event)?;
+            invocation
+                .arg(config.stream_maxlen(&event.event_type))
+                .arg(fields.len());
+            for (field, value) in &fields {
+                invocation.arg(field).arg(value);
+            }
+        }
+        let reply: Value = invocation
+            .invoke_async(&mut self.inner.conn.clone())
+            .await
+            .map_err(|e| {
+                self.inner
+                    .server
+                    .error(&e, "append (event store script)", None)
+            })?;
+        let protocol = |what: &str| self.inner.server.protocol("append", what.to_owned());
+        let items = reply::items(&reply).ok_or_else(|| protocol("not an array"))?;
+        let status = items.first().and_then(reply::int);
+        let version = items
+            .get(1)
+            .and_then(reply::int)
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| protocol("no version"))?;
+        match status {
+            Some(1) => {
+                let ids: Option<Vec<String>> = items[2..].iter().map(reply::text).collect();
+                let ids = ids.ok_or_else(|| protocol("entry ids are not text"))?;
+                if ids.len() != events.len() {
+                    return Err(protocol("one entry id per event"));
+                }
+                Ok(ids)
+            }
+            Some(0) => Err(CoreError::Conflict {
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                expected,
+                actual: version,
+            }),
+            _ => Err(protocol("unknown status")),
+        }
+    }
+
+    async fn snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> CoreResult<Option<Snapshot>> {
+        let key = self
+            .inner
+            .keys
+            .aggregate_snapshot(aggregate_type, aggregate_id);
+        let fields: Vec<Option<String>> = self
+            .query(
+                redis::cmd("HMGET").arg(&key).arg(&[
+                    "version",
+                    "state_version",
+                    "state",
+                    "taken_at",
+                ]),
+                "HMGET",
+            )
+            .await?;
+        let [Some(version), Some(state_version), Some(state), taken_at] =
+            <[Option<String>; 4]>::try_from(fields).unwrap_or_default()
+        else {
+            return Ok(None);
+        };
+        let unreadable = |what: &str| CoreError::Decode {
+            event_type: format!("{aggregate_type} snapshot"),
+            reason: format!("`{key}`: {what}"),
+        };
+        Ok(Some(Snapshot {
+            version: version
+                .parse()
+                .map_err(|_| unreadable("`version` is not a number"))?,
+            state_version: state_version
+                .parse()
+                .map_err(|_| unreadable("`state_version` is not a number"))?,
+            state: serde_json::from_str(&state)
+                .map_err(|e| unreadable(&format!("`state` is not JSON: {e}")))?,
+            taken_at: taken_at.and_then(|t| t.parse().ok()).unwrap_or(0.0),
+        }))
+    }
+
+    async fn save_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        snapshot: &Snapshot,
+    ) -> CoreResult<()> {
+        let key = self
+            .inner
+            .keys
+            .aggregate_snapshot(aggregate_type, aggregate_id);
+        let state =
+            serde_json::to_string(&snapshot.state).map_err(|source| CoreError::Serialize {
+                event_type: format!("{aggregate_type} snapshot"),
+                source,
+            })?;
+        let _: i64 = scripts::SAVE_SNAPSHOT
+            .key(&key)
+            .arg(snapshot.version)
+            .arg(snapshot.state_version)
+            .arg(state)
+            .arg(codec::format_timestamp(snapshot.taken_at))
+            .invoke_async(&mut self.inner.conn.clone())
+            .await
+            .map_err(|e| self.inner.server.error(&e, "save snapshot", None))?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("Redis event store at {}", self.inner.server.redacted_url)
+    }
+}
