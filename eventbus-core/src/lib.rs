@@ -67,6 +67,7 @@ pub mod pattern;
 pub mod projection;
 pub mod pubsub;
 pub mod router;
+pub mod saga;
 pub mod testing;
 pub mod transport;
 
