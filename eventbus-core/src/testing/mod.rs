@@ -1,11 +1,9 @@
 //! Test harnesses for users' domain code, on the in-memory backend (no Redis needed):
-//! given/when/then in the style of cqrs-es's `TestFramework`:
-//!
-//! - [`CommandTest`]: given events, when a command, then the expected events or rejection;
-//! - [`ProjectionTest`]: given events, then the expected read model.
+//! given/when/then for command handlers, in the style of cqrs-es's `TestFramework`, and for
+//! sagas.
 
 mod commands;
-mod projection;
+mod sagas;
 
 pub use commands::{CommandTest, CommandTestOutcome};
-pub use projection::{Projected, ProjectionTest};
+pub use sagas::{SagaTest, SagaTestOutcome};
