@@ -181,7 +181,9 @@ async fn step_timeout_compensates(backend: Backend) {
     let effects = Arc::new(Effects::default());
     // No shipping service: the shipment step never gets a reply.
     let subs = participants(&backend, &store, &saga, &effects, never(), false).await;
+    // Two instances poll the deadlines; the timeout must fire once.
     let coordinator = coordinator(&backend, &store, &saga, "c1").await;
+    let other = sagas_support::coordinator(&backend, &store, &saga, "c2").await;
 
     let id = coordinator.start(&saga, &order("slow", 1)).await.unwrap();
     let state = final_state(&store, &id).await;
@@ -197,10 +199,15 @@ async fn step_timeout_compensates(backend: Backend) {
         effects.compensations_of(&id),
         vec!["process_payment", "reserve_inventory"]
     );
-    assert_eq!(coordinator.stats().timeouts(), 1);
+    assert_eq!(
+        coordinator.stats().timeouts() + other.stats().timeouts(),
+        1,
+        "fired exactly once"
+    );
     assert!(state.deadline.is_none());
 
     coordinator.shutdown().await.unwrap();
+    other.shutdown().await.unwrap();
     stop(subs).await;
 }
 
