@@ -104,7 +104,7 @@ pub struct SagaCoordinatorBuilder {
     store: Arc<dyn SagaStore>,
     sagas: Vec<SagaDefinition>,
     options: CoordinatorOptions,
-    configure: Vec<Box<dyn FnOnce(&mut SubscriptionOptions) + Send>>,
+    configure: Vec<crate::saga::Configure>,
 }
 
 impl std::fmt::Debug for SagaCoordinatorBuilder {

@@ -32,6 +32,9 @@ mod state;
 mod store;
 pub mod transition;
 
+/// A deferred change to a subscription's options (coordinator and participant builders).
+pub(crate) type Configure = Box<dyn FnOnce(&mut crate::bus::SubscriptionOptions) + Send>;
+
 pub use coordinator::{
     CoordinatorOptions, CoordinatorStats, SagaCoordinator, SagaCoordinatorBuilder,
 };

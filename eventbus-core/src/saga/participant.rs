@@ -163,7 +163,7 @@ struct Shared {
 pub struct Participant {
     shared: Arc<Shared>,
     steps: Vec<(SagaStep, Forward, Compensate)>,
-    configure: Vec<Box<dyn FnOnce(&mut SubscriptionOptions) + Send>>,
+    configure: Vec<crate::saga::Configure>,
 }
 
 impl std::fmt::Debug for Participant {
