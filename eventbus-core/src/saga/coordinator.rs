@@ -281,7 +281,10 @@ impl SagaCoordinator {
     /// Starts a saga with a fresh id: stores its state and publishes its first command
     /// (payload: `data` plus `saga_id`; correlation id: the saga id). Returns the saga id.
     ///
-    /// `data` must serialize to a JSON object. The definition must be registered.
+    /// `data` must serialize to a JSON object. The definition must be registered. If the
+    /// publish fails after the state was stored, the error is returned and the saga waits
+    /// (until its first step's timeout, if any): [`republish`](Self::republish) retries
+    /// (start with [`start_with_id`](Self::start_with_id) to know the id in that case).
     pub async fn start<D: Serialize>(
         &self,
         definition: &SagaDefinition<D>,
@@ -329,6 +332,20 @@ impl SagaCoordinator {
         self.inner
             .publish(&state.saga_id, &state.outbox, None)
             .await
+    }
+
+    /// Publishes again what the saga's last transition published (its current step's
+    /// command, or the compensations under way), for an operator to unstick a saga whose
+    /// publish failed (e.g. [`start`](Self::start) returned a transport error after storing
+    /// it). Participants are idempotent, so a repeat is harmless. `false` when no such saga.
+    pub async fn republish(&self, saga_id: &str) -> Result<bool> {
+        let Some(state) = self.inner.store.load(saga_id).await? else {
+            return Ok(false);
+        };
+        if !state.state.is_final() {
+            self.inner.publish(saga_id, &state.outbox, None).await?;
+        }
+        Ok(true)
     }
 
     /// A saga's state and history.
@@ -381,22 +398,31 @@ impl Inner {
             return Ok(());
         };
         let retry = self.options.compensation_retry;
-        self.transition(saga_id, Some(&event), |definition, state| {
-            transition::on_reply(
-                definition,
-                state,
-                &event.event_type,
-                &event.event_id,
-                data,
-                retry,
-                now_seconds(),
-            )
-        })
-        .await
-        .map_err(HandlerError::from)
+        let settled = self
+            .transition(saga_id, Some(&event), |definition, state| {
+                transition::on_reply(
+                    definition,
+                    state,
+                    &event.event_type,
+                    &event.event_id,
+                    data,
+                    retry,
+                    now_seconds(),
+                )
+            })
+            .await?;
+        if settled {
+            Ok(())
+        } else {
+            Err(HandlerError::retryable(format!(
+                "saga `{saga_id}` changed under {MAX_CAS_ATTEMPTS} attempts in a row"
+            )))
+        }
     }
 
-    async fn on_deadline(&self, saga_id: &str) -> Result<()> {
+    /// Applies a claimed deadline; `false` when the saga kept changing (the claim's lease
+    /// runs out and the deadline is handed out again).
+    async fn on_deadline(&self, saga_id: &str) -> Result<bool> {
         let retry = self.options.compensation_retry;
         self.transition(saga_id, None, |definition, state| {
             transition::on_timeout(definition, state, retry, now_seconds())
@@ -405,32 +431,33 @@ impl Inner {
     }
 
     /// Loads, decides and stores with a compare-and-set, retrying on conflicts; publishes
-    /// what the stored transition says.
+    /// what the stored transition says. `false` when every attempt hit a conflict.
     async fn transition(
         &self,
         saga_id: &str,
         cause: Option<&Envelope<Value>>,
         decide: impl Fn(&SagaDefinition, &SagaState) -> Transition,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let Some(state) = self.store.load(saga_id).await? else {
                 bump(&self.stats.ignored);
-                return Ok(());
+                return Ok(true);
             };
             let Some(definition) = self.sagas.get(&state.saga_name) else {
                 tracing::warn!(saga_id, saga = %state.saga_name, "saga not registered here; ignored");
                 bump(&self.stats.ignored);
-                return Ok(());
+                return Ok(true);
             };
             match decide(definition, &state) {
                 Transition::Ignore(why) => {
                     tracing::debug!(saga_id, ?why, "ignored");
                     bump(&self.stats.ignored);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Transition::Republish(outbox) => {
                     bump(&self.stats.republished);
-                    return self.publish(saga_id, &outbox, cause).await;
+                    self.publish(saga_id, &outbox, cause).await?;
+                    return Ok(true);
                 }
                 Transition::Apply(next) => {
                     if !self.store.update(&state, &next).await? {
@@ -446,13 +473,12 @@ impl Inner {
                         SagaStatus::Failed => bump(&self.stats.failed),
                         _ => {}
                     }
-                    return self.publish(saga_id, &next.outbox, cause).await;
+                    self.publish(saga_id, &next.outbox, cause).await?;
+                    return Ok(true);
                 }
             }
         }
-        Err(Error::Config(format!(
-            "saga `{saga_id}` changed under {MAX_CAS_ATTEMPTS} attempts in a row; will retry"
-        )))
+        Ok(false)
     }
 
     async fn publish(
@@ -494,9 +520,15 @@ async fn poll_deadlines(inner: Arc<Inner>, cancel: CancellationToken) {
         match due {
             Ok(ids) => {
                 for id in ids {
-                    if let Err(e) = inner.on_deadline(&id).await {
-                        // The claim's lease runs out and the deadline is handed out again.
-                        tracing::warn!(saga_id = %id, error = %e, "saga timeout not applied");
+                    // Unapplied, the claim's lease runs out and the deadline is handed out again.
+                    match inner.on_deadline(&id).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(saga_id = %id, "saga timeout not applied: conflicts")
+                        }
+                        Err(e) => {
+                            tracing::warn!(saga_id = %id, error = %e, "saga timeout not applied")
+                        }
                     }
                 }
             }

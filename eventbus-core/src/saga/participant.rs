@@ -287,6 +287,28 @@ impl Shared {
         })
     }
 
+    /// Claims (or, with `cancel`, cancels) work, waiting while another consumer holds it —
+    /// up to the lease, after which its claim has expired — so that a redelivery or a
+    /// compensation arriving while the command runs settles without burning deliveries.
+    async fn settle(&self, key: &StepKey, cancel: bool) -> Result<StepClaim> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let claim = if cancel {
+                self.store.cancel_step(key, self.options.record_ttl).await?
+            } else {
+                self.store.claim_step(key, self.options.lease).await?
+            };
+            if claim != StepClaim::Existing(StepRecord::InProgress)
+                || started.elapsed() >= self.options.lease
+            {
+                return Ok(claim);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
     fn key(&self, saga_id: &str, event_type: &str) -> StepKey {
         StepKey {
             participant: self.bus.service().to_string(),
@@ -316,7 +338,7 @@ impl Shared {
     ) -> HandlerResult {
         let cmd = self.command(event)?;
         let key = self.key(&cmd.saga_id, step.command_event());
-        match self.store.claim_step(&key, self.options.lease).await? {
+        match self.settle(&key, false).await? {
             StepClaim::Existing(StepRecord::InProgress) => Err(HandlerError::retryable(format!(
                 "{key} is being handled by another consumer"
             ))),
@@ -370,7 +392,7 @@ impl Shared {
         let key = self.key(&cmd.saga_id, step.compensation_event());
         let forward_key = self.key(&cmd.saga_id, step.command_event());
         let ttl = self.options.record_ttl;
-        match self.store.claim_step(&key, self.options.lease).await? {
+        match self.settle(&key, false).await? {
             StepClaim::Existing(StepRecord::InProgress) => {
                 return Err(HandlerError::retryable(format!(
                     "{key} is being handled by another consumer"
@@ -383,7 +405,7 @@ impl Shared {
             StepClaim::Acquired => {}
         }
         // Stop the command from running after its compensation; learn whether it ran.
-        let ran = match self.store.cancel_step(&forward_key, ttl).await? {
+        let ran = match self.settle(&forward_key, true).await? {
             StepClaim::Acquired | StepClaim::Existing(StepRecord::Cancelled) => false,
             StepClaim::Existing(StepRecord::InProgress) => {
                 self.store.release_step(&key).await?;
