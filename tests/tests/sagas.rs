@@ -351,6 +351,25 @@ async fn participants_are_idempotent_under_redelivery(backend: Backend) {
         0,
         "nothing to release"
     );
+
+    // A compensation arriving while its command runs waits for it, then undoes it.
+    effects.slow.lock().unwrap().insert("s3".into());
+    coordinator.publish_raw(&[command("s3")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let release = Envelope::new(
+        "InventoryReleaseCommand",
+        1,
+        "order-coordinator",
+        json!({"saga_id": "s3", "order_id": "s3", "quantity": 4, "amount": 1.0}),
+    );
+    coordinator.publish_raw(&[release]).await.unwrap();
+    eventually(LIMIT, "s3 reserved, then released", || async {
+        effects.released.load(Ordering::SeqCst) == 4
+    })
+    .await;
+    assert_eq!(effects.reserved.load(Ordering::SeqCst), 8);
+    assert_eq!(effects.compensations_of("s3"), vec!["reserve_inventory"]);
+
     listener.shutdown().await.unwrap();
     stop(subs).await;
 }

@@ -74,6 +74,8 @@ pub struct Effects {
     pub reservations: Mutex<HashSet<String>>,
     /// Reservations made a second time for the same saga (must stay 0).
     pub double_reservations: AtomicU64,
+    /// Reserve commands that take 300 ms (compensation-overtakes-command test).
+    pub slow: Mutex<HashSet<String>>,
     /// The inventory participant's counters.
     pub inventory: Mutex<Option<Arc<ParticipantStats>>>,
     /// Reserve commands that fail once before succeeding (redelivery test).
@@ -162,6 +164,10 @@ pub async fn participants(
                 let (effects, fail) = (e1.clone(), f1.clone());
                 async move {
                     let order: Order = cmd.data_as()?;
+                    let slow = effects.slow.lock().unwrap().contains(&cmd.saga_id);
+                    if slow {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
                     if effects.flaky.lock().unwrap().remove(&cmd.saga_id) {
                         return Err(HandlerError::retryable("inventory database hiccup"));
                     }
