@@ -42,6 +42,11 @@
 //! the at-most-once Pub/Sub bus: `PUBLISH events:{event_type}` with the article's six-key
 //! JSON message, wire-compatible with its Python `PubSubEventBus` in both directions.
 //!
+//! [`RedisSagaStore`] implements core's [`SagaStore`](eventbus_core::saga::SagaStore): saga
+//! state as JSON at `saga:{saga_id}` (the article's layout, plus a version), every transition
+//! one compare-and-set script that also maintains per-state index sets and the sorted set of
+//! deadlines.
+//!
 //! ## Connection
 //!
 //! [`RedisConfig`] takes a URL: `redis://[user:password@]host[:port][/db]`, `rediss://…` for
