@@ -173,10 +173,11 @@ async fn start_participants(
                     let order = order_of(&cmd)?;
                     demo.maybe_late(&order.order_id, Step::Inventory).await;
                     let mut w = demo.warehouse();
+                    if demo.trouble_for(&order.order_id, Step::Inventory) == Some(false) {
+                        return Ok(StepReply::failure(format!("{} is on hold", order.sku)));
+                    }
                     let available = w.stock.get(&order.sku).copied().unwrap_or(0);
-                    if demo.trouble_for(&order.order_id, Step::Inventory) == Some(false)
-                        || available < order.quantity
-                    {
+                    if available < order.quantity {
                         return Ok(StepReply::failure(format!(
                             "only {available} {} in stock",
                             order.sku
