@@ -24,6 +24,10 @@ const SCAN_COUNT: usize = 500;
 /// (`{ns}:saga:index:{state}`) and (re)schedules or clears its deadline in
 /// `{ns}:saga:deadlines` in the same atomic step. Participants' idempotency records are
 /// `SET … NX` keys with a TTL under the namespace. See [`SagaKeys`] for the layout.
+///
+/// The transition script writes the state key and namespaced index and deadline keys
+/// together, so on Redis Cluster they would need one hash slot: this store targets a single
+/// server (or a primary with replicas) until [`SagaKeys`] gains a hash-tagged layout.
 #[derive(Clone)]
 pub struct RedisSagaStore {
     inner: Arc<Inner>,

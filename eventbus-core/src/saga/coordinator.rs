@@ -153,6 +153,11 @@ impl SagaCoordinatorBuilder {
 
     /// Validates the definitions, subscribes to every reply event type in the service's
     /// group (`{service}-consumers`, shared by all instances), and starts polling deadlines.
+    ///
+    /// A new group starts at the beginning of the reply streams, so that replies written
+    /// before the first coordinator ever ran are not lost (older ones find no saga, or a
+    /// finished one, and are ignored); override with
+    /// [`configure_subscription`](Self::configure_subscription) and `start_from`.
     pub async fn start(self) -> Result<SagaCoordinator> {
         let mut sagas = HashMap::new();
         let mut replies = BTreeSet::new();
