@@ -256,6 +256,45 @@ async fn duplicate_and_late_replies_are_ignored(backend: Backend) {
     coordinator.shutdown().await.unwrap();
 }
 
+async fn start_with_id_is_unique_and_republish_resends(backend: Backend) {
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_secs(30));
+    let coordinator = coordinator(&backend, &store, &saga, "c1").await;
+    let commands = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = commands.clone();
+    let inventory = EventBus::from_arc(backend.transport(), "inventory-service")
+        .subscribe()
+        .on_raw("InventoryReserveCommand", move |e: Envelope<Value>| {
+            let seen = seen.clone();
+            async move {
+                assert_eq!(e.data["saga_id"], "order-42");
+                assert_eq!(e.correlation_id.as_deref(), Some("order-42"));
+                seen.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    coordinator
+        .start_with_id(&saga, "order-42", &order("o42", 1))
+        .await
+        .unwrap();
+    let again = coordinator
+        .start_with_id(&saga, "order-42", &order("o42", 1))
+        .await;
+    assert!(again.is_err(), "a saga id is used once");
+    assert!(coordinator.republish("order-42").await.unwrap());
+    assert!(!coordinator.republish("no-such-saga").await.unwrap());
+    eventually(LIMIT, "the command twice", || async {
+        commands.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert_eq!(store.load("order-42").await.unwrap().unwrap().version, 1);
+    inventory.shutdown().await.unwrap();
+    coordinator.shutdown().await.unwrap();
+}
+
 async fn another_coordinator_finishes_a_saga(backend: Backend) {
     let store = backend.saga_store();
     let saga = order_saga(Duration::from_secs(30));
@@ -436,6 +475,7 @@ both!(
     failure_at_each_step_compensates_completed_steps_in_reverse,
     step_timeout_compensates,
     duplicate_and_late_replies_are_ignored,
+    start_with_id_is_unique_and_republish_resends,
     another_coordinator_finishes_a_saga,
     participants_are_idempotent_under_redelivery,
     thousand_concurrent_sagas_stay_consistent,
