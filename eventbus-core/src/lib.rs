@@ -49,6 +49,10 @@
 //! for notifications that may be lost; use the Streams bus for anything that must be
 //! processed.
 //!
+//! Sagas ([`saga`]) coordinate a distributed transaction as steps with compensations: every
+//! transition is a compare-and-set on the saga's version, a failure or timeout compensates
+//! the completed steps in reverse order, and any coordinator instance resumes any saga.
+//!
 //! The [`Router`] routes events to rules by pattern over event types (`Order.*`,
 //! `**.Failed`), content filter and priority, in process, on a Streams subscription (with
 //! the Streams guarantees) or on a Pub/Sub subscription.
@@ -68,6 +72,7 @@ pub mod pattern;
 pub mod projection;
 pub mod pubsub;
 pub mod router;
+pub mod saga;
 pub mod testing;
 pub mod transport;
 

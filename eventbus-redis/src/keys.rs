@@ -15,6 +15,9 @@
 //! | aggregate version | `eventbus:aggregate-version:{type}:{id}` |
 //! | aggregate snapshot (hash) | `eventbus:snapshot:{type}:{id}` |
 //! | rebuild state and shadow keys | `eventbus:projection:{name}:rebuild:…`, `…:shadow:{key}`, `…:rebuilt` |
+//! | saga state (JSON) | `saga:{saga_id}` (not namespaced, as in the article; the prefix is configurable) |
+//! | sagas by status, saga deadlines | `eventbus:saga:index:{state}` (set), `eventbus:saga:deadlines` (sorted set) |
+//! | participant idempotency records | `eventbus:saga:step:{participant}:{saga_id}:{event_type}` |
 //!
 //! Read-model keys themselves (`orders:summary:{order_id}`) are *not* namespaced: they are
 //! exactly the projection's key templates (plus an optional prefix), so that other services
@@ -248,6 +251,74 @@ impl Keys {
     /// `{ns}:snapshot:{type}:{id}`.
     pub fn aggregate_snapshot(&self, aggregate_type: &str, id: &str) -> String {
         format!("{}:snapshot:{aggregate_type}:{id}", self.namespace)
+    }
+}
+
+/// The default prefix of saga state keys (`saga:{saga_id}`), as in the reference article.
+pub const DEFAULT_SAGA_PREFIX: &str = "saga:";
+
+/// The keys of sagas: state at `{prefix}{saga_id}` (prefix `saga:` by default, not
+/// namespaced, so services written per the article find it), everything else under the
+/// namespace.
+///
+/// ```
+/// use eventbus_core::saga::SagaStatus;
+/// let keys = eventbus_redis::Keys::default().sagas();
+/// assert_eq!(keys.state("s1"), "saga:s1");
+/// assert_eq!(keys.index(SagaStatus::Failed), "eventbus:saga:index:failed");
+/// assert_eq!(keys.deadlines(), "eventbus:saga:deadlines");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaKeys {
+    namespace: String,
+    state_prefix: String,
+}
+
+impl Keys {
+    /// The saga keys of this namespace, with the default state prefix `saga:`.
+    pub fn sagas(&self) -> SagaKeys {
+        SagaKeys {
+            namespace: self.namespace.clone(),
+            state_prefix: DEFAULT_SAGA_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl SagaKeys {
+    /// Uses another prefix for state keys (e.g. `{namespace}:saga:` to keep tests or
+    /// tenants sharing a server apart).
+    pub fn with_state_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.state_prefix = prefix.into();
+        self
+    }
+
+    /// The state key prefix.
+    pub fn state_prefix(&self) -> &str {
+        &self.state_prefix
+    }
+
+    /// A saga's state: `saga:{saga_id}`.
+    pub fn state(&self, saga_id: &str) -> String {
+        format!("{}{saga_id}", self.state_prefix)
+    }
+
+    /// The set of saga ids in a status: `{ns}:saga:index:{state}`.
+    pub fn index(&self, status: eventbus_core::saga::SagaStatus) -> String {
+        format!("{}:saga:index:{}", self.namespace, status.as_str())
+    }
+
+    /// The sorted set of saga deadlines (member: saga id, score: seconds since the epoch):
+    /// `{ns}:saga:deadlines`.
+    pub fn deadlines(&self) -> String {
+        format!("{}:saga:deadlines", self.namespace)
+    }
+
+    /// A participant's idempotency record: `{ns}:saga:step:{participant}:{saga_id}:{event_type}`.
+    pub fn step(&self, key: &eventbus_core::saga::StepKey) -> String {
+        format!(
+            "{}:saga:step:{}:{}:{}",
+            self.namespace, key.participant, key.saga_id, key.event_type
+        )
     }
 }
 

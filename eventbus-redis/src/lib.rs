@@ -42,6 +42,11 @@
 //! the at-most-once Pub/Sub bus: `PUBLISH events:{event_type}` with the article's six-key
 //! JSON message, wire-compatible with its Python `PubSubEventBus` in both directions.
 //!
+//! [`RedisSagaStore`] implements core's [`SagaStore`](eventbus_core::saga::SagaStore): saga
+//! state as JSON at `saga:{saga_id}` (the article's layout, plus a version), every transition
+//! one compare-and-set script that also maintains per-state index sets and the sorted set of
+//! deadlines.
+//!
 //! ## Connection
 //!
 //! [`RedisConfig`] takes a URL: `redis://[user:password@]host[:port][/db]`, `rediss://…` for
@@ -58,6 +63,7 @@ pub mod keys;
 pub mod pubsub;
 pub mod read_models;
 mod reply;
+pub mod sagas;
 mod scripts;
 pub mod tail;
 pub mod transport;
@@ -67,8 +73,9 @@ pub use config::{RedisConfig, DEFAULT_URL};
 pub use consumer::RedisConsumer;
 pub use error::{Error, Result};
 pub use event_store::RedisEventStore;
-pub use keys::{group_for_service, Keys};
+pub use keys::{group_for_service, Keys, SagaKeys};
 pub use pubsub::RedisPubSub;
 pub use read_models::RedisReadModels;
+pub use sagas::RedisSagaStore;
 pub use tail::{StreamTail, TailEntry};
 pub use transport::RedisTransport;

@@ -293,3 +293,76 @@ return 1
 "#,
     )
 });
+
+/// Stores a new saga unless one with its id exists, indexes it and schedules its deadline.
+///
+/// `KEYS[1]` state, `KEYS[2]` status index, `KEYS[3]` deadlines; `ARGV` state JSON, saga id,
+/// deadline (`''`: none). Returns 1 when stored, 0 when the saga exists.
+pub(crate) static SAGA_CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('SADD', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2]) end
+return 1
+"#,
+    )
+});
+
+/// A saga transition: compare-and-set on the stored version, moving the saga between status
+/// indexes and (re)scheduling or clearing its deadline, all or nothing.
+///
+/// `KEYS[1]` state, `KEYS[2]` old status index, `KEYS[3]` new status index, `KEYS[4]`
+/// deadlines; `ARGV` expected version, new state JSON, saga id, deadline (`''`: none).
+/// Returns 1 when applied, 0 on a version mismatch or a missing saga (nothing written).
+pub(crate) static SAGA_UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local ok, decoded = pcall(cjson.decode, current)
+if not ok or type(decoded) ~= 'table' or tonumber(decoded['version']) ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+if KEYS[2] ~= KEYS[3] then
+  redis.call('SREM', KEYS[2], ARGV[3])
+  redis.call('SADD', KEYS[3], ARGV[3])
+end
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+else
+  redis.call('ZREM', KEYS[4], ARGV[3])
+end
+return 1
+"#,
+    )
+});
+
+/// Claims due saga deadlines: each due member is pushed to the end of its lease, so that
+/// exactly one caller gets it until the lease runs out.
+///
+/// `KEYS[1]` deadlines; `ARGV` now, lease end, max. Returns the claimed saga ids.
+pub(crate) static SAGA_CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
+end
+return due
+"#,
+    )
+});
+
+/// Deletes a participant record only while it still says `in progress`.
+///
+/// `KEYS[1]` record; `ARGV[1]` the in-progress JSON. Returns 1 when deleted.
+pub(crate) static SAGA_RELEASE_STEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#,
+    )
+});

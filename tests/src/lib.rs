@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventbus_core::pubsub::memory::MemoryPubSub;
+use eventbus_core::saga::{MemorySagaStore, SagaStore};
 use eventbus_core::transport::memory::MemoryTransport;
 use eventbus_core::transport::{StreamTransport, Topic};
 use eventbus_core::PubSubTransport;
-use eventbus_redis::{RedisConfig, RedisPubSub, RedisTransport};
+use eventbus_redis::{RedisConfig, RedisPubSub, RedisSagaStore, RedisTransport};
 
 /// `REDIS_URL`, or the local default.
 pub fn redis_url() -> String {
@@ -154,6 +155,21 @@ impl Backend {
                     .await
                     .expect("XADD of a malformed entry");
             }
+        }
+    }
+
+    /// A saga store: a fresh in-memory one, or Redis with state under the test's namespace
+    /// (`{namespace}:saga:{id}`, so cleanup removes it). Get it once per test and share it
+    /// between coordinators and participants.
+    pub fn saga_store(&self) -> Arc<dyn SagaStore> {
+        match self {
+            Backend::Memory(_) => Arc::new(MemorySagaStore::new()),
+            Backend::Redis {
+                transport,
+                namespace,
+            } => Arc::new(
+                RedisSagaStore::new(transport).with_state_prefix(format!("{namespace}:saga:")),
+            ),
         }
     }
 

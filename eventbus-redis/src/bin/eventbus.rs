@@ -17,6 +17,9 @@ use eventbus_redis::{group_for_service, RedisConfig, RedisTransport};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+#[path = "../cli/saga.rs"]
+mod saga;
+
 #[derive(Parser)]
 #[command(
     name = "eventbus",
@@ -77,6 +80,8 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Saga state and history by id, and sagas by state.
+    Saga(saga::SagaArgs),
     /// Follow a stream without a consumer group, printing events as JSON lines.
     Tail {
         /// Event type, or `all` for the global stream.
@@ -204,6 +209,7 @@ async fn run(cli: Cli) -> CliResult {
             print_lag(&lags, json)
         }
         Command::Dlq { action } => dlq(transport, action).await,
+        Command::Saga(args) => saga::run(transport, args).await,
         Command::Tail {
             stream,
             from_beginning,

@@ -1,0 +1,440 @@
+//! [`Participant`]: a service that executes saga steps, idempotent by saga and step.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::bus::{EventBus, Subscription, SubscriptionOptions};
+use crate::envelope::Envelope;
+use crate::error::{Error, HandlerError, Result};
+use crate::saga::definition::SagaStep;
+use crate::saga::store::{SagaStore, StepClaim, StepKey, StepRecord};
+
+/// A saga command (or compensation) as a participant's handler receives it.
+#[derive(Debug, Clone)]
+pub struct SagaCommand {
+    /// The saga it belongs to.
+    pub saga_id: String,
+    /// The payload: the saga data plus `saga_id`.
+    pub data: Map<String, Value>,
+    /// The event as delivered.
+    pub envelope: Envelope<Value>,
+}
+
+impl SagaCommand {
+    /// The payload decoded as `T` (e.g. the saga's data type).
+    pub fn data_as<T: DeserializeOwned>(&self) -> std::result::Result<T, HandlerError> {
+        T::deserialize(Value::Object(self.data.clone())).map_err(|e| {
+            HandlerError::permanent(format!(
+                "`{}` payload does not fit: {e}",
+                self.envelope.event_type
+            ))
+        })
+    }
+}
+
+/// What a step's handler decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepReply {
+    /// The step succeeded: these fields go out with the success event (and merge into the
+    /// saga data).
+    Success(Map<String, Value>),
+    /// The step failed for a business reason: the failure event goes out with this error
+    /// and the saga compensates.
+    Failure(String),
+}
+
+impl StepReply {
+    /// Success without fields.
+    pub fn ok() -> Self {
+        StepReply::Success(Map::new())
+    }
+
+    /// Success with the fields of `fields` (a JSON object; anything else adds no field).
+    pub fn success(fields: Value) -> Self {
+        match fields {
+            Value::Object(map) => StepReply::Success(map),
+            _ => StepReply::ok(),
+        }
+    }
+
+    /// A business failure.
+    pub fn failure(error: impl Into<String>) -> Self {
+        StepReply::Failure(error.into())
+    }
+}
+
+type Forward = Arc<
+    dyn Fn(SagaCommand) -> BoxFuture<'static, std::result::Result<StepReply, HandlerError>>
+        + Send
+        + Sync,
+>;
+type Compensate = Arc<
+    dyn Fn(SagaCommand) -> BoxFuture<'static, std::result::Result<(), HandlerError>> + Send + Sync,
+>;
+
+/// Tuning of a participant.
+#[derive(Debug, Clone)]
+pub struct ParticipantOptions {
+    /// How long a consumer holds a step while running its handler; past it, a redelivery
+    /// may run the handler again (keep handlers shorter than this).
+    pub lease: Duration,
+    /// How long a step's outcome is remembered (redeliveries later than this run again).
+    pub record_ttl: Duration,
+}
+
+impl Default for ParticipantOptions {
+    fn default() -> Self {
+        ParticipantOptions {
+            lease: Duration::from_secs(60),
+            record_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Counters of a participant.
+#[derive(Debug, Default)]
+pub struct ParticipantStats {
+    executed: AtomicU64,
+    compensated: AtomicU64,
+    deduplicated: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+impl ParticipantStats {
+    /// Step handlers run to a reply.
+    pub fn executed(&self) -> u64 {
+        self.executed.load(Ordering::Relaxed)
+    }
+    /// Compensation handlers run.
+    pub fn compensated(&self) -> u64 {
+        self.compensated.load(Ordering::Relaxed)
+    }
+    /// Redelivered or repeated commands answered from the record, without running a handler.
+    pub fn deduplicated(&self) -> u64 {
+        self.deduplicated.load(Ordering::Relaxed)
+    }
+    /// Commands not run because their compensation came first, and compensations of steps
+    /// that never ran or failed (nothing to undo).
+    pub fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+struct Shared {
+    bus: EventBus,
+    store: Arc<dyn SagaStore>,
+    options: ParticipantOptions,
+    stats: Arc<ParticipantStats>,
+}
+
+/// Builds and runs a saga participant: for each [`SagaStep`] it serves, a handler for the
+/// step's command and one for its compensation. Replies carry `saga_id`; every command is
+/// handled at most once per saga (a redelivery re-sends the recorded reply), a compensation
+/// that overtakes its command stops the command from running, and a compensation of a
+/// step that never ran or failed undoes nothing.
+///
+/// ```no_run
+/// # use eventbus_core::saga::{MemorySagaStore, Participant, SagaStep, StepReply};
+/// # use eventbus_core::{EventBus, transport::memory::MemoryTransport};
+/// # async fn run(step: SagaStep) -> eventbus_core::Result<()> {
+/// let bus = EventBus::new(MemoryTransport::new(), "payment-service");
+/// let payments = Participant::new(bus, MemorySagaStore::new())
+///     .step(
+///         &step,
+///         |cmd| async move {
+///             let amount = cmd.data.get("amount").and_then(|a| a.as_f64()).unwrap_or(0.0);
+///             if amount > 1000.0 {
+///                 return Ok(StepReply::failure("card declined"));
+///             }
+///             Ok(StepReply::success(serde_json::json!({"payment_id": format!("pay_{}", cmd.saga_id)})))
+///         },
+///         |_cmd| async move { Ok(()) }, // refund
+///     )
+///     .start()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct Participant {
+    shared: Arc<Shared>,
+    steps: Vec<(SagaStep, Forward, Compensate)>,
+    configure: Vec<crate::saga::Configure>,
+}
+
+impl std::fmt::Debug for Participant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Participant")
+            .field("service", &self.shared.bus.service())
+            .field(
+                "steps",
+                &self.steps.iter().map(|s| &s.0).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Participant {
+    /// A participant publishing and subscribing as `bus`'s service, recording its work in
+    /// `store`.
+    pub fn new(bus: EventBus, store: impl SagaStore) -> Self {
+        Self::with_store(bus, Arc::new(store))
+    }
+
+    /// [`new`](Self::new) with a shared store.
+    pub fn with_store(bus: EventBus, store: Arc<dyn SagaStore>) -> Self {
+        Participant {
+            shared: Arc::new(Shared {
+                bus,
+                store,
+                options: ParticipantOptions::default(),
+                stats: Arc::default(),
+            }),
+            steps: Vec::new(),
+            configure: Vec::new(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn options(mut self, options: ParticipantOptions) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.options = options;
+        }
+        self
+    }
+
+    /// Serves `step`: `execute` handles its command, `compensate` its compensation.
+    pub fn step<F, FFut, C, CFut>(mut self, step: &SagaStep, execute: F, compensate: C) -> Self
+    where
+        F: Fn(SagaCommand) -> FFut + Send + Sync + 'static,
+        FFut: Future<Output = std::result::Result<StepReply, HandlerError>> + Send + 'static,
+        C: Fn(SagaCommand) -> CFut + Send + Sync + 'static,
+        CFut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
+        let forward: Forward = Arc::new(move |cmd| Box::pin(execute(cmd)));
+        let undo: Compensate = Arc::new(move |cmd| Box::pin(compensate(cmd)));
+        self.steps.push((step.clone(), forward, undo));
+        self
+    }
+
+    /// Tunes the subscription (consumer name, concurrency, retries…).
+    pub fn configure_subscription(
+        mut self,
+        f: impl FnOnce(&mut SubscriptionOptions) + Send + 'static,
+    ) -> Self {
+        self.configure.push(Box::new(f));
+        self
+    }
+
+    /// Counters, shared with the running participant.
+    pub fn stats(&self) -> Arc<ParticipantStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Subscribes to the steps' commands and compensations in the service's group.
+    pub async fn start(self) -> Result<Subscription> {
+        if self.steps.is_empty() {
+            return Err(Error::Config(
+                "a participant needs at least one step".into(),
+            ));
+        }
+        let mut builder = self.shared.bus.subscribe();
+        for configure in self.configure {
+            builder = builder.configure(configure);
+        }
+        for (step, forward, undo) in self.steps {
+            let step = Arc::new(step);
+            let (shared, s) = (self.shared.clone(), step.clone());
+            builder = builder.on_raw(step.command_event().to_string(), move |e| {
+                let (shared, step, forward) = (shared.clone(), s.clone(), forward.clone());
+                async move { shared.execute(&step, &forward, e).await }
+            });
+            let (shared, s) = (self.shared.clone(), step.clone());
+            builder = builder.on_raw(step.compensation_event().to_string(), move |e| {
+                let (shared, step, undo) = (shared.clone(), s.clone(), undo.clone());
+                async move { shared.compensate(&step, &undo, e).await }
+            });
+        }
+        builder.start().await
+    }
+}
+
+type HandlerResult = std::result::Result<(), HandlerError>;
+
+impl Shared {
+    fn command(&self, envelope: Envelope<Value>) -> std::result::Result<SagaCommand, HandlerError> {
+        let data = match &envelope.data {
+            Value::Object(map) => map.clone(),
+            _ => {
+                return Err(HandlerError::permanent(
+                    "a saga command's payload must be an object",
+                ))
+            }
+        };
+        let saga_id = data
+            .get("saga_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| HandlerError::permanent("a saga command must carry `saga_id`"))?
+            .to_string();
+        Ok(SagaCommand {
+            saga_id,
+            data,
+            envelope,
+        })
+    }
+
+    /// Claims (or, with `cancel`, cancels) work, waiting while another consumer holds it —
+    /// up to the lease, after which its claim has expired — so that a redelivery or a
+    /// compensation arriving while the command runs settles without burning deliveries.
+    async fn settle(&self, key: &StepKey, cancel: bool) -> Result<StepClaim> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let claim = if cancel {
+                self.store.cancel_step(key, self.options.record_ttl).await?
+            } else {
+                self.store.claim_step(key, self.options.lease).await?
+            };
+            if claim != StepClaim::Existing(StepRecord::InProgress)
+                || started.elapsed() >= self.options.lease
+            {
+                return Ok(claim);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    fn key(&self, saga_id: &str, event_type: &str) -> StepKey {
+        StepKey {
+            participant: self.bus.service().to_string(),
+            saga_id: saga_id.to_string(),
+            event_type: event_type.to_string(),
+        }
+    }
+
+    async fn reply(&self, cause: &Envelope<Value>, record: &StepRecord) -> Result<()> {
+        if let StepRecord::Done {
+            event_type: Some(event_type),
+            data,
+        } = record
+        {
+            let envelope =
+                Envelope::new(event_type, 1, self.bus.service(), data.clone()).caused_by(cause);
+            self.bus.publish_raw(&[envelope]).await?;
+        }
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        step: &SagaStep,
+        forward: &Forward,
+        event: Envelope<Value>,
+    ) -> HandlerResult {
+        let cmd = self.command(event)?;
+        let key = self.key(&cmd.saga_id, step.command_event());
+        match self.settle(&key, false).await? {
+            StepClaim::Existing(StepRecord::InProgress) => Err(HandlerError::retryable(format!(
+                "{key} is being handled by another consumer"
+            ))),
+            StepClaim::Existing(StepRecord::Cancelled) => {
+                self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            StepClaim::Existing(record) => {
+                self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
+                Ok(self.reply(&cmd.envelope, &record).await?)
+            }
+            StepClaim::Acquired => {
+                let cause = cmd.envelope.clone();
+                let saga_id = cmd.saga_id.clone();
+                let outcome = match forward(cmd).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        self.store.release_step(&key).await?;
+                        return Err(e);
+                    }
+                };
+                let (event_type, mut data) = match outcome {
+                    StepReply::Success(fields) => (step.success_event(), fields),
+                    StepReply::Failure(error) => {
+                        let mut fields = Map::new();
+                        fields.insert("error".into(), Value::String(error));
+                        (step.failure_event(), fields)
+                    }
+                };
+                data.insert("saga_id".into(), Value::String(saga_id));
+                let record = StepRecord::Done {
+                    event_type: Some(event_type.to_string()),
+                    data: Value::Object(data),
+                };
+                self.store
+                    .finish_step(&key, &record, self.options.record_ttl)
+                    .await?;
+                self.stats.executed.fetch_add(1, Ordering::Relaxed);
+                Ok(self.reply(&cause, &record).await?)
+            }
+        }
+    }
+
+    async fn compensate(
+        &self,
+        step: &SagaStep,
+        undo: &Compensate,
+        event: Envelope<Value>,
+    ) -> HandlerResult {
+        let cmd = self.command(event)?;
+        let key = self.key(&cmd.saga_id, step.compensation_event());
+        let forward_key = self.key(&cmd.saga_id, step.command_event());
+        let ttl = self.options.record_ttl;
+        match self.settle(&key, false).await? {
+            StepClaim::Existing(StepRecord::InProgress) => {
+                return Err(HandlerError::retryable(format!(
+                    "{key} is being handled by another consumer"
+                )))
+            }
+            StepClaim::Existing(record) => {
+                self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
+                return Ok(self.reply(&cmd.envelope, &record).await?);
+            }
+            StepClaim::Acquired => {}
+        }
+        // Stop the command from running after its compensation; learn whether it ran.
+        let ran = match self.settle(&forward_key, true).await? {
+            StepClaim::Acquired | StepClaim::Existing(StepRecord::Cancelled) => false,
+            StepClaim::Existing(StepRecord::InProgress) => {
+                self.store.release_step(&key).await?;
+                return Err(HandlerError::retryable(format!(
+                    "{forward_key} is still running; compensating after it"
+                )));
+            }
+            StepClaim::Existing(StepRecord::Done { event_type, .. }) => {
+                event_type.as_deref() != Some(step.failure_event())
+            }
+        };
+        let cause = cmd.envelope.clone();
+        let saga_id = cmd.saga_id.clone();
+        if ran {
+            if let Err(e) = undo(cmd).await {
+                self.store.release_step(&key).await?;
+                return Err(e);
+            }
+            self.stats.compensated.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut data = Map::new();
+        data.insert("saga_id".into(), Value::String(saga_id));
+        let record = StepRecord::Done {
+            event_type: step.compensated_event().map(str::to_string),
+            data: Value::Object(data),
+        };
+        self.store.finish_step(&key, &record, ttl).await?;
+        Ok(self.reply(&cause, &record).await?)
+    }
+}

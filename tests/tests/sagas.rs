@@ -1,0 +1,482 @@
+//! Sagas end to end, on both backends: the order saga of the reference article with
+//! inventory, payment and shipping participants.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
+
+mod sagas_support;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventbus_core::saga::{SagaState, SagaStatus, SagaStore};
+use eventbus_core::{Envelope, EventBus};
+use eventbus_tests::{both, eventually, Backend};
+use sagas_support::*;
+use serde_json::{json, Value};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn order(id: &str, quantity: i64) -> Order {
+    Order {
+        order_id: id.to_string(),
+        quantity,
+        amount: 10.0 * quantity as f64,
+    }
+}
+
+async fn final_state(store: &Arc<dyn SagaStore>, saga_id: &str) -> SagaState {
+    eventually(LIMIT, &format!("saga {saga_id} to finish"), || async {
+        store
+            .load(saga_id)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.state.is_final())
+    })
+    .await;
+    store.load(saga_id).await.unwrap().unwrap()
+}
+
+fn actions(state: &SagaState) -> Vec<(String, String)> {
+    state
+        .actions()
+        .into_iter()
+        .map(|(s, a)| (s.to_string(), a.to_string()))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(s, a)| (s.to_string(), a.to_string()))
+        .collect()
+}
+
+async fn happy_path(backend: Backend) {
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_secs(30));
+    let effects = Arc::new(Effects::default());
+    let subs = participants(&backend, &store, &saga, &effects, never(), true).await;
+    let coordinator = coordinator(&backend, &store, &saga, "c1").await;
+
+    let id = coordinator.start(&saga, &order("ord_1", 2)).await.unwrap();
+    let state = final_state(&store, &id).await;
+
+    assert_eq!(state.state, SagaStatus::Completed);
+    assert_eq!(state.saga_name, "create_order");
+    assert_eq!(state.current_step, 2);
+    assert!(state.completed_at.is_some() && state.error.is_none());
+    // Every reply's fields merged into the data, next to what the saga started with.
+    assert_eq!(state.data["order_id"], "ord_1");
+    assert_eq!(state.data["reservation_id"], "res_ord_1");
+    assert_eq!(state.data["payment_id"], "pay_ord_1");
+    assert_eq!(state.data["tracking"], "trk_ord_1");
+    assert!(!state.data.contains_key("saga_id"));
+    assert_eq!(
+        actions(&state),
+        pairs(&[
+            ("reserve_inventory", "started"),
+            ("reserve_inventory", "completed"),
+            ("process_payment", "started"),
+            ("process_payment", "completed"),
+            ("create_shipment", "started"),
+            ("create_shipment", "completed"),
+        ])
+    );
+    assert!(state
+        .history
+        .windows(2)
+        .all(|w| w[0].timestamp <= w[1].timestamp && w[0].timestamp >= state.started_at));
+    assert_eq!(effects.reserved.load(Ordering::SeqCst), 2);
+    assert_eq!(effects.shipped.load(Ordering::SeqCst), 2);
+    assert!(effects.compensations_of(&id).is_empty());
+    assert_eq!(store.count(SagaStatus::Completed).await.unwrap(), 1);
+    assert_eq!(store.count(SagaStatus::Pending).await.unwrap(), 0);
+    let listed = coordinator.list(SagaStatus::Completed, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].saga_id, id);
+    assert_eq!(coordinator.stats().completed(), 1);
+
+    coordinator.shutdown().await.unwrap();
+    stop(subs).await;
+}
+
+async fn failure_at_each_step_compensates_completed_steps_in_reverse(backend: Backend) {
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_secs(30));
+    let effects = Arc::new(Effects::default());
+    let fail: FailWhen = Arc::new(|step, order_id| order_id == format!("fail-{step}"));
+    let subs = participants(&backend, &store, &saga, &effects, fail, true).await;
+    let coordinator = coordinator(&backend, &store, &saga, "c1").await;
+
+    let cases: [(&str, &str, &str, &[&str]); 3] = [
+        ("inventory", "reserve_inventory", "out of stock", &[]),
+        (
+            "payment",
+            "process_payment",
+            "card declined",
+            &["reserve_inventory"],
+        ),
+        (
+            "shipping",
+            "create_shipment",
+            "no courier available",
+            &["process_payment", "reserve_inventory"],
+        ),
+    ];
+    for (participant, step, error, compensated) in cases {
+        let order_id = format!("fail-{participant}");
+        let id = coordinator
+            .start(&saga, &order(&order_id, 3))
+            .await
+            .unwrap();
+        let state = final_state(&store, &id).await;
+        assert_eq!(state.state, SagaStatus::Failed, "{participant}");
+        assert_eq!(state.error.as_deref(), Some(error));
+        assert_eq!(
+            effects.compensations_of(&id),
+            compensated.to_vec(),
+            "failure at {participant}: exactly the completed steps, in reverse"
+        );
+        // History: the failure, then each compensation in reverse order.
+        let history = actions(&state);
+        let failed_at = history
+            .iter()
+            .position(|(s, a)| s == step && a == "failed")
+            .unwrap();
+        let after: Vec<(String, String)> = history[failed_at + 1..]
+            .iter()
+            .filter(|(_, a)| a == "compensating")
+            .cloned()
+            .collect();
+        let expected: Vec<(String, String)> = compensated
+            .iter()
+            .map(|s| (s.to_string(), "compensating".to_string()))
+            .collect();
+        assert_eq!(after, expected, "{participant}: {history:?}");
+        if compensated.contains(&"process_payment") {
+            // Payment confirms refunds: the coordinator awaited it before releasing stock.
+            let refunded = history
+                .iter()
+                .position(|(s, a)| s == "process_payment" && a == "compensated")
+                .expect("refund confirmed");
+            let released = history
+                .iter()
+                .position(|(s, a)| s == "reserve_inventory" && a == "compensating")
+                .unwrap();
+            assert!(refunded < released, "{history:?}");
+        }
+    }
+    assert_eq!(effects.reserved.load(Ordering::SeqCst), 6);
+    assert_eq!(effects.released.load(Ordering::SeqCst), 6);
+    assert_eq!(effects.refunded.load(Ordering::SeqCst), 1);
+    assert_eq!(store.count(SagaStatus::Failed).await.unwrap(), 3);
+
+    coordinator.shutdown().await.unwrap();
+    stop(subs).await;
+}
+
+async fn step_timeout_compensates(backend: Backend) {
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_millis(300));
+    let effects = Arc::new(Effects::default());
+    // No shipping service: the shipment step never gets a reply.
+    let subs = participants(&backend, &store, &saga, &effects, never(), false).await;
+    // Two instances poll the deadlines; the timeout must fire once.
+    let coordinator = coordinator(&backend, &store, &saga, "c1").await;
+    let other = sagas_support::coordinator(&backend, &store, &saga, "c2").await;
+
+    let id = coordinator.start(&saga, &order("slow", 1)).await.unwrap();
+    let state = final_state(&store, &id).await;
+    assert_eq!(state.state, SagaStatus::Failed);
+    assert!(
+        state.error.as_deref().unwrap().contains("timed out"),
+        "{:?}",
+        state.error
+    );
+    let history = actions(&state);
+    assert!(history.contains(&("create_shipment".into(), "timed_out".into())));
+    assert_eq!(
+        effects.compensations_of(&id),
+        vec!["process_payment", "reserve_inventory"]
+    );
+    assert_eq!(
+        coordinator.stats().timeouts() + other.stats().timeouts(),
+        1,
+        "fired exactly once"
+    );
+    assert!(state.deadline.is_none());
+
+    coordinator.shutdown().await.unwrap();
+    other.shutdown().await.unwrap();
+    stop(subs).await;
+}
+
+async fn duplicate_and_late_replies_are_ignored(backend: Backend) {
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_secs(30));
+    let coordinator = coordinator(&backend, &store, &saga, "c1").await;
+    // The test plays the participants.
+    let inventory = EventBus::from_arc(backend.transport(), "inventory-service");
+    let id = coordinator.start(&saga, &order("dup", 1)).await.unwrap();
+    let reply =
+        |event_type: &str, data: Value| Envelope::new(event_type, 1, "inventory-service", data);
+    let reserved = json!({"saga_id": id, "reservation_id": "r1"});
+    inventory
+        .publish_raw(&[reply("InventoryReserved", reserved.clone())])
+        .await
+        .unwrap();
+    eventually(LIMIT, "payment step", || async {
+        store.load(&id).await.unwrap().unwrap().current_step == 1
+    })
+    .await;
+    let before = store.load(&id).await.unwrap().unwrap();
+    // The same reply again (a new event), and a late failure of the completed step.
+    inventory
+        .publish_raw(&[
+            reply(
+                "InventoryReserved",
+                json!({"saga_id": id, "reservation_id": "r2"}),
+            ),
+            reply(
+                "InventoryReserveFailed",
+                json!({"saga_id": id, "error": "late"}),
+            ),
+            reply("PaymentProcessed", json!({"saga_id": "no-such-saga"})),
+        ])
+        .await
+        .unwrap();
+    eventually(LIMIT, "three ignored replies", || async {
+        coordinator.stats().ignored() >= 3
+    })
+    .await;
+    let after = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(after.version, before.version, "nothing applied twice");
+    assert_eq!(after.data["reservation_id"], "r1");
+    assert_eq!(after.state, SagaStatus::Pending);
+    coordinator.shutdown().await.unwrap();
+}
+
+async fn start_with_id_is_unique_and_republish_resends(backend: Backend) {
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_secs(30));
+    let coordinator = coordinator(&backend, &store, &saga, "c1").await;
+    let commands = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = commands.clone();
+    let inventory = EventBus::from_arc(backend.transport(), "inventory-service")
+        .subscribe()
+        .on_raw("InventoryReserveCommand", move |e: Envelope<Value>| {
+            let seen = seen.clone();
+            async move {
+                assert_eq!(e.data["saga_id"], "order-42");
+                assert_eq!(e.correlation_id.as_deref(), Some("order-42"));
+                seen.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    coordinator
+        .start_with_id(&saga, "order-42", &order("o42", 1))
+        .await
+        .unwrap();
+    let again = coordinator
+        .start_with_id(&saga, "order-42", &order("o42", 1))
+        .await;
+    assert!(again.is_err(), "a saga id is used once");
+    assert!(coordinator.republish("order-42").await.unwrap());
+    assert!(!coordinator.republish("no-such-saga").await.unwrap());
+    eventually(LIMIT, "the command twice", || async {
+        commands.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert_eq!(store.load("order-42").await.unwrap().unwrap().version, 1);
+    inventory.shutdown().await.unwrap();
+    coordinator.shutdown().await.unwrap();
+}
+
+async fn another_coordinator_finishes_a_saga(backend: Backend) {
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_secs(30));
+    let effects = Arc::new(Effects::default());
+    // The participants' groups exist, but the services are down while the first instance
+    // starts the saga and stops.
+    stop(participants(&backend, &store, &saga, &effects, never(), true).await).await;
+    let first = coordinator(&backend, &store, &saga, "c1").await;
+    let id = first.start(&saga, &order("handover", 1)).await.unwrap();
+    first.shutdown().await.unwrap();
+
+    // Participants come back; their replies go to the second instance.
+    let subs = participants(&backend, &store, &saga, &effects, never(), true).await;
+    let second = coordinator(&backend, &store, &saga, "c2").await;
+    let state = final_state(&store, &id).await;
+    assert_eq!(state.state, SagaStatus::Completed);
+    assert_eq!(second.stats().completed(), 1);
+    assert_eq!(second.stats().started(), 0);
+    second.shutdown().await.unwrap();
+    stop(subs).await;
+}
+
+async fn participants_are_idempotent_under_redelivery(backend: Backend) {
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_secs(30));
+    let effects = Arc::new(Effects::default());
+    let subs = participants(&backend, &store, &saga, &effects, never(), true).await;
+    let replies = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let r = replies.clone();
+    let listener = EventBus::from_arc(backend.transport(), "listener")
+        .subscribe()
+        .start_from(eventbus_core::StartFrom::Beginning)
+        .on_raw("InventoryReserved", move |e: Envelope<Value>| {
+            let r = r.clone();
+            async move {
+                r.lock().unwrap().push(e.data);
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let coordinator = EventBus::from_arc(backend.transport(), "order-coordinator");
+    let command = |id: &str| {
+        Envelope::new(
+            "InventoryReserveCommand",
+            1,
+            "order-coordinator",
+            json!({"saga_id": id, "order_id": id, "quantity": 4, "amount": 1.0}),
+        )
+    };
+    // A command whose first attempt fails (retried), delivered three times.
+    effects.flaky.lock().unwrap().insert("s1".into());
+    coordinator
+        .publish_raw(&[command("s1"), command("s1"), command("s1")])
+        .await
+        .unwrap();
+    eventually(LIMIT, "three replies", || async {
+        replies.lock().unwrap().len() == 3
+    })
+    .await;
+    assert_eq!(effects.reserved.load(Ordering::SeqCst), 4, "reserved once");
+    assert_eq!(effects.double_reservations.load(Ordering::SeqCst), 0);
+    let replies = replies.lock().unwrap().clone();
+    assert!(replies.iter().all(|r| r == &replies[0]), "{replies:?}");
+    assert_eq!(replies[0]["saga_id"], "s1");
+
+    // A compensation that overtakes its command: the command must not run afterwards, and
+    // nothing is released (nothing was reserved).
+    let release = Envelope::new(
+        "InventoryReleaseCommand",
+        1,
+        "order-coordinator",
+        json!({"saga_id": "s2", "order_id": "s2", "quantity": 5, "amount": 1.0}),
+    );
+    coordinator.publish_raw(&[release]).await.unwrap();
+    eventually(LIMIT, "release handled", || async {
+        effects.inventory_cancelled() == 1
+    })
+    .await;
+    coordinator.publish_raw(&[command("s2")]).await.unwrap();
+    eventually(LIMIT, "late command skipped", || async {
+        effects.inventory_cancelled() == 2
+    })
+    .await;
+    assert_eq!(
+        effects.reserved.load(Ordering::SeqCst),
+        4,
+        "s2 never reserved"
+    );
+    assert_eq!(
+        effects.released.load(Ordering::SeqCst),
+        0,
+        "nothing to release"
+    );
+
+    // A compensation arriving while its command runs waits for it, then undoes it.
+    effects.slow.lock().unwrap().insert("s3".into());
+    coordinator.publish_raw(&[command("s3")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let release = Envelope::new(
+        "InventoryReleaseCommand",
+        1,
+        "order-coordinator",
+        json!({"saga_id": "s3", "order_id": "s3", "quantity": 4, "amount": 1.0}),
+    );
+    coordinator.publish_raw(&[release]).await.unwrap();
+    eventually(LIMIT, "s3 reserved, then released", || async {
+        effects.released.load(Ordering::SeqCst) == 4
+    })
+    .await;
+    assert_eq!(effects.reserved.load(Ordering::SeqCst), 8);
+    assert_eq!(effects.compensations_of("s3"), vec!["reserve_inventory"]);
+
+    listener.shutdown().await.unwrap();
+    stop(subs).await;
+}
+
+async fn thousand_concurrent_sagas_stay_consistent(backend: Backend) {
+    const SAGAS: usize = 1000;
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_secs(60));
+    let effects = Arc::new(Effects::default());
+    // Deterministic "random" failures spread over the three steps.
+    let fail: FailWhen = Arc::new(|step, order_id| {
+        let n: u64 = order_id.trim_start_matches("o").parse().unwrap_or(0);
+        let h = n.wrapping_mul(2654435761) % 100;
+        match step {
+            "inventory" => h < 10,
+            "payment" => (10..25).contains(&h),
+            "shipping" => (25..35).contains(&h),
+            _ => false,
+        }
+    });
+    let subs = participants(&backend, &store, &saga, &effects, fail, true).await;
+    let c1 = coordinator(&backend, &store, &saga, "c1").await;
+    let c2 = coordinator(&backend, &store, &saga, "c2").await;
+    let starts = (0..SAGAS).map(|i| {
+        let (c, saga) = (if i % 2 == 0 { &c1 } else { &c2 }, &saga);
+        async move {
+            c.start(saga, &order(&format!("o{i}"), 1 + (i % 3) as i64))
+                .await
+        }
+    });
+    let ids: Vec<String> = futures_util::future::join_all(starts)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids.len(), SAGAS);
+    eventually(Duration::from_secs(60), "every saga final", || async {
+        store.count(SagaStatus::Completed).await.unwrap()
+            + store.count(SagaStatus::Failed).await.unwrap()
+            == SAGAS as u64
+    })
+    .await;
+    // Compensations without confirmation may still be in flight when the saga is final.
+    eventually(LIMIT, "inventory consistent", || async {
+        effects.reserved.load(Ordering::SeqCst)
+            == effects.released.load(Ordering::SeqCst) + effects.shipped.load(Ordering::SeqCst)
+    })
+    .await;
+    let completed = store.count(SagaStatus::Completed).await.unwrap();
+    assert!(completed > 0 && completed < SAGAS as u64, "{completed}");
+    assert_eq!(effects.double_reservations.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        store.count(SagaStatus::Pending).await.unwrap()
+            + store.count(SagaStatus::Compensating).await.unwrap(),
+        0
+    );
+    c1.shutdown().await.unwrap();
+    c2.shutdown().await.unwrap();
+    stop(subs).await;
+}
+
+both!(
+    happy_path,
+    failure_at_each_step_compensates_completed_steps_in_reverse,
+    step_timeout_compensates,
+    duplicate_and_late_replies_are_ignored,
+    start_with_id_is_unique_and_republish_resends,
+    another_coordinator_finishes_a_saga,
+    participants_are_idempotent_under_redelivery,
+    thousand_concurrent_sagas_stay_consistent,
+);

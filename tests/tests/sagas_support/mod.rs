@@ -1,0 +1,278 @@
+//! The order saga of the reference article, with in-process inventory, payment and shipping
+//! participants whose effects the tests check.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventbus_core::saga::{
+    CoordinatorOptions, Participant, ParticipantStats, SagaCoordinator, SagaDefinition, SagaStep,
+    SagaStore, StepReply,
+};
+use eventbus_core::{EventBus, HandlerError, Subscription};
+use eventbus_tests::Backend;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// The saga data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: String,
+    pub quantity: i64,
+    pub amount: f64,
+}
+
+/// Which step's participant answers with a failure for an order.
+pub type FailWhen = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+pub fn never() -> FailWhen {
+    Arc::new(|_, _| false)
+}
+
+/// The article's three steps; payment confirms refunds (`PaymentRefunded`), and shipping
+/// has a timeout.
+pub fn order_saga(shipping_timeout: Duration) -> SagaDefinition<Order> {
+    SagaDefinition::new("create_order")
+        .step(
+            SagaStep::new("reserve_inventory")
+                .command("InventoryReserveCommand")
+                .success("InventoryReserved")
+                .failure("InventoryReserveFailed")
+                .compensation("InventoryReleaseCommand"),
+        )
+        .step(
+            SagaStep::new("process_payment")
+                .command("PaymentProcessCommand")
+                .success("PaymentProcessed")
+                .failure("PaymentFailed")
+                .compensation("PaymentRefundCommand")
+                .compensated("PaymentRefunded"),
+        )
+        .step(
+            SagaStep::new("create_shipment")
+                .command("ShipmentCreateCommand")
+                .success("ShipmentCreated")
+                .failure("ShipmentFailed")
+                .compensation("ShipmentCancelCommand")
+                .timeout(shipping_timeout),
+        )
+}
+
+/// What the participants did.
+#[derive(Default)]
+pub struct Effects {
+    pub reserved: AtomicI64,
+    pub released: AtomicI64,
+    pub charged: AtomicU64,
+    pub refunded: AtomicU64,
+    pub shipped: AtomicI64,
+    pub cancelled: AtomicI64,
+    /// Compensation handlers run, in order: `(saga_id, step)`.
+    pub compensations: Mutex<Vec<(String, String)>>,
+    /// Reservations by saga, to catch double reservations.
+    pub reservations: Mutex<HashSet<String>>,
+    /// Reservations made a second time for the same saga (must stay 0).
+    pub double_reservations: AtomicU64,
+    /// Reserve commands that take 300 ms (compensation-overtakes-command test).
+    pub slow: Mutex<HashSet<String>>,
+    /// The inventory participant's counters.
+    pub inventory: Mutex<Option<Arc<ParticipantStats>>>,
+    /// Reserve commands that fail once before succeeding (redelivery test).
+    pub flaky: Mutex<HashSet<String>>,
+}
+
+impl Effects {
+    pub fn compensations_of(&self, saga_id: &str) -> Vec<String> {
+        self.compensations
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(id, _)| id == saga_id)
+            .map(|(_, step)| step.clone())
+            .collect()
+    }
+
+    /// Commands and compensations the inventory skipped (compensation first, or nothing
+    /// to undo).
+    pub fn inventory_cancelled(&self) -> u64 {
+        self.inventory
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(0, |s| s.cancelled())
+    }
+
+    fn compensated(&self, saga_id: &str, step: &str) {
+        self.compensations
+            .lock()
+            .unwrap()
+            .push((saga_id.to_string(), step.to_string()));
+    }
+}
+
+pub fn bus(backend: &Backend, service: &str) -> EventBus {
+    EventBus::from_arc(backend.transport(), service)
+}
+
+/// Starts a coordinator instance named `instance`.
+pub async fn coordinator(
+    backend: &Backend,
+    store: &Arc<dyn SagaStore>,
+    saga: &SagaDefinition<Order>,
+    instance: &str,
+) -> SagaCoordinator {
+    let instance = instance.to_string();
+    SagaCoordinator::builder_with(bus(backend, "order-coordinator"), store.clone())
+        .saga(saga)
+        .options(CoordinatorOptions {
+            timeout_poll: Duration::from_millis(50),
+            compensation_retry: Duration::from_secs(2),
+            ..CoordinatorOptions::default()
+        })
+        .consumer_name(instance)
+        .configure_subscription(|o| {
+            o.concurrency = 64;
+            o.block = Duration::from_millis(200);
+        })
+        .start()
+        .await
+        .expect("start the coordinator")
+}
+
+/// Starts the participants; `with_shipping: false` leaves shipping commands unanswered.
+pub async fn participants(
+    backend: &Backend,
+    store: &Arc<dyn SagaStore>,
+    saga: &SagaDefinition<Order>,
+    effects: &Arc<Effects>,
+    fail: FailWhen,
+    with_shipping: bool,
+) -> Vec<Subscription> {
+    let steps = saga.steps();
+    let tune = |o: &mut eventbus_core::SubscriptionOptions| {
+        o.concurrency = 64;
+        o.order_by = eventbus_core::OrderBy::Unordered;
+        o.block = Duration::from_millis(200);
+        o.retry_backoff = eventbus_core::Backoff::constant(Duration::from_millis(20));
+    };
+    let (e1, e2, f1) = (effects.clone(), effects.clone(), fail.clone());
+    let inventory = Participant::with_store(bus(backend, "inventory-service"), store.clone())
+        .step(
+            &steps[0],
+            move |cmd| {
+                let (effects, fail) = (e1.clone(), f1.clone());
+                async move {
+                    let order: Order = cmd.data_as()?;
+                    let slow = effects.slow.lock().unwrap().contains(&cmd.saga_id);
+                    if slow {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    if effects.flaky.lock().unwrap().remove(&cmd.saga_id) {
+                        return Err(HandlerError::retryable("inventory database hiccup"));
+                    }
+                    if fail("inventory", &order.order_id) {
+                        return Ok(StepReply::failure("out of stock"));
+                    }
+                    if !effects
+                        .reservations
+                        .lock()
+                        .unwrap()
+                        .insert(cmd.saga_id.clone())
+                    {
+                        effects.double_reservations.fetch_add(1, Ordering::SeqCst);
+                    }
+                    effects.reserved.fetch_add(order.quantity, Ordering::SeqCst);
+                    Ok(StepReply::success(
+                        json!({"reservation_id": format!("res_{}", order.order_id)}),
+                    ))
+                }
+            },
+            move |cmd| {
+                let effects = e2.clone();
+                async move {
+                    let order: Order = cmd.data_as()?;
+                    effects.released.fetch_add(order.quantity, Ordering::SeqCst);
+                    effects.compensated(&cmd.saga_id, "reserve_inventory");
+                    Ok(())
+                }
+            },
+        )
+        .configure_subscription(tune);
+    *effects.inventory.lock().unwrap() = Some(inventory.stats());
+    let inventory = inventory.start().await.expect("start inventory");
+    let (e1, e2, f1) = (effects.clone(), effects.clone(), fail.clone());
+    let payment = Participant::with_store(bus(backend, "payment-service"), store.clone())
+        .step(
+            &steps[1],
+            move |cmd| {
+                let (effects, fail) = (e1.clone(), f1.clone());
+                async move {
+                    let order: Order = cmd.data_as()?;
+                    if fail("payment", &order.order_id) {
+                        return Ok(StepReply::failure("card declined"));
+                    }
+                    effects.charged.fetch_add(1, Ordering::SeqCst);
+                    Ok(StepReply::success(
+                        json!({"payment_id": format!("pay_{}", order.order_id)}),
+                    ))
+                }
+            },
+            move |cmd| {
+                let effects = e2.clone();
+                async move {
+                    effects.refunded.fetch_add(1, Ordering::SeqCst);
+                    effects.compensated(&cmd.saga_id, "process_payment");
+                    Ok(())
+                }
+            },
+        )
+        .configure_subscription(tune)
+        .start()
+        .await
+        .expect("start payment");
+    let mut subs = vec![inventory, payment];
+    if with_shipping {
+        let (e1, e2, f1) = (effects.clone(), effects.clone(), fail);
+        let shipping = Participant::with_store(bus(backend, "shipping-service"), store.clone())
+            .step(
+                &steps[2],
+                move |cmd| {
+                    let (effects, fail) = (e1.clone(), f1.clone());
+                    async move {
+                        let order: Order = cmd.data_as()?;
+                        if fail("shipping", &order.order_id) {
+                            return Ok(StepReply::failure("no courier available"));
+                        }
+                        effects.shipped.fetch_add(order.quantity, Ordering::SeqCst);
+                        Ok(StepReply::success(
+                            json!({"tracking": format!("trk_{}", order.order_id)}),
+                        ))
+                    }
+                },
+                move |cmd| {
+                    let effects = e2.clone();
+                    async move {
+                        let order: Order = cmd.data_as()?;
+                        effects
+                            .cancelled
+                            .fetch_add(order.quantity, Ordering::SeqCst);
+                        effects.compensated(&cmd.saga_id, "create_shipment");
+                        Ok(())
+                    }
+                },
+            )
+            .configure_subscription(tune)
+            .start()
+            .await
+            .expect("start shipping");
+        subs.push(shipping);
+    }
+    subs
+}
+
+pub async fn stop(subs: Vec<Subscription>) {
+    for s in subs {
+        s.shutdown().await.expect("shutdown");
+    }
+}
