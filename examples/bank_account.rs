@@ -7,6 +7,9 @@
 //! cargo run --example bank_account -- --in-memory # no Redis needed
 //! ```
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 
 use clap::Parser;
@@ -15,7 +18,7 @@ use eventbus_core::transport::memory::MemoryTransport;
 use eventbus_core::{
     aggregate, command, command_handler, event, BoxError, CommandBus, CommandError, EventBus,
 };
-use eventbus_redis::{RedisConfig, RedisEventStore, RedisTransport};
+use eventbus_redis::{RedisConfig, RedisEventStore};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -152,18 +155,10 @@ async fn main() -> anyhow::Result<()> {
         (EventBus::new(transport, "bank"), store, None)
     } else {
         let config = RedisConfig::new(&args.url)?.namespace(namespace.clone());
-        match RedisTransport::connect(config).await {
-            Ok(t) => {
-                let store = Arc::new(RedisEventStore::new(&t));
-                (EventBus::new(t.clone(), "bank"), store, Some(t))
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: {e}\nstart Redis with `redis-server --save '' --appendonly no`, \
-                     set REDIS_URL, or run with --in-memory"
-                );
-                std::process::exit(2);
-            }
+        {
+            let t = common::connect_or_exit(config).await;
+            let store = Arc::new(RedisEventStore::new(&t));
+            (EventBus::new(t.clone(), "bank"), store, Some(t))
         }
     };
     let accounts = Repository::<BankAccount>::new(store).max_retries(50);

@@ -8,6 +8,9 @@
 //! cargo run --example cqrs_orders -- --in-memory # no Redis needed
 //! ```
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Duration;
 
 use clap::Parser;
@@ -15,7 +18,7 @@ use eventbus_core::{
     command, command_handler, event, projection, query, query_handler, App, BoxError,
     CommandContext, CommandError, ReadModel, ReadModels,
 };
-use eventbus_redis::{AppBuilderExt, RedisConfig, RedisTransport};
+use eventbus_redis::{AppBuilderExt, RedisConfig};
 
 #[derive(Parser)]
 #[command(about = "eventbus CQRS demo (the article's Pattern 5)")]
@@ -161,15 +164,9 @@ async fn main() -> anyhow::Result<()> {
         (builder.in_memory(), None)
     } else {
         let config = RedisConfig::new(&args.url)?.namespace(namespace.clone());
-        match RedisTransport::connect(config).await {
-            Ok(t) => (builder.redis(&t), Some(t)),
-            Err(e) => {
-                eprintln!(
-                    "error: {e}\nstart Redis with `redis-server --save '' --appendonly no`, \
-                     set REDIS_URL, or run with --in-memory"
-                );
-                std::process::exit(2);
-            }
+        {
+            let t = common::connect_or_exit(config).await;
+            (builder.redis(&t), Some(t))
         }
     };
     let app = builder

@@ -11,6 +11,9 @@
 //! Against Redis (`REDIS_URL`, default local) it runs in a namespace of its own, deleted at
 //! the end unless `--keep` (then inspect with `eventbus --namespace … saga list`).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +26,7 @@ use eventbus_core::saga::{
 use eventbus_core::transport::memory::MemoryTransport;
 use eventbus_core::transport::StreamTransport;
 use eventbus_core::{Envelope, EventBus, HandlerError, OrderBy, StartFrom, Subscription};
-use eventbus_redis::{RedisConfig, RedisSagaStore, RedisTransport};
+use eventbus_redis::{RedisConfig, RedisSagaStore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -363,22 +366,14 @@ async fn main() -> anyhow::Result<()> {
             )
         } else {
             let config = RedisConfig::new(&args.url)?.namespace(namespace.clone());
-            match RedisTransport::connect(config).await {
-                Ok(t) => {
-                    let store = RedisSagaStore::new(&t);
-                    (
-                        Arc::new(t.clone()),
-                        Arc::new(store.clone()),
-                        Some((t, store)),
-                    )
-                }
-                Err(e) => {
-                    eprintln!(
-                        "error: {e}\nstart Redis with `redis-server --save '' --appendonly no`, \
-                         set REDIS_URL, or run with --in-memory"
-                    );
-                    std::process::exit(2);
-                }
+            {
+                let t = common::connect_or_exit(config).await;
+                let store = RedisSagaStore::new(&t);
+                (
+                    Arc::new(t.clone()),
+                    Arc::new(store.clone()),
+                    Some((t, store)),
+                )
             }
         };
     let bus = |service: &str| EventBus::from_arc(transport.clone(), service);

@@ -7,6 +7,9 @@
 //! cargo run --example router -- --in-memory # no Redis needed
 //! ```
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,18 +132,10 @@ async fn main() -> anyhow::Result<()> {
         let config = RedisConfig::new(&args.url)?
             .namespace(namespace.clone())
             .channel_prefix(format!("{namespace}:events:"));
-        match RedisTransport::connect(config).await {
-            Ok(t) => {
-                redis = Some(t.clone());
-                (Arc::new(t.clone()), Arc::new(t.pubsub()))
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: {e}\nstart Redis with `redis-server --save '' --appendonly no`, \
-                         set REDIS_URL, or run with --in-memory"
-                );
-                std::process::exit(2);
-            }
+        {
+            let t = common::connect_or_exit(config).await;
+            redis = Some(t.clone());
+            (Arc::new(t.clone()), Arc::new(t.pubsub()))
         }
     };
     println!("backend: {}", streams.describe());

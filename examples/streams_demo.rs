@@ -7,6 +7,9 @@
 //! cargo run --example streams_demo -- --in-memory # no Redis needed
 //! ```
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,18 +70,10 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(MemoryTransport::new())
     } else {
         let config = RedisConfig::new(&args.url)?.namespace(namespace.clone());
-        match RedisTransport::connect(config).await {
-            Ok(t) => {
-                redis = Some(t.clone());
-                Arc::new(t)
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: {e}\nstart Redis with `redis-server --save '' --appendonly no`, \
-                     set REDIS_URL, or run with --in-memory"
-                );
-                std::process::exit(2);
-            }
+        {
+            let t = common::connect_or_exit(config).await;
+            redis = Some(t.clone());
+            Arc::new(t)
         }
     };
     println!("backend: {} (namespace {namespace})", transport.describe());
