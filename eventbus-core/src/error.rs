@@ -245,6 +245,7 @@ pub struct HandlerError {
     message: String,
     source: Option<BoxError>,
     permanent: bool,
+    abandon: bool,
 }
 
 impl HandlerError {
@@ -254,7 +255,27 @@ impl HandlerError {
             message: message.into(),
             source: None,
             permanent: false,
+            abandon: false,
         }
+    }
+
+    /// Gives the entry back without a verdict: it is neither retried here nor
+    /// dead-lettered, and no failure is counted; it stays pending for this group and is
+    /// delivered again after a restart or by another consumer once it is idle. For a
+    /// consumer that can no longer deliver what it reads (its output closed, say) and is
+    /// about to stop.
+    pub fn abandon(message: impl Into<String>) -> Self {
+        HandlerError {
+            message: message.into(),
+            source: None,
+            permanent: false,
+            abandon: true,
+        }
+    }
+
+    /// Whether the handler gave the entry back (see [`HandlerError::abandon`]).
+    pub fn is_abandon(&self) -> bool {
+        self.abandon
     }
 
     /// A failure that retrying cannot fix: the entry is dead-lettered immediately.
@@ -263,6 +284,7 @@ impl HandlerError {
             message: message.into(),
             source: None,
             permanent: true,
+            abandon: false,
         }
     }
 
@@ -305,6 +327,7 @@ where
             message: source.to_string(),
             source: Some(source),
             permanent: false,
+            abandon: false,
         }
     }
 }
@@ -314,6 +337,7 @@ impl fmt::Debug for HandlerError {
         f.debug_struct("HandlerError")
             .field("message", &self.message())
             .field("permanent", &self.permanent)
+            .field("abandon", &self.abandon)
             .finish()
     }
 }

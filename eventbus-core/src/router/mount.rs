@@ -68,7 +68,9 @@ impl Router {
 /// Names the rule in the failure the consumer loop logs and dead-letters.
 fn name_failure(rule: &str, error: HandlerError) -> HandlerError {
     let message = format!("rule `{rule}`: {}", error.message());
-    if error.is_permanent() {
+    if error.is_abandon() {
+        HandlerError::abandon(message)
+    } else if error.is_permanent() {
         HandlerError::permanent(message)
     } else {
         HandlerError::retryable(message)
