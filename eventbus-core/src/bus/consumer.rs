@@ -485,6 +485,10 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
             }
             match call(runner, handler, event.clone(), ctx.clone()).await {
                 Ok(()) => done[i] = true,
+                Err(e) if e.is_abandon() => {
+                    failure = Some(e);
+                    break;
+                }
                 Err(e) => {
                     SubscriptionStats::add(&runner.stats.failed_attempts, 1);
                     tracing::warn!(
@@ -506,6 +510,11 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
             }
             return;
         };
+        if failure.is_abandon() {
+            // Given back: stays pending, delivered again after a restart or a reclaim.
+            runner.count_unhandled();
+            return;
+        }
         if failure.is_permanent() || delivery_count >= runner.options.max_deliveries {
             dead_letter(runner, &topic, &entry_id, failure.message(), delivery_count).await;
             return;
