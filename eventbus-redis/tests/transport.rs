@@ -267,10 +267,13 @@ async fn claim_idle_takes_over_and_reports_deleted_entries() {
         .await
         .unwrap();
     assert_eq!(claimed.deliveries.len(), 3);
-    assert!(claimed
-        .deliveries
-        .iter()
-        .all(|d| d.delivery_count == 2 && d.event.is_ok()));
+    assert!(
+        claimed
+            .deliveries
+            .iter()
+            .all(|d| d.delivery_count == 1 && d.event.is_ok()),
+        "claims report each entry's own count and count nothing"
+    );
     assert_eq!(claimed.next_cursor, "0-0");
     assert!(claimed.deleted.is_empty());
 
@@ -319,13 +322,24 @@ async fn recover_own_takes_back_what_a_previous_run_left_pending() {
 
     let after = ctx.consumer(GROUP, "worker-1", &topic).await;
     let other = ctx.consumer(GROUP, "worker-2", &topic).await;
-    assert!(other.recover_own(&topic, 10).await.unwrap().is_empty());
-    let recovered = after.recover_own(&topic, 10).await.unwrap();
-    let got: Vec<_> = recovered
+    let none = other.recover_own(&topic, "0-0", 10).await.unwrap();
+    assert!(none.deliveries.is_empty() && none.next_cursor == "0-0");
+    // Pages in stream order, counting nothing.
+    let first = after.recover_own(&topic, "0-0", 1).await.unwrap();
+    assert_eq!(first.next_cursor, ids[0]);
+    let rest = after
+        .recover_own(&topic, &first.next_cursor, 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.next_cursor, "0-0");
+    assert_eq!(rest.deleted, [ids[1].clone()]);
+    let got: Vec<_> = first
+        .deliveries
         .iter()
+        .chain(&rest.deliveries)
         .map(|d| (d.entry_id.clone(), d.delivery_count))
         .collect();
-    assert_eq!(got, [(ids[0].clone(), 2), (ids[2].clone(), 2)]);
+    assert_eq!(got, [(ids[0].clone(), 1), (ids[2].clone(), 1)]);
     // The deleted one was acknowledged.
     let lag = ctx.transport.lag(Some(GROUP)).await.unwrap();
     assert_eq!(lag[0].pending, 2);
@@ -658,7 +672,9 @@ async fn a_vanished_group_is_group_missing() {
     assert!(is_missing(
         c.read(10, Duration::from_millis(10)).await.unwrap_err()
     ));
-    assert!(is_missing(c.recover_own(&topic, 10).await.unwrap_err()));
+    assert!(is_missing(
+        c.recover_own(&topic, "0-0", 10).await.unwrap_err()
+    ));
     assert!(is_missing(
         c.claim_idle(&topic, Duration::ZERO, "0-0", 10)
             .await

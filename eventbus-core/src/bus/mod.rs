@@ -25,8 +25,8 @@ pub use backoff::Backoff;
 pub use context::{Context, DeliveryInfo};
 pub use handler::EventHandler;
 pub use subscription::{
-    default_consumer_name, KeyFn, OrderBy, Subscription, SubscriptionBuilder, SubscriptionOptions,
-    SubscriptionStats,
+    default_consumer_name, KeyFn, OrderBy, ShutdownReport, Subscription, SubscriptionBuilder,
+    SubscriptionOptions, SubscriptionStats,
 };
 
 /// The consumer group of a service: `{service}-consumers`, as in the reference article.

@@ -307,7 +307,7 @@ impl CommandClient {
 
     /// Stops listening for replies.
     pub async fn shutdown(self) -> Result<()> {
-        self.replies.shutdown().await
+        self.replies.shutdown().await.map(drop)
     }
 }
 

@@ -244,6 +244,6 @@ impl RunningProjection {
 
     /// Stops reading and lets in-flight commits finish.
     pub async fn shutdown(self) -> Result<()> {
-        self.subscription.shutdown().await
+        self.subscription.shutdown().await.map(drop)
     }
 }
