@@ -808,3 +808,68 @@ async fn describe_and_server_version() {
         .starts_with(|c: char| c.is_ascii_digit()));
     ctx.cleanup().await;
 }
+
+#[tokio::test]
+async fn recovery_claims_and_renewals_respect_ownership_and_report_own_counts() {
+    let ctx = setup("ownership").await;
+    let topic = Topic::of_type("Job");
+    ctx.transport
+        .ensure_group(&topic, GROUP, StartFrom::New)
+        .await
+        .unwrap();
+    let ids = ctx
+        .transport
+        .publish(&(0..3).map(|n| event("Job", n)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let c1 = ctx.consumer(GROUP, "c1", &topic).await;
+    let c2 = ctx.consumer(GROUP, "c2", &topic).await;
+    assert_eq!(
+        c1.read(10, Duration::from_millis(100)).await.unwrap().len(),
+        3
+    );
+    for _ in 0..2 {
+        c1.redeliver(&topic, &ids[1]).await.unwrap().unwrap();
+    }
+
+    // c2 takes the first entry; c1's recovery must not take it back.
+    let taken = c2
+        .claim_idle(&topic, Duration::ZERO, "0-0", 1)
+        .await
+        .unwrap();
+    assert_eq!(taken.deliveries.len(), 1);
+    assert_eq!(taken.deliveries[0].entry_id, ids[0]);
+    let recovered = c1.recover_own(&topic, "0-0", 10).await.unwrap();
+    let got: Vec<_> = recovered
+        .deliveries
+        .iter()
+        .map(|d| (d.entry_id.clone(), d.delivery_count))
+        .collect();
+    assert_eq!(got, [(ids[1].clone(), 3), (ids[2].clone(), 1)]);
+
+    // c2 claims the rest: each entry reports its own count, whatever c2 already holds.
+    let all = c2
+        .claim_idle(&topic, Duration::ZERO, "0-0", 10)
+        .await
+        .unwrap();
+    let got: Vec<_> = all
+        .deliveries
+        .iter()
+        .map(|d| (d.entry_id.clone(), d.delivery_count))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (ids[0].clone(), 1),
+            (ids[1].clone(), 3),
+            (ids[2].clone(), 1)
+        ]
+    );
+
+    // c1 holds nothing any more; c2 renews all three without counting a delivery.
+    assert_eq!(c1.renew(&topic, &ids).await.unwrap(), ids);
+    assert!(c2.renew(&topic, &ids).await.unwrap().is_empty());
+    let again = c2.redeliver(&topic, &ids[2]).await.unwrap().unwrap();
+    assert_eq!(again.delivery_count, 2);
+    ctx.cleanup().await;
+}

@@ -90,7 +90,9 @@ async fn a_slow_live_consumer_keeps_what_it_holds(backend: Backend) {
         .start()
         .await
         .unwrap();
-    bus.publish_batch((0..150).map(|n| Job { n })).await.unwrap();
+    bus.publish_batch((0..150).map(|n| Job { n }))
+        .await
+        .unwrap();
     // The slow one has read (nearly) everything before the fast one starts.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let fast = logging(&bus, "fast", &log, Duration::ZERO)
@@ -105,15 +107,24 @@ async fn a_slow_live_consumer_keeps_what_it_holds(backend: Backend) {
         handled_by(&log).len() == 300
     })
     .await;
-    eventually(WAIT, "nothing pending", || async { pending(&bus).await == 0 }).await;
+    eventually(WAIT, "nothing pending", || async {
+        pending(&bus).await == 0
+    })
+    .await;
     let twice: Vec<_> = handled_by(&log)
         .into_iter()
         .filter(|(_, who)| who.len() > 1)
         .collect();
-    assert!(twice.is_empty(), "handled twice by live consumers: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "handled twice by live consumers: {twice:?}"
+    );
     // (A hold can still lapse when the heartbeat is starved for longer than two thirds of
     // `claim_idle`; the entry is then neither started nor acknowledged here: `lost`.)
-    assert!(slow.stats().renewed() > 0, "the slow consumer renewed its holds");
+    assert!(
+        slow.stats().renewed() > 0,
+        "the slow consumer renewed its holds"
+    );
     slow.shutdown().await.unwrap();
     fast.shutdown().await.unwrap();
 }
@@ -202,7 +213,10 @@ async fn a_poison_entry_that_kills_its_consumer_is_dead_lettered(backend: Backen
         dead[0].reason.error
     );
     assert_eq!(last.stats().poison(), 1);
-    eventually(WAIT, "nothing pending", || async { pending(&bus).await == 0 }).await;
+    eventually(WAIT, "nothing pending", || async {
+        pending(&bus).await == 0
+    })
+    .await;
     last.shutdown().await.unwrap();
 }
 
@@ -216,7 +230,9 @@ async fn a_restart_recovers_all_own_pending_entries_in_order(backend: Backend) {
         .ensure_group(&topic(), GROUP, StartFrom::New)
         .await
         .unwrap();
-    bus.publish_batch((0..700).map(|n| Job { n })).await.unwrap();
+    bus.publish_batch((0..700).map(|n| Job { n }))
+        .await
+        .unwrap();
     let crashed = transport
         .consumer(ConsumerSpec {
             group: GROUP.into(),
@@ -227,7 +243,11 @@ async fn a_restart_recovers_all_own_pending_entries_in_order(backend: Backend) {
         .unwrap();
     let mut taken = 0;
     while taken < 700 {
-        taken += crashed.read(300, Duration::from_millis(100)).await.unwrap().len();
+        taken += crashed
+            .read(300, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .len();
     }
     drop(crashed);
     bus.publish_batch((700..710).map(|n| Job { n }))
@@ -259,7 +279,10 @@ async fn a_restart_recovers_all_own_pending_entries_in_order(backend: Backend) {
         (0..710).collect::<Vec<_>>(),
         "recovered entries first, in stream order, then the new ones"
     );
-    eventually(WAIT, "nothing pending", || async { pending(&bus).await == 0 }).await;
+    eventually(WAIT, "nothing pending", || async {
+        pending(&bus).await == 0
+    })
+    .await;
     sub.shutdown().await.unwrap();
 }
 
@@ -292,10 +315,17 @@ async fn shutdown_cancels_the_handlers_it_abandons(backend: Backend) {
     .await;
     let began = std::time::Instant::now();
     let report = sub.shutdown().await.unwrap();
-    assert!(began.elapsed() < Duration::from_secs(5), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
     assert_eq!(report.abandoned, 1);
     assert_eq!(report.left_pending, 1);
-    assert!(dropped.load(Ordering::SeqCst), "the handler's future was dropped");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the handler's future was dropped"
+    );
     assert_eq!(pending(&bus).await, 1, "its entry stays pending");
     assert!(dead_letters(&bus).await.is_empty());
 }
@@ -340,6 +370,9 @@ async fn an_entry_of_another_type_on_a_type_stream_is_malformed(backend: Backend
         "{}",
         dead[0].reason.error
     );
-    eventually(WAIT, "nothing pending", || async { pending(&bus).await == 0 }).await;
+    eventually(WAIT, "nothing pending", || async {
+        pending(&bus).await == 0
+    })
+    .await;
     sub.shutdown().await.unwrap();
 }

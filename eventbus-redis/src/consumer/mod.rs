@@ -232,15 +232,19 @@ impl StreamConsumer for RedisConsumer {
         let key = self.inner.keys.stream(topic);
         let after = if after.is_empty() { "0-0" } else { after };
         let value: Value = self
-            .retry_once("recover own pending (XPENDING+XCLAIM)", topic, |mut conn| {
-                let mut invocation = steps::RECOVER.key(&key);
-                invocation
-                    .arg(self.group())
-                    .arg(self.name())
-                    .arg(after)
-                    .arg(count.clamp(1, MAX_PAGE));
-                async move { invocation.invoke_async(&mut conn).await }
-            })
+            .retry_once(
+                "recover own pending (XPENDING+XCLAIM)",
+                topic,
+                |mut conn| {
+                    let mut invocation = steps::RECOVER.key(&key);
+                    invocation
+                        .arg(self.group())
+                        .arg(self.name())
+                        .arg(after)
+                        .arg(count.clamp(1, MAX_PAGE));
+                    async move { invocation.invoke_async(&mut conn).await }
+                },
+            )
             .await?;
         self.claimed(topic, value, "recover own pending")
     }

@@ -56,7 +56,10 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         generation,
     };
 
-    let event = match event.map_err(|m| m.reason).and_then(|e| check_type(&topic, e)) {
+    let event = match event
+        .map_err(|m| m.reason)
+        .and_then(|e| check_type(&topic, e))
+    {
         Ok(event) => Arc::new(event),
         Err(reason) => {
             tracing::warn!(topic = %topic, id = %entry_id, reason = %reason, "malformed entry; dead-lettering");
@@ -163,9 +166,7 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
             return;
         }
         if failure.is_permanent() || delivery_count >= runner.options.max_deliveries {
-            settle
-                .dead_letter(failure.message(), delivery_count)
-                .await;
+            settle.dead_letter(failure.message(), delivery_count).await;
             return;
         }
         let delay = runner.options.retry_backoff.delay(delivery_count);

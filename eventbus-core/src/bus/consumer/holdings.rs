@@ -77,7 +77,11 @@ impl Holdings {
 
     /// Records a renewal.
     pub(super) fn renewed(&mut self, key: &InflightKey, generation: u64, until: Instant) {
-        if let Some(h) = self.held.get_mut(key).filter(|h| h.generation == generation) {
+        if let Some(h) = self
+            .held
+            .get_mut(key)
+            .filter(|h| h.generation == generation)
+        {
             h.until = h.until.max(until);
         }
     }
@@ -170,7 +174,10 @@ pub(super) async fn heartbeat(runner: Arc<Runner>) {
         let snapshot = runner.holdings().snapshot();
         let mut by_topic: HashMap<Topic, Vec<(InflightKey, u64, EntryId)>> = HashMap::new();
         for (key, generation, topic, id) in snapshot {
-            by_topic.entry(topic).or_default().push((key, generation, id));
+            by_topic
+                .entry(topic)
+                .or_default()
+                .push((key, generation, id));
         }
         for (topic, entries) in by_topic {
             if let Err(e) = renew(&runner, &topic, &entries).await {

@@ -217,7 +217,11 @@ impl StreamConsumer for MemoryConsumer {
                 .get(group)
                 .and_then(|g| g.pel.get(&id))
                 .is_some_and(|p| &p.consumer == consumer);
-            if !mine || stream.claim(topic, group, id, consumer, now, false).is_none() {
+            if !mine
+                || stream
+                    .claim(topic, group, id, consumer, now, false)
+                    .is_none()
+            {
                 lost.push(text.clone());
             }
         }

@@ -274,7 +274,10 @@ async fn claim_idle_takes_only_idle_entries_without_counting() {
         .await
         .unwrap();
     assert_eq!(ns(&page.deliveries), [1, 2]);
-    assert_eq!(page.deliveries[0].delivery_count, 2, "counted by its redelivery");
+    assert_eq!(
+        page.deliveries[0].delivery_count, 2,
+        "counted by its redelivery"
+    );
     assert_eq!(page.next_cursor, "0-0");
 }
 
@@ -343,7 +346,11 @@ async fn recover_own_takes_back_this_consumers_pending_entries() {
     publish_n(&t, "A", 4..6).await; // trims entries 0 and 1
     let left = restarted.recover_own(&a(), "0-0", 10).await.unwrap();
     assert_eq!(ns(&left.deliveries), [2]);
-    assert_eq!(left.deleted, [got[0].entry_id.clone()], "trimmed: acknowledged");
+    assert_eq!(
+        left.deleted,
+        [got[0].entry_id.clone()],
+        "trimmed: acknowledged"
+    );
     assert_eq!(t.lag(None).await.unwrap()[0].pending, 2);
 }
 
