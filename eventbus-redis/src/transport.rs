@@ -288,29 +288,55 @@ impl RedisTransport {
     }
 
     /// Replays one dead letter; `false` when it is gone or has no fields to replay.
-    async fn replay_one(&self, dlq: &str, letter: &DeadLetter) -> CoreResult<bool> {
-        if letter.fields.is_empty() {
-            tracing::warn!(
-                dead_letter = %letter.id,
-                origin = %letter.origin_topic,
-                "dead letter has no original fields (trimmed before it was dead-lettered): not replayed"
-            );
-            return Ok(false);
-        }
-        let origin = self.inner.keys.stream(&letter.origin_topic);
-        let mut invocation = scripts::REPLAY.key(dlq);
-        invocation
-            .key(&origin)
+    ///
+    /// The original fields are copied inside Redis ([`scripts::REPLAY`]), never through Rust
+    /// strings, so an entry whose fields are not UTF-8 comes back byte for byte. The origin
+    /// stream must be one of this namespace's streams.
+    async fn replay_one(&self, dlq: &str, letter: &RawEntry) -> CoreResult<bool> {
+        let server = &self.inner.server;
+        let origin = letter
+            .fields
+            .iter()
+            .flatten()
+            .rev()
+            .find(|(k, _)| k.as_slice() == b"origin_stream")
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or_default();
+        let topic = std::str::from_utf8(origin)
+            .ok()
+            .and_then(|key| self.inner.keys.topic_of(key))
+            .ok_or_else(|| {
+                CoreError::Config(format!(
+                    "dead letter {} names origin stream `{}`, which is not a stream of \
+                     namespace `{}`: not replayed",
+                    letter.id,
+                    String::from_utf8_lossy(origin),
+                    self.inner.keys.namespace()
+                ))
+            })?;
+        let replayed: Value = scripts::REPLAY
+            .key(dlq)
+            .key(origin)
             .arg(&letter.id)
-            .arg(self.stream_maxlen(&letter.origin_topic));
-        for (field, value) in &letter.fields {
-            invocation.arg(field).arg(value);
-        }
-        let id: Option<String> = invocation
+            .arg(self.stream_maxlen(&topic))
             .invoke_async(&mut self.inner.conn.clone())
             .await
-            .map_err(|e| self.inner.server.error(&e, "replay dead letter", None))?;
-        Ok(id.is_some())
+            .map_err(|e| server.error(&e, "replay dead letter", None))?;
+        match replayed {
+            Value::Nil | Value::Boolean(false) => Ok(false),
+            Value::Int(_) => {
+                tracing::warn!(
+                    dead_letter = %letter.id,
+                    origin = %topic,
+                    "dead letter has no original fields (trimmed before it was dead-lettered): not replayed"
+                );
+                Ok(false)
+            }
+            other if reply::bytes(&other).is_some() => Ok(true),
+            other => {
+                Err(server.protocol("replay dead letter", format!("unexpected reply {other:?}")))
+            }
+        }
     }
 }
 
@@ -450,10 +476,7 @@ impl StreamTransport for RedisTransport {
                     let entries = reply::entries(&entries)
                         .ok_or_else(|| self.inner.server.protocol("XRANGE", "unexpected reply"))?;
                     for entry in &entries {
-                        if self
-                            .replay_one(&dlq, &self.parse_dead_letter(entry))
-                            .await?
-                        {
+                        if self.replay_one(&dlq, entry).await? {
                             replayed += 1;
                         }
                     }
@@ -464,10 +487,7 @@ impl StreamTransport for RedisTransport {
                 loop {
                     let page = self.read_dead_letters(&dlq, &start, REPLAY_PAGE).await?;
                     for entry in &page {
-                        if self
-                            .replay_one(&dlq, &self.parse_dead_letter(entry))
-                            .await?
-                        {
+                        if self.replay_one(&dlq, entry).await? {
                             replayed += 1;
                         }
                     }
