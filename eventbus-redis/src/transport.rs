@@ -8,7 +8,9 @@ use eventbus_core::transport::{
     ConsumerInfo, ConsumerSpec, DeadLetter, DeadLetterReason, GroupLag, StartFrom, StreamConsumer,
     StreamTransport, Topic,
 };
-use eventbus_core::{EntryId, Envelope, Error as CoreError, Result as CoreResult};
+use eventbus_core::{
+    EntryId, Envelope, Error as CoreError, Result as CoreResult, TransportErrorKind,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Cmd, Value};
 use serde_json::Value as Json;
@@ -16,7 +18,7 @@ use serde_json::Value as Json;
 use crate::codec;
 use crate::config::RedisConfig;
 use crate::consumer::RedisConsumer;
-use crate::error::{has_code, Result, Server};
+use crate::error::{has_code, kind_of, Result, Server};
 use crate::keys::Keys;
 use crate::reply::{self, RawEntry};
 use crate::scripts;
@@ -60,9 +62,10 @@ impl RedisTransport {
     /// Connects and checks the server answers (`PING`).
     ///
     /// An unreachable server, a wrong password or a missing ACL permission fails here with an
-    /// error naming the server (never the password). Also reads the server version, and warns
-    /// (`tracing`) when the eviction policy is `allkeys-*`, under which Redis may evict whole
-    /// streams together with their consumer groups.
+    /// error naming the server (never the password). Also reads the server version (when the
+    /// ACL user may run `INFO`), and warns (`tracing`) when the eviction policy is
+    /// `allkeys-*` (when it may run `CONFIG GET`), under which Redis may evict whole streams
+    /// together with their consumer groups.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         if config.is_tls() {
             install_crypto_provider();
@@ -81,16 +84,23 @@ impl RedisTransport {
             .await
             .map_err(|e| server.transport(&e, "PING"))?;
 
-        let info: String = redis::cmd("INFO")
+        let server_version = match redis::cmd("INFO")
             .arg("server")
-            .query_async(&mut probe)
+            .query_async::<String>(&mut probe)
             .await
-            .map_err(|e| server.transport(&e, "INFO server"))?;
-        let server_version = info
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default();
+        {
+            Ok(info) => info
+                .lines()
+                .find_map(|line| line.strip_prefix("redis_version:"))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default(),
+            // A least-privilege ACL user may not run INFO: the version is only informative.
+            Err(e) if kind_of(&e) == TransportErrorKind::Permission => {
+                tracing::debug!(server = %server.redacted_url, "no permission for INFO: server version unknown");
+                String::new()
+            }
+            Err(e) => return Err(server.transport(&e, "INFO server").into()),
+        };
         tracing::info!(server = %server.redacted_url, redis_version = %server_version, "connected to Redis");
         check_eviction_policy(&mut probe, &server).await;
         drop(probe);
@@ -133,7 +143,8 @@ impl RedisTransport {
         &self.inner.keys
     }
 
-    /// The server's `redis_version`, as reported by `INFO server` when connecting.
+    /// The server's `redis_version`, as reported by `INFO server` when connecting; empty when
+    /// the ACL user may not run `INFO`.
     pub fn server_version(&self) -> &str {
         &self.inner.server_version
     }
