@@ -708,6 +708,17 @@ fn passwords_with_reserved_characters_never_print() {
             "{stderr}"
         );
     }
+    // `--help` names the variable, not its value.
+    let out = Command::new(BIN)
+        .env("REDIS_URL", "redis://admin:hunter2@127.0.0.1:1")
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.contains("REDIS_URL") && !help.contains("hunter2"),
+        "{help}"
+    );
 }
 
 #[tokio::test]
