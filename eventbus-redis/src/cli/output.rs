@@ -42,7 +42,11 @@ impl From<&str> for CliError {
 impl From<eventbus_core::Error> for CliError {
     fn from(error: eventbus_core::Error) -> Self {
         let hint = match &error {
-            eventbus_core::Error::Transport(e) if e.kind() == TransportErrorKind::Protocol => {
+            // Garbage in reply to the handshake: most likely not a Redis server at all.
+            eventbus_core::Error::Transport(e)
+                if e.kind() == TransportErrorKind::Protocol
+                    && matches!(e.operation(), "connect" | "PING") =>
+            {
                 " (is it a Redis server?)"
             }
             _ => "",
