@@ -827,3 +827,30 @@ fn a_non_redis_endpoint_fails_in_one_line() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn closed_stdout_ends_tail_quietly() {
+    let ns = namespace("tail_closed");
+    publish(&ns, "Note", r#"{"n":0}"#, &[]);
+    let mut child = cli(&ns, &["tail", "Note", "--from-beginning"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut l = String::new();
+    stdout.read_line(&mut l).unwrap();
+    assert!(l.contains(r#""n":0"#), "{l}");
+    drop(stdout);
+    publish(&ns, "Note", r#"{"n":1}"#, &[]);
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(5),
+        "tail with stdout closed",
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit status {status}: {stderr}");
+    assert!(stderr.is_empty(), "quietly: {stderr}");
+    cleanup(&ns).await;
+}
