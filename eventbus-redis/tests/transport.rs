@@ -873,3 +873,37 @@ async fn recovery_claims_and_renewals_respect_ownership_and_report_own_counts() 
     assert_eq!(again.delivery_count, 2);
     ctx.cleanup().await;
 }
+
+#[tokio::test]
+async fn replay_refuses_a_dead_letter_naming_a_stream_outside_the_namespace() {
+    let ctx = setup("replay_foreign").await;
+    let dlq = ctx.transport.keys().dead_letters(GROUP);
+    let foreign = format!("{}-other:stream:Job", ctx.namespace);
+    let _: String = ctx
+        .cmd(
+            redis::cmd("XADD")
+                .arg(&dlq)
+                .arg("*")
+                .arg("origin_stream")
+                .arg(&foreign)
+                .arg("origin_id")
+                .arg("1-0")
+                .arg("entry")
+                .arg(r#"[["event_id","e"]]"#),
+        )
+        .await;
+    let err = ctx
+        .transport
+        .replay_dead_letters(GROUP, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains(&foreign), "{err}");
+    let exists: i64 = ctx.cmd(redis::cmd("EXISTS").arg(&foreign)).await;
+    assert_eq!(exists, 0, "nothing written to the foreign stream");
+    assert_eq!(
+        ctx.transport.dead_letters(GROUP, 10).await.unwrap().len(),
+        1
+    );
+    ctx.cleanup().await;
+}

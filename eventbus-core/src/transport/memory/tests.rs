@@ -481,6 +481,29 @@ async fn dead_letters_list_replay_and_purge() {
     assert_eq!(t.replay_dead_letters(GROUP, None).await.unwrap(), 0);
 }
 
+/// As on Redis, where the stored bytes are copied back: replay re-appends the stored entry
+/// itself, a malformed one included, never a rendering of it.
+#[tokio::test]
+async fn a_malformed_dead_letter_replays_unchanged() {
+    let t = MemoryTransport::new();
+    let c = setup(&t).await;
+    let bad = t.append_malformed(&a(), "field `data` is not valid UTF-8");
+    read(c.as_ref(), 10).await;
+    c.dead_letter(&a(), &bad, &reason("malformed"))
+        .await
+        .unwrap();
+    assert_eq!(t.replay_dead_letters(GROUP, None).await.unwrap(), 1);
+    let again = read(c.as_ref(), 10).await;
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].entry_id, bad, "a new entry");
+    assert_eq!(
+        again[0].event.as_ref().unwrap_err().reason,
+        "field `data` is not valid UTF-8",
+        "the same malformed entry, not a repaired one"
+    );
+    assert!(t.dead_letters(GROUP, 10).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn purge_and_replay_select_by_id() {
     let t = MemoryTransport::new();
