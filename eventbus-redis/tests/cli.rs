@@ -578,7 +578,7 @@ async fn closed_stdout_stops_consume_and_leaves_the_rest_to_the_group() {
             "--type",
             "Tick",
             "--claim-idle-ms",
-            "0",
+            "100",
             "--count",
             "5",
         ],

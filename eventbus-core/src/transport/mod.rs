@@ -141,7 +141,8 @@ pub struct DeadLetter {
     pub dead_lettered_at: f64,
     /// The event, when the entry could be decoded.
     pub event: Option<Envelope<Value>>,
-    /// The entry's original fields (raw), for inspection and replay.
+    /// The entry's original fields as text (bytes that are not UTF-8 shown as U+FFFD), for
+    /// inspection; a replay copies the stored entry itself, not these.
     pub fields: Vec<(String, String)>,
 }
 
