@@ -95,8 +95,10 @@ async fn flush(runner: &Runner, pending: &mut Vec<AckItem>) -> crate::Result<()>
     // Renew stale holds first, by topic.
     let mut stale: HashMap<Topic, Vec<(InflightKey, u64, EntryId)>> = HashMap::new();
     {
-        let holdings = runner.holdings();
+        let mut holdings = runner.holdings();
         for item in pending.iter() {
+            // (Cleared after a failed flush, so that a renewal reports real losses.)
+            holdings.set_settling(&item.key, item.generation, false);
             let fresh = holdings
                 .until(&item.key, item.generation)
                 .is_some_and(|until| holdings::is_fresh(until, runner.options.claim_idle));
@@ -120,6 +122,12 @@ async fn flush(runner: &Runner, pending: &mut Vec<AckItem>) -> crate::Result<()>
     }
     if !lost.is_empty() {
         pending.retain(|i| !lost.iter().any(|(k, g)| *k == i.key && *g == i.generation));
+    }
+    {
+        let mut holdings = runner.holdings();
+        for item in pending.iter() {
+            holdings.set_settling(&item.key, item.generation, true);
+        }
     }
     let batch = group_by_topic(pending);
     runner.consumer.ack(&batch).await?;

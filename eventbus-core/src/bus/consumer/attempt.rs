@@ -107,6 +107,11 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         }
         Hold::Stopped => return, // shutting down: stays pending
     }
+    if runner.handler_acks {
+        // The handlers acknowledge it themselves, atomically with their writes and only
+        // while it is this consumer's: from here on a renewal can't tell a loss from that.
+        runner.holdings().set_settling(&key, generation, true);
+    }
 
     let Some(handlers) = runner.handlers.get(&topic).cloned() else {
         SubscriptionStats::add(&runner.stats.skipped, 1);
@@ -232,6 +237,9 @@ struct Settle<'a> {
 
 impl Settle<'_> {
     async fn dead_letter(&self, error: String, delivery_count: u32) {
+        self.runner
+            .holdings()
+            .set_settling(self.key, self.generation, true);
         dead_letter::dead_letter(self.runner, self.topic, self.id, error, delivery_count).await;
         self.runner.holdings().release(self.key, self.generation);
     }

@@ -31,6 +31,9 @@ struct Held {
     generation: u64,
     /// Until when no other consumer can have taken it.
     until: Instant,
+    /// Its acknowledgement is on its way: the heartbeat leaves it alone (the server may
+    /// already have acknowledged it, which a renewal would misread as a loss).
+    settling: bool,
 }
 
 /// The entries held, by key.
@@ -62,6 +65,7 @@ impl Holdings {
                 id: id.to_owned(),
                 generation,
                 until,
+                settling: false,
             },
         );
         Some(generation)
@@ -86,6 +90,23 @@ impl Holdings {
         }
     }
 
+    /// Marks this dispatch of an entry as being acknowledged (or not any more).
+    pub(super) fn set_settling(&mut self, key: &InflightKey, generation: u64, settling: bool) {
+        if let Some(h) = self
+            .held
+            .get_mut(key)
+            .filter(|h| h.generation == generation)
+        {
+            h.settling = settling;
+        }
+    }
+
+    fn is_settling(&self, key: &InflightKey, generation: u64) -> bool {
+        self.held
+            .get(key)
+            .is_some_and(|h| h.generation == generation && h.settling)
+    }
+
     /// Stops holding this dispatch of an entry (settled, lost or given back).
     pub(super) fn release(&mut self, key: &InflightKey, generation: u64) {
         if self
@@ -97,10 +118,11 @@ impl Holdings {
         }
     }
 
-    /// Entries held, as `(key, generation, topic, id)`.
+    /// Entries held and not being acknowledged, as `(key, generation, topic, id)`.
     fn snapshot(&self) -> Vec<(InflightKey, u64, Topic, EntryId)> {
         self.held
             .iter()
+            .filter(|(_, h)| !h.settling)
             .map(|(k, h)| (k.clone(), h.generation, h.topic.clone(), h.id.clone()))
             .collect()
     }
@@ -146,6 +168,13 @@ pub(super) async fn renew(
         let mut holdings = runner.holdings();
         for (key, generation, id) in chunk {
             if lost.contains(id) {
+                if holdings.until(key, *generation).is_none()
+                    || holdings.is_settling(key, *generation)
+                {
+                    // Settled meanwhile (acknowledged or dead-lettered here): not lost.
+                    out.push(Renewal::Lost);
+                    continue;
+                }
                 holdings.release(key, *generation);
                 SubscriptionStats::add(&runner.stats.lost, 1);
                 tracing::warn!(
