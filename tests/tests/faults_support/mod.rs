@@ -1,0 +1,721 @@
+//! The fault-injection harness: runs `fault-worker` publishers and consumers against a
+//! private `redis-server`, injects one fault while they run, waits for quiescence, stops the
+//! consumers and checks the invariants (see [`check`]).
+
+pub mod procs;
+pub mod server;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use eventbus_core::transport::{StreamTransport, Topic};
+use eventbus_redis::{RedisConfig, RedisTransport};
+
+use procs::{Procs, Role};
+use server::Server;
+
+/// The consumer group of the workers' handlers.
+pub const GROUP: &str = "faults-group";
+
+/// `EVENTBUS_FAULTS_LONG=1`: ten times the events, five times the fault window.
+pub fn long() -> bool {
+    std::env::var("EVENTBUS_FAULTS_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The fault injected while the workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `SIGKILL` a consumer every `every` (round robin), and a publisher every other time
+    /// (each about twice).
+    KillProcesses {
+        /// Between two consumer kills.
+        every: Duration,
+    },
+    /// `CLIENT KILL TYPE normal SKIPME yes` every 200 ms.
+    ClientKillStorm,
+    /// `SIGKILL` the server and restart it (AOF, `appendfsync always`) every `every`.
+    ServerRestart {
+        /// Between two restarts.
+        every: Duration,
+    },
+    /// `CONFIG SET timeout 2`: the server closes connections idle for 2 s.
+    ServerTimeout,
+    /// `maxmemory` below the used memory with `noeviction` for `hold`, then unlimited.
+    MaxMemory {
+        /// How long writes are refused.
+        hold: Duration,
+    },
+    /// Nothing but the workload (slow handlers, poison events).
+    None,
+}
+
+/// One scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Its name (namespace and temp directory).
+    pub name: &'static str,
+    /// Events published (sequence numbers `0..events`), split between the publishers.
+    pub events: u64,
+    /// Publisher processes.
+    pub publishers: usize,
+    /// Consumer processes (`c1`…).
+    pub consumers: usize,
+    /// Events per publish batch (one `MULTI`/`EXEC`).
+    pub batch: u64,
+    /// A publisher sleeps `pause` after every `pause_every` events it published.
+    pub pause_every: u64,
+    /// See `pause_every`.
+    pub pause: Duration,
+    /// Sequence numbers of poison events (handling one aborts the consumer).
+    pub poison: Vec<u64>,
+    /// Every event takes this long to handle (so that kills hit handlers in flight).
+    pub work: Duration,
+    /// Every `slow_every`-th event takes `slow` to handle (0: none).
+    pub slow_every: u64,
+    /// See `slow_every`.
+    pub slow: Duration,
+    /// The fault.
+    pub fault: Fault,
+    /// How long the fault lasts, from the start.
+    pub fault_for: Duration,
+}
+
+impl Scenario {
+    /// A scenario with the defaults: 600 events (6000 in the long mode) by two paced
+    /// publishers, three consumers, no poison, no slow handlers, a 6 s fault window (30 s).
+    pub fn new(name: &'static str, fault: Fault) -> Scenario {
+        let scale = if long() { 10 } else { 1 };
+        Scenario {
+            name,
+            events: 600 * scale,
+            publishers: 2,
+            consumers: 3,
+            batch: 10,
+            pause_every: 10,
+            pause: Duration::from_millis(150 / scale),
+            poison: Vec::new(),
+            work: Duration::ZERO,
+            slow_every: 0,
+            slow: Duration::ZERO,
+            fault,
+            fault_for: Duration::from_secs(6 * if long() { 5 } else { 1 }),
+        }
+    }
+}
+
+/// How long publishing may take, and then draining.
+fn limits() -> (Duration, Duration) {
+    if long() {
+        (Duration::from_secs(300), Duration::from_secs(120))
+    } else {
+        (Duration::from_secs(40), Duration::from_secs(25))
+    }
+}
+
+/// Runs a scenario and panics with every violated invariant.
+pub async fn run(scenario: Scenario) {
+    let started = Instant::now();
+    let mut server = Server::start().await;
+    let url = server.url();
+    let ns = format!("faults:{}", scenario.name);
+    let dir = std::env::temp_dir().join(format!(
+        "faults-{}-{}",
+        scenario.name,
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("create the scenario's directory");
+    let mut procs = Procs::new(&dir, if long() { 200 } else { 40 });
+
+    for i in 1..=scenario.consumers {
+        let slot = format!("c{i}");
+        let log = procs.log_path(&slot).display().to_string();
+        let mut args = vec![
+            "consume", "--url", &url, "--ns", &ns, "--name", &slot, "--log", &log,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        if !scenario.work.is_zero() {
+            args.extend([
+                "--work-ms".to_owned(),
+                scenario.work.as_millis().to_string(),
+            ]);
+        }
+        if scenario.slow_every > 0 {
+            args.extend([
+                "--slow-every".to_owned(),
+                scenario.slow_every.to_string(),
+                "--slow-ms".to_owned(),
+                scenario.slow.as_millis().to_string(),
+            ]);
+        }
+        procs.add(&slot, Role::Consumer, args);
+    }
+    let poison = scenario
+        .poison
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let share = scenario.events.div_ceil(scenario.publishers.max(1) as u64);
+    for p in 0..scenario.publishers as u64 {
+        let (from, to) = (p * share, ((p + 1) * share).min(scenario.events));
+        let args = [
+            "publish",
+            "--url",
+            &url,
+            "--ns",
+            &ns,
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+            "--batch",
+            &scenario.batch.to_string(),
+            "--pause-every",
+            &scenario.pause_every.to_string(),
+            "--pause-ms",
+            &scenario.pause.as_millis().to_string(),
+            "--poison",
+            &poison,
+        ];
+        procs.add(
+            &format!("p{p}"),
+            Role::Publisher,
+            args.iter().map(|s| (*s).to_owned()).collect(),
+        );
+    }
+
+    // The fault, while publishing.
+    let (publish_limit, drain_limit) = limits();
+    let mut injected = Vec::new();
+    let mut next_fault = Duration::from_millis(1000);
+    let mut victim = 0usize;
+    let mut publishers_killed = 0usize;
+    let mut memory_limited: Option<Duration> = None;
+    let restart_delay = Duration::from_millis(300);
+    loop {
+        procs.supervise(true, restart_delay);
+        let t = procs.elapsed();
+        let faulting = t < scenario.fault_for;
+        match scenario.fault {
+            Fault::KillProcesses { every } if faulting && t >= next_fault => {
+                next_fault = t + every;
+                let consumers = procs.running(Role::Consumer);
+                if !consumers.is_empty() {
+                    let pid = consumers[victim % consumers.len()];
+                    victim += 1;
+                    procs.kill(pid);
+                    injected.push(format!("{t:.1?}: SIGKILL consumer {pid}"));
+                }
+                let publishers = procs.running(Role::Publisher);
+                if publishers_killed < 2 * scenario.publishers && victim.is_multiple_of(2) {
+                    if let Some(&pid) = publishers.first() {
+                        procs.kill(pid);
+                        publishers_killed += 1;
+                        injected.push(format!("{t:.1?}: SIGKILL publisher {pid}"));
+                    }
+                }
+            }
+            Fault::ClientKillStorm if faulting && t >= next_fault => {
+                next_fault = t + Duration::from_millis(200);
+                let killed =
+                    server::command(&url, &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+                        .await;
+                if let Ok(redis::Value::Int(n)) = killed {
+                    injected.push(format!("{t:.1?}: CLIENT KILL closed {n} connections"));
+                }
+            }
+            Fault::ServerRestart { every } if faulting && t >= next_fault => {
+                next_fault = t + every;
+                server.kill();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                server.restart().await;
+                injected.push(format!("{t:.1?}: server SIGKILLed and restarted"));
+            }
+            Fault::ServerTimeout if injected.is_empty() => {
+                server::command(&url, &["CONFIG", "SET", "timeout", "2"])
+                    .await
+                    .expect("CONFIG SET timeout 2");
+                injected.push(format!("{t:.1?}: CONFIG SET timeout 2"));
+            }
+            Fault::MaxMemory { hold } if t >= next_fault => match memory_limited {
+                None => {
+                    let used = server::used_memory(&url).await.unwrap_or(1 << 20);
+                    let limit = (used / 2).to_string();
+                    server::command(&url, &["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+                        .await
+                        .expect("CONFIG SET maxmemory-policy");
+                    server::command(&url, &["CONFIG", "SET", "maxmemory", &limit])
+                        .await
+                        .expect("CONFIG SET maxmemory");
+                    injected.push(format!(
+                        "{t:.1?}: maxmemory {limit} (used {used}), noeviction"
+                    ));
+                    memory_limited = Some(t);
+                    next_fault = t + hold;
+                }
+                Some(since) if since != Duration::MAX => {
+                    server::command(&url, &["CONFIG", "SET", "maxmemory", "0"])
+                        .await
+                        .expect("CONFIG SET maxmemory 0");
+                    injected.push(format!("{t:.1?}: maxmemory 0 (unlimited) again"));
+                    memory_limited = Some(Duration::MAX);
+                    next_fault = Duration::MAX;
+                }
+                Some(_) => {}
+            },
+            _ => {}
+        }
+        let memory_restored = !matches!(scenario.fault, Fault::MaxMemory { .. })
+            || memory_limited == Some(Duration::MAX);
+        if procs.publishers_done() && !faulting && memory_restored {
+            break;
+        }
+        if t > publish_limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let published_in = procs.elapsed();
+    if matches!(scenario.fault, Fault::MaxMemory { .. }) && memory_limited != Some(Duration::MAX) {
+        let _ = server::command(&url, &["CONFIG", "SET", "maxmemory", "0"]).await;
+    }
+
+    // Quiescence: every group has read everything and holds nothing pending, twice in a row.
+    let transport = connect(&url, &ns).await;
+    let deadline = Instant::now() + drain_limit;
+    let mut quiet = 0;
+    while Instant::now() < deadline && quiet < 2 {
+        procs.supervise(true, restart_delay);
+        quiet = if drained(&transport).await {
+            quiet + 1
+        } else {
+            0
+        };
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let drained_in = procs.elapsed();
+    procs.stop_consumers(Duration::from_secs(10)).await;
+
+    let mut report = check(&scenario, &url, &ns, &transport, &procs).await;
+    let publish_failures: usize = (0..scenario.publishers)
+        .map(|p| {
+            std::fs::read_to_string(dir.join(format!("p{p}.stderr")))
+                .unwrap_or_default()
+                .matches("publish failed")
+                .count()
+        })
+        .sum();
+    report.notes.push(format!(
+        "publishers saw {publish_failures} failed publishes (and retried them)"
+    ));
+    if matches!(scenario.fault, Fault::MaxMemory { .. }) && publish_failures == 0 {
+        report
+            .violations
+            .push("the fault did not bite: no publish was refused under maxmemory".to_owned());
+    }
+    let mut summary = format!(
+        "scenario {}: {} events, published in {published_in:.1?}, quiet at {drained_in:.1?} \
+         (quiet: {}), total {:.1?}\n  processes: {} lifetimes, restarts {:?}\n",
+        scenario.name,
+        scenario.events,
+        quiet >= 2,
+        started.elapsed(),
+        procs.lives.len(),
+        procs.restarts(),
+    );
+    let shown = injected.len().min(12);
+    let _ = writeln!(
+        summary,
+        "  faults ({} injected): {}{}",
+        injected.len(),
+        injected[..shown].join("; "),
+        if injected.len() > shown { "; …" } else { "" }
+    );
+    for note in procs.notes.iter().chain(&report.notes) {
+        let _ = writeln!(summary, "  note: {note}");
+    }
+    if report.violations.is_empty() {
+        eprintln!("{summary}");
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        panic!(
+            "{summary}  worker logs kept in {}\n  VIOLATED:\n  - {}",
+            dir.display(),
+            report.violations.join("\n  - ")
+        );
+    }
+}
+
+async fn connect(url: &str, ns: &str) -> RedisTransport {
+    let config = RedisConfig::new(url)
+        .expect("server URL")
+        .namespace(ns.to_owned());
+    RedisTransport::connect(config)
+        .await
+        .expect("connect the checker to the private server")
+}
+
+/// Whether both groups exist, have read every entry and hold nothing pending.
+async fn drained(transport: &RedisTransport) -> bool {
+    match transport.lag(None).await {
+        Ok(lags) => {
+            let on_stream: Vec<_> = lags
+                .iter()
+                .filter(|l| l.topic == Topic::of_type("FaultEvent"))
+                .collect();
+            on_stream.len() >= 2 && on_stream.iter().all(|l| l.pending == 0 && l.lag == Some(0))
+        }
+        Err(_) => false,
+    }
+}
+
+/// What the checks found.
+pub struct Report {
+    /// Violated invariants, each naming events and processes.
+    pub violations: Vec<String>,
+    /// Facts worth reading (duplicates excused by a kill…).
+    pub notes: Vec<String>,
+}
+
+/// A published event, as read back from the stream.
+struct Published {
+    entry_id: String,
+    poison: bool,
+}
+
+/// One line of a consumer's handler log.
+#[derive(Debug)]
+struct Handled {
+    consumer: String,
+    pid: u32,
+}
+
+fn sample<T: std::fmt::Debug>(items: impl IntoIterator<Item = T>) -> String {
+    let items: Vec<T> = items.into_iter().collect();
+    let shown: Vec<String> = items.iter().take(15).map(|i| format!("{i:?}")).collect();
+    let more = if items.len() > 15 { ", …" } else { "" };
+    format!("{} [{}{more}]", items.len(), shown.join(", "))
+}
+
+/// Checks the invariants after a scenario:
+///
+/// 0. the stream holds every sequence number exactly once (publishers lost nothing and
+///    published nothing twice);
+/// 1. every published event except the poison was handled at least once;
+/// 2. no event was handled by two live consumers: of the handlings of one event, at most one
+///    is by a process that was not killed (a killed one may have died before acking);
+/// 3. the projection applied every published event exactly once (`applied:{seq}` is 1);
+/// 4. the handlers' dead letters hold exactly the poison events, once each, and the
+///    projection's none;
+/// 5. nothing is left pending and nothing unread, in either group.
+pub async fn check(
+    scenario: &Scenario,
+    url: &str,
+    ns: &str,
+    transport: &RedisTransport,
+    procs: &Procs,
+) -> Report {
+    let mut violations = Vec::new();
+    let mut notes = Vec::new();
+
+    // 0. What was really published: the stream.
+    let mut published: BTreeMap<u64, Published> = BTreeMap::new();
+    let mut twice = Vec::new();
+    let key = eventbus_redis::Keys::new(ns).stream(&Topic::of_type("FaultEvent"));
+    let client = redis::Client::open(url).expect("server URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect the checker");
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("XRANGE the event stream");
+    for entry in &entries.ids {
+        let fields: Vec<(String, Vec<u8>)> = entry
+            .map
+            .iter()
+            .map(|(k, v)| {
+                let v: Vec<u8> = redis::from_redis_value(v.clone()).expect("field value bytes");
+                (k.clone(), v)
+            })
+            .collect();
+        let event = eventbus_redis::codec::decode(&fields).expect("published entries decode");
+        let seq = event.data["seq"].as_u64().expect("seq");
+        let poison = event.data["poison"].as_bool().unwrap_or(false);
+        let previous = published.insert(
+            seq,
+            Published {
+                entry_id: entry.id.clone(),
+                poison,
+            },
+        );
+        if let Some(p) = previous {
+            twice.push((seq, p.entry_id, entry.id.clone()));
+        }
+    }
+    let missing: Vec<u64> = (0..scenario.events)
+        .filter(|s| !published.contains_key(s))
+        .collect();
+    if !missing.is_empty() {
+        violations.push(format!(
+            "published: sequence numbers missing from the stream (publishers never finished \
+             or lost acknowledged batches): {}",
+            sample(&missing)
+        ));
+    }
+    if !twice.is_empty() {
+        violations.push(format!(
+            "published: sequence numbers in the stream twice (seq, entry, entry): {}",
+            sample(&twice)
+        ));
+    }
+    let poison: BTreeSet<u64> = published
+        .iter()
+        .filter(|(_, p)| p.poison)
+        .map(|(s, _)| *s)
+        .collect();
+
+    // 1 and 2. The handler logs.
+    let mut handled: BTreeMap<u64, Vec<Handled>> = BTreeMap::new();
+    for i in 1..=scenario.consumers {
+        let path = procs.log_path(&format!("c{i}"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in text.lines() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            let [seq, _event_id, _entry, consumer, pid] = parts[..] else {
+                violations.push(format!("log {}: torn line `{line}`", path.display()));
+                continue;
+            };
+            let (Ok(seq), Ok(pid)) = (seq.parse::<u64>(), pid.parse::<u32>()) else {
+                violations.push(format!("log {}: bad line `{line}`", path.display()));
+                continue;
+            };
+            handled.entry(seq).or_default().push(Handled {
+                consumer: consumer.to_owned(),
+                pid,
+            });
+        }
+    }
+    let unhandled: Vec<u64> = published
+        .iter()
+        .filter(|(s, p)| !p.poison && !handled.contains_key(s))
+        .map(|(s, _)| *s)
+        .collect();
+    if !unhandled.is_empty() {
+        violations.push(format!(
+            "1 (handled at least once): published events never handled: {}",
+            sample(&unhandled)
+        ));
+    }
+    let poison_handled: Vec<u64> = poison
+        .iter()
+        .filter(|s| handled.contains_key(s))
+        .copied()
+        .collect();
+    if !poison_handled.is_empty() {
+        violations.push(format!(
+            "1 (handled at least once): poison events logged as handled: {}",
+            sample(&poison_handled)
+        ));
+    }
+    let mut live_twice = Vec::new();
+    let mut excused = 0usize;
+    for (seq, hs) in &handled {
+        if hs.len() < 2 {
+            continue;
+        }
+        let live: Vec<String> = hs
+            .iter()
+            .filter_map(|h| match procs.life(h.pid) {
+                Some(l) if l.killed() => None,
+                Some(l) => Some(format!(
+                    "{}/pid {} (from {:.1?})",
+                    h.consumer, h.pid, l.started
+                )),
+                None => Some(format!("{}/pid {} (unknown process)", h.consumer, h.pid)),
+            })
+            .collect();
+        if live.len() > 1 {
+            live_twice.push(format!("{seq}: {}", live.join(" + ")));
+        } else {
+            excused += 1;
+        }
+    }
+    if !live_twice.is_empty() {
+        violations.push(format!(
+            "2 (no event handled by two live consumers): events handled more than once by \
+             processes that were never killed: {}",
+            sample(&live_twice)
+        ));
+    }
+    if excused > 0 {
+        notes.push(format!(
+            "{excused} events handled again after a process that handled them was killed \
+             (allowed: it may have died before acking)"
+        ));
+    }
+
+    // 3. The projection: `{ns}:applied:{seq}` is 1 for every published event.
+    let seqs: Vec<u64> = published.keys().copied().collect();
+    let mut wrong = Vec::new();
+    for chunk in seqs.chunks(500) {
+        let keys: Vec<String> = chunk.iter().map(|s| format!("{ns}:applied:{s}")).collect();
+        let counts: Vec<Option<i64>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .expect("MGET the projection's counters");
+        for (seq, count) in chunk.iter().zip(counts) {
+            if count != Some(1) {
+                wrong.push(format!("{seq}: {}", count.unwrap_or(0)));
+            }
+        }
+    }
+    if !wrong.is_empty() {
+        violations.push(format!(
+            "3 (projection applied every event exactly once): events applied a number of \
+             times other than 1 (seq: times): {}",
+            sample(&wrong)
+        ));
+    }
+
+    // 4. Dead letters.
+    let letters = transport
+        .dead_letters(GROUP, 100_000)
+        .await
+        .expect("read the dead letters");
+    let mut lettered: BTreeMap<u64, usize> = BTreeMap::new();
+    for letter in &letters {
+        let seq = letter
+            .event
+            .as_ref()
+            .and_then(|e| e.data["seq"].as_u64())
+            .unwrap_or(u64::MAX);
+        *lettered.entry(seq).or_default() += 1;
+    }
+    let not_poison: Vec<String> = letters
+        .iter()
+        .filter(|l| {
+            l.event
+                .as_ref()
+                .and_then(|e| e.data["seq"].as_u64())
+                .is_none_or(|s| !poison.contains(&s))
+        })
+        .map(|l| format!("{} ({})", l.origin_id, l.reason.error))
+        .collect();
+    let poison_missing: Vec<u64> = poison
+        .iter()
+        .filter(|s| !lettered.contains_key(s))
+        .copied()
+        .collect();
+    let poison_twice: Vec<u64> = lettered
+        .iter()
+        .filter(|(s, n)| poison.contains(s) && **n > 1)
+        .map(|(s, _)| *s)
+        .collect();
+    if !not_poison.is_empty() || !poison_missing.is_empty() || !poison_twice.is_empty() {
+        violations.push(format!(
+            "4 (dead letters hold exactly the poison): {} dead letters; not poison: {}; \
+             poison missing: {}; poison dead-lettered twice: {}",
+            letters.len(),
+            sample(&not_poison),
+            sample(&poison_missing),
+            sample(&poison_twice)
+        ));
+    }
+    let projection_group = eventbus_core::projection::projection_group("faults", "Applied");
+    let projection_letters = transport
+        .dead_letters(&projection_group, 100_000)
+        .await
+        .expect("read the projection's dead letters");
+    if !projection_letters.is_empty() {
+        violations.push(format!(
+            "4 (dead letters hold exactly the poison): the projection dead-lettered: {}",
+            sample(
+                projection_letters
+                    .iter()
+                    .map(|l| format!("{} ({})", l.origin_id, l.reason.error))
+            )
+        ));
+    }
+
+    // 5. Nothing pending, nothing unread.
+    let lags = transport.lag(None).await.expect("read the groups' lag");
+    for lag in lags
+        .iter()
+        .filter(|l| l.topic == Topic::of_type("FaultEvent"))
+    {
+        if lag.pending > 0 || lag.lag != Some(0) {
+            let holders: Vec<String> = lag
+                .consumers
+                .iter()
+                .filter(|c| c.pending > 0)
+                .map(|c| format!("{}: {}", c.name, c.pending))
+                .collect();
+            let ids: redis::Value = redis::cmd("XPENDING")
+                .arg(&key)
+                .arg(&lag.group)
+                .arg("-")
+                .arg("+")
+                .arg(10)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(redis::Value::Nil);
+            let ids = pending_ids(&ids);
+            let seqs: Vec<String> = ids
+                .iter()
+                .map(|(id, count)| {
+                    let seq = published
+                        .iter()
+                        .find(|(_, p)| &p.entry_id == id)
+                        .map(|(s, p)| format!("seq {s}{}", if p.poison { " (poison)" } else { "" }))
+                        .unwrap_or_else(|| "?".to_owned());
+                    format!("{id} = {seq}, delivered {count}x")
+                })
+                .collect();
+            violations.push(format!(
+                "5 (nothing left pending): group {} has {} pending (by consumer: {}) and lag \
+                 {:?}; first pending: {}",
+                lag.group,
+                lag.pending,
+                holders.join(", "),
+                lag.lag,
+                seqs.join("; ")
+            ));
+        }
+    }
+
+    let handlings: usize = handled.values().map(Vec::len).sum();
+    notes.push(format!(
+        "{} published ({} poison), {handlings} handlings of {} events, {} dead letters",
+        published.len(),
+        poison.len(),
+        handled.len(),
+        letters.len()
+    ));
+    Report { violations, notes }
+}
+
+/// `(entry id, delivery count)` pairs of an `XPENDING … - + n` reply.
+fn pending_ids(reply: &redis::Value) -> Vec<(String, i64)> {
+    let redis::Value::Array(rows) = reply else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|row| match row {
+            redis::Value::Array(cols) if cols.len() == 4 => {
+                let id: String = redis::from_redis_value(cols[0].clone()).ok()?;
+                let count: i64 = redis::from_redis_value(cols[3].clone()).ok()?;
+                Some((id, count))
+            }
+            _ => None,
+        })
+        .collect()
+}
