@@ -73,11 +73,14 @@ async fn poison_events_kill_their_consumer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maxmemory_noeviction_refuses_writes() {
-    run(Scenario::new(
+    // Writes are refused from 1 s to 4 s; consumers are stopped from 0.5 s to 1.2 s, so
+    // their handlers and projection meet a backlog while nothing can be written.
+    let mut scenario = Scenario::new(
         "maxmemory",
         Fault::MaxMemory {
             hold: Duration::from_secs(3),
         },
-    ))
-    .await;
+    );
+    scenario.freeze_consumers = Some((Duration::from_millis(500), Duration::from_millis(1200)));
+    run(scenario).await;
 }

@@ -69,6 +69,9 @@ pub struct Scenario {
     pub pause: Duration,
     /// Sequence numbers of poison events (handling one aborts the consumer).
     pub poison: Vec<u64>,
+    /// Consumers are stopped (`SIGSTOP`) from the first instant to the second (`SIGCONT`), so
+    /// that a backlog meets the fault.
+    pub freeze_consumers: Option<(Duration, Duration)>,
     /// Every event takes this long to handle (so that kills hit handlers in flight).
     pub work: Duration,
     /// Every `slow_every`-th event takes `slow` to handle (0: none).
@@ -95,6 +98,7 @@ impl Scenario {
             pause_every: 10,
             pause: Duration::from_millis(150 / scale),
             poison: Vec::new(),
+            freeze_consumers: None,
             work: Duration::ZERO,
             slow_every: 0,
             slow: Duration::ZERO,
@@ -194,10 +198,24 @@ pub async fn run(scenario: Scenario) {
     let mut victim = 0usize;
     let mut publishers_killed = 0usize;
     let mut memory_limited: Option<Duration> = None;
+    let mut frozen: Option<Vec<u32>> = None;
     let restart_delay = Duration::from_millis(300);
     loop {
         procs.supervise(true, restart_delay);
         let t = procs.elapsed();
+        match scenario.freeze_consumers {
+            Some((from, _)) if t >= from && frozen.is_none() => {
+                frozen = Some(procs.running(Role::Consumer));
+                signal(frozen.iter().flatten(), "STOP");
+                injected.push(format!("{t:.1?}: SIGSTOP consumers"));
+            }
+            Some((_, until)) if t >= until && frozen.as_ref().is_some_and(|f| !f.is_empty()) => {
+                signal(frozen.iter().flatten(), "CONT");
+                frozen = Some(Vec::new());
+                injected.push(format!("{t:.1?}: SIGCONT consumers"));
+            }
+            _ => {}
+        }
         let faulting = t < scenario.fault_for;
         match scenario.fault {
             Fault::KillProcesses { every } if faulting && t >= next_fault => {
@@ -346,6 +364,15 @@ pub async fn run(scenario: Scenario) {
             dir.display(),
             report.violations.join("\n  - ")
         );
+    }
+}
+
+/// Sends `SIGSTOP` or `SIGCONT` to processes.
+fn signal<'a>(pids: impl Iterator<Item = &'a u32>, name: &str) {
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status();
     }
 }
 
