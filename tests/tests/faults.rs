@@ -46,8 +46,10 @@ async fn server_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_timeout_closes_idle_connections() {
-    // Publishers pause longer than the timeout, so every connection sits idle past it.
+    // Publishers pause longer than the timeout, and consumers look for idle entries only
+    // every 3 s, so every connection but the blocking reader's sits idle past it.
     let mut scenario = Scenario::new("timeout", Fault::ServerTimeout);
+    scenario.claim_interval = Duration::from_secs(3);
     scenario.pause_every = scenario.events / 4;
     scenario.pause = Duration::from_millis(2600);
     run(scenario).await;

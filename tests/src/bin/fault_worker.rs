@@ -4,7 +4,8 @@
 //! ```text
 //! fault-worker publish --url URL --ns NS --from A --to B --poison 3,17 --batch 20
 //! fault-worker consume --url URL --ns NS --name c1 --log FILE [--work-ms MS]
-//!                      [--slow-every N --slow-ms MS] [--claim-idle-ms MS] [--max-deliveries N]
+//!                      [--slow-every N --slow-ms MS] [--claim-idle-ms MS]
+//!                      [--claim-interval-ms MS] [--max-deliveries N]
 //! ```
 //!
 //! `publish` publishes the events with sequence numbers `A..B` (`FaultEvent { seq, poison }`)
@@ -256,6 +257,7 @@ async fn consume(args: &Args) -> Result<(), String> {
     let slow_every = num(args, "slow-every", 0)?;
     let slow = Duration::from_millis(num(args, "slow-ms", 0)?);
     let claim_idle = Duration::from_millis(num(args, "claim-idle-ms", 1000)?);
+    let claim_interval = Duration::from_millis(num(args, "claim-interval-ms", 200)?);
     let max_deliveries = num(args, "max-deliveries", 3)? as u32;
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -274,7 +276,7 @@ async fn consume(args: &Args) -> Result<(), String> {
         o.start_from = StartFrom::Beginning;
         o.block = Duration::from_millis(200);
         o.claim_idle = claim_idle;
-        o.claim_interval = Duration::from_millis(200);
+        o.claim_interval = claim_interval;
         o.reconnect_backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
         o.shutdown_timeout = Duration::from_secs(5);
     };

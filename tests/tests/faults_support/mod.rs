@@ -72,6 +72,9 @@ pub struct Scenario {
     /// Consumers are stopped (`SIGSTOP`) from the first instant to the second (`SIGCONT`), so
     /// that a backlog meets the fault.
     pub freeze_consumers: Option<(Duration, Duration)>,
+    /// How often consumers look for idle entries to reclaim (which also keeps their shared
+    /// connection busy).
+    pub claim_interval: Duration,
     /// Every event takes this long to handle (so that kills hit handlers in flight).
     pub work: Duration,
     /// Every `slow_every`-th event takes `slow` to handle (0: none).
@@ -99,6 +102,7 @@ impl Scenario {
             pause: Duration::from_millis(150 / scale),
             poison: Vec::new(),
             freeze_consumers: None,
+            claim_interval: Duration::from_millis(200),
             work: Duration::ZERO,
             slow_every: 0,
             slow: Duration::ZERO,
@@ -140,6 +144,10 @@ pub async fn run(scenario: Scenario) {
         .into_iter()
         .map(str::to_owned)
         .collect::<Vec<_>>();
+        args.extend([
+            "--claim-interval-ms".to_owned(),
+            scenario.claim_interval.as_millis().to_string(),
+        ]);
         if !scenario.work.is_zero() {
             args.extend([
                 "--work-ms".to_owned(),
