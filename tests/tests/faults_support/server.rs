@@ -138,3 +138,15 @@ pub async fn used_memory(url: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// How many commands the server refused with `OOM` (`INFO errorstats`).
+pub async fn oom_errors(url: &str) -> Option<u64> {
+    let info = command(url, &["INFO", "errorstats"]).await.ok()?;
+    let text: String = redis::from_redis_value(info).ok()?;
+    Some(
+        text.lines()
+            .find_map(|l| l.strip_prefix("errorstat_OOM:count="))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+    )
+}
