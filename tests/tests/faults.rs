@@ -29,6 +29,25 @@ async fn sigkill_of_consumers_and_publishers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stops_abandon_slow_handlers() {
+    // Every 4th event takes 900 ms, a stop waits only 300 ms for handlers in flight: what it
+    // abandons must not be handled (and logged) by the stopping process after all, since
+    // the entry stays pending and its restarted consumer handles it again. Claims after 3 s
+    // only, so that no live consumer reclaims a slow handler's entry.
+    let mut scenario = Scenario::new(
+        "graceful",
+        Fault::TerminateConsumers {
+            every: Duration::from_millis(800),
+        },
+    );
+    scenario.slow_every = 4;
+    scenario.slow = Duration::from_millis(900);
+    scenario.shutdown_timeout = Duration::from_millis(300);
+    scenario.claim_idle = Duration::from_secs(3);
+    run(scenario).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_kill_storm() {
     run(Scenario::new("client-kill", Fault::ClientKillStorm)).await;
 }

@@ -5,7 +5,7 @@
 //! fault-worker publish --url URL --ns NS --from A --to B --poison 3,17 --batch 20
 //! fault-worker consume --url URL --ns NS --name c1 --log FILE [--work-ms MS]
 //!                      [--slow-every N --slow-ms MS] [--claim-idle-ms MS]
-//!                      [--claim-interval-ms MS] [--max-deliveries N]
+//!                      [--claim-interval-ms MS] [--shutdown-timeout-ms MS] [--max-deliveries N]
 //! ```
 //!
 //! `publish` publishes the events with sequence numbers `A..B` (`FaultEvent { seq, poison }`)
@@ -258,6 +258,7 @@ async fn consume(args: &Args) -> Result<(), String> {
     let slow = Duration::from_millis(num(args, "slow-ms", 0)?);
     let claim_idle = Duration::from_millis(num(args, "claim-idle-ms", 1000)?);
     let claim_interval = Duration::from_millis(num(args, "claim-interval-ms", 200)?);
+    let shutdown_timeout = Duration::from_millis(num(args, "shutdown-timeout-ms", 5000)?);
     let max_deliveries = num(args, "max-deliveries", 3)? as u32;
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -278,7 +279,7 @@ async fn consume(args: &Args) -> Result<(), String> {
         o.claim_idle = claim_idle;
         o.claim_interval = claim_interval;
         o.reconnect_backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
-        o.shutdown_timeout = Duration::from_secs(5);
+        o.shutdown_timeout = shutdown_timeout;
     };
 
     let handler = {

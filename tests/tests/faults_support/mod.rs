@@ -32,6 +32,12 @@ pub enum Fault {
         /// Between two consumer kills.
         every: Duration,
     },
+    /// Stop a consumer gracefully (`SIGTERM`) every `every`, round robin, while handlers run
+    /// longer than its shutdown timeout; it restarts under the same name.
+    TerminateConsumers {
+        /// Between two stops.
+        every: Duration,
+    },
     /// `CLIENT KILL TYPE normal SKIPME yes` every 200 ms.
     ClientKillStorm,
     /// `SIGKILL` the server and restart it (AOF, `appendfsync always`) every `every`.
@@ -72,6 +78,10 @@ pub struct Scenario {
     /// Consumers are stopped (`SIGSTOP`) from the first instant to the second (`SIGCONT`), so
     /// that a backlog meets the fault.
     pub freeze_consumers: Option<(Duration, Duration)>,
+    /// Consumers reclaim entries idle this long in another consumer.
+    pub claim_idle: Duration,
+    /// How long a consumer's graceful shutdown waits for handlers in flight.
+    pub shutdown_timeout: Duration,
     /// How often consumers look for idle entries to reclaim (which also keeps their shared
     /// connection busy).
     pub claim_interval: Duration,
@@ -103,6 +113,8 @@ impl Scenario {
             poison: Vec::new(),
             freeze_consumers: None,
             claim_interval: Duration::from_millis(200),
+            claim_idle: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(5),
             work: Duration::ZERO,
             slow_every: 0,
             slow: Duration::ZERO,
@@ -147,6 +159,10 @@ pub async fn run(scenario: Scenario) {
         args.extend([
             "--claim-interval-ms".to_owned(),
             scenario.claim_interval.as_millis().to_string(),
+            "--claim-idle-ms".to_owned(),
+            scenario.claim_idle.as_millis().to_string(),
+            "--shutdown-timeout-ms".to_owned(),
+            scenario.shutdown_timeout.as_millis().to_string(),
         ]);
         if !scenario.work.is_zero() {
             args.extend([
@@ -243,6 +259,16 @@ pub async fn run(scenario: Scenario) {
                         publishers_killed += 1;
                         injected.push(format!("{t:.1?}: SIGKILL publisher {pid}"));
                     }
+                }
+            }
+            Fault::TerminateConsumers { every } if faulting && t >= next_fault => {
+                next_fault = t + every;
+                let consumers = procs.running(Role::Consumer);
+                if !consumers.is_empty() {
+                    let pid = consumers[victim % consumers.len()];
+                    victim += 1;
+                    procs.terminate(pid);
+                    injected.push(format!("{t:.1?}: SIGTERM consumer {pid}"));
                 }
             }
             Fault::ClientKillStorm if faulting && t >= next_fault => {

@@ -166,6 +166,13 @@ impl Procs {
         }
     }
 
+    /// Asks a running process to stop (`SIGTERM`): a graceful shutdown, not a kill.
+    pub fn terminate(&self, pid: u32) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+
     /// Reaps processes that ended and restarts those that died, after `delay`, under the same
     /// slot (a consumer keeps its name, so it recovers what it left pending). A publisher
     /// that exited 0 is done; a slot past `max_restarts` is given up on.
