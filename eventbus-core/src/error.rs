@@ -133,7 +133,8 @@ pub enum TransportErrorKind {
     Auth,
     /// The ACL user lacks a permission for a command or key. Not retryable.
     Permission,
-    /// The server is loading, failing over or otherwise busy. Retryable.
+    /// The server is loading, failing over, out of memory (`maxmemory` under `noeviction`)
+    /// or otherwise busy. Retryable.
     Busy,
     /// The server answered with data the client did not expect. Not retryable.
     Protocol,

@@ -189,7 +189,16 @@ pub(crate) fn kind_of(error: &RedisError) -> TransportErrorKind {
         TransportErrorKind::Auth
     } else if any(&["NOPERM"]) {
         TransportErrorKind::Permission
-    } else if any(&["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"]) {
+    } else if any(&[
+        "LOADING",
+        "BUSY",
+        "TRYAGAIN",
+        "MASTERDOWN",
+        "CLUSTERDOWN",
+        "OOM",
+    ]) {
+        // (OOM: `maxmemory` reached under `noeviction`; writes succeed again once memory
+        // is freed or the limit raised.)
         TransportErrorKind::Busy
     } else if error.is_connection_dropped() || error.is_connection_refusal() {
         TransportErrorKind::Connection

@@ -376,3 +376,65 @@ async fn an_entry_of_another_type_on_a_type_stream_is_malformed(backend: Backend
     .await;
     sub.shutdown().await.unwrap();
 }
+
+both!(a_restart_after_abandoned_handlers_handles_everything);
+
+/// Unordered, 16 at a time, some handlers slower than the shutdown timeout: a consumer
+/// stopped mid-flight and restarted under its name handles everything it left behind,
+/// nothing is dead-lettered, nothing stays pending.
+async fn a_restart_after_abandoned_handlers_handles_everything(backend: Backend) {
+    let bus = EventBus::from_arc(backend.transport(), "svc");
+    let handled: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let start = |handled: Arc<Mutex<Vec<u32>>>| {
+        bus.subscribe()
+            .consumer_name("worker")
+            .order_by(eventbus_core::OrderBy::Unordered)
+            .concurrency(16)
+            .max_deliveries(3)
+            .configure(|o| {
+                o.shutdown_timeout = Duration::from_millis(100);
+                o.block = Duration::from_millis(100);
+                o.claim_idle = Duration::from_secs(1);
+            })
+            .on(move |e: Envelope<Job>| {
+                let handled = handled.clone();
+                async move {
+                    let ms = if e.data.n % 4 == 0 { 400 } else { 10 };
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    handled.lock().unwrap().push(e.data.n);
+                    Ok(())
+                }
+            })
+            .start()
+    };
+    bus.transport()
+        .ensure_group(&topic(), GROUP, StartFrom::New)
+        .await
+        .unwrap();
+    bus.publish_batch((0..200).map(|n| Job { n }))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let sub = start(handled.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        sub.shutdown().await.unwrap();
+    }
+    let last = start(handled.clone()).await.unwrap();
+    eventually(WAIT, "all 200 handled", || async {
+        let mut seen = handled.lock().unwrap().clone();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len() == 200
+    })
+    .await;
+    eventually(WAIT, "nothing pending", || async {
+        pending(&bus).await == 0
+    })
+    .await;
+    assert!(
+        dead_letters(&bus).await.is_empty(),
+        "{:?}",
+        dead_letters(&bus).await
+    );
+    last.shutdown().await.unwrap();
+}

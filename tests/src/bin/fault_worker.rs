@@ -87,6 +87,15 @@ fn num(args: &Args, key: &str, default: u64) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    // The loop's warnings (reclaims, losses, dead letters) go to stderr, kept with the logs.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

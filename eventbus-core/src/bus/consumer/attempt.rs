@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
+use tokio::sync::{RwLockReadGuard, RwLockWriteGuard};
 use tokio::time::Instant;
 
 use super::holdings::{self, Renewal};
@@ -92,6 +93,19 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         return;
     }
 
+    let Some(handlers) = runner.handlers.get(&topic).cloned() else {
+        SubscriptionStats::add(&runner.stats.skipped, 1);
+        runner.count_unhandled();
+        acker::ack(runner, topic, entry_id, key, generation);
+        return;
+    };
+
+    // A recovered or claimed entry may be what took its last consumer down: its first
+    // attempt here runs alone, so that if it takes this process down too, no other entry's
+    // attempt is charged for it.
+    let Some(first) = Gate::enter(runner, !counted).await else {
+        return; // shutting down: stays pending
+    };
     // Make sure the entry is still ours before a handler starts; count the attempt of a
     // recovered or claimed entry.
     let held = if counted {
@@ -113,15 +127,18 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         runner.holdings().set_settling(&key, generation, true);
     }
 
-    let Some(handlers) = runner.handlers.get(&topic).cloned() else {
-        SubscriptionStats::add(&runner.stats.skipped, 1);
-        runner.count_unhandled();
-        acker::ack(runner, topic, entry_id, key, generation);
-        return;
-    };
-
     let mut done = vec![false; handlers.len()];
+    let mut gate = Some(first);
+    // Rounds in a row that failed only because the backend was unavailable.
+    let mut unavailable: u32 = 0;
     loop {
+        let guard = match gate.take() {
+            Some(guard) => guard,
+            None => match Gate::enter(runner, false).await {
+                Some(guard) => guard,
+                None => return, // shutting down: stays pending
+            },
+        };
         let info = Arc::new(DeliveryInfo {
             topic: topic.clone(),
             entry_id: entry_id.clone(),
@@ -131,6 +148,7 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         });
         let ctx = Context::new(runner.bus.clone(), event.clone(), info);
         let mut failure: Option<HandlerError> = None;
+        let mut only_unavailable = true;
         for (i, handler) in handlers.iter().enumerate() {
             if done[i] {
                 continue;
@@ -142,6 +160,7 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
                     break;
                 }
                 Err(e) => {
+                    only_unavailable &= backend_unavailable(&e);
                     SubscriptionStats::add(&runner.stats.failed_attempts, 1);
                     tracing::warn!(
                         topic = %topic, id = %entry_id, event_type = %event.event_type,
@@ -153,6 +172,7 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
                 }
             }
         }
+        drop(guard);
         let Some(failure) = failure else {
             SubscriptionStats::add(&runner.stats.handled, 1);
             if runner.handler_acks {
@@ -170,6 +190,26 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
             runner.count_unhandled();
             return;
         }
+        if only_unavailable && !failure.is_permanent() {
+            // The backend refused (connection lost, out of memory, failing over): not the
+            // entry's fault, so no delivery is counted; wait for the backend and go again.
+            unavailable = unavailable.saturating_add(1);
+            let delay = runner.options.reconnect_backoff.delay(unavailable);
+            tracing::warn!(topic = %topic, id = %entry_id, error = %failure, ?delay, "backend unavailable; retrying without counting a delivery");
+            tokio::select! {
+                _ = runner.cancel.cancelled() => return, // stays pending
+                _ = tokio::time::sleep(delay) => {}
+            }
+            match settle.confirm().await {
+                Hold::Held(_) => continue,
+                Hold::Lost => {
+                    runner.count_unhandled();
+                    return;
+                }
+                Hold::Stopped => return,
+            }
+        }
+        unavailable = 0;
         if failure.is_permanent() || delivery_count >= runner.options.max_deliveries {
             settle.dead_letter(failure.message(), delivery_count).await;
             return;
@@ -200,6 +240,36 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
                 runner.count_unhandled();
                 return;
             }
+        }
+    }
+}
+
+/// Whether a handler failed only because the backend is unavailable: a retryable transport
+/// error (connection lost, timeout, busy or out of memory).
+fn backend_unavailable(e: &HandlerError) -> bool {
+    e.source()
+        .and_then(|s| s.downcast_ref::<crate::Error>())
+        .is_some_and(|e| matches!(e, crate::Error::Transport(t) if t.is_retryable()))
+}
+
+/// Admission of one attempt: shared with other attempts, or alone (held until dropped).
+struct Gate<'a> {
+    _shared: Option<RwLockReadGuard<'a, ()>>,
+    _alone: Option<RwLockWriteGuard<'a, ()>>,
+}
+
+impl<'a> Gate<'a> {
+    /// Waits for admission; `None` when the loop stops meanwhile.
+    async fn enter(runner: &'a Runner, alone: bool) -> Option<Gate<'a>> {
+        tokio::select! {
+            _ = runner.cancel.cancelled() => None,
+            gate = async {
+                if alone {
+                    Gate { _shared: None, _alone: Some(runner.gate.write().await) }
+                } else {
+                    Gate { _shared: Some(runner.gate.read().await), _alone: None }
+                }
+            } => Some(gate),
         }
     }
 }

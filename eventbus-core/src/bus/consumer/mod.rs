@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,6 +52,9 @@ pub(crate) struct Runner {
     /// Cancels running handlers (after `shutdown_timeout`); their entries stay pending.
     abandon: CancellationToken,
     running: Arc<Semaphore>,
+    /// Attempts share it; the first attempt on a recovered or claimed entry (which may be
+    /// what took its last consumer down) holds it alone.
+    gate: RwLock<()>,
     lanes: Mutex<HashMap<String, VecDeque<Job>>>,
     tracker: TaskTracker,
     ack_tx: mpsc::UnboundedSender<AckItem>,
@@ -100,6 +103,7 @@ impl Runner {
             bus,
             consumer: Arc::from(consumer),
             running: Arc::new(Semaphore::new(options.concurrency)),
+            gate: RwLock::new(()),
             spec,
             options,
             handlers: handlers
