@@ -516,6 +516,14 @@ async fn article_key_layout_is_what_python_reads() {
     let models = backend.read_models("");
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (order, customer) = (format!("ord_{id}"), format!("cust_{id}"));
+    let (hash_key, list_key) = (
+        format!("orders:summary:{order}"),
+        format!("customers:{customer}:orders"),
+    );
+    // Unprefixed, as the article has them: outside the namespace, so named to the guard.
+    let guard = backend.guard().unwrap();
+    guard.also(&hash_key);
+    guard.also(&list_key);
     let a = start(&bus, &models, OrderSummary::projection()).await;
     let b = start(&bus, &models, CustomerOrders::projection()).await;
     bus.publish(created(&order, &customer, 100.0))
@@ -533,8 +541,6 @@ async fn article_key_layout_is_what_python_reads() {
     b.shutdown().await.unwrap();
 
     let mut conn = raw_connection().await;
-    let hash_key = format!("orders:summary:{order}");
-    let list_key = format!("customers:{customer}:orders");
     let hash: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
         .arg(&hash_key)
         .query_async(&mut conn)
@@ -547,13 +553,6 @@ async fn article_key_layout_is_what_python_reads() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let _: i64 = redis::cmd("DEL")
-        .arg(&hash_key)
-        .arg(&list_key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    backend.cleanup().await;
 
     let expected: std::collections::BTreeMap<String, String> = [
         ("order_id", order.as_str()),
