@@ -184,6 +184,7 @@ pub struct SubscriptionBuilder {
     handlers: HashMap<Topic, Vec<ErasedHandler>>,
     topic_order: Vec<Topic>,
     handler_acks: bool,
+    stats: Option<Arc<SubscriptionStats>>,
 }
 
 impl fmt::Debug for SubscriptionBuilder {
@@ -204,7 +205,15 @@ impl SubscriptionBuilder {
             handlers: HashMap::new(),
             topic_order: Vec::new(),
             handler_acks: false,
+            stats: None,
         }
+    }
+
+    /// Counts into `stats` (shared by the successive subscriptions of one projection
+    /// instance) instead of fresh counters.
+    pub(crate) fn stats(mut self, stats: Arc<SubscriptionStats>) -> Self {
+        self.stats = Some(stats);
+        self
     }
 
     /// The handlers acknowledge entries themselves (projections commit the ack atomically
@@ -345,7 +354,7 @@ impl SubscriptionBuilder {
             topics: self.topic_order.clone(),
         };
         let consumer = transport.consumer(spec.clone()).await?;
-        let stats = Arc::new(SubscriptionStats::default());
+        let stats = self.stats.unwrap_or_default();
         let cancel = CancellationToken::new();
         let runner = Runner::new(
             self.bus,
