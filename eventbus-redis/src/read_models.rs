@@ -17,6 +17,9 @@ use crate::scripts;
 /// The keys `PROJECT` takes before the read-model keys.
 const PROJECT_FIXED_KEYS: usize = 5;
 
+/// Reads of a rebuild's key registry before giving up on one that keeps changing.
+const REGISTRY_ATTEMPTS: usize = 10;
+
 /// Entries one `XAUTOCLAIM` moves when a new lease holder adopts what is pending.
 const ADOPT_PAGE: usize = 100;
 use crate::transport::{Inner, RedisTransport};
@@ -38,7 +41,9 @@ use crate::transport::{Inner, RedisTransport};
 /// every key, that increments hit integers and don't overflow), so a write Redis would reject
 /// (e.g. `HINCRBY` on a field holding text) fails the commit with
 /// [`Error::ReadModelWrite`](eventbus_core::Error::ReadModelWrite) having changed nothing.
-/// Every key the script touches, read-model keys included, is declared in `KEYS`.
+/// Every key the script touches, read-model keys included, is declared in `KEYS`; so do the
+/// rebuild scripts, which are given the keys their registries list (read just before, and
+/// checked unchanged by the script).
 #[derive(Clone)]
 pub struct RedisReadModels {
     inner: Arc<Inner>,
@@ -76,6 +81,12 @@ impl RedisReadModels {
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    /// The members of a key registry (a set of read-model keys).
+    async fn members_of(&self, registry: &str) -> CoreResult<Vec<String>> {
+        self.query(redis::cmd("SMEMBERS").arg(registry), "SMEMBERS")
+            .await
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd, operation: &str) -> CoreResult<T> {
@@ -283,21 +294,41 @@ impl ReadModelStore for RedisReadModels {
         topics: &[Topic],
     ) -> CoreResult<()> {
         let keys = &self.inner.keys;
-        let mut invocation = scripts::BEGIN_REBUILD.prepare_invoke();
-        invocation
-            .key(keys.projection_registry(projection, true))
-            .key(keys.projection_checkpoint(projection, true));
-        for topic in topics {
-            invocation.key(keys.stream(topic));
+        let registry = keys.projection_registry(projection, true);
+        let shadow = keys.projection_shadow_prefix(projection);
+        // The script deletes the shadow keys the registry lists; they go in KEYS, so read
+        // the registry first (the script checks it is unchanged, else read again).
+        for _ in 0..REGISTRY_ATTEMPTS {
+            let members = self.members_of(&registry).await?;
+            let mut invocation = scripts::BEGIN_REBUILD.prepare_invoke();
+            invocation
+                .key(&registry)
+                .key(keys.projection_checkpoint(projection, true));
+            for topic in topics {
+                invocation.key(keys.stream(topic));
+            }
+            for k in &members {
+                invocation.key(k);
+            }
+            for k in &members {
+                invocation.key(format!("{shadow}{k}"));
+            }
+            invocation
+                .arg(rebuild_group)
+                .arg(topics.len())
+                .arg(members.len());
+            let done: i64 = invocation
+                .invoke_async(&mut self.inner.conn.clone())
+                .await
+                .map_err(|e| self.inner.server.error(&e, "EVALSHA (begin rebuild)", None))?;
+            if done == 1 {
+                return Ok(());
+            }
         }
-        invocation
-            .arg(rebuild_group)
-            .arg(keys.projection_shadow_prefix(projection));
-        invocation
-            .invoke_async::<i64>(&mut self.inner.conn.clone())
-            .await
-            .map_err(|e| self.inner.server.error(&e, "EVALSHA (begin rebuild)", None))?;
-        Ok(())
+        Err(self.inner.server.protocol(
+            "begin rebuild",
+            "the rebuild's key registry kept changing (is another rebuild running?)",
+        ))
     }
 
     async fn finish_rebuild(
@@ -307,19 +338,34 @@ impl ReadModelStore for RedisReadModels {
         topics: &[Topic],
     ) -> CoreResult<RebuildStep> {
         let keys = &self.inner.keys;
+        let registry = keys.projection_registry(projection, false);
+        let rebuild_registry = keys.projection_registry(projection, true);
+        let shadow = keys.projection_shadow_prefix(projection);
+        // Every key the swap touches goes in KEYS: read both registries first; the script
+        // checks they are unchanged (else it reports Behind, and the caller tries again).
+        let live = self.members_of(&registry).await?;
+        let rebuilt = self.members_of(&rebuild_registry).await?;
         let mut invocation = scripts::FINISH_REBUILD.prepare_invoke();
         invocation
             .key(keys.projection_checkpoint(projection, false))
             .key(keys.projection_checkpoint(projection, true))
-            .key(keys.projection_registry(projection, false))
-            .key(keys.projection_registry(projection, true))
+            .key(&registry)
+            .key(&rebuild_registry)
             .key(keys.projection_rebuilt(projection));
         for topic in topics {
             invocation.key(keys.stream(topic));
         }
+        for k in live.iter().chain(&rebuilt) {
+            invocation.key(k);
+        }
+        for k in &rebuilt {
+            invocation.key(format!("{shadow}{k}"));
+        }
         invocation
             .arg(rebuild_group)
-            .arg(keys.projection_shadow_prefix(projection));
+            .arg(topics.len())
+            .arg(live.len())
+            .arg(rebuilt.len());
         for topic in topics {
             invocation.arg(field_of(topic));
         }

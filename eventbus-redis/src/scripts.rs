@@ -325,54 +325,79 @@ return 0
     )
 });
 
+/// Lua: `same_members(set, first, count)` — whether the set `set` holds exactly the keys
+/// `KEYS[first .. first + count - 1]` (what the caller read before the call).
+const SAME_MEMBERS: &str = r#"
+local function same_members(set, first, count)
+  if redis.call('SCARD', set) ~= count then return false end
+  for i = first, first + count - 1 do
+    if redis.call('SISMEMBER', set, KEYS[i]) == 0 then return false end
+  end
+  return true
+end
+"#;
+
 /// Drops what an unfinished rebuild left: shadow keys, registry, checkpoint, group.
 ///
-/// `KEYS[1]` rebuild registry, `KEYS[2]` rebuild checkpoint, `KEYS[3..]` streams; `ARGV`
-/// rebuild group, shadow prefix.
+/// `KEYS[1]` rebuild registry, `KEYS[2]` rebuild checkpoint, `KEYS[3 .. 2 + s]` the `s`
+/// streams, then the `m` keys the rebuild registry lists, then their `m` shadow keys; `ARGV`
+/// rebuild group, `s`, `m`. Returns 0 (nothing done) when the registry no longer lists exactly
+/// those keys (the caller reads it again), 1 when done. Every key it touches is in `KEYS`.
 pub(crate) static BEGIN_REBUILD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{SAME_MEMBERS}{}",
         r#"
-for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', ARGV[2] .. k) end
+local s, m = tonumber(ARGV[2]), tonumber(ARGV[3])
+if not same_members(KEYS[1], 3 + s, m) then return 0 end
+for i = 3 + s + m, 2 + s + 2 * m do redis.call('DEL', KEYS[i]) end
 redis.call('DEL', KEYS[1], KEYS[2])
-for i = 3, #KEYS do
+for i = 3, 2 + s do
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.pcall('XGROUP', 'DESTROY', KEYS[i], ARGV[1]) end
 end
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 /// Switches readers to a finished rebuild, if it caught up.
 ///
 /// `KEYS[1]` checkpoint, `KEYS[2]` rebuild checkpoint, `KEYS[3]` registry, `KEYS[4]` rebuild
-/// registry, `KEYS[5]` rebuilt-upto hash, `KEYS[6..]` streams; `ARGV` rebuild group, shadow
-/// prefix, then one checkpoint field per stream. Returns 1 when switched, 0 when the rebuild
-/// has entries pending or the live projection applied an entry past it.
+/// registry, `KEYS[5]` rebuilt-upto hash, `KEYS[6 .. 5 + n]` the `n` streams, then the `l`
+/// keys the registry lists, the `r` keys the rebuild registry lists, and their `r` shadow
+/// keys; `ARGV` rebuild group, `n`, `l`, `r`, then one checkpoint field per stream. Returns 1
+/// when switched, 0 when the rebuild has entries pending, the live projection applied an
+/// entry past it, or a registry no longer lists exactly the keys passed (the caller tries
+/// again). Every key it touches is in `KEYS`.
 pub(crate) static FINISH_REBUILD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{ID_LE}{}",
+        "{ID_LE}{SAME_MEMBERS}{}",
         r#"
-local n = #KEYS - 5
+local n, l, r = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local live_first, new_first = 6 + n, 6 + n + l
+local shadow_first = new_first + r
 for i = 1, n do
   local s = redis.pcall('XPENDING', KEYS[5 + i], ARGV[1])
   if type(s) == 'table' and not s.err and s[1] > 0 then return 0 end
-  local live = redis.call('HGET', KEYS[1], ARGV[2 + i]) or '0-0'
-  local rebuilt = redis.call('HGET', KEYS[2], ARGV[2 + i]) or '0-0'
+  local live = redis.call('HGET', KEYS[1], ARGV[4 + i]) or '0-0'
+  local rebuilt = redis.call('HGET', KEYS[2], ARGV[4 + i]) or '0-0'
   if not le(live, rebuilt) then return 0 end
 end
-local new = {}
-for _, k in ipairs(redis.call('SMEMBERS', KEYS[4])) do new[k] = true end
-for _, k in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  if not new[k] then redis.call('DEL', k) end
+if not same_members(KEYS[3], live_first, l) or not same_members(KEYS[4], new_first, r) then
+  return 0
 end
-for k, _ in pairs(new) do
-  local s = ARGV[2] .. k
+local new = {}
+for i = new_first, new_first + r - 1 do new[KEYS[i]] = true end
+for i = live_first, live_first + l - 1 do
+  if not new[KEYS[i]] then redis.call('DEL', KEYS[i]) end
+end
+for j = 0, r - 1 do
+  local k, s = KEYS[new_first + j], KEYS[shadow_first + j]
   if redis.call('EXISTS', s) == 1 then redis.call('RENAME', s, k) else redis.call('DEL', k) end
 end
 redis.call('DEL', KEYS[3])
-if next(new) then redis.call('RENAME', KEYS[4], KEYS[3]) end
+if r > 0 then redis.call('RENAME', KEYS[4], KEYS[3]) end
 for i = 1, n do
-  local f = ARGV[2 + i]
+  local f = ARGV[4 + i]
   local rebuilt = redis.call('HGET', KEYS[2], f) or '0-0'
   redis.call('HSET', KEYS[5], f, rebuilt)
   local live = redis.call('HGET', KEYS[1], f) or '0-0'
