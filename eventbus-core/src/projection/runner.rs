@@ -360,8 +360,15 @@ async fn supervise(
         let held = if lost {
             false
         } else {
+            // The lease runs from (at the latest) when it was asked for.
+            let asked = Instant::now();
             match store.lease(&name, &lease.token, ttl).await {
-                Ok(held) => held,
+                Ok(held) => {
+                    if held {
+                        renewed = asked;
+                    }
+                    held
+                }
                 Err(e) => {
                     tracing::warn!(projection = %name, error = %e, "cannot renew or take the lease");
                     // Still ours while it can't have lapsed: stop before it may have.
@@ -369,9 +376,6 @@ async fn supervise(
                 }
             }
         };
-        if held {
-            renewed = Instant::now();
-        }
         match (held, current.is_some()) {
             (true, false) => match runner.activate(&lease, &stats).await {
                 Ok(subscription) => {
