@@ -9,12 +9,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{raw_connection, redis_url};
+use support::{raw_connection, redis_url, Namespace};
 
 const BIN: &str = env!("CARGO_BIN_EXE_eventbus");
 
-fn namespace(test: &str) -> String {
-    format!("test:cli:{test}:{}", uuid::Uuid::new_v4().simple())
+/// The test's namespace, deleted when dropped (also when the test fails).
+fn namespace(test: &str) -> Namespace {
+    Namespace::new(&format!("test:cli:{test}"))
 }
 
 fn cli(ns: &str, args: &[&str]) -> Command {
