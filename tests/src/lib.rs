@@ -244,6 +244,14 @@ impl Backend {
         }
     }
 
+    /// The backend's keeper of command clients' reply streams (the transport itself).
+    pub fn reply_streams(&self) -> Arc<dyn eventbus_core::ReplyStreams> {
+        match self {
+            Backend::Memory(t) => Arc::new(t.clone()),
+            Backend::Redis { transport, .. } => Arc::new(transport.clone()),
+        }
+    }
+
     /// The transport, shared.
     pub fn transport(&self) -> Arc<dyn StreamTransport> {
         match self {

@@ -314,7 +314,39 @@ fn adder(
 both!(
     remote_commands_are_handled_once_by_one_instance,
     remote_command_to_nobody_times_out,
+    client_shutdown_removes_its_reply_stream,
 );
+
+/// With its backend's `ReplyStreams`, a client's reply stream and group exist while it runs
+/// and are gone after `shutdown`; a late reply doesn't bring them back.
+async fn client_shutdown_removes_its_reply_stream(backend: Backend) {
+    let client = eventbus_core::CommandClient::start_with(
+        EventBus::from_arc(backend.transport(), "caller"),
+        backend.reply_streams(),
+        eventbus_core::DEFAULT_REPLY_TTL,
+    )
+    .await
+    .unwrap();
+    let topic = Topic::Replies(client.instance().to_owned());
+    let listed =
+        |lag: Vec<eventbus_core::transport::GroupLag>| lag.iter().any(|l| l.topic == topic);
+    assert!(listed(backend.transport().lag(None).await.unwrap()));
+    client.shutdown().await.unwrap();
+    assert!(!listed(backend.transport().lag(None).await.unwrap()));
+    let late = Envelope::new(
+        "CommandReply",
+        1,
+        "math",
+        serde_json::json!({"command_id": "x"}),
+    );
+    let ids = backend
+        .transport()
+        .append(&topic, std::slice::from_ref(&late))
+        .await
+        .unwrap();
+    assert!(ids.is_empty(), "a late reply is dropped");
+    assert!(!listed(backend.transport().lag(None).await.unwrap()));
+}
 
 async fn remote_commands_are_handled_once_by_one_instance(backend: Backend) {
     let served: Arc<std::sync::Mutex<Vec<(u8, String)>>> = Arc::default();

@@ -1074,3 +1074,53 @@ async fn article_key_layout_is_what_python_reads() {
     assert_eq!(hash, expected);
     assert_eq!(list, [order]);
 }
+
+/// An active instance whose lease is taken (here: overwritten behind its back) stops
+/// applying at its next renewal and stands by; once the lease is free again it takes it back
+/// and applies what came meanwhile.
+#[test]
+fn an_instance_whose_lease_is_taken_stands_by() {
+    eventbus_tests::run_on_redis("lease_taken", |backend| async move {
+        let Backend::Redis { transport, .. } = &backend else {
+            unreachable!()
+        };
+        let lease_key = transport.keys().projection_lease("OrderSummary");
+        let bus = EventBus::from_arc(backend.transport(), "orders");
+        let models = backend.read_models(&backend.prefix());
+        let a = instance(&bus, &models, "a").start().await.unwrap();
+        assert!(a.is_active());
+        bus.publish(created("o1", "c", 1.0)).await.unwrap();
+        loaded(&models, "o1", "applied while active", |_| true).await;
+
+        let mut conn = raw_connection().await;
+        let _: () = redis::cmd("SET")
+            .arg(&lease_key)
+            .arg("intruder")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        eventually(WAIT, "stood down", || async { !a.is_active() }).await;
+        bus.publish(created("o2", "c", 2.0)).await.unwrap();
+        tokio::time::sleep(LEASE).await;
+        assert_eq!(
+            OrderSummary::load(&models, "o2").await.unwrap(),
+            None,
+            "nothing applied without the lease"
+        );
+
+        let _: i64 = redis::cmd("DEL")
+            .arg(&lease_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        eventually(WAIT, "took the lease back", || async { a.is_active() }).await;
+        loaded(&models, "o2", "applied once active again", |_| true).await;
+        a.shutdown().await.unwrap();
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&lease_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(exists, 0, "released on shutdown");
+    });
+}
