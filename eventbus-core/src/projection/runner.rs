@@ -175,7 +175,7 @@ impl ProjectionRunner {
         for topic in self.topics() {
             self.bus
                 .transport()
-                .ensure_group(&topic, &self.options.group, StartFrom::Beginning)
+                .ensure_group(&topic, &self.options.group, self.options.start_from)
                 .await?;
         }
         let stats = Arc::new(SubscriptionStats::default());
@@ -184,7 +184,14 @@ impl ProjectionRunner {
         let name = self.projection.name().to_owned();
         let group = self.options.group.clone();
         let first = if store.lease(&name, &lease.token, self.lease_ttl).await? {
-            Some(self.activate(&lease, &stats).await?)
+            match self.activate(&lease, &stats).await {
+                Ok(subscription) => Some(subscription),
+                Err(e) => {
+                    // Don't keep standbys waiting for a lease nobody uses.
+                    store.release_lease(&name, &lease.token).await.ok();
+                    return Err(e);
+                }
+            }
         } else {
             tracing::info!(projection = %name, "standing by: another instance is active");
             None
