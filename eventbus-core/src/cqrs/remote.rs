@@ -117,8 +117,9 @@ impl CommandBus {
     ///
     /// Delivery is at-least-once like every Streams subscription: an instance that dies after
     /// handling a command but before acknowledging it gets the command handled again by
-    /// another instance. Make handlers idempotent by [`CommandContext::command_id`]
-    /// (crate::CommandContext::command_id), which is the sender's id and stays the same.
+    /// another instance. Make handlers idempotent by
+    /// [`CommandContext::command_id`](crate::CommandContext::command_id), which is the
+    /// sender's id and stays the same.
     pub async fn serve(&self) -> Result<Subscription> {
         let service = self.events().service().to_string();
         let bus = self.clone();

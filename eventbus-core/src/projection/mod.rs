@@ -17,7 +17,7 @@
 //! or dies (see [`ProjectionRunner`]). So one entity's events are applied in the order a
 //! single instance applies them.
 //!
-//! Declare read models with [`#[projection]`](crate::projection) (which implements
+//! Declare read models with [`#[projection]`](macro@crate::projection) (which implements
 //! [`ReadModel`]) or write one by hand with [`CustomProjection`] or an impl of
 //! [`Projection`]:
 //!
@@ -78,7 +78,7 @@ use crate::error::HandlerError;
 pub use custom::CustomProjection;
 pub use op::{field_string, format_f64, ListEnd, ReadModelOp};
 pub use read::{FieldValue, ReadModels};
-pub use runner::{ProjectionRunner, RunningProjection};
+pub use runner::{ProjectionRunner, RunningProjection, DEFAULT_LEASE_TTL};
 pub use store::{Commit, CommitTarget, Committed, ReadModelStore, RebuildStep};
 
 /// The consumer group of a projection: `{service}-projection-{name}`, so that `eventbus lag`
