@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventbus_core::projection::{Commit, CommitTarget, Committed, ReadModelStore, RebuildStep};
-use eventbus_core::transport::Topic;
+use eventbus_core::transport::{ConsumerSpec, StreamConsumer, Topic};
 use eventbus_core::{Error as CoreError, Result as CoreResult};
 use redis::Cmd;
 
+use crate::fence::FencedConsumer;
 use crate::reply;
 use crate::scripts;
 
@@ -206,6 +207,24 @@ impl ReadModelStore for RedisReadModels {
             .await
             .map_err(|e| self.inner.server.error(&e, "EVALSHA (release lease)", None))?;
         Ok(())
+    }
+
+    async fn fence(
+        &self,
+        consumer: Box<dyn StreamConsumer>,
+        spec: &ConsumerSpec,
+        projection: &str,
+        token: &str,
+    ) -> CoreResult<Box<dyn StreamConsumer>> {
+        let fenced = FencedConsumer::new(
+            self.inner.clone(),
+            consumer,
+            spec.clone(),
+            projection,
+            token,
+        )
+        .await?;
+        Ok(Box::new(fenced))
     }
 
     async fn adopt_pending(

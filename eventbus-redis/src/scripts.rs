@@ -313,6 +313,44 @@ return 1
     )
 });
 
+/// A projection lease holder's read: `XREADGROUP … >` (not blocking) only while the lease
+/// holds the token.
+///
+/// `KEYS[1]` lease, `KEYS[2..]` streams; `ARGV` token, group, consumer, count. Returns 0 when
+/// the lease is not held with the token (nothing read), else `{XREADGROUP reply or [], the
+/// last id of each stream ('0-0' when empty)}`.
+pub(crate) static FENCED_READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local args = {'XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS'}
+for i = 2, #KEYS do args[#args + 1] = KEYS[i] end
+for i = 2, #KEYS do args[#args + 1] = '>' end
+local read = redis.call(unpack(args))
+local last = {}
+for i = 2, #KEYS do
+  local e = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
+  last[#last + 1] = (e[1] and e[1][1]) or '0-0'
+end
+return {read or {}, last}
+"#,
+    )
+});
+
+/// A projection lease holder's `XAUTOCLAIM`, only while the lease holds the token.
+///
+/// `KEYS[1]` lease, `KEYS[2]` stream; `ARGV` token, group, consumer, min idle (ms), cursor,
+/// count. Returns 0 when the lease is not held with the token (nothing claimed), else the
+/// `XAUTOCLAIM` reply.
+pub(crate) static FENCED_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 'COUNT', ARGV[6])
+"#,
+    )
+});
+
 /// Gives a lease up, if it is still ours.
 ///
 /// `KEYS[1]` lease; `ARGV[1]` token. Returns 1 when released.

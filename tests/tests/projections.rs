@@ -1124,3 +1124,78 @@ fn an_instance_whose_lease_is_taken_stands_by() {
         assert_eq!(exists, 0, "released on shutdown");
     });
 }
+
+/// On Redis a lease holder's consumer takes entries from the group (new ones, or idle ones
+/// of others) only under the lease, checked in the same script: one whose lease is held by
+/// another token takes nothing, so its successor applies exactly what the group hands out.
+/// A fenced read still waits for new entries without polling.
+#[test]
+fn a_stale_lease_holder_takes_nothing_from_the_group() {
+    eventbus_tests::run_on_redis("fenced_reads", |backend| async move {
+        let transport = backend.transport();
+        let models = backend.read_models(&backend.prefix());
+        let store = models.store();
+        let bus = EventBus::from_arc(transport.clone(), "orders");
+        let topic = Topic::of_type("PrjItemAdded");
+        let group = "fenced";
+        transport
+            .ensure_group(&topic, group, StartFrom::Beginning)
+            .await
+            .unwrap();
+        bus.publish(item("o1")).await.unwrap();
+        bus.publish(item("o2")).await.unwrap();
+        assert!(store
+            .lease("Fenced", "new", Duration::from_secs(30))
+            .await
+            .unwrap());
+        let fenced = |name: &str, token: &str| {
+            let spec = ConsumerSpec {
+                group: group.into(),
+                consumer: name.into(),
+                topics: vec![topic.clone()],
+            };
+            let (transport, store, token) = (transport.clone(), store.clone(), token.to_owned());
+            async move {
+                let inner = transport.consumer(spec.clone()).await.unwrap();
+                store.fence(inner, &spec, "Fenced", &token).await.unwrap()
+            }
+        };
+        let pending = || async { transport.lag(Some(group)).await.unwrap()[0].pending };
+
+        let stale = fenced("stale", "old").await;
+        assert!(stale
+            .read(10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(pending().await, 0, "the stale holder took nothing");
+
+        let current = fenced("current", "new").await;
+        let read = current.read(10, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(pending().await, 2);
+        // Idle entries of the holder can't be claimed by the stale one either.
+        let claimed = stale
+            .claim_idle(&topic, Duration::ZERO, "0-0", 10)
+            .await
+            .unwrap();
+        assert!(claimed.deliveries.is_empty());
+        let claimed = current
+            .claim_idle(&topic, Duration::ZERO, "0-0", 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.deliveries.len(), 2, "the holder can");
+
+        // Nothing new: the read waits, and wakes for the next entry.
+        let started = tokio::time::Instant::now();
+        let waiting = tokio::spawn(async move { current.read(10, Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        bus.publish(item("o3")).await.unwrap();
+        let woke = waiting.await.unwrap().unwrap();
+        assert_eq!(woke.len(), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "woke for the entry"
+        );
+    });
+}

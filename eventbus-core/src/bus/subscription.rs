@@ -17,7 +17,7 @@ use crate::bus::{group_for_service, EventBus};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::transport::{ConsumerSpec, StartFrom, Topic};
+use crate::transport::{ConsumerSpec, StartFrom, StreamConsumer, Topic};
 
 /// Extracts an ordering key from an event.
 pub type KeyFn = Arc<dyn Fn(&Envelope<Value>) -> Option<String> + Send + Sync>;
@@ -185,7 +185,19 @@ pub struct SubscriptionBuilder {
     topic_order: Vec<Topic>,
     handler_acks: bool,
     stats: Option<Arc<SubscriptionStats>>,
+    wrap_consumer: Option<WrapConsumer>,
 }
+
+/// Replaces the consumer a subscription opens with one built around it (a projection's
+/// fenced consumer).
+pub(crate) type WrapConsumer = Arc<
+    dyn Fn(
+            Box<dyn StreamConsumer>,
+            ConsumerSpec,
+        ) -> futures_util::future::BoxFuture<'static, Result<Box<dyn StreamConsumer>>>
+        + Send
+        + Sync,
+>;
 
 impl fmt::Debug for SubscriptionBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -206,7 +218,14 @@ impl SubscriptionBuilder {
             topic_order: Vec::new(),
             handler_acks: false,
             stats: None,
+            wrap_consumer: None,
         }
+    }
+
+    /// Opens the consumer through `wrap` (see [`WrapConsumer`]).
+    pub(crate) fn wrap_consumer(mut self, wrap: WrapConsumer) -> Self {
+        self.wrap_consumer = Some(wrap);
+        self
     }
 
     /// Counts into `stats` (shared by the successive subscriptions of one projection
@@ -353,7 +372,10 @@ impl SubscriptionBuilder {
             consumer: self.options.consumer.clone(),
             topics: self.topic_order.clone(),
         };
-        let consumer = transport.consumer(spec.clone()).await?;
+        let mut consumer = transport.consumer(spec.clone()).await?;
+        if let Some(wrap) = &self.wrap_consumer {
+            consumer = wrap(consumer, spec.clone()).await?;
+        }
         let stats = self.stats.unwrap_or_default();
         let cancel = CancellationToken::new();
         let runner = Runner::new(

@@ -56,7 +56,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// instance applies them — never `OrderCreated` on one instance overwriting `OrderShipped`
 /// applied concurrently on another. Every commit carries the lease's token and writes
 /// nothing unless the lease is still held with it (fencing: an instance paused past its
-/// lease, whose successor took over, commits nothing). A standby checks the lease every
+/// lease, whose successor took over, commits nothing), and so are its reads where the store
+/// supports it ([`ReadModelStore::fence`]: on Redis entries are taken from the group only in
+/// a script that checks the lease). A standby checks the lease every
 /// third of its time to live and takes over when it is released (graceful shutdown) or
 /// lapses (the active instance died); it first adopts every entry its predecessor left
 /// pending, so those are applied before anything newer.
@@ -223,7 +225,7 @@ impl ProjectionRunner {
         lease: &Lease,
         stats: &Arc<SubscriptionStats>,
     ) -> Result<Subscription> {
-        let store = self.models.store();
+        let store = self.models.store().clone();
         let adopted = store
             .adopt_pending(&self.options.group, &self.options.consumer, &self.topics())
             .await?;
@@ -233,12 +235,22 @@ impl ProjectionRunner {
             adopted,
             "active: holding the projection's lease"
         );
+        let fence: crate::bus::WrapConsumer = {
+            let store = store.clone();
+            let name = self.projection.name().to_owned();
+            let token = lease.token.clone();
+            Arc::new(move |consumer, spec| {
+                let (store, name, token) = (store.clone(), name.clone(), token.clone());
+                Box::pin(async move { store.fence(consumer, &spec, &name, &token).await })
+            })
+        };
         self.subscription(
             self.options.clone(),
             CommitTarget::Live,
             Some(lease.clone()),
         )?
         .stats(stats.clone())
+        .wrap_consumer(fence)
         .start()
         .await
     }

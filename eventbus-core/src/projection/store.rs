@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crate::envelope::EntryId;
 use crate::error::Result;
 use crate::projection::ReadModelOp;
-use crate::transport::Topic;
+use crate::transport::{ConsumerSpec, StreamConsumer, Topic};
 
 /// Which keys a commit writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +97,23 @@ pub trait ReadModelStore: Send + Sync + 'static {
 
     /// Gives the lease of `projection` up, if `token` still holds it.
     async fn release_lease(&self, projection: &str, token: &str) -> Result<()>;
+
+    /// Fences `consumer` (of `spec`) by the lease of `projection` held with `token`: the
+    /// returned consumer takes entries from the group (new ones, or idle ones of other
+    /// consumers) only in the same atomic step that checks the lease, so an instance whose
+    /// lease lapsed — paused, cut off — takes nothing its successor should apply. Reads find
+    /// nothing once the lease is lost. The default returns `consumer` unfenced (a store whose
+    /// instances can't outlive their lease unnoticed, such as one in process memory).
+    async fn fence(
+        &self,
+        consumer: Box<dyn StreamConsumer>,
+        spec: &ConsumerSpec,
+        projection: &str,
+        token: &str,
+    ) -> Result<Box<dyn StreamConsumer>> {
+        let _ = (spec, projection, token);
+        Ok(consumer)
+    }
 
     /// Moves every entry pending in `group` on `topics` to `consumer` (without counting a
     /// delivery), so that the new lease holder applies what earlier holders left unfinished
