@@ -61,7 +61,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// a script that checks the lease). A standby checks the lease every
 /// third of its time to live and takes over when it is released (graceful shutdown) or
 /// lapses (the active instance died); it first adopts every entry its predecessor left
-/// pending, so those are applied before anything newer.
+/// pending, so those are applied before anything newer (an instance holds at most one read
+/// batch: `prefetch` is capped at `batch_size`, so the successor's first read takes them all
+/// back).
 pub struct ProjectionRunner {
     bus: EventBus,
     models: ReadModels,
@@ -165,7 +167,10 @@ impl ProjectionRunner {
     /// Creates the group (if new) and starts projecting: at once if no other instance holds
     /// the projection's lease, otherwise as a standby that takes over when the lease is
     /// released or lapses (see [One active instance per group](Self#one-active-instance-per-group)).
-    pub async fn start(self) -> Result<RunningProjection> {
+    pub async fn start(mut self) -> Result<RunningProjection> {
+        // A successor takes back what this instance leaves pending in one read batch, before
+        // reading anything newer: never hold more than a batch.
+        self.options.prefetch = self.options.prefetch.min(self.options.batch_size);
         let token = format!("{}:{}", self.options.consumer, crate::envelope::new_id());
         let lease = Lease {
             token,
