@@ -78,8 +78,8 @@ pub mod transport;
 
 pub use app::{App, AppBuilder};
 pub use bus::{
-    Backoff, Context, EventBus, EventHandler, OrderBy, Subscription, SubscriptionBuilder,
-    SubscriptionOptions, SubscriptionStats,
+    Backoff, Context, EventBus, EventHandler, OrderBy, ShutdownReport, Subscription,
+    SubscriptionBuilder, SubscriptionOptions, SubscriptionStats,
 };
 pub use cqrs::{
     Command, CommandBus, CommandClient, CommandContext, CommandError, CommandHandler,

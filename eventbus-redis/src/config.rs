@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use redis::{Client, ConnectionAddr};
+use redis::{Client, ConnectionAddr, TlsCertificates};
 
 use crate::error::{Error, Result};
 use crate::keys::{Keys, DEFAULT_CHANNEL_PREFIX, DEFAULT_NAMESPACE};
@@ -22,8 +23,9 @@ pub const DEFAULT_DEAD_LETTER_MAXLEN: u64 = 100_000;
 /// How to reach Redis and lay out the bus in it.
 ///
 /// Built from a URL: `redis://host:port/db`, `redis://user:password@host`, `rediss://host`
-/// (TLS, certificate verified against the webpki roots) or `rediss://host#insecure` (TLS
-/// without verification, for self-signed test servers).
+/// (TLS, certificate verified against the webpki roots, or against a private CA with
+/// [`RedisConfig::tls_ca_file`]) or `rediss://host#insecure` (TLS without verification, for
+/// throwaway test servers only).
 ///
 /// Streams are trimmed with `MAXLEN ~` on every append. Trimming ignores consumer groups: a
 /// group that falls further behind than the limit loses entries, so size the limits for the
@@ -54,15 +56,28 @@ pub struct RedisConfig {
     maxlen_overrides: HashMap<String, u64>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    tls_ca_file: Option<PathBuf>,
 }
 
 impl RedisConfig {
     /// Parses a Redis URL; every other setting has its default.
+    ///
+    /// A password holding `#`, `/`, `?` or `@` must be percent-encoded (`%23`, `%2F`, `%3F`,
+    /// `%40`): an `@` after the host is refused, so that such a password is never taken for
+    /// a port, a path or a fragment. Error messages never show the password.
     pub fn new(url: &str) -> Result<Self> {
-        let client = Client::open(url).map_err(|e| Error::InvalidUrl {
+        let invalid = |reason: String| Error::InvalidUrl {
             url: redact_raw(url),
-            reason: e.to_string(),
-        })?;
+            reason: scrub_userinfo(url, &reason),
+        };
+        if misplaced_at(url) {
+            return Err(invalid(
+                "an `@` after the host: percent-encode `#`, `/`, `?` and `@` in the user name \
+                 and password (`%23`, `%2F`, `%3F`, `%40`)"
+                    .to_owned(),
+            ));
+        }
+        let client = Client::open(url).map_err(|e| invalid(e.to_string()))?;
         let redacted_url = redact(&client);
         Ok(RedisConfig {
             client,
@@ -75,15 +90,74 @@ impl RedisConfig {
             maxlen_overrides: HashMap::new(),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
+            tls_ca_file: None,
         })
     }
 
-    /// Reads `REDIS_URL`, or uses `redis://127.0.0.1:6379` when it is unset or empty.
+    /// Reads `REDIS_URL`, or uses `redis://127.0.0.1:6379` when it is unset or empty; for a
+    /// `rediss://` URL, trusts the CA file named by `REDIS_TLS_CA_FILE` or `SSL_CERT_FILE`
+    /// (see [`RedisConfig::tls_ca_from_env`]).
     pub fn from_env() -> Result<Self> {
         match std::env::var("REDIS_URL") {
             Ok(url) if !url.trim().is_empty() => RedisConfig::new(url.trim()),
             _ => RedisConfig::new(DEFAULT_URL),
+        }?
+        .tls_ca_from_env()
+    }
+
+    /// Verifies the server's TLS certificate against the certificate authorities in a PEM
+    /// file (a private CA) instead of the webpki roots. The URL must be `rediss://`.
+    ///
+    /// Fails with [`Error::TlsCaFile`] when the URL is not `rediss://`, or the file cannot be
+    /// read or holds no PEM certificate.
+    pub fn tls_ca_file(mut self, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let fail = |reason: String| Error::TlsCaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        if !self.is_tls() {
+            return Err(fail(format!(
+                "a CA file is for TLS, but `{}` is not a `rediss://` URL",
+                self.redacted_url
+            )));
         }
+        let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+        if !pem.windows(BEGIN.len()).any(|w| w == BEGIN) {
+            return Err(fail("it holds no PEM certificate".to_owned()));
+        }
+        let certificates = TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        };
+        self.client =
+            Client::build_with_tls(self.client.get_connection_info().clone(), certificates)
+                .map_err(|e| fail(e.to_string()))?;
+        self.tls_ca_file = Some(path.to_owned());
+        Ok(self)
+    }
+
+    /// For a `rediss://` URL, trusts the CA file named by `REDIS_TLS_CA_FILE`, or else by
+    /// `SSL_CERT_FILE` (the variable OpenSSL and rustls-native-certs read), when one is set
+    /// and not empty (see [`RedisConfig::tls_ca_file`]). Anything else is left unchanged.
+    pub fn tls_ca_from_env(self) -> Result<Self> {
+        if !self.is_tls() {
+            return Ok(self);
+        }
+        for variable in ["REDIS_TLS_CA_FILE", "SSL_CERT_FILE"] {
+            if let Ok(path) = std::env::var(variable) {
+                if !path.trim().is_empty() {
+                    return self.tls_ca_file(path.trim());
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// The CA file the server's certificate is verified against, if one was set.
+    pub fn tls_ca_path(&self) -> Option<&Path> {
+        self.tls_ca_file.as_deref()
     }
 
     /// Sets the key namespace (default `eventbus`).
@@ -218,6 +292,7 @@ impl fmt::Debug for RedisConfig {
             .field("maxlen_overrides", &self.maxlen_overrides)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }
@@ -262,8 +337,25 @@ fn bracket(host: &str) -> String {
     }
 }
 
+/// Whether an `@` comes after the end of the authority as a URL parser sees it (the first
+/// `/`, `?` or `#` after `://`): the sign of a password holding one of those characters.
+fn misplaced_at(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    rest[authority_end..].contains('@')
+}
+
+/// The user information of a URL (between `://` and the last `@`), if any.
+fn userinfo(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    rest.rfind('@').map(|at| &rest[..at])
+}
+
 /// Redacts a URL that could not be parsed: drops everything between `://` and the last `@`
-/// of the authority, keeping only the user name when there is one.
+/// anywhere in it (a password may hold `/`, `?` or `#`, which end the authority for a
+/// parser), keeping only the user name when there is one.
 fn redact_raw(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return if url.contains('@') {
@@ -272,16 +364,32 @@ fn redact_raw(url: &str) -> String {
             url.to_owned()
         };
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rfind('@') {
+    match rest.rfind('@') {
         None => url.to_owned(),
         Some(at) => {
-            let (userinfo, host) = authority.split_at(at);
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***{host}{tail}")
+            let (userinfo, host) = rest.split_at(at);
+            match userinfo.split_once(':') {
+                Some((user, _)) if !user.contains(['/', '?', '#']) => {
+                    format!("{scheme}://{user}:***{host}")
+                }
+                _ => format!("{scheme}://***{host}"),
+            }
         }
     }
+}
+
+/// Removes a URL's user information (and its password part) from a message about it.
+fn scrub_userinfo(url: &str, message: &str) -> String {
+    let Some(userinfo) = userinfo(url).filter(|u| !u.is_empty()) else {
+        return message.to_owned();
+    };
+    let mut out = message.replace(userinfo, "***");
+    if let Some((_, password)) = userinfo.split_once(':') {
+        if !password.is_empty() {
+            out = out.replace(password, "***");
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -324,6 +432,31 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_file_needs_tls_and_a_certificate() {
+        let err = RedisConfig::new("redis://u:pa55@h")
+            .unwrap()
+            .tls_ca_file("/nonexistent/ca.pem")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rediss://") && !err.contains("pa55"), "{err}");
+        let err = RedisConfig::new("rediss://h")
+            .unwrap()
+            .tls_ca_file("/nonexistent/ca.pem")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        let not_pem = std::env::temp_dir().join(format!("cli-not-pem-{}", std::process::id()));
+        std::fs::write(&not_pem, "hello").unwrap();
+        let err = RedisConfig::new("rediss://h")
+            .unwrap()
+            .tls_ca_file(&not_pem)
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_file(&not_pem).unwrap();
+        assert!(err.contains("no PEM certificate"), "{err}");
+    }
+
+    #[test]
     fn invalid_urls_never_show_the_password() {
         for url in [
             "http://user:pa55@host",
@@ -338,7 +471,40 @@ mod tests {
             redact_raw("redis://u:p@h:1/2?x#y"),
             "redis://u:***@h:1/2?x#y"
         );
+        assert_eq!(redact_raw("redis://u:p/q@h"), "redis://u:***@h");
+        assert_eq!(redact_raw("redis://p/q:r@h"), "redis://***@h");
         assert_eq!(redact_raw("u:p@h"), "<unparsable URL>");
+    }
+
+    #[test]
+    fn passwords_with_reserved_characters_never_show() {
+        for (url, password) in [
+            ("redis://u:pa#ss@h", "pa#ss"),
+            ("redis://u:12#x@h", "12#x"),
+            ("redis://u:p/ss@h:6379", "p/ss"),
+            ("redis://u:p?ss@h", "p?ss"),
+            ("rediss://admin:s3cr/et#?@host:6380/0", "s3cr/et#?"),
+            ("redis://:p/w#d@h", "p/w#d"),
+            ("redis://u:p#w@h/0?x=1", "p#w"),
+        ] {
+            let err = RedisConfig::new(url).unwrap_err().to_string();
+            assert!(!err.contains(password), "{url}: {err}");
+            // Not even the part before the reserved character.
+            let head = password.split(['#', '/', '?', '@']).next().unwrap();
+            assert!(
+                head.is_empty() || !err.contains(&format!(":{head}")),
+                "{url}: {err}"
+            );
+            assert!(err.contains("***"), "{url}: {err}");
+        }
+        // An `@` inside the user information parses (the last `@` ends it).
+        let config = RedisConfig::new("redis://u:p@ss@h").unwrap();
+        assert_eq!(config.password(), Some("p@ss"));
+        assert_eq!(config.redacted_url(), "redis://u:***@h:6379/0");
+        // Percent-encoded, the same password works.
+        let config = RedisConfig::new("redis://u:pa%23ss@h").unwrap();
+        assert_eq!(config.password(), Some("pa#ss"));
+        assert_eq!(config.redacted_url(), "redis://u:***@h:6379/0");
     }
 
     #[test]

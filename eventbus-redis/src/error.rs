@@ -22,6 +22,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// The TLS certificate authority file could not be used (unreadable, not PEM, or given
+    /// for a URL that is not `rediss://`). Fix the file or the URL: not retryable.
+    #[error("cannot use TLS CA file `{path}`: {reason}")]
+    TlsCaFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Redis could not be reached or refused the connection (unreachable, wrong password,
     /// missing permission). [`TransportError::kind`] and [`Error::is_retryable`] tell which.
     #[error(transparent)]
@@ -32,7 +42,7 @@ impl Error {
     /// Whether trying again after a backoff may help.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::InvalidUrl { .. } => false,
+            Error::InvalidUrl { .. } | Error::TlsCaFile { .. } => false,
             Error::Transport(e) => e.is_retryable(),
         }
     }
@@ -41,7 +51,9 @@ impl Error {
 impl From<Error> for eventbus_core::Error {
     fn from(error: Error) -> Self {
         match error {
-            Error::InvalidUrl { .. } => eventbus_core::Error::Config(error.to_string()),
+            Error::InvalidUrl { .. } | Error::TlsCaFile { .. } => {
+                eventbus_core::Error::Config(error.to_string())
+            }
             Error::Transport(e) => eventbus_core::Error::Transport(e),
         }
     }

@@ -1,7 +1,6 @@
 //! [`FencedConsumer`]: a projection's consumer that takes entries from its group only while
 //! holding the projection's lease, checked in the same script that takes them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,9 @@ use redis::Value;
 
 use crate::codec;
 use crate::reply::{self, RawEntry};
+
+/// Entries one fenced `XAUTOCLAIM` takes at most.
+const MAX_CLAIM: usize = 1000;
 use crate::scripts;
 use crate::transport::{manager, Inner};
 
@@ -183,8 +185,8 @@ impl StreamConsumer for FencedConsumer {
             .unwrap_or_default())
     }
 
-    async fn recover_own(&self, topic: &Topic, count: usize) -> CoreResult<Vec<Delivery>> {
-        self.delegate.recover_own(topic, count).await
+    async fn recover_own(&self, topic: &Topic, after: &str, count: usize) -> CoreResult<Claimed> {
+        self.delegate.recover_own(topic, after, count).await
     }
 
     async fn claim_idle(
@@ -204,7 +206,7 @@ impl StreamConsumer for FencedConsumer {
             .arg(&self.spec.consumer)
             .arg(min_idle.as_millis() as u64)
             .arg(cursor)
-            .arg(count.max(1))
+            .arg(count.clamp(1, MAX_CLAIM))
             .invoke_async(&mut self.inner.conn.clone())
             .await
             .map_err(|e| self.error(&e, "EVALSHA (fenced XAUTOCLAIM)", topic))?;
@@ -222,8 +224,24 @@ impl StreamConsumer for FencedConsumer {
         };
         let parts = reply::items(&value).ok_or_else(protocol)?;
         let next_cursor = parts.first().and_then(reply::text).ok_or_else(protocol)?;
-        let entries = parts.get(1).and_then(reply::entries).ok_or_else(protocol)?;
-        let mut deleted: Vec<EntryId> = match parts.get(2) {
+        let rows = parts.get(1).and_then(reply::items).ok_or_else(protocol)?;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let row = reply::items(row).ok_or_else(protocol)?;
+            let (Some(id), Some(count), Some(fields)) = (row.first(), row.get(1), row.get(2))
+            else {
+                return Err(protocol());
+            };
+            let count = reply::int(count).ok_or_else(protocol)?;
+            let entry = reply::entry(&Value::Array(vec![id.clone(), fields.clone()]))
+                .ok_or_else(protocol)?;
+            deliveries.extend(Self::delivery(
+                topic,
+                entry,
+                u32::try_from(count).unwrap_or(u32::MAX),
+            ));
+        }
+        let deleted = match parts.get(2) {
             Some(ids) => reply::items(ids)
                 .ok_or_else(protocol)?
                 .iter()
@@ -231,52 +249,15 @@ impl StreamConsumer for FencedConsumer {
                 .collect(),
             None => Vec::new(),
         };
-        deleted.extend(
-            entries
-                .iter()
-                .filter(|e| e.fields.is_none())
-                .map(|e| e.id.clone()),
-        );
-        let mut pipe = redis::pipe();
-        if !deleted.is_empty() {
-            pipe.cmd("XACK")
-                .arg(&key)
-                .arg(&self.spec.group)
-                .arg(&deleted)
-                .ignore();
-        }
-        let claimed: Vec<&RawEntry> = entries.iter().filter(|e| e.fields.is_some()).collect();
-        if let (Some(first), Some(last)) = (claimed.first(), claimed.last()) {
-            pipe.cmd("XPENDING")
-                .arg(&key)
-                .arg(&self.spec.group)
-                .arg(&first.id)
-                .arg(&last.id)
-                .arg(claimed.len())
-                .arg(&self.spec.consumer);
-        }
-        let mut counts: HashMap<String, u32> = HashMap::new();
-        if !pipe.is_empty() {
-            let values: Vec<Value> = pipe
-                .query_async(&mut self.inner.conn.clone())
-                .await
-                .map_err(|e| self.error(&e, "XACK/XPENDING", topic))?;
-            if let Some(rows) = values.first().and_then(reply::pending_rows) {
-                counts.extend(rows.into_iter().map(|r| (r.id, r.deliveries)));
-            }
-        }
-        let deliveries = entries
-            .into_iter()
-            .filter_map(|e| {
-                let count = counts.get(&e.id).copied().unwrap_or(1);
-                Self::delivery(topic, e, count)
-            })
-            .collect();
         Ok(Claimed {
             deliveries,
             deleted,
             next_cursor,
         })
+    }
+
+    async fn renew(&self, topic: &Topic, ids: &[EntryId]) -> CoreResult<Vec<EntryId>> {
+        self.delegate.renew(topic, ids).await
     }
 
     async fn redeliver(&self, topic: &Topic, id: &str) -> CoreResult<Option<Delivery>> {

@@ -50,8 +50,8 @@
 //! ## Connection
 //!
 //! [`RedisConfig`] takes a URL: `redis://[user:password@]host[:port][/db]`, `rediss://…` for
-//! TLS, `rediss://…#insecure` to skip certificate verification. Errors name the server with
-//! its password redacted.
+//! TLS (webpki roots, or a private CA with [`RedisConfig::tls_ca_file`]), `rediss://…#insecure`
+//! to skip certificate verification. Errors name the server with its password redacted.
 
 mod app;
 pub mod codec;

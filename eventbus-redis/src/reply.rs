@@ -219,12 +219,11 @@ pub(crate) fn into_streams(value: Value) -> Option<Vec<(String, Vec<RawEntry>)>>
     }
 }
 
-/// One row of the extended `XPENDING` form: id, (owner,) idle ms, delivery count.
+/// One row of the extended `XPENDING` form (id, owner, idle ms, delivery count): its idle
+/// time.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingRow {
-    pub(crate) id: String,
     pub(crate) idle_ms: u64,
-    pub(crate) deliveries: u32,
 }
 
 /// The rows of an extended `XPENDING` reply.
@@ -234,9 +233,7 @@ pub(crate) fn pending_rows(value: &Value) -> Option<Vec<PendingRow>> {
         .map(|row| {
             let parts = items(row)?;
             Some(PendingRow {
-                id: text(parts.first()?)?,
                 idle_ms: u64::try_from(int(parts.get(2)?)?).ok()?,
-                deliveries: u32::try_from(int(parts.get(3)?)?).ok()?,
             })
         })
         .collect()

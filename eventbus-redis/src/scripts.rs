@@ -69,15 +69,33 @@ return id
     )
 });
 
-/// Moves one dead letter back to its origin stream.
+/// Moves one dead letter back to its origin stream, byte for byte.
 ///
-/// `KEYS[1]` dead-letter stream, `KEYS[2]` origin stream; `ARGV` dead-letter id, MAXLEN of
-/// the origin (0: none), then the original field/value pairs. Returns the new entry id, or
-/// nil when the dead letter is gone already.
+/// The original fields never leave Redis: the script reads the dead letter, decodes its
+/// `entry` field (the `cjson` array [`DEAD_LETTER`] wrote; `cjson` passes bytes that are not
+/// UTF-8 through unchanged both ways) and appends the pairs as they were.
+///
+/// `KEYS[1]` dead-letter stream, `KEYS[2]` origin stream, which must be the dead letter's
+/// `origin_stream`; `ARGV` dead-letter id, MAXLEN of the origin (0: none). Returns the new
+/// entry id; nil when the dead letter is gone already; `0` (nothing written, the dead letter
+/// kept) when it holds no original fields (the entry was trimmed before it was
+/// dead-lettered); an `ERR` when `KEYS[2]` is not its origin stream.
 pub(crate) static REPLAY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return false end
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 or not found[1][2] then return false end
+local letter = found[1][2]
+local origin, entry
+for i = 1, #letter, 2 do
+  if letter[i] == 'origin_stream' then origin = letter[i + 1]
+  elseif letter[i] == 'entry' then entry = letter[i + 1] end
+end
+if origin ~= KEYS[2] then
+  return redis.error_reply('ERR dead letter ' .. ARGV[1] .. ' does not come from ' .. KEYS[2])
+end
+local ok, original = pcall(cjson.decode, entry or '[]')
+if not ok or type(original) ~= 'table' or #original == 0 then return 0 end
 local args = {KEYS[2]}
 if tonumber(ARGV[2]) > 0 then
   args[#args + 1] = 'MAXLEN'
@@ -85,7 +103,13 @@ if tonumber(ARGV[2]) > 0 then
   args[#args + 1] = ARGV[2]
 end
 args[#args + 1] = '*'
-for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+for _, pair in ipairs(original) do
+  if type(pair) ~= 'table' or type(pair[1]) ~= 'string' or type(pair[2]) ~= 'string' then
+    return 0
+  end
+  args[#args + 1] = pair[1]
+  args[#args + 1] = pair[2]
+end
 local id = redis.call('XADD', unpack(args))
 redis.call('XDEL', KEYS[1], ARGV[1])
 return id
@@ -337,16 +361,33 @@ return {read or {}, last}
     )
 });
 
-/// A projection lease holder's `XAUTOCLAIM`, only while the lease holds the token.
+/// A projection lease holder's claim of idle entries, only while the lease holds the token:
+/// the consumer loop's claim (`XAUTOCLAIM … JUSTID`, no delivery counted, each entry with
+/// its own delivery count) behind a lease check.
 ///
 /// `KEYS[1]` lease, `KEYS[2]` stream; `ARGV` token, group, consumer, min idle (ms), cursor,
-/// count. Returns 0 when the lease is not held with the token (nothing claimed), else the
-/// `XAUTOCLAIM` reply.
+/// count. Returns 0 when the lease is not held with the token (nothing claimed), else `{next
+/// cursor, {{id, delivery count, fields}…}, {deleted ids…}}`; deleted entries are
+/// acknowledged.
 pub(crate) static FENCED_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 'COUNT', ARGV[6])
+local r = redis.call('XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+  'COUNT', ARGV[6], 'JUSTID')
+local out, deleted = {}, {}
+for _, id in ipairs(r[3] or {}) do deleted[#deleted + 1] = id end
+for _, id in ipairs(r[2]) do
+  local e = redis.call('XRANGE', KEYS[2], id, id)
+  local p = redis.call('XPENDING', KEYS[2], ARGV[2], id, id, 1)
+  if #e > 0 and #p > 0 then
+    out[#out + 1] = {id, p[1][4], e[1][2]}
+  else
+    deleted[#deleted + 1] = id
+    redis.call('XACK', KEYS[2], ARGV[2], id)
+  end
+end
+return {r[1], out, deleted}
 "#,
     )
 });

@@ -8,7 +8,9 @@ use eventbus_core::transport::{
     ConsumerInfo, ConsumerSpec, DeadLetter, DeadLetterReason, GroupLag, StartFrom, StreamConsumer,
     StreamTransport, Topic,
 };
-use eventbus_core::{EntryId, Envelope, Error as CoreError, ReplyStreams, Result as CoreResult};
+use eventbus_core::{
+    EntryId, Envelope, Error as CoreError, ReplyStreams, Result as CoreResult, TransportErrorKind,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Cmd, Value};
 use serde_json::Value as Json;
@@ -16,7 +18,7 @@ use serde_json::Value as Json;
 use crate::codec;
 use crate::config::RedisConfig;
 use crate::consumer::RedisConsumer;
-use crate::error::{has_code, Result, Server};
+use crate::error::{has_code, kind_of, Result, Server};
 use crate::keys::Keys;
 use crate::reply::{self, RawEntry};
 use crate::scripts;
@@ -60,9 +62,10 @@ impl RedisTransport {
     /// Connects and checks the server answers (`PING`).
     ///
     /// An unreachable server, a wrong password or a missing ACL permission fails here with an
-    /// error naming the server (never the password). Also reads the server version, and warns
-    /// (`tracing`) when the eviction policy is `allkeys-*`, under which Redis may evict whole
-    /// streams together with their consumer groups.
+    /// error naming the server (never the password). Also reads the server version (when the
+    /// ACL user may run `INFO`), and warns (`tracing`) when the eviction policy is
+    /// `allkeys-*` (when it may run `CONFIG GET`), under which Redis may evict whole streams
+    /// together with their consumer groups.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         if config.is_tls() {
             install_crypto_provider();
@@ -81,16 +84,23 @@ impl RedisTransport {
             .await
             .map_err(|e| server.transport(&e, "PING"))?;
 
-        let info: String = redis::cmd("INFO")
+        let server_version = match redis::cmd("INFO")
             .arg("server")
-            .query_async(&mut probe)
+            .query_async::<String>(&mut probe)
             .await
-            .map_err(|e| server.transport(&e, "INFO server"))?;
-        let server_version = info
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default();
+        {
+            Ok(info) => info
+                .lines()
+                .find_map(|line| line.strip_prefix("redis_version:"))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default(),
+            // A least-privilege ACL user may not run INFO: the version is only informative.
+            Err(e) if kind_of(&e) == TransportErrorKind::Permission => {
+                tracing::debug!(server = %server.redacted_url, "no permission for INFO: server version unknown");
+                String::new()
+            }
+            Err(e) => return Err(server.transport(&e, "INFO server").into()),
+        };
         tracing::info!(server = %server.redacted_url, redis_version = %server_version, "connected to Redis");
         check_eviction_policy(&mut probe, &server).await;
         drop(probe);
@@ -133,7 +143,8 @@ impl RedisTransport {
         &self.inner.keys
     }
 
-    /// The server's `redis_version`, as reported by `INFO server` when connecting.
+    /// The server's `redis_version`, as reported by `INFO server` when connecting; empty when
+    /// the ACL user may not run `INFO`.
     pub fn server_version(&self) -> &str {
         &self.inner.server_version
     }
@@ -288,29 +299,55 @@ impl RedisTransport {
     }
 
     /// Replays one dead letter; `false` when it is gone or has no fields to replay.
-    async fn replay_one(&self, dlq: &str, letter: &DeadLetter) -> CoreResult<bool> {
-        if letter.fields.is_empty() {
-            tracing::warn!(
-                dead_letter = %letter.id,
-                origin = %letter.origin_topic,
-                "dead letter has no original fields (trimmed before it was dead-lettered): not replayed"
-            );
-            return Ok(false);
-        }
-        let origin = self.inner.keys.stream(&letter.origin_topic);
-        let mut invocation = scripts::REPLAY.key(dlq);
-        invocation
-            .key(&origin)
+    ///
+    /// The original fields are copied inside Redis ([`scripts::REPLAY`]), never through Rust
+    /// strings, so an entry whose fields are not UTF-8 comes back byte for byte. The origin
+    /// stream must be one of this namespace's streams.
+    async fn replay_one(&self, dlq: &str, letter: &RawEntry) -> CoreResult<bool> {
+        let server = &self.inner.server;
+        let origin = letter
+            .fields
+            .iter()
+            .flatten()
+            .rev()
+            .find(|(k, _)| k.as_slice() == b"origin_stream")
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or_default();
+        let topic = std::str::from_utf8(origin)
+            .ok()
+            .and_then(|key| self.inner.keys.topic_of(key))
+            .ok_or_else(|| {
+                CoreError::Config(format!(
+                    "dead letter {} names origin stream `{}`, which is not a stream of \
+                     namespace `{}`: not replayed",
+                    letter.id,
+                    String::from_utf8_lossy(origin),
+                    self.inner.keys.namespace()
+                ))
+            })?;
+        let replayed: Value = scripts::REPLAY
+            .key(dlq)
+            .key(origin)
             .arg(&letter.id)
-            .arg(self.stream_maxlen(&letter.origin_topic));
-        for (field, value) in &letter.fields {
-            invocation.arg(field).arg(value);
-        }
-        let id: Option<String> = invocation
+            .arg(self.stream_maxlen(&topic))
             .invoke_async(&mut self.inner.conn.clone())
             .await
-            .map_err(|e| self.inner.server.error(&e, "replay dead letter", None))?;
-        Ok(id.is_some())
+            .map_err(|e| server.error(&e, "replay dead letter", None))?;
+        match replayed {
+            Value::Nil | Value::Boolean(false) => Ok(false),
+            Value::Int(_) => {
+                tracing::warn!(
+                    dead_letter = %letter.id,
+                    origin = %topic,
+                    "dead letter has no original fields (trimmed before it was dead-lettered): not replayed"
+                );
+                Ok(false)
+            }
+            other if reply::bytes(&other).is_some() => Ok(true),
+            other => {
+                Err(server.protocol("replay dead letter", format!("unexpected reply {other:?}")))
+            }
+        }
     }
 }
 
@@ -462,10 +499,7 @@ impl StreamTransport for RedisTransport {
                     let entries = reply::entries(&entries)
                         .ok_or_else(|| self.inner.server.protocol("XRANGE", "unexpected reply"))?;
                     for entry in &entries {
-                        if self
-                            .replay_one(&dlq, &self.parse_dead_letter(entry))
-                            .await?
-                        {
+                        if self.replay_one(&dlq, entry).await? {
                             replayed += 1;
                         }
                     }
@@ -476,10 +510,7 @@ impl StreamTransport for RedisTransport {
                 loop {
                     let page = self.read_dead_letters(&dlq, &start, REPLAY_PAGE).await?;
                     for entry in &page {
-                        if self
-                            .replay_one(&dlq, &self.parse_dead_letter(entry))
-                            .await?
-                        {
+                        if self.replay_one(&dlq, entry).await? {
                             replayed += 1;
                         }
                     }

@@ -263,10 +263,13 @@ async fn claim_idle_takes_over_and_reports_deleted_entries() {
         .await
         .unwrap();
     assert_eq!(claimed.deliveries.len(), 3);
-    assert!(claimed
-        .deliveries
-        .iter()
-        .all(|d| d.delivery_count == 2 && d.event.is_ok()));
+    assert!(
+        claimed
+            .deliveries
+            .iter()
+            .all(|d| d.delivery_count == 1 && d.event.is_ok()),
+        "claims report each entry's own count and count nothing"
+    );
     assert_eq!(claimed.next_cursor, "0-0");
     assert!(claimed.deleted.is_empty());
 
@@ -314,13 +317,24 @@ async fn recover_own_takes_back_what_a_previous_run_left_pending() {
 
     let after = ctx.consumer(GROUP, "worker-1", &topic).await;
     let other = ctx.consumer(GROUP, "worker-2", &topic).await;
-    assert!(other.recover_own(&topic, 10).await.unwrap().is_empty());
-    let recovered = after.recover_own(&topic, 10).await.unwrap();
-    let got: Vec<_> = recovered
+    let none = other.recover_own(&topic, "0-0", 10).await.unwrap();
+    assert!(none.deliveries.is_empty() && none.next_cursor == "0-0");
+    // Pages in stream order, counting nothing.
+    let first = after.recover_own(&topic, "0-0", 1).await.unwrap();
+    assert_eq!(first.next_cursor, ids[0]);
+    let rest = after
+        .recover_own(&topic, &first.next_cursor, 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.next_cursor, "0-0");
+    assert_eq!(rest.deleted, [ids[1].clone()]);
+    let got: Vec<_> = first
+        .deliveries
         .iter()
+        .chain(&rest.deliveries)
         .map(|d| (d.entry_id.clone(), d.delivery_count))
         .collect();
-    assert_eq!(got, [(ids[0].clone(), 2), (ids[2].clone(), 2)]);
+    assert_eq!(got, [(ids[0].clone(), 1), (ids[2].clone(), 1)]);
     // The deleted one was acknowledged.
     let lag = ctx.transport.lag(Some(GROUP)).await.unwrap();
     assert_eq!(lag[0].pending, 2);
@@ -647,7 +661,9 @@ async fn a_vanished_group_is_group_missing() {
     assert!(is_missing(
         c.read(10, Duration::from_millis(10)).await.unwrap_err()
     ));
-    assert!(is_missing(c.recover_own(&topic, 10).await.unwrap_err()));
+    assert!(is_missing(
+        c.recover_own(&topic, "0-0", 10).await.unwrap_err()
+    ));
     assert!(is_missing(
         c.claim_idle(&topic, Duration::ZERO, "0-0", 10)
             .await
@@ -777,4 +793,101 @@ async fn describe_and_server_version() {
         .transport
         .server_version()
         .starts_with(|c: char| c.is_ascii_digit()));
+}
+
+#[tokio::test]
+async fn recovery_claims_and_renewals_respect_ownership_and_report_own_counts() {
+    let ctx = setup("ownership").await;
+    let topic = Topic::of_type("Job");
+    ctx.transport
+        .ensure_group(&topic, GROUP, StartFrom::New)
+        .await
+        .unwrap();
+    let ids = ctx
+        .transport
+        .publish(&(0..3).map(|n| event("Job", n)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let c1 = ctx.consumer(GROUP, "c1", &topic).await;
+    let c2 = ctx.consumer(GROUP, "c2", &topic).await;
+    assert_eq!(
+        c1.read(10, Duration::from_millis(100)).await.unwrap().len(),
+        3
+    );
+    for _ in 0..2 {
+        c1.redeliver(&topic, &ids[1]).await.unwrap().unwrap();
+    }
+
+    // c2 takes the first entry; c1's recovery must not take it back.
+    let taken = c2
+        .claim_idle(&topic, Duration::ZERO, "0-0", 1)
+        .await
+        .unwrap();
+    assert_eq!(taken.deliveries.len(), 1);
+    assert_eq!(taken.deliveries[0].entry_id, ids[0]);
+    let recovered = c1.recover_own(&topic, "0-0", 10).await.unwrap();
+    let got: Vec<_> = recovered
+        .deliveries
+        .iter()
+        .map(|d| (d.entry_id.clone(), d.delivery_count))
+        .collect();
+    assert_eq!(got, [(ids[1].clone(), 3), (ids[2].clone(), 1)]);
+
+    // c2 claims the rest: each entry reports its own count, whatever c2 already holds.
+    let all = c2
+        .claim_idle(&topic, Duration::ZERO, "0-0", 10)
+        .await
+        .unwrap();
+    let got: Vec<_> = all
+        .deliveries
+        .iter()
+        .map(|d| (d.entry_id.clone(), d.delivery_count))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (ids[0].clone(), 1),
+            (ids[1].clone(), 3),
+            (ids[2].clone(), 1)
+        ]
+    );
+
+    // c1 holds nothing any more; c2 renews all three without counting a delivery.
+    assert_eq!(c1.renew(&topic, &ids).await.unwrap(), ids);
+    assert!(c2.renew(&topic, &ids).await.unwrap().is_empty());
+    let again = c2.redeliver(&topic, &ids[2]).await.unwrap().unwrap();
+    assert_eq!(again.delivery_count, 2);
+}
+
+#[tokio::test]
+async fn replay_refuses_a_dead_letter_naming_a_stream_outside_the_namespace() {
+    let ctx = setup("replay_foreign").await;
+    let dlq = ctx.transport.keys().dead_letters(GROUP);
+    let foreign = format!("{}-other:stream:Job", ctx.namespace);
+    let _: String = ctx
+        .cmd(
+            redis::cmd("XADD")
+                .arg(&dlq)
+                .arg("*")
+                .arg("origin_stream")
+                .arg(&foreign)
+                .arg("origin_id")
+                .arg("1-0")
+                .arg("entry")
+                .arg(r#"[["event_id","e"]]"#),
+        )
+        .await;
+    let err = ctx
+        .transport
+        .replay_dead_letters(GROUP, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains(&foreign), "{err}");
+    let exists: i64 = ctx.cmd(redis::cmd("EXISTS").arg(&foreign)).await;
+    assert_eq!(exists, 0, "nothing written to the foreign stream");
+    assert_eq!(
+        ctx.transport.dead_letters(GROUP, 10).await.unwrap().len(),
+        1
+    );
 }

@@ -308,7 +308,7 @@ async fn redelivery_does_not_double_apply(backend: Backend) {
     let running = ProjectionRunner::new(&bus, &models, OrderSummary::projection())
         .configure(|o| {
             o.consumer = "live".into();
-            o.claim_idle = Duration::from_millis(50);
+            o.claim_idle = Duration::from_millis(100);
             o.claim_interval = Duration::from_millis(50);
             o.block = Duration::from_millis(50);
         })

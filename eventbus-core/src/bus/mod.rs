@@ -26,8 +26,8 @@ pub use context::{Context, DeliveryInfo};
 pub use handler::EventHandler;
 pub(crate) use subscription::WrapConsumer;
 pub use subscription::{
-    default_consumer_name, KeyFn, OrderBy, Subscription, SubscriptionBuilder, SubscriptionOptions,
-    SubscriptionStats,
+    default_consumer_name, KeyFn, OrderBy, ShutdownReport, Subscription, SubscriptionBuilder,
+    SubscriptionOptions, SubscriptionStats,
 };
 
 /// The consumer group of a service: `{service}-consumers`, as in the reference article.

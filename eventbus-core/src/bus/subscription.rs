@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::transport::{ConsumerSpec, StartFrom, StreamConsumer, Topic};
 
+/// The shortest `claim_idle` accepted.
+const MIN_CLAIM_IDLE: Duration = Duration::from_millis(100);
+
 /// Extracts an ordering key from an event.
 pub type KeyFn = Arc<dyn Fn(&Envelope<Value>) -> Option<String> + Send + Sync>;
 
@@ -74,7 +77,10 @@ pub struct SubscriptionOptions {
     pub retry_backoff: Backoff,
     /// Limit on one handler call; `None`: unlimited.
     pub handler_timeout: Option<Duration>,
-    /// Entries pending longer than this in another consumer are reclaimed.
+    /// Entries pending longer than this in another consumer are reclaimed. This consumer
+    /// renews its hold on every entry it read and has not settled each third of this, so a
+    /// slow but live consumer keeps what it holds; every consumer of a group must use the
+    /// same value. At least 100 ms.
     pub claim_idle: Duration,
     /// How often to look for such entries.
     pub claim_interval: Duration,
@@ -129,7 +135,7 @@ impl SubscriptionOptions {
             claim_idle: Duration::from_secs(30),
             claim_interval: Duration::from_secs(5),
             remove_idle_consumers_after: Some(Duration::from_secs(24 * 3600)),
-            reconnect_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
+            reconnect_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             limit: None,
             shutdown_timeout: Duration::from_secs(30),
         }
@@ -146,6 +152,10 @@ pub struct SubscriptionStats {
     pub(crate) claimed: AtomicU64,
     pub(crate) acked: AtomicU64,
     pub(crate) transport_errors: AtomicU64,
+    pub(crate) renewed: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) poison: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
 }
 
 macro_rules! stat_getters {
@@ -169,6 +179,13 @@ stat_getters! {
     claimed: "Entries reclaimed from idle consumers or recovered from an earlier run.",
     acked: "Entries acknowledged.",
     transport_errors: "Transport errors the consumer loop survived.",
+    renewed: "Holds renewed: entries read and not yet settled, kept from other consumers.",
+    lost: "Entries another consumer took before this one started or acknowledged them \
+           (neither was done here).",
+    poison: "Entries dead-lettered before any handler ran because earlier deliveries never \
+             ended (their consumer crashed, was killed or hung).",
+    abandoned: "Handlers cancelled at shutdown after `shutdown_timeout` (their entries stay \
+                pending).",
 }
 
 impl SubscriptionStats {
@@ -354,6 +371,18 @@ impl SubscriptionBuilder {
         if o.max_deliveries == 0 {
             return bad("max_deliveries must be at least 1");
         }
+        if o.claim_idle < MIN_CLAIM_IDLE {
+            return bad(
+                "claim_idle must be at least 100 ms: holds are renewed each third of it, and a \
+                 shorter one lets other consumers take entries a live consumer is handling",
+            );
+        }
+        if o.claim_interval.is_zero() {
+            return bad("claim_interval must be more than zero");
+        }
+        if o.handler_timeout.is_some_and(|t| t.is_zero()) {
+            return bad("handler_timeout must be more than zero (or None for no limit)");
+        }
         Ok(())
     }
 
@@ -397,12 +426,23 @@ impl SubscriptionBuilder {
     }
 }
 
+/// What a subscription's shutdown left undone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Handlers still running at `shutdown_timeout`, cancelled; their entries stay pending.
+    pub abandoned: u64,
+    /// Entries read and not settled (never started, cancelled, or their acknowledgement
+    /// could not be sent): pending, delivered again later.
+    pub left_pending: u64,
+}
+
 /// A running subscription. Stop it with [`shutdown`](Self::shutdown); dropping it stops
 /// reading too, and drains in the background.
 #[derive(Debug)]
 pub struct Subscription {
     cancel: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<ShutdownReport>>,
     stats: Arc<SubscriptionStats>,
 }
 
@@ -412,16 +452,18 @@ impl Subscription {
         &self.stats
     }
 
-    /// Stops reading, lets in-flight handlers finish (up to the shutdown timeout),
-    /// acknowledges what finished, and returns. Entries read but not finished stay pending
-    /// and are recovered by this consumer's next run or reclaimed by another.
-    pub async fn shutdown(mut self) -> Result<()> {
+    /// Stops reading, lets in-flight handlers finish (up to the shutdown timeout, after which
+    /// they are cancelled), acknowledges what finished, and returns what was left undone.
+    /// Entries read but not finished stay pending and are recovered by this consumer's next
+    /// run or reclaimed by another.
+    pub async fn shutdown(mut self) -> Result<ShutdownReport> {
         self.cancel.cancel();
-        if let Some(task) = self.task.take() {
-            task.await
-                .map_err(|e| Error::Config(format!("consumer task failed: {e}")))?;
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| Error::Config(format!("consumer task failed: {e}"))),
+            None => Ok(ShutdownReport::default()),
         }
-        Ok(())
     }
 
     /// Whether the consumer loop has stopped.

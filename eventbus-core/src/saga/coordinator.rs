@@ -381,7 +381,7 @@ impl SagaCoordinator {
             let _ = poller.await;
         }
         match self.subscription.take() {
-            Some(subscription) => subscription.shutdown().await,
+            Some(subscription) => subscription.shutdown().await.map(drop),
             None => Ok(()),
         }
     }

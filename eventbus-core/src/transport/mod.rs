@@ -141,7 +141,8 @@ pub struct DeadLetter {
     pub dead_lettered_at: f64,
     /// The event, when the entry could be decoded.
     pub event: Option<Envelope<Value>>,
-    /// The entry's original fields (raw), for inspection and replay.
+    /// The entry's original fields as text (bytes that are not UTF-8 shown as U+FFFD), for
+    /// inspection; a replay copies the stored entry itself, not these.
     pub fields: Vec<(String, String)>,
 }
 
@@ -221,12 +222,18 @@ pub trait StreamConsumer: Send + Sync + 'static {
     /// when there are none (`XREADGROUP … >`).
     async fn read(&self, count: usize, block: Duration) -> Result<Vec<Delivery>>;
 
-    /// Takes back entries this consumer (by name) left pending in an earlier run, oldest
-    /// first, counting the new delivery.
-    async fn recover_own(&self, topic: &Topic, count: usize) -> Result<Vec<Delivery>>;
+    /// Takes back, in stream order, up to `count` entries this consumer (by its name) holds
+    /// pending with ids after `after` (`0-0`: from the start) — what an earlier run of it
+    /// read and never settled. Ownership is checked and taken in one atomic step, and no
+    /// delivery is counted (the loop counts one when it starts a handler on the entry), so
+    /// each delivery's `delivery_count` is the entry's own count as it stands. Entries that no
+    /// longer exist are acknowledged and reported in `deleted`. `next_cursor` is where the
+    /// next page starts, `0-0` when there is none.
+    async fn recover_own(&self, topic: &Topic, after: &str, count: usize) -> Result<Claimed>;
 
-    /// Claims entries of other consumers idle for at least `min_idle` (`XAUTOCLAIM`), counting
-    /// the new delivery; deleted entries are acknowledged and reported.
+    /// Claims entries of other consumers idle for at least `min_idle` (`XAUTOCLAIM … JUSTID`)
+    /// without counting a delivery, and returns them with their own delivery counts as they
+    /// stand; deleted entries are acknowledged and reported.
     async fn claim_idle(
         &self,
         topic: &Topic,
@@ -235,10 +242,18 @@ pub trait StreamConsumer: Send + Sync + 'static {
         count: usize,
     ) -> Result<Claimed>;
 
-    /// Delivers a pending entry of this consumer again for a retry, counting the delivery
-    /// and resetting its idle time. `None` when it is no longer pending (acknowledged, or
-    /// claimed by another consumer) or no longer exists.
+    /// Delivers a pending entry of this consumer again, counting the delivery and resetting
+    /// its idle time: before a retry, and before the first attempt on a recovered or claimed
+    /// entry. `None` when it is no longer pending for this consumer (acknowledged, or claimed
+    /// by another consumer) or no longer exists.
     async fn redeliver(&self, topic: &Topic, id: &str) -> Result<Option<Delivery>>;
+
+    /// Renews this consumer's hold on entries it read and has not settled: resets their idle
+    /// time without counting a delivery (`XCLAIM … JUSTID`), but only for entries still pending
+    /// for this consumer, in one atomic step. Returns the ids it no longer holds
+    /// (acknowledged, claimed by another consumer, or deleted): the loop neither starts nor
+    /// acknowledges those.
+    async fn renew(&self, topic: &Topic, ids: &[EntryId]) -> Result<Vec<EntryId>>;
 
     /// Acknowledges entries, many ids per topic in one batch.
     async fn ack(&self, acks: &[(Topic, Vec<EntryId>)]) -> Result<()>;

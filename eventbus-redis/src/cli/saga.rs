@@ -5,7 +5,7 @@ use eventbus_core::saga::{SagaState, SagaStatus, SagaStore};
 use eventbus_redis::{RedisSagaStore, RedisTransport};
 use serde_json::{json, Value};
 
-use super::{print_line, CliResult};
+use super::{print_line, print_text, CliResult};
 
 /// `eventbus saga …`.
 #[derive(Args)]
@@ -52,7 +52,7 @@ pub(crate) async fn run(transport: RedisTransport, args: SagaArgs) -> CliResult 
                 .ok_or_else(|| format!("no saga `{id}` (key `{}`)", store.keys().state(&id)))?;
             if json {
                 let value = serde_json::to_value(&state).map_err(|e| e.to_string())?;
-                print_line(&value).map_err(|e| e.to_string())
+                print_line(&value)
             } else {
                 print!("{}", describe(&state));
                 Ok(())
@@ -70,22 +70,22 @@ pub(crate) async fn run(transport: RedisTransport, args: SagaArgs) -> CliResult 
             sagas.sort_by(|a, b| a.started_at.total_cmp(&b.started_at));
             if json {
                 for s in &sagas {
-                    print_line(&summary(s)).map_err(|e| e.to_string())?;
+                    print_line(&summary(s))?;
                 }
             } else {
-                println!(
+                print_text(format_args!(
                     "{:<38} {:<16} {:<13} {:<22} ERROR",
                     "SAGA", "NAME", "STATE", "STEP"
-                );
+                ))?;
                 for s in &sagas {
-                    println!(
+                    print_text(format_args!(
                         "{:<38} {:<16} {:<13} {:<22} {}",
                         s.saga_id,
                         s.saga_name,
                         s.state,
                         step_name(s),
                         s.error.as_deref().unwrap_or("-")
-                    );
+                    ))?;
                 }
                 eprintln!("eventbus: {} sagas", sagas.len());
             }

@@ -1,5 +1,6 @@
 //! The consumer of [`MemoryTransport`]: `XREADGROUP`, `XCLAIM`, `XAUTOCLAIM`, `XACK`.
 
+use std::ops::Bound::{Excluded, Unbounded};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -79,7 +80,11 @@ impl StreamConsumer for MemoryConsumer {
         }
     }
 
-    async fn recover_own(&self, topic: &Topic, count: usize) -> Result<Vec<Delivery>> {
+    async fn recover_own(&self, topic: &Topic, after: &str, count: usize) -> Result<Claimed> {
+        if count == 0 {
+            return Err(Error::Config("recover_own: count must be > 0".to_owned()));
+        }
+        let after = StreamId::parse(after)?;
         let mut state = self.transport.shared.lock();
         let (group, consumer) = (&self.spec.group, &self.spec.consumer);
         let stream = state.stream_of_group(topic, group)?;
@@ -89,24 +94,28 @@ impl StreamConsumer for MemoryConsumer {
             .get(group)
             .map(|g| {
                 g.pel
-                    .iter()
+                    .range((Excluded(after), Unbounded))
                     .filter(|(_, p)| &p.consumer == consumer)
                     .map(|(id, _)| *id)
+                    .take(count)
                     .collect()
             })
             .unwrap_or_default();
-        let mut out = Vec::new();
-        for id in own {
-            if out.len() >= count {
-                break;
+        let mut recovered = Claimed::default();
+        for &id in &own {
+            match stream.claim(topic, group, id, consumer, now, false) {
+                Some(delivery) => recovered.deliveries.push(delivery),
+                None => recovered.deleted.push(id.to_string()),
             }
-            // Entries trimmed away leave the PEL without counting towards `count`.
-            out.extend(stream.claim(topic, group, id, consumer, now));
         }
+        recovered.next_cursor = match own.last() {
+            Some(last) if own.len() == count => last.to_string(),
+            _ => StreamId::ZERO.to_string(),
+        };
         if let Some(g) = stream.groups.get_mut(group) {
             g.touch(consumer, now);
         }
-        Ok(out)
+        Ok(recovered)
     }
 
     async fn claim_idle(
@@ -158,7 +167,7 @@ impl StreamConsumer for MemoryConsumer {
             }
             claimed
                 .deliveries
-                .extend(stream.claim(topic, group, id, consumer, now));
+                .extend(stream.claim(topic, group, id, consumer, now, false));
             remaining -= 1;
         }
         claimed.next_cursor = candidates
@@ -185,11 +194,41 @@ impl StreamConsumer for MemoryConsumer {
             return Ok(None);
         }
         let now = Instant::now();
-        let delivery = stream.claim(topic, group, id, consumer, now);
+        let delivery = stream.claim(topic, group, id, consumer, now, true);
         if let Some(g) = stream.groups.get_mut(group) {
             g.touch(consumer, now);
         }
         Ok(delivery)
+    }
+
+    async fn renew(&self, topic: &Topic, ids: &[EntryId]) -> Result<Vec<EntryId>> {
+        let parsed = ids
+            .iter()
+            .map(|id| StreamId::parse(id))
+            .collect::<Result<Vec<_>>>()?;
+        let mut state = self.transport.shared.lock();
+        let (group, consumer) = (&self.spec.group, &self.spec.consumer);
+        let stream = state.stream_of_group(topic, group)?;
+        let now = Instant::now();
+        let mut lost = Vec::new();
+        for (id, text) in parsed.into_iter().zip(ids) {
+            let mine = stream
+                .groups
+                .get(group)
+                .and_then(|g| g.pel.get(&id))
+                .is_some_and(|p| &p.consumer == consumer);
+            if !mine
+                || stream
+                    .claim(topic, group, id, consumer, now, false)
+                    .is_none()
+            {
+                lost.push(text.clone());
+            }
+        }
+        if let Some(g) = stream.groups.get_mut(group) {
+            g.touch(consumer, now);
+        }
+        Ok(lost)
     }
 
     /// Unknown ids, and topics whose stream or group is missing, are ignored (like `XACK`).

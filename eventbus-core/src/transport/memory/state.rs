@@ -218,9 +218,9 @@ impl Stream {
         Ok(())
     }
 
-    /// Gives pending entry `id` to `consumer` as a new delivery (`XCLAIM`): counts it and
-    /// resets its idle time. When the entry no longer exists it leaves the PEL and `None` is
-    /// returned.
+    /// Gives pending entry `id` to `consumer` (`XCLAIM`): resets its idle time and, when
+    /// `count`, counts a delivery (`JUSTID` doesn't). When the entry no longer exists it
+    /// leaves the PEL and `None` is returned.
     pub(crate) fn claim(
         &mut self,
         topic: &Topic,
@@ -228,6 +228,7 @@ impl Stream {
         id: StreamId,
         consumer: &str,
         now: Instant,
+        count: bool,
     ) -> Option<Delivery> {
         let g = self.groups.get_mut(group)?;
         let Some(stored) = self.entries.get(&id) else {
@@ -236,7 +237,9 @@ impl Stream {
         };
         let p = g.pel.get_mut(&id)?;
         p.consumer = consumer.to_owned();
-        p.delivery_count = p.delivery_count.saturating_add(1);
+        if count {
+            p.delivery_count = p.delivery_count.saturating_add(1);
+        }
         p.last_delivery = now;
         Some(delivery(topic, id, p.delivery_count, &stored.entry))
     }

@@ -227,7 +227,7 @@ async fn ack_removes_from_pending() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn claim_idle_takes_only_idle_entries_and_counts_deliveries() {
+async fn claim_idle_takes_only_idle_entries_without_counting() {
     let t = MemoryTransport::new();
     let c1 = setup(&t).await;
     let c2 = consumer(&t, GROUP, "c2", &[a()]).await;
@@ -241,7 +241,10 @@ async fn claim_idle_takes_only_idle_entries_and_counts_deliveries() {
         .await
         .unwrap();
     assert_eq!(ns(&claimed.deliveries), [0, 2]);
-    assert!(claimed.deliveries.iter().all(|d| d.delivery_count == 2));
+    assert!(
+        claimed.deliveries.iter().all(|d| d.delivery_count == 1),
+        "a claim reports the entries' own counts and counts nothing"
+    );
     assert!(claimed.deleted.is_empty());
     assert_eq!(claimed.next_cursor, "0-0");
 
@@ -271,7 +274,10 @@ async fn claim_idle_takes_only_idle_entries_and_counts_deliveries() {
         .await
         .unwrap();
     assert_eq!(ns(&page.deliveries), [1, 2]);
-    assert_eq!(page.deliveries[0].delivery_count, 3);
+    assert_eq!(
+        page.deliveries[0].delivery_count, 2,
+        "counted by its redelivery"
+    );
     assert_eq!(page.next_cursor, "0-0");
 }
 
@@ -321,22 +327,60 @@ async fn recover_own_takes_back_this_consumers_pending_entries() {
         .await
         .unwrap();
 
-    // A restart: the same name, a new handle.
+    // A restart: the same name, a new handle. Pages in stream order, counting nothing.
     let restarted = consumer(&t, GROUP, "c1", &[a()]).await;
-    let first = restarted.recover_own(&a(), 1).await.unwrap();
-    assert_eq!(ns(&first), [0]);
-    assert_eq!(first[0].delivery_count, 2);
-    let all = restarted.recover_own(&a(), 10).await.unwrap();
-    assert_eq!(ns(&all), [0, 2]);
-    assert_eq!(
-        all.iter().map(|d| d.delivery_count).collect::<Vec<_>>(),
-        [3, 2]
-    );
+    let first = restarted.recover_own(&a(), "0-0", 1).await.unwrap();
+    assert_eq!(ns(&first.deliveries), [0]);
+    assert_eq!(first.deliveries[0].delivery_count, 1);
+    assert_eq!(first.next_cursor, got[0].entry_id);
+    let rest = restarted
+        .recover_own(&a(), &first.next_cursor, 10)
+        .await
+        .unwrap();
+    assert_eq!(ns(&rest.deliveries), [2]);
+    assert_eq!(rest.next_cursor, "0-0");
+    let all = restarted.recover_own(&a(), "0-0", 10).await.unwrap();
+    assert_eq!(ns(&all.deliveries), [0, 2]);
+    assert!(all.deliveries.iter().all(|d| d.delivery_count == 1));
 
     publish_n(&t, "A", 4..6).await; // trims entries 0 and 1
-    let left = restarted.recover_own(&a(), 1).await.unwrap();
-    assert_eq!(ns(&left), [2], "trimmed entries are dropped, not counted");
+    let left = restarted.recover_own(&a(), "0-0", 10).await.unwrap();
+    assert_eq!(ns(&left.deliveries), [2]);
+    assert_eq!(
+        left.deleted,
+        [got[0].entry_id.clone()],
+        "trimmed: acknowledged"
+    );
     assert_eq!(t.lag(None).await.unwrap()[0].pending, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn renew_keeps_only_what_this_consumer_still_holds() {
+    let t = MemoryTransport::new();
+    let c1 = setup(&t).await;
+    let c2 = consumer(&t, GROUP, "c2", &[a()]).await;
+    publish_n(&t, "A", 0..3).await;
+    let got = read(c1.as_ref(), 10).await;
+    let all: Vec<_> = got.iter().map(|d| d.entry_id.clone()).collect();
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // c2 takes entry 0; c1 acks entry 1; c1 renews all three.
+    let taken = c2
+        .claim_idle(&a(), Duration::from_secs(5), "0-0", 1)
+        .await
+        .unwrap();
+    assert_eq!(ns(&taken.deliveries), [0]);
+    c1.ack(&[(a(), vec![all[1].clone()])]).await.unwrap();
+    let lost = c1.renew(&a(), &all).await.unwrap();
+    assert_eq!(lost, [all[0].clone(), all[1].clone()]);
+    // Entry 2 is held again: not idle, so nobody can claim it; its count is unchanged.
+    let none = c2
+        .claim_idle(&a(), Duration::from_secs(5), "0-0", 10)
+        .await
+        .unwrap();
+    assert!(none.deliveries.is_empty());
+    let again = c1.redeliver(&a(), &all[2]).await.unwrap().unwrap();
+    assert_eq!(again.delivery_count, 2, "a renewal counts no delivery");
 }
 
 #[tokio::test]
@@ -435,6 +479,29 @@ async fn dead_letters_list_replay_and_purge() {
     assert_eq!(t.purge_dead_letters(GROUP, None).await.unwrap(), 1);
     assert!(t.dead_letters(GROUP, 10).await.unwrap().is_empty());
     assert_eq!(t.replay_dead_letters(GROUP, None).await.unwrap(), 0);
+}
+
+/// As on Redis, where the stored bytes are copied back: replay re-appends the stored entry
+/// itself, a malformed one included, never a rendering of it.
+#[tokio::test]
+async fn a_malformed_dead_letter_replays_unchanged() {
+    let t = MemoryTransport::new();
+    let c = setup(&t).await;
+    let bad = t.append_malformed(&a(), "field `data` is not valid UTF-8");
+    read(c.as_ref(), 10).await;
+    c.dead_letter(&a(), &bad, &reason("malformed"))
+        .await
+        .unwrap();
+    assert_eq!(t.replay_dead_letters(GROUP, None).await.unwrap(), 1);
+    let again = read(c.as_ref(), 10).await;
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].entry_id, bad, "a new entry");
+    assert_eq!(
+        again[0].event.as_ref().unwrap_err().reason,
+        "field `data` is not valid UTF-8",
+        "the same malformed entry, not a repaired one"
+    );
+    assert!(t.dead_letters(GROUP, 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -543,7 +610,7 @@ async fn flush_makes_groups_missing_until_recreated() {
         "a blocked read wakes up"
     );
     assert!(missing(c.read(10, Duration::ZERO).await.unwrap_err()));
-    assert!(missing(c.recover_own(&a(), 10).await.unwrap_err()));
+    assert!(missing(c.recover_own(&a(), "0-0", 10).await.unwrap_err()));
     assert!(missing(
         c.claim_idle(&a(), Duration::ZERO, "0-0", 10)
             .await

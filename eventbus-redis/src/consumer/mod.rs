@@ -1,6 +1,5 @@
 //! [`RedisConsumer`]: one consumer of a group, on its own connection for blocking reads.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,16 @@ use crate::codec;
 use crate::error::Server;
 use crate::reply::{self, RawEntry};
 use crate::scripts;
+
+mod steps;
+
+/// Most ids or entries one script call takes (Lua's stack bounds `unpack`).
+const MAX_PAGE: usize = 1000;
+
+/// Whether an error means the connection was lost (so a fresh one may succeed).
+fn connection_lost(e: &RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()
+}
 use crate::transport::Inner;
 
 /// A consumer of a group on Redis, made by
@@ -96,6 +105,66 @@ impl RedisConsumer {
         })
     }
 
+    /// Parses `{next cursor, {{id, delivery count, fields}…}, {deleted ids…}}`.
+    fn claimed(&self, topic: &Topic, value: Value, operation: &str) -> CoreResult<Claimed> {
+        let parts = reply::items(&value).ok_or_else(|| self.protocol(operation))?;
+        let next_cursor = parts
+            .first()
+            .and_then(reply::text)
+            .ok_or_else(|| self.protocol(operation))?;
+        let rows = parts
+            .get(1)
+            .and_then(reply::items)
+            .ok_or_else(|| self.protocol(operation))?;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let row = reply::items(row).ok_or_else(|| self.protocol(operation))?;
+            let (Some(id), Some(count), Some(fields)) = (row.first(), row.get(1), row.get(2))
+            else {
+                return Err(self.protocol(operation));
+            };
+            let count = reply::int(count).ok_or_else(|| self.protocol(operation))?;
+            let entry = reply::entry(&Value::Array(vec![id.clone(), fields.clone()]))
+                .ok_or_else(|| self.protocol(operation))?;
+            deliveries.extend(Self::delivery(
+                topic,
+                entry,
+                u32::try_from(count).unwrap_or(u32::MAX),
+            ));
+        }
+        let deleted = match parts.get(2) {
+            Some(ids) => reply::items(ids)
+                .ok_or_else(|| self.protocol(operation))?
+                .iter()
+                .filter_map(reply::text)
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Claimed {
+            deliveries,
+            deleted,
+            next_cursor,
+        })
+    }
+
+    /// Runs a command on the shared connection, once more on a fresh connection when the
+    /// connection was lost (a server `timeout`, `CLIENT KILL`, a failover): the connection
+    /// manager reconnects on the first failure. Every command sent here is safe to repeat.
+    async fn retry_once<T, F, Fut>(&self, operation: &str, topic: &Topic, f: F) -> CoreResult<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match f(self.conn()).await {
+            Err(e) if connection_lost(&e) => {
+                tracing::debug!(operation, error = %e, "connection lost; retrying once on a fresh connection");
+                f(self.conn()).await
+            }
+            other => other,
+        }
+        .map_err(|e| self.error(&e, operation, topic))
+    }
+
     /// The topic a stream key of a reply belongs to.
     fn topic_of_key(&self, key: &str) -> Option<&Topic> {
         self.streams.iter().find(|(_, k)| k == key).map(|(t, _)| t)
@@ -159,57 +228,25 @@ impl StreamConsumer for RedisConsumer {
         Ok(deliveries)
     }
 
-    async fn recover_own(&self, topic: &Topic, count: usize) -> CoreResult<Vec<Delivery>> {
+    async fn recover_own(&self, topic: &Topic, after: &str, count: usize) -> CoreResult<Claimed> {
         let key = self.inner.keys.stream(topic);
-        let pending: Value = redis::cmd("XPENDING")
-            .arg(&key)
-            .arg(self.group())
-            .arg("-")
-            .arg("+")
-            .arg(count.max(1))
-            .arg(self.name())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.error(&e, "XPENDING", topic))?;
-        let rows = reply::pending_rows(&pending).ok_or_else(|| self.protocol("XPENDING"))?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let counts: HashMap<&str, u32> =
-            rows.iter().map(|r| (r.id.as_str(), r.deliveries)).collect();
-        let claimed: Value = redis::cmd("XCLAIM")
-            .arg(&key)
-            .arg(self.group())
-            .arg(self.name())
-            .arg(0)
-            .arg(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.error(&e, "XCLAIM", topic))?;
-        let entries = reply::entries(&claimed).ok_or_else(|| self.protocol("XCLAIM"))?;
-        let mut deliveries = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let count = counts
-                .get(entry.id.as_str())
-                .map_or(1, |c| c.saturating_add(1));
-            deliveries.extend(Self::delivery(topic, entry, count));
-        }
-        // Ids XCLAIM did not return no longer exist (trimmed or deleted): ack them.
-        let deleted: Vec<&str> = rows
-            .iter()
-            .map(|r| r.id.as_str())
-            .filter(|id| !deliveries.iter().any(|d| d.entry_id == *id))
-            .collect();
-        if !deleted.is_empty() {
-            redis::cmd("XACK")
-                .arg(&key)
-                .arg(self.group())
-                .arg(&deleted)
-                .query_async::<Value>(&mut self.conn())
-                .await
-                .map_err(|e| self.error(&e, "XACK", topic))?;
-        }
-        Ok(deliveries)
+        let after = if after.is_empty() { "0-0" } else { after };
+        let value: Value = self
+            .retry_once(
+                "recover own pending (XPENDING+XCLAIM)",
+                topic,
+                |mut conn| {
+                    let mut invocation = steps::RECOVER.key(&key);
+                    invocation
+                        .arg(self.group())
+                        .arg(self.name())
+                        .arg(after)
+                        .arg(count.clamp(1, MAX_PAGE));
+                    async move { invocation.invoke_async(&mut conn).await }
+                },
+            )
+            .await?;
+        self.claimed(topic, value, "recover own pending")
     }
 
     async fn claim_idle(
@@ -221,94 +258,50 @@ impl StreamConsumer for RedisConsumer {
     ) -> CoreResult<Claimed> {
         let key = self.inner.keys.stream(topic);
         let cursor = if cursor.is_empty() { "0-0" } else { cursor };
-        let value: Value = redis::cmd("XAUTOCLAIM")
-            .arg(&key)
-            .arg(self.group())
-            .arg(self.name())
-            .arg(min_idle.as_millis() as u64)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(count.max(1))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.error(&e, "XAUTOCLAIM", topic))?;
-        let parts = reply::items(&value).ok_or_else(|| self.protocol("XAUTOCLAIM"))?;
-        let next_cursor = parts
-            .first()
-            .and_then(reply::text)
-            .ok_or_else(|| self.protocol("XAUTOCLAIM"))?;
-        let entries = parts
-            .get(1)
-            .and_then(reply::entries)
-            .ok_or_else(|| self.protocol("XAUTOCLAIM"))?;
-        let mut deleted: Vec<EntryId> = match parts.get(2) {
-            Some(ids) => reply::items(ids)
-                .ok_or_else(|| self.protocol("XAUTOCLAIM"))?
-                .iter()
-                .filter_map(reply::text)
-                .collect(),
-            None => Vec::new(),
-        };
-        // Older servers return deleted entries as nil fields instead.
-        deleted.extend(
-            entries
-                .iter()
-                .filter(|e| e.fields.is_none())
-                .map(|e| e.id.clone()),
-        );
-
-        let mut pipe = redis::pipe();
-        if !deleted.is_empty() {
-            pipe.cmd("XACK")
-                .arg(&key)
-                .arg(self.group())
-                .arg(&deleted)
-                .ignore();
-        }
-        let claimed: Vec<&RawEntry> = entries.iter().filter(|e| e.fields.is_some()).collect();
-        if let (Some(first), Some(last)) = (claimed.first(), claimed.last()) {
-            pipe.cmd("XPENDING")
-                .arg(&key)
-                .arg(self.group())
-                .arg(&first.id)
-                .arg(&last.id)
-                .arg(claimed.len())
-                .arg(self.name());
-        }
-        let mut counts: HashMap<String, u32> = HashMap::new();
-        if !pipe.is_empty() {
-            let values: Vec<Value> = pipe
-                .query_async(&mut self.conn())
-                .await
-                .map_err(|e| self.error(&e, "XACK/XPENDING", topic))?;
-            if let Some(rows) = values.first().and_then(reply::pending_rows) {
-                counts.extend(rows.into_iter().map(|r| (r.id, r.deliveries)));
-            }
-        }
-        let deliveries = entries
-            .into_iter()
-            .filter_map(|e| {
-                let count = counts.get(&e.id).copied().unwrap_or(1);
-                Self::delivery(topic, e, count)
+        let value: Value = self
+            .retry_once("XAUTOCLAIM", topic, |mut conn| {
+                let mut invocation = steps::CLAIM.key(&key);
+                invocation
+                    .arg(self.group())
+                    .arg(self.name())
+                    .arg(min_idle.as_millis() as u64)
+                    .arg(cursor)
+                    .arg(count.clamp(1, MAX_PAGE));
+                async move { invocation.invoke_async(&mut conn).await }
             })
-            .collect();
-        Ok(Claimed {
-            deliveries,
-            deleted,
-            next_cursor,
-        })
+            .await?;
+        self.claimed(topic, value, "XAUTOCLAIM")
+    }
+
+    async fn renew(&self, topic: &Topic, ids: &[EntryId]) -> CoreResult<Vec<EntryId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.inner.keys.stream(topic);
+        let mut lost = Vec::new();
+        for chunk in ids.chunks(MAX_PAGE) {
+            let value: Value = self
+                .retry_once("renew (XCLAIM JUSTID)", topic, |mut conn| {
+                    let mut invocation = steps::RENEW.key(&key);
+                    invocation.arg(self.group()).arg(self.name()).arg(chunk);
+                    async move { invocation.invoke_async(&mut conn).await }
+                })
+                .await?;
+            let ids = reply::items(&value).ok_or_else(|| self.protocol("renew"))?;
+            lost.extend(ids.iter().filter_map(reply::text));
+        }
+        Ok(lost)
     }
 
     async fn redeliver(&self, topic: &Topic, id: &str) -> CoreResult<Option<Delivery>> {
         let key = self.inner.keys.stream(topic);
-        let value: Value = scripts::REDELIVER
-            .key(&key)
-            .arg(self.group())
-            .arg(self.name())
-            .arg(id)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.error(&e, "redeliver (XCLAIM)", topic))?;
+        let value: Value = self
+            .retry_once("redeliver (XCLAIM)", topic, |mut conn| {
+                let mut invocation = scripts::REDELIVER.key(&key);
+                invocation.arg(self.group()).arg(self.name()).arg(id);
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
         if matches!(value, Value::Nil) {
             return Ok(None);
         }
@@ -340,10 +333,12 @@ impl StreamConsumer for RedisConsumer {
         if pipe.is_empty() {
             return Ok(());
         }
-        pipe.query_async::<()>(&mut self.conn()).await.map_err(|e| {
-            let topic = acks.first().map(|(t, _)| t.clone()).unwrap_or(Topic::All);
-            self.error(&e, "XACK", &topic)
+        let topic = acks.first().map(|(t, _)| t.clone()).unwrap_or(Topic::All);
+        self.retry_once("XACK", &topic, |mut conn| {
+            let pipe = &pipe;
+            async move { pipe.query_async::<()>(&mut conn).await }
         })
+        .await
     }
 
     async fn dead_letter(
@@ -354,21 +349,23 @@ impl StreamConsumer for RedisConsumer {
     ) -> CoreResult<()> {
         let key = self.inner.keys.stream(topic);
         let dlq = self.inner.keys.dead_letters(self.group());
-        scripts::DEAD_LETTER
-            .key(&key)
-            .key(&dlq)
-            .arg(self.group())
-            .arg(id)
-            .arg(&reason.consumer)
-            .arg(&reason.error)
-            .arg(reason.delivery_count)
-            .arg(codec::format_timestamp(now_seconds()))
-            .arg(&key)
-            .arg(self.inner.config.dead_letter_stream_maxlen())
-            .arg(self.name())
-            .invoke_async::<Value>(&mut self.conn())
-            .await
-            .map_err(|e| self.error(&e, "dead letter (XADD+XACK)", topic))?;
+        let at = codec::format_timestamp(now_seconds());
+        self.retry_once("dead letter (XADD+XACK)", topic, |mut conn| {
+            let mut invocation = scripts::DEAD_LETTER.key(&key);
+            invocation
+                .key(&dlq)
+                .arg(self.group())
+                .arg(id)
+                .arg(&reason.consumer)
+                .arg(&reason.error)
+                .arg(reason.delivery_count)
+                .arg(&at)
+                .arg(&key)
+                .arg(self.inner.config.dead_letter_stream_maxlen())
+                .arg(self.name());
+            async move { invocation.invoke_async::<Value>(&mut conn).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -378,13 +375,13 @@ impl StreamConsumer for RedisConsumer {
         idle: Duration,
     ) -> CoreResult<Vec<String>> {
         let key = self.inner.keys.stream(topic);
-        let value: Value = redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(&key)
-            .arg(self.group())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.error(&e, "XINFO CONSUMERS", topic))?;
+        let value: Value = self
+            .retry_once("XINFO CONSUMERS", topic, |mut conn| {
+                let mut cmd = redis::cmd("XINFO");
+                cmd.arg("CONSUMERS").arg(&key).arg(self.group());
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await?;
         let consumers = reply::items(&value).ok_or_else(|| self.protocol("XINFO CONSUMERS"))?;
         let mut removed = Vec::new();
         for consumer in consumers {
@@ -398,13 +395,13 @@ impl StreamConsumer for RedisConsumer {
             if pending != 0 || u128::try_from(idle_ms).unwrap_or(0) <= idle.as_millis() {
                 continue;
             }
-            let deleted: i64 = scripts::REMOVE_CONSUMER
-                .key(&key)
-                .arg(self.group())
-                .arg(&name)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(|e| self.error(&e, "XGROUP DELCONSUMER", topic))?;
+            let deleted: i64 = self
+                .retry_once("XGROUP DELCONSUMER", topic, |mut conn| {
+                    let mut invocation = scripts::REMOVE_CONSUMER.key(&key);
+                    invocation.arg(self.group()).arg(&name);
+                    async move { invocation.invoke_async(&mut conn).await }
+                })
+                .await?;
             if deleted == 1 {
                 removed.push(name);
             }

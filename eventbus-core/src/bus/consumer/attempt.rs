@@ -1,0 +1,341 @@
+//! One entry to its end: counting the delivery, the poison and malformed checks, then the
+//! handlers (each call bounded by `handler_timeout` and shielded from panics), retried with
+//! backoff until they succeed, the entry is dead-lettered, or the loop stops.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::holdings::{self, Renewal};
+use super::{acker, dead_letter, Job, Runner};
+use crate::bus::context::{Context, DeliveryInfo};
+use crate::bus::handler::ErasedHandler;
+use crate::bus::subscription::SubscriptionStats;
+use crate::envelope::Envelope;
+use crate::error::HandlerError;
+use crate::transport::{Delivery, Topic};
+
+/// Handles one delivery to the end: ack, dead letter, or left pending (lost, given back, or
+/// cancelled at shutdown).
+pub(super) async fn process(runner: &Arc<Runner>, job: Job) {
+    if runner.cancel.is_cancelled() {
+        // Shutting down before it started: it stays pending for a later delivery.
+        return;
+    }
+    let (topic, id) = (job.delivery.topic.clone(), job.delivery.entry_id.clone());
+    tokio::select! {
+        biased;
+        _ = runner.abandon.cancelled() => {
+            SubscriptionStats::add(&runner.stats.abandoned, 1);
+            tracing::warn!(topic = %topic, id = %id, "handler cancelled at shutdown; the entry stays pending");
+        }
+        _ = handle(runner, job) => {}
+    }
+}
+
+async fn handle(runner: &Arc<Runner>, job: Job) {
+    let Job {
+        delivery,
+        counted,
+        key,
+        generation,
+        _permit,
+    } = job;
+    let Delivery {
+        topic,
+        entry_id,
+        mut delivery_count,
+        event,
+    } = delivery;
+    let settle = Settle {
+        runner,
+        topic: &topic,
+        id: &entry_id,
+        key: &key,
+        generation,
+    };
+
+    let event = match event
+        .map_err(|m| m.reason)
+        .and_then(|e| check_type(&topic, e))
+    {
+        Ok(event) => Arc::new(event),
+        Err(reason) => {
+            tracing::warn!(topic = %topic, id = %entry_id, reason = %reason, "malformed entry; dead-lettering");
+            settle
+                .dead_letter(format!("malformed entry: {reason}"), delivery_count)
+                .await;
+            return;
+        }
+    };
+
+    // Deliveries that ended without a verdict (the consumer crashed, was killed or hung)
+    // count like failed attempts: an entry that kills its consumer can't loop forever.
+    let attempts_before = if counted {
+        delivery_count.saturating_sub(1)
+    } else {
+        delivery_count
+    };
+    if attempts_before >= runner.options.max_deliveries {
+        SubscriptionStats::add(&runner.stats.poison, 1);
+        settle
+            .dead_letter(
+                format!(
+                    "delivered {attempts_before} times without a verdict (max_deliveries {}): \
+                     the consumers handling it crashed, were killed or hung",
+                    runner.options.max_deliveries
+                ),
+                attempts_before,
+            )
+            .await;
+        return;
+    }
+
+    // Make sure the entry is still ours before a handler starts; count the attempt of a
+    // recovered or claimed entry.
+    let held = if counted {
+        settle.confirm().await
+    } else {
+        settle.count_attempt().await
+    };
+    match held {
+        Hold::Held(count) => delivery_count = count.unwrap_or(delivery_count),
+        Hold::Lost => {
+            runner.count_unhandled();
+            return;
+        }
+        Hold::Stopped => return, // shutting down: stays pending
+    }
+    if runner.handler_acks {
+        // The handlers acknowledge it themselves, atomically with their writes and only
+        // while it is this consumer's: from here on a renewal can't tell a loss from that.
+        runner.holdings().set_settling(&key, generation, true);
+    }
+
+    let Some(handlers) = runner.handlers.get(&topic).cloned() else {
+        SubscriptionStats::add(&runner.stats.skipped, 1);
+        runner.count_unhandled();
+        acker::ack(runner, topic, entry_id, key, generation);
+        return;
+    };
+
+    let mut done = vec![false; handlers.len()];
+    loop {
+        let info = Arc::new(DeliveryInfo {
+            topic: topic.clone(),
+            entry_id: entry_id.clone(),
+            delivery_count,
+            group: runner.spec.group.clone(),
+            consumer: runner.spec.consumer.clone(),
+        });
+        let ctx = Context::new(runner.bus.clone(), event.clone(), info);
+        let mut failure: Option<HandlerError> = None;
+        for (i, handler) in handlers.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
+            match call(runner, handler, event.clone(), ctx.clone()).await {
+                Ok(()) => done[i] = true,
+                Err(e) if e.is_abandon() => {
+                    failure = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    SubscriptionStats::add(&runner.stats.failed_attempts, 1);
+                    tracing::warn!(
+                        topic = %topic, id = %entry_id, event_type = %event.event_type,
+                        attempt = delivery_count, error = %e, "handler failed"
+                    );
+                    let permanent = failure.as_ref().is_some_and(HandlerError::is_permanent)
+                        || e.is_permanent();
+                    failure = Some(if permanent { e.into_permanent() } else { e });
+                }
+            }
+        }
+        let Some(failure) = failure else {
+            SubscriptionStats::add(&runner.stats.handled, 1);
+            if runner.handler_acks {
+                SubscriptionStats::add(&runner.stats.acked, 1);
+                runner.holdings().release(&key, generation);
+            } else {
+                acker::ack(runner, topic, entry_id, key, generation);
+            }
+            return;
+        };
+        if failure.is_abandon() {
+            // Given back: stays pending, delivered again after a restart or a reclaim.
+            tracing::info!(topic = %topic, id = %entry_id, reason = %failure, "entry given back");
+            runner.holdings().release(&key, generation);
+            runner.count_unhandled();
+            return;
+        }
+        if failure.is_permanent() || delivery_count >= runner.options.max_deliveries {
+            settle.dead_letter(failure.message(), delivery_count).await;
+            return;
+        }
+        let delay = runner.options.retry_backoff.delay(delivery_count);
+        tokio::select! {
+            _ = runner.cancel.cancelled() => return, // stays pending; redelivered later
+            _ = tokio::time::sleep(delay) => {}
+        }
+        let sent = Instant::now();
+        match runner.consumer.redeliver(&topic, &entry_id).await {
+            Ok(Some(again)) => {
+                delivery_count = again.delivery_count;
+                runner
+                    .holdings()
+                    .renewed(&key, generation, sent + runner.options.claim_idle);
+            }
+            Ok(None) => {
+                // Acknowledged or claimed elsewhere meanwhile.
+                runner.holdings().release(&key, generation);
+                runner.count_unhandled();
+                return;
+            }
+            Err(e) => {
+                SubscriptionStats::add(&runner.stats.transport_errors, 1);
+                tracing::warn!(topic = %topic, id = %entry_id, error = %e, "cannot redeliver for retry; left pending for reclaim");
+                runner.holdings().release(&key, generation);
+                runner.count_unhandled();
+                return;
+            }
+        }
+    }
+}
+
+/// An entry read from a type's stream must be of that type: anything else landed there by
+/// mistake (or malice) and would reach handlers of the wrong type.
+fn check_type(topic: &Topic, event: Envelope<Value>) -> Result<Envelope<Value>, String> {
+    match topic {
+        Topic::Type(expected) if event.event_type != *expected => Err(format!(
+            "event_type `{}` on the stream of `{expected}`",
+            event.event_type
+        )),
+        _ => Ok(event),
+    }
+}
+
+/// Whether an entry is still this consumer's before its handler starts.
+enum Hold {
+    /// Held, with its delivery count when this check counted the attempt.
+    Held(Option<u32>),
+    /// Another consumer has it: neither start nor acknowledge it.
+    Lost,
+    /// Stopping while the server could not be asked: it stays pending.
+    Stopped,
+}
+
+/// The entry being settled, with its place in the holdings.
+struct Settle<'a> {
+    runner: &'a Runner,
+    topic: &'a Topic,
+    id: &'a str,
+    key: &'a super::InflightKey,
+    generation: u64,
+}
+
+impl Settle<'_> {
+    async fn dead_letter(&self, error: String, delivery_count: u32) {
+        self.runner
+            .holdings()
+            .set_settling(self.key, self.generation, true);
+        dead_letter::dead_letter(self.runner, self.topic, self.id, error, delivery_count).await;
+        self.runner.holdings().release(self.key, self.generation);
+    }
+
+    /// Confirms the hold of a freshly read entry, renewing it when stale.
+    async fn confirm(&self) -> Hold {
+        let mut failures = 0;
+        loop {
+            let until = self.runner.holdings().until(self.key, self.generation);
+            match until {
+                None => return Hold::Lost,
+                Some(until) if holdings::is_fresh(until, self.runner.options.claim_idle) => {
+                    return Hold::Held(None)
+                }
+                Some(_) => {}
+            }
+            let entry = [(self.key.clone(), self.generation, self.id.to_owned())];
+            match holdings::renew(self.runner, self.topic, &entry).await {
+                Ok(r) if matches!(r.first(), Some(Renewal::Held)) => return Hold::Held(None),
+                Ok(_) => return Hold::Lost,
+                Err(e) => {
+                    failures += 1;
+                    if !self.transport_error(&e, failures).await {
+                        return Hold::Stopped;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts the attempt on a recovered or claimed entry (which also renews its hold).
+    async fn count_attempt(&self) -> Hold {
+        let mut failures = 0;
+        loop {
+            let sent = Instant::now();
+            match self.runner.consumer.redeliver(self.topic, self.id).await {
+                Ok(Some(d)) => {
+                    self.runner.holdings().renewed(
+                        self.key,
+                        self.generation,
+                        sent + self.runner.options.claim_idle,
+                    );
+                    return Hold::Held(Some(d.delivery_count));
+                }
+                Ok(None) => {
+                    self.runner.holdings().release(self.key, self.generation);
+                    SubscriptionStats::add(&self.runner.stats.lost, 1);
+                    return Hold::Lost;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if !self.transport_error(&e, failures).await {
+                        return Hold::Stopped;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Backs off after a failed ownership check; `false` when stopping meanwhile.
+    async fn transport_error(&self, e: &crate::Error, failures: u32) -> bool {
+        SubscriptionStats::add(&self.runner.stats.transport_errors, 1);
+        let delay = self.runner.options.reconnect_backoff.delay(failures);
+        tracing::warn!(topic = %self.topic, id = self.id, error = %e, ?delay, "cannot confirm the entry is still held; retrying before its handler starts");
+        tokio::select! {
+            _ = self.runner.cancel.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+/// Calls one handler, turning a panic or a timeout into a failure.
+async fn call(
+    runner: &Runner,
+    handler: &ErasedHandler,
+    event: Arc<Envelope<Value>>,
+    ctx: Context,
+) -> Result<(), HandlerError> {
+    let limit = runner.options.handler_timeout;
+    let outcome = crate::panic::catch(|| {
+        let fut = handler(event, ctx);
+        async move {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                    Err(HandlerError::retryable(format!(
+                        "handler timed out after {limit:?}"
+                    )))
+                }),
+                None => fut.await,
+            }
+        }
+    })
+    .await;
+    outcome.unwrap_or_else(|panic| {
+        Err(HandlerError::retryable(format!(
+            "handler panicked: {panic}"
+        )))
+    })
+}

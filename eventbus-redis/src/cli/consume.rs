@@ -1,0 +1,157 @@
+//! `eventbus consume`: print a group's events as JSON lines, acknowledging each once printed.
+//!
+//! When stdout is closed (`| head -n 3`) the entry that could not be printed is abandoned
+//! ([`HandlerError::abandon`]: it stays pending for the group, is neither retried nor
+//! dead-lettered) and consumption stops; what was not read stays unread for the group.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use eventbus_core::bus::default_consumer_name;
+use eventbus_core::{Context, Envelope, EventBus, HandlerError, OrderBy, StartFrom};
+use eventbus_redis::{group_for_service, RedisTransport};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::{event_line, print_line, CliError, CliResult};
+
+#[derive(Args)]
+pub(crate) struct ConsumeArgs {
+    /// The service whose group (`{service}-consumers`) to consume in.
+    #[arg(long)]
+    service: String,
+    /// Event types to consume.
+    #[arg(long = "type", required_unless_present = "all", conflicts_with = "all")]
+    types: Vec<String>,
+    /// Consume the global stream (every event).
+    #[arg(long)]
+    all: bool,
+    /// A new group starts at the beginning of the stream instead of at new events.
+    #[arg(long)]
+    from_beginning: bool,
+    /// Exit after this many events (1 or more).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Reclaim entries other consumers left pending longer than this.
+    #[arg(long, default_value_t = 30_000)]
+    claim_idle_ms: u64,
+    /// Consumer name (default: `{service}-cli-{hostname}`, stable across runs).
+    #[arg(long)]
+    consumer: Option<String>,
+}
+
+/// Why the handler asked consumption to stop.
+#[derive(Default)]
+struct Stop {
+    notify: Notify,
+    error: Mutex<Option<CliError>>,
+}
+
+impl Stop {
+    fn fail(&self, error: CliError) {
+        if let Ok(mut slot) = self.error.lock() {
+            slot.get_or_insert(error);
+        }
+        self.notify.notify_one();
+    }
+
+    fn take_error(&self) -> Option<CliError> {
+        self.error.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+pub(crate) async fn run(transport: RedisTransport, args: ConsumeArgs) -> CliResult {
+    let bus = EventBus::new(transport, args.service.clone());
+    let printed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(Stop::default());
+    let limit = args.count;
+    let handler = {
+        let (printed, stop) = (printed.clone(), stop.clone());
+        move |e: Envelope<Value>, ctx: Context| {
+            let (printed, stop) = (printed.clone(), stop.clone());
+            async move {
+                if let Err(error) = print_line(&event_line(&ctx.delivery().entry_id, &e)) {
+                    let message = format!("cannot print the event: {error}");
+                    stop.fail(error);
+                    return Err(HandlerError::abandon(message));
+                }
+                let n = printed.fetch_add(1, Ordering::SeqCst) + 1;
+                if limit.is_some_and(|limit| n >= limit) {
+                    stop.notify.notify_one();
+                }
+                Ok(())
+            }
+        }
+    };
+    let consumer = args
+        .consumer
+        .clone()
+        .unwrap_or_else(|| default_consumer_name(&format!("{}-cli", args.service)));
+    let mut builder = bus
+        .subscribe()
+        .consumer_name(consumer)
+        .start_from(if args.from_beginning {
+            StartFrom::Beginning
+        } else {
+            StartFrom::New
+        })
+        .claim_idle(Duration::from_millis(args.claim_idle_ms))
+        .order_by(OrderBy::Stream)
+        .concurrency(1)
+        .configure(|o| {
+            o.limit = limit;
+            o.claim_interval = Duration::from_millis(args.claim_idle_ms.clamp(50, 5_000));
+            o.block = Duration::from_millis(500);
+        });
+    if args.all {
+        builder = builder.on_all(handler);
+    } else {
+        for t in &args.types {
+            builder = builder.on_raw(t.clone(), handler.clone());
+        }
+    }
+    let subscription = builder.start().await?;
+    eprintln!(
+        "eventbus: consuming as `{}` in group `{}`",
+        args.consumer.as_deref().unwrap_or("(default name)"),
+        group_for_service(&args.service)
+    );
+    tokio::select! {
+        _ = stop.notify.notified() => {}
+        _ = shutdown_signal() => eprintln!("eventbus: stopping"),
+    }
+    subscription.shutdown().await?;
+    eprintln!(
+        "eventbus: {} events consumed",
+        printed.load(Ordering::SeqCst)
+    );
+    match stop.take_error() {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

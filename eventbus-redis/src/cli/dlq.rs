@@ -1,0 +1,115 @@
+//! `eventbus dlq list|replay|purge`: a group's dead letters.
+
+use clap::{Args, Subcommand};
+use eventbus_core::transport::{DeadLetter, StreamTransport};
+use eventbus_core::EntryId;
+use eventbus_redis::{group_for_service, RedisTransport};
+use serde_json::{json, Value};
+
+use super::{event_line, print_line, print_text, CliResult};
+
+#[derive(Subcommand)]
+pub(crate) enum DlqAction {
+    /// List dead letters, oldest first.
+    List(DlqArgs),
+    /// Re-publish dead letters to their origin streams, byte for byte, and remove them.
+    Replay(DlqArgs),
+    /// Delete dead letters.
+    Purge(DlqArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct DlqArgs {
+    /// The service whose group's dead letters to act on.
+    #[arg(long)]
+    service: String,
+    /// Only this dead letter (repeatable); default: all.
+    #[arg(long)]
+    id: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// At most this many (list only).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+impl DlqArgs {
+    fn ids(&self) -> Option<Vec<EntryId>> {
+        (!self.id.is_empty()).then(|| self.id.clone())
+    }
+}
+
+pub(crate) async fn run(transport: RedisTransport, action: DlqAction) -> CliResult {
+    match action {
+        DlqAction::List(args) => list(transport, args).await,
+        DlqAction::Replay(args) => {
+            let group = group_for_service(&args.service);
+            let n = transport
+                .replay_dead_letters(&group, args.ids().as_deref())
+                .await?;
+            report(args.json, "replayed", n)
+        }
+        DlqAction::Purge(args) => {
+            let group = group_for_service(&args.service);
+            let n = transport
+                .purge_dead_letters(&group, args.ids().as_deref())
+                .await?;
+            report(args.json, "purged", n)
+        }
+    }
+}
+
+fn report(json: bool, verb: &str, n: usize) -> CliResult {
+    if json {
+        print_line(&json!({ verb: n }))
+    } else {
+        print_text(format_args!("{verb} {n}"))
+    }
+}
+
+async fn list(transport: RedisTransport, args: DlqArgs) -> CliResult {
+    let group = group_for_service(&args.service);
+    let mut letters = transport.dead_letters(&group, args.limit).await?;
+    if let Some(ids) = args.ids() {
+        letters.retain(|d| ids.contains(&d.id));
+    }
+    if args.json {
+        for d in &letters {
+            print_line(&dead_letter_json(d))?;
+        }
+        return Ok(());
+    }
+    for d in &letters {
+        print_text(format_args!(
+            "{}  {}:{}  {} deliveries  {}  {}",
+            d.id,
+            d.origin_topic,
+            d.origin_id,
+            d.reason.delivery_count,
+            d.event
+                .as_ref()
+                .map_or("(undecodable)", |e| e.event_type.as_str()),
+            d.reason.error
+        ))?;
+    }
+    eprintln!("eventbus: {} dead letters in {group}", letters.len());
+    Ok(())
+}
+
+/// A dead letter as JSON. `fields` shows bytes that are not UTF-8 as U+FFFD; replay copies
+/// the stored bytes, not these.
+fn dead_letter_json(d: &DeadLetter) -> Value {
+    json!({
+        "id": d.id,
+        "origin_stream": d.origin_topic.to_string(),
+        "origin_id": d.origin_id,
+        "group": d.group,
+        "consumer": d.reason.consumer,
+        "error": d.reason.error,
+        "delivery_count": d.reason.delivery_count,
+        "dead_lettered_at": d.dead_lettered_at,
+        "event": d.event.as_ref().map(|e| event_line(&d.origin_id, e)),
+        "fields": d.fields.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,106 @@
+//! The `eventbus` command line: arguments, connecting, and one module per command.
+
+mod consume;
+mod dlq;
+mod lag;
+mod output;
+mod publish;
+mod saga;
+mod tail;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use eventbus_redis::{RedisConfig, RedisTransport, DEFAULT_URL};
+
+pub(crate) use output::{event_line, print_line, print_text, CliError, CliResult};
+
+#[derive(Parser)]
+#[command(
+    name = "eventbus",
+    version,
+    about = "Inspect and drive an eventbus on Redis"
+)]
+struct Cli {
+    /// Redis URL (`redis://[user:password@]host:port/db`, `rediss://` for TLS); unset or
+    /// empty: `redis://127.0.0.1:6379`. Percent-encode `#`, `/`, `?` and `@` in a password.
+    #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
+    url: Option<String>,
+    /// Trust the certificate authorities in this PEM file for `rediss://` (a private CA).
+    /// Default: `REDIS_TLS_CA_FILE`, else `SSL_CERT_FILE`, else the webpki roots.
+    #[arg(long, global = true, value_name = "PEM")]
+    tls_ca_file: Option<PathBuf>,
+    /// Key namespace.
+    #[arg(long, global = true, default_value = "eventbus")]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish one event; prints its entry id in its type's stream.
+    Publish(publish::PublishArgs),
+    /// Consume events as a member of a service's consumer group, printing one JSON line per
+    /// event and acknowledging it after printing.
+    Consume(consume::ConsumeArgs),
+    /// Lag, pending entries and consumers of every stream and group.
+    Lag(lag::LagArgs),
+    /// Dead letters of a service's group.
+    Dlq {
+        #[command(subcommand)]
+        action: dlq::DlqAction,
+    },
+    /// Saga state and history by id, and sagas by state.
+    Saga(saga::SagaArgs),
+    /// Follow a stream without a consumer group, printing events as JSON lines.
+    Tail(tail::TailArgs),
+}
+
+/// Parses the arguments, runs the command and reports how it went.
+pub(crate) async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) | Err(CliError::OutputClosed) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("eventbus: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CliResult {
+    // Checked before connecting: nothing is sent for an event consumers would reject.
+    if let Command::Publish(args) = &cli.command {
+        args.check()?;
+    }
+    let transport = connect(&cli).await?;
+    match cli.command {
+        Command::Publish(args) => publish::run(transport, args).await,
+        Command::Consume(args) => consume::run(transport, args).await,
+        Command::Lag(args) => lag::run(transport, args).await,
+        Command::Dlq { action } => dlq::run(transport, action).await,
+        Command::Saga(args) => saga::run(transport, args).await,
+        Command::Tail(args) => tail::run(transport, args).await,
+    }
+}
+
+/// The configuration of the global options.
+fn config(cli: &Cli) -> CliResult<RedisConfig> {
+    let url = cli
+        .url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .unwrap_or(DEFAULT_URL);
+    let config = RedisConfig::new(url)?.namespace(cli.namespace.clone());
+    Ok(match &cli.tls_ca_file {
+        Some(path) => config.tls_ca_file(path)?,
+        None => config.tls_ca_from_env()?,
+    })
+}
+
+async fn connect(cli: &Cli) -> CliResult<RedisTransport> {
+    Ok(RedisTransport::connect(config(cli)?).await?)
+}

@@ -1,0 +1,139 @@
+//! `eventbus publish`: one event, checked the way consumers will read it.
+
+use clap::Args;
+use eventbus_core::{Envelope, EventBus};
+use eventbus_redis::RedisTransport;
+use serde_json::Value;
+
+use super::{print_text, CliResult};
+
+#[derive(Args)]
+pub(crate) struct PublishArgs {
+    /// Event type, e.g. `OrderCreated` (not empty, not `all`, no `cmd:` or `reply:` prefix).
+    event_type: String,
+    /// The payload: a JSON object.
+    data: String,
+    /// Producing service.
+    #[arg(long, default_value = "eventbus-cli")]
+    source: String,
+    /// Correlation id (default: none).
+    #[arg(long)]
+    correlation_id: Option<String>,
+    /// Causation id (default: none).
+    #[arg(long)]
+    causation_id: Option<String>,
+    /// Schema version of the payload (1 or more).
+    #[arg(long, default_value_t = 1)]
+    schema_version: u32,
+}
+
+impl PublishArgs {
+    /// Refuses what consumers would dead-letter, or what would land in another stream than
+    /// the event type's.
+    pub(crate) fn check(&self) -> CliResult {
+        check_event_type(&self.event_type)?;
+        if self.schema_version == 0 {
+            return Err(
+                "the schema version must be 1 or more (consumers dead-letter version 0)".into(),
+            );
+        }
+        self.data()?;
+        Ok(())
+    }
+
+    fn data(&self) -> CliResult<Value> {
+        let data: Value = serde_json::from_str(&self.data)
+            .map_err(|e| format!("the event data is not valid JSON: {e}"))?;
+        if !data.is_object() {
+            return Err(
+                format!("the event data must be a JSON object, not {}", kind(&data)).into(),
+            );
+        }
+        Ok(data)
+    }
+}
+
+/// An event type names its stream `{ns}:stream:{type}`: some names are other streams.
+fn check_event_type(event_type: &str) -> CliResult {
+    if event_type.trim().is_empty() {
+        return Err("the event type is empty".into());
+    }
+    if event_type == "all" {
+        return Err("`all` is the global stream, not an event type".into());
+    }
+    for (prefix, what) in [("cmd:", "command"), ("reply:", "reply")] {
+        if event_type.starts_with(prefix) {
+            return Err(format!(
+                "an event type starting with `{prefix}` would land in a {what} stream"
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+pub(crate) async fn run(transport: RedisTransport, args: PublishArgs) -> CliResult {
+    let data = args.data()?;
+    let mut envelope = Envelope::new(
+        args.event_type,
+        args.schema_version,
+        args.source.clone(),
+        data,
+    );
+    envelope.correlation_id = args.correlation_id;
+    envelope.causation_id = args.causation_id;
+    let bus = EventBus::new(transport, args.source);
+    let ids = bus.publish_raw(&[envelope]).await?;
+    let id = ids.first().ok_or("the server returned no entry id")?;
+    print_text(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(event_type: &str, data: &str, schema_version: u32) -> PublishArgs {
+        PublishArgs {
+            event_type: event_type.to_owned(),
+            data: data.to_owned(),
+            source: "test".to_owned(),
+            correlation_id: None,
+            causation_id: None,
+            schema_version,
+        }
+    }
+
+    fn refusal(event_type: &str, data: &str, schema_version: u32) -> String {
+        match args(event_type, data, schema_version).check() {
+            Ok(()) => panic!("{event_type} {data} v{schema_version} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn refuses_what_consumers_reject_or_what_lands_elsewhere() {
+        assert!(args("OrderCreated", r#"{"id":1}"#, 1).check().is_ok());
+        assert!(args("Order.Created-v2", "{}", 7).check().is_ok());
+        assert!(refusal("", "{}", 1).contains("empty"));
+        assert!(refusal("  ", "{}", 1).contains("empty"));
+        assert!(refusal("all", "{}", 1).contains("global stream"));
+        assert!(refusal("cmd:billing", "{}", 1).contains("command stream"));
+        assert!(refusal("reply:abc", "{}", 1).contains("reply stream"));
+        assert!(refusal("X", "{}", 0).contains("schema version"));
+        assert!(refusal("X", "[1]", 1).contains("not an array"));
+        assert!(refusal("X", "3", 1).contains("not a number"));
+        assert!(refusal("X", "null", 1).contains("not null"));
+        assert!(refusal("X", "{nope", 1).contains("not valid JSON"));
+    }
+}

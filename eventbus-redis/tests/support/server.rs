@@ -1,0 +1,93 @@
+//! A `redis-server` of a test's own (ACL users, TLS), on a free port in 7100–7199, stopped by
+//! pid when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// The next port to try; each test binary walks the range from a different start.
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A free port in 7100–7199 (a listener bound and dropped).
+pub fn free_port() -> u16 {
+    if NEXT_PORT.load(Ordering::SeqCst) == 0 {
+        let start = 7100 + (std::process::id() % 100) as u16;
+        let _ = NEXT_PORT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    for _ in 0..100 {
+        let n = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        let port = 7100 + (n - 7100) % 100;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 7100–7199");
+}
+
+/// A temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("cli-{what}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A private server: persistence off, `args` added.
+pub struct PrivateServer {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl PrivateServer {
+    /// Starts `redis-server --port <port> …args` and waits until `port_to_wait` accepts
+    /// connections (the TLS port of a TLS server).
+    pub fn start(port: u16, args: &[&str], port_to_wait: u16) -> Self {
+        let dir = TempDir::new("redis");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("these tests run `redis-server`, which must be on the PATH");
+        let server = PrivateServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port_to_wait)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not open port {port_to_wait}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
