@@ -61,9 +61,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// a script that checks the lease). A standby checks the lease every
 /// third of its time to live and takes over when it is released (graceful shutdown) or
 /// lapses (the active instance died); it first adopts every entry its predecessor left
-/// pending, so those are applied before anything newer (an instance holds at most one read
-/// batch: `prefetch` is capped at `batch_size`, so the successor's first read takes them all
-/// back).
+/// pending, so those are applied before anything newer, and in the order the predecessor
+/// would have applied them (an instance holds at most one read batch: `prefetch` is capped
+/// at `batch_size`; the successor recovers them stream by stream, as a batch is read).
 pub struct ProjectionRunner {
     bus: EventBus,
     models: ReadModels,
@@ -168,8 +168,8 @@ impl ProjectionRunner {
     /// the projection's lease, otherwise as a standby that takes over when the lease is
     /// released or lapses (see [One active instance per group](Self#one-active-instance-per-group)).
     pub async fn start(mut self) -> Result<RunningProjection> {
-        // A successor takes back what this instance leaves pending in one read batch, before
-        // reading anything newer: never hold more than a batch.
+        // A successor recovers what this instance leaves pending stream by stream, which is
+        // the order of one read batch, not of several: never hold more than a batch.
         self.options.prefetch = self.options.prefetch.min(self.options.batch_size);
         let token = format!("{}:{}", self.options.consumer, crate::envelope::new_id());
         let lease = Lease {
