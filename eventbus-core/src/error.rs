@@ -98,6 +98,18 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+
+    /// A projection's writes cannot be applied to the stored read model (a key of another
+    /// type, an increment of a field that is not an integer). Nothing was written; the entry
+    /// is dead-lettered. Permanent until the stored data is fixed (then replay the dead
+    /// letter).
+    #[error("cannot write read model `{key}`: {reason}")]
+    ReadModelWrite {
+        /// The read model's key.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -116,7 +128,8 @@ impl Error {
             | Error::Config(_)
             | Error::InvalidPattern { .. }
             | Error::Shutdown
-            | Error::ReadModel { .. } => false,
+            | Error::ReadModel { .. }
+            | Error::ReadModelWrite { .. } => false,
         }
     }
 }

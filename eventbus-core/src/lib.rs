@@ -84,7 +84,8 @@ pub use bus::{
 pub use cqrs::{
     Command, CommandBus, CommandClient, CommandContext, CommandError, CommandHandler,
     CommandHandlers, DispatchOptions, Dispatched, Emit, Emitted, NoRejection, Query, QueryBus,
-    QueryContext, QueryError, QueryHandler, QueryHandlers, Resources,
+    QueryContext, QueryError, QueryHandler, QueryHandlers, ReplyStreams, Resources,
+    DEFAULT_REPLY_TTL,
 };
 pub use dispatch::{EnvelopeHandler, Payload};
 pub use envelope::{EntryId, Envelope, Metadata};

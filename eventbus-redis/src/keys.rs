@@ -227,6 +227,13 @@ impl Keys {
         format!("{}:projection:{name}:rebuilt", self.namespace)
     }
 
+    /// The lease of a projection's live group: whoever holds it is the one instance that
+    /// applies the projection's events (`{ns}:projection:{name}:lease`, a string holding the
+    /// holder's token, with a time to live).
+    pub fn projection_lease(&self, name: &str) -> String {
+        format!("{}:projection:{name}:lease", self.namespace)
+    }
+
     /// The prefix of a rebuild's shadow keys: `{ns}:projection:{name}:shadow:`, followed by
     /// the read-model key.
     pub fn projection_shadow_prefix(&self, name: &str) -> String {

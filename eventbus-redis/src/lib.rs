@@ -59,6 +59,7 @@ pub mod config;
 pub mod consumer;
 pub mod error;
 pub mod event_store;
+mod fence;
 pub mod keys;
 pub mod pubsub;
 pub mod read_models;

@@ -3,14 +3,26 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use eventbus_core::projection::{Commit, CommitTarget, Committed, ReadModelStore, RebuildStep};
-use eventbus_core::transport::Topic;
+use eventbus_core::transport::{ConsumerSpec, StreamConsumer, Topic};
 use eventbus_core::{Error as CoreError, Result as CoreResult};
 use redis::Cmd;
 
+use crate::fence::FencedConsumer;
+use crate::reply;
 use crate::scripts;
+
+/// The keys `PROJECT` takes before the read-model keys.
+const PROJECT_FIXED_KEYS: usize = 5;
+
+/// Reads of a rebuild's key registry before giving up on one that keeps changing.
+const REGISTRY_ATTEMPTS: usize = 10;
+
+/// Entries one `XAUTOCLAIM` moves when a new lease holder adopts what is pending.
+const ADOPT_PAGE: usize = 100;
 use crate::transport::{Inner, RedisTransport};
 
 /// The Redis read-model store of a [`RedisTransport`] (same server, namespace and
@@ -24,10 +36,15 @@ use crate::transport::{Inner, RedisTransport};
 /// the namespace (see [`Keys`](crate::Keys)).
 ///
 /// Each commit is one Lua script: it writes only while the entry is pending for the
-/// committing consumer, then applies the writes, advances the checkpoint, records the keys
-/// and acknowledges the entry. A write Redis rejects (e.g. `HINCRBY` on a field holding
-/// text) fails the commit; the writes before it in that script stay (Redis has no
-/// rollback), so keep read-model keys to projections.
+/// committing consumer (and the projection's lease is held with the commit's token), then
+/// applies the writes, advances the checkpoint, records the keys and acknowledges the entry.
+/// All or nothing: before its first write the script checks that none can fail (the type of
+/// every key, that increments hit integers and don't overflow), so a write Redis would reject
+/// (e.g. `HINCRBY` on a field holding text) fails the commit with
+/// [`Error::ReadModelWrite`](eventbus_core::Error::ReadModelWrite) having changed nothing.
+/// Every key the script touches, read-model keys included, is declared in `KEYS`; so do the
+/// rebuild scripts, which are given the keys their registries list (read just before, and
+/// checked unchanged by the script).
 #[derive(Clone)]
 pub struct RedisReadModels {
     inner: Arc<Inner>,
@@ -67,6 +84,12 @@ impl RedisReadModels {
         format!("{}{key}", self.prefix)
     }
 
+    /// The members of a key registry (a set of read-model keys).
+    async fn members_of(&self, registry: &str) -> CoreResult<Vec<String>> {
+        self.query(redis::cmd("SMEMBERS").arg(registry), "SMEMBERS")
+            .await
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd, operation: &str) -> CoreResult<T> {
         cmd.query_async(&mut self.inner.conn.clone())
             .await
@@ -84,6 +107,17 @@ impl ReadModelStore for RedisReadModels {
         let keys = &self.inner.keys;
         let rebuild = commit.target == CommitTarget::Rebuild;
         let shadow = keys.projection_shadow_prefix(&commit.projection);
+        let stream = keys.stream(&commit.topic);
+        let mut invocation = scripts::PROJECT.prepare_invoke();
+        invocation
+            .key(&stream)
+            .key(keys.projection_checkpoint(&commit.projection, rebuild))
+            .key(keys.projection_rebuilt(&commit.projection))
+            .key(keys.projection_registry(&commit.projection, rebuild))
+            .key(keys.projection_lease(&commit.projection));
+        // Every key written is declared in KEYS (Redis Cluster routes by them); commands
+        // name their key by its index there.
+        let mut targets: Vec<String> = Vec::new();
         let mut commands: Vec<Vec<String>> = Vec::new();
         let mut written: Vec<String> = Vec::new();
         for op in &commit.ops {
@@ -93,9 +127,17 @@ impl ReadModelStore for RedisReadModels {
             } else {
                 own.clone()
             };
+            let index = match targets.iter().position(|t| *t == target) {
+                Some(i) => i,
+                None => {
+                    invocation.key(&target);
+                    targets.push(target);
+                    targets.len() - 1
+                }
+            };
             for mut c in op.to_commands() {
                 if c.len() > 1 {
-                    c[1] = target.clone();
+                    c[1] = (PROJECT_FIXED_KEYS + 1 + index).to_string();
                 }
                 commands.push(c);
             }
@@ -103,21 +145,16 @@ impl ReadModelStore for RedisReadModels {
                 written.push(own);
             }
         }
-        let stream = keys.stream(&commit.topic);
-        let mut invocation = scripts::PROJECT.prepare_invoke();
         invocation
-            .key(&stream)
-            .key(keys.projection_checkpoint(&commit.projection, rebuild))
-            .key(keys.projection_rebuilt(&commit.projection))
-            .key(keys.projection_registry(&commit.projection, rebuild))
             .arg(&commit.group)
             .arg(&commit.consumer)
             .arg(&commit.entry_id)
             .arg(field_of(&commit.topic))
             .arg(if rebuild { "0" } else { "1" })
+            .arg(commit.lease.as_deref().unwrap_or(""))
             .arg(json(&commands))
             .arg(json(&written));
-        let outcome: i64 = invocation
+        let outcome: redis::Value = invocation
             .invoke_async(&mut self.inner.conn.clone())
             .await
             .map_err(|e| {
@@ -127,11 +164,113 @@ impl ReadModelStore for RedisReadModels {
                     Some((&commit.topic.to_string(), &commit.group)),
                 )
             })?;
-        Ok(match outcome {
-            1 => Committed::Applied,
-            2 => Committed::Superseded,
-            _ => Committed::NotPending,
-        })
+        match outcome {
+            redis::Value::Int(1) => Ok(Committed::Applied),
+            redis::Value::Int(2) => Ok(Committed::Superseded),
+            redis::Value::Int(3) => Ok(Committed::LeaseLost),
+            redis::Value::Int(_) => Ok(Committed::NotPending),
+            refused => {
+                let parts = reply::items(&refused).unwrap_or(&[]);
+                let text = |i: usize| parts.get(i).and_then(reply::text).unwrap_or_default();
+                let key = text(1);
+                // Report the read model's own key, as the projection named it.
+                let key = key
+                    .strip_prefix(shadow.as_str())
+                    .unwrap_or(&key)
+                    .strip_prefix(self.prefix.as_str())
+                    .unwrap_or(&key)
+                    .to_owned();
+                Err(CoreError::ReadModelWrite {
+                    key,
+                    reason: text(2),
+                })
+            }
+        }
+    }
+
+    async fn lease(&self, projection: &str, token: &str, ttl: Duration) -> CoreResult<bool> {
+        let held: i64 = scripts::LEASE
+            .key(self.inner.keys.projection_lease(projection))
+            .arg(token)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .invoke_async(&mut self.inner.conn.clone())
+            .await
+            .map_err(|e| self.inner.server.error(&e, "EVALSHA (lease)", None))?;
+        Ok(held == 1)
+    }
+
+    async fn release_lease(&self, projection: &str, token: &str) -> CoreResult<()> {
+        scripts::RELEASE_LEASE
+            .key(self.inner.keys.projection_lease(projection))
+            .arg(token)
+            .invoke_async::<i64>(&mut self.inner.conn.clone())
+            .await
+            .map_err(|e| self.inner.server.error(&e, "EVALSHA (release lease)", None))?;
+        Ok(())
+    }
+
+    async fn fence(
+        &self,
+        consumer: Box<dyn StreamConsumer>,
+        spec: &ConsumerSpec,
+        projection: &str,
+        token: &str,
+    ) -> CoreResult<Box<dyn StreamConsumer>> {
+        let fenced = FencedConsumer::new(
+            self.inner.clone(),
+            consumer,
+            spec.clone(),
+            projection,
+            token,
+        )
+        .await?;
+        Ok(Box::new(fenced))
+    }
+
+    async fn adopt_pending(
+        &self,
+        group: &str,
+        consumer: &str,
+        topics: &[Topic],
+    ) -> CoreResult<u64> {
+        let mut moved = 0u64;
+        for topic in topics {
+            let stream = self.inner.keys.stream(topic);
+            let mut cursor = "0-0".to_owned();
+            loop {
+                let result = redis::cmd("XAUTOCLAIM")
+                    .arg(&stream)
+                    .arg(group)
+                    .arg(consumer)
+                    .arg(0)
+                    .arg(&cursor)
+                    .arg("COUNT")
+                    .arg(ADOPT_PAGE)
+                    .arg("JUSTID")
+                    .query_async::<redis::Value>(&mut self.inner.conn.clone())
+                    .await;
+                let page = match result {
+                    Ok(page) => page,
+                    // No group (yet) on this stream: nothing pending there.
+                    Err(e) if crate::error::has_code(&e, "NOGROUP") => break,
+                    Err(e) => return Err(self.inner.server.error(&e, "XAUTOCLAIM", None)),
+                };
+                // `[next cursor, ids]`, plus deleted ids since Redis 7.
+                let parts = reply::items(&page).unwrap_or(&[]);
+                let (Some(next), Some(ids)) = (
+                    parts.first().and_then(reply::text),
+                    parts.get(1).and_then(reply::items),
+                ) else {
+                    return Err(self.inner.server.protocol("XAUTOCLAIM", "unexpected reply"));
+                };
+                moved += ids.len() as u64;
+                if next == "0-0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(moved)
     }
 
     async fn hash(&self, key: &str) -> CoreResult<Option<BTreeMap<String, String>>> {
@@ -174,21 +313,41 @@ impl ReadModelStore for RedisReadModels {
         topics: &[Topic],
     ) -> CoreResult<()> {
         let keys = &self.inner.keys;
-        let mut invocation = scripts::BEGIN_REBUILD.prepare_invoke();
-        invocation
-            .key(keys.projection_registry(projection, true))
-            .key(keys.projection_checkpoint(projection, true));
-        for topic in topics {
-            invocation.key(keys.stream(topic));
+        let registry = keys.projection_registry(projection, true);
+        let shadow = keys.projection_shadow_prefix(projection);
+        // The script deletes the shadow keys the registry lists; they go in KEYS, so read
+        // the registry first (the script checks it is unchanged, else read again).
+        for _ in 0..REGISTRY_ATTEMPTS {
+            let members = self.members_of(&registry).await?;
+            let mut invocation = scripts::BEGIN_REBUILD.prepare_invoke();
+            invocation
+                .key(&registry)
+                .key(keys.projection_checkpoint(projection, true));
+            for topic in topics {
+                invocation.key(keys.stream(topic));
+            }
+            for k in &members {
+                invocation.key(k);
+            }
+            for k in &members {
+                invocation.key(format!("{shadow}{k}"));
+            }
+            invocation
+                .arg(rebuild_group)
+                .arg(topics.len())
+                .arg(members.len());
+            let done: i64 = invocation
+                .invoke_async(&mut self.inner.conn.clone())
+                .await
+                .map_err(|e| self.inner.server.error(&e, "EVALSHA (begin rebuild)", None))?;
+            if done == 1 {
+                return Ok(());
+            }
         }
-        invocation
-            .arg(rebuild_group)
-            .arg(keys.projection_shadow_prefix(projection));
-        invocation
-            .invoke_async::<i64>(&mut self.inner.conn.clone())
-            .await
-            .map_err(|e| self.inner.server.error(&e, "EVALSHA (begin rebuild)", None))?;
-        Ok(())
+        Err(self.inner.server.protocol(
+            "begin rebuild",
+            "the rebuild's key registry kept changing (is another rebuild running?)",
+        ))
     }
 
     async fn finish_rebuild(
@@ -198,19 +357,34 @@ impl ReadModelStore for RedisReadModels {
         topics: &[Topic],
     ) -> CoreResult<RebuildStep> {
         let keys = &self.inner.keys;
+        let registry = keys.projection_registry(projection, false);
+        let rebuild_registry = keys.projection_registry(projection, true);
+        let shadow = keys.projection_shadow_prefix(projection);
+        // Every key the swap touches goes in KEYS: read both registries first; the script
+        // checks they are unchanged (else it reports Behind, and the caller tries again).
+        let live = self.members_of(&registry).await?;
+        let rebuilt = self.members_of(&rebuild_registry).await?;
         let mut invocation = scripts::FINISH_REBUILD.prepare_invoke();
         invocation
             .key(keys.projection_checkpoint(projection, false))
             .key(keys.projection_checkpoint(projection, true))
-            .key(keys.projection_registry(projection, false))
-            .key(keys.projection_registry(projection, true))
+            .key(&registry)
+            .key(&rebuild_registry)
             .key(keys.projection_rebuilt(projection));
         for topic in topics {
             invocation.key(keys.stream(topic));
         }
+        for k in live.iter().chain(&rebuilt) {
+            invocation.key(k);
+        }
+        for k in &rebuilt {
+            invocation.key(format!("{shadow}{k}"));
+        }
         invocation
             .arg(rebuild_group)
-            .arg(keys.projection_shadow_prefix(projection));
+            .arg(topics.len())
+            .arg(live.len())
+            .arg(rebuilt.len());
         for topic in topics {
             invocation.arg(field_of(topic));
         }

@@ -9,7 +9,7 @@ use eventbus_core::transport::{
     StreamTransport, Topic,
 };
 use eventbus_core::{
-    EntryId, Envelope, Error as CoreError, Result as CoreResult, TransportErrorKind,
+    EntryId, Envelope, Error as CoreError, ReplyStreams, Result as CoreResult, TransportErrorKind,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Cmd, Value};
@@ -404,23 +404,35 @@ impl StreamTransport for RedisTransport {
         Ok(ids.into_iter().step_by(2).collect())
     }
 
+    /// Appends to `topic`'s stream. A reply stream ([`Topic::Replies`]) is never created
+    /// here (`XADD … NOMKSTREAM`): a reply to a client whose stream is gone (shut down, or
+    /// expired after its process died) is dropped, and only the ids of appended entries are
+    /// returned.
     async fn append(&self, topic: &Topic, entries: &[Envelope<Json>]) -> CoreResult<Vec<EntryId>> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
         let key = self.inner.keys.stream(topic);
         let maxlen = self.stream_maxlen(topic);
+        let existing_only = matches!(topic, Topic::Replies(_));
         let mut pipe = redis::Pipeline::with_capacity(entries.len());
         for entry in entries {
             let encoded = codec::Encoded::new(entry)?;
             let size = encoded.size() + key.len() + 64;
-            pipe.add_command(xadd(&key, maxlen, &encoded.fields(), None, size));
+            pipe.add_command(if existing_only {
+                xadd_existing(&key, maxlen, &encoded.fields(), size)
+            } else {
+                xadd(&key, maxlen, &encoded.fields(), None, size)
+            });
         }
-        let ids: Vec<String> = pipe
+        let ids: Vec<Option<String>> = pipe
             .query_async(&mut self.inner.conn.clone())
             .await
             .map_err(|e| self.inner.server.error(&e, "append (XADD)", None))?;
-        Ok(ids)
+        if ids.iter().any(Option::is_none) {
+            tracing::debug!(topic = %topic, "stream is gone: entries dropped");
+        }
+        Ok(ids.into_iter().flatten().collect())
     }
 
     async fn ensure_group(&self, topic: &Topic, group: &str, start: StartFrom) -> CoreResult<()> {
@@ -566,6 +578,43 @@ fn xadd(
         cmd.arg(codec::ORIGINAL_STREAM).arg(stream);
     }
     cmd
+}
+
+/// `XADD key NOMKSTREAM [MAXLEN ~ maxlen] * fields…`: appends only to an existing stream.
+fn xadd_existing(key: &str, maxlen: u64, fields: &[(&str, &str)], size: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(9 + 2 * fields.len(), size);
+    cmd.arg("XADD").arg(key).arg("NOMKSTREAM");
+    if maxlen > 0 {
+        cmd.arg("MAXLEN").arg("~").arg(maxlen);
+    }
+    cmd.arg("*");
+    for (field, value) in fields {
+        cmd.arg(*field).arg(*value);
+    }
+    cmd
+}
+
+/// A client's reply stream is kept with `PEXPIRE` while the client runs and deleted (with its
+/// group) when it shuts down; appends to it never create it (see `append`).
+#[async_trait]
+impl ReplyStreams for RedisTransport {
+    async fn keep_alive(&self, topic: &Topic, ttl: Duration) -> CoreResult<()> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.query(
+            redis::cmd("PEXPIRE")
+                .arg(self.inner.keys.stream(topic))
+                .arg(ms),
+            "PEXPIRE",
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn remove(&self, topic: &Topic) -> CoreResult<()> {
+        self.query(redis::cmd("DEL").arg(self.inner.keys.stream(topic)), "DEL")
+            .await?;
+        Ok(())
+    }
 }
 
 fn parse_consumers(value: &Value) -> Option<Vec<ConsumerInfo>> {

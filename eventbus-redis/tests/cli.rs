@@ -9,29 +9,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{raw_connection, redis_url};
+use support::{raw_connection, redis_url, Namespace};
 
 const BIN: &str = env!("CARGO_BIN_EXE_eventbus");
 
-fn namespace(test: &str) -> String {
-    format!("cli:{test}:{}", uuid::Uuid::new_v4().simple())
-}
-
-/// Deletes every key of a test's namespace.
-async fn cleanup(ns: &str) {
-    let mut conn = raw_connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{ns}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: i64 = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+/// The test's namespace, deleted when dropped (also when the test fails).
+fn namespace(test: &str) -> Namespace {
+    Namespace::new(&format!("cli:{test}"))
 }
 
 /// The keys of a test's namespace.
@@ -193,7 +177,6 @@ async fn publish_then_consume_prints_json_lines_and_acks() {
         ],
     );
     assert_eq!(json_lines(&ok(&out)).len(), 2);
-    cleanup(&ns).await;
 }
 
 #[tokio::test]
@@ -302,7 +285,6 @@ async fn dead_letter_list_replay_and_purge() {
         &["dlq", "list", "--service", "billing", "--json"]
     )))
     .is_empty());
-    cleanup(&ns).await;
 }
 
 #[tokio::test]
@@ -372,7 +354,6 @@ async fn consume_reclaims_what_a_dead_consumer_left_pending() {
         .unwrap()
         .iter()
         .any(|c| c["name"] == "crashed-worker"));
-    cleanup(&ns).await;
 }
 
 #[tokio::test]
@@ -413,7 +394,6 @@ async fn sigterm_acks_what_was_printed_and_exits_zero() {
     };
     assert!(code.success(), "exit status {code}");
     assert_eq!(pending(&ns, "Tick", "svc-consumers").await, 0);
-    cleanup(&ns).await;
 }
 
 #[tokio::test]
@@ -434,7 +414,6 @@ async fn tail_follows_without_a_group() {
         .await
         .unwrap();
     assert!(groups.is_empty(), "tail creates no consumer group");
-    cleanup(&ns).await;
 }
 
 #[test]
@@ -589,7 +568,6 @@ async fn closed_stdout_stops_consume_and_leaves_the_rest_to_the_group() {
         .collect();
     seen.sort_unstable();
     assert_eq!(seen, vec![3, 4, 5, 6, 7]);
-    cleanup(&ns).await;
 }
 
 /// A stream entry's fields as raw bytes.
@@ -674,7 +652,6 @@ async fn dlq_replay_copies_fields_that_are_not_utf8_byte_for_byte() {
         entries[2].1, original,
         "the replayed entry's bytes equal the original's"
     );
-    cleanup(&ns).await;
 }
 
 #[test]
@@ -852,5 +829,4 @@ async fn closed_stdout_ends_tail_quietly() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "exit status {status}: {stderr}");
     assert!(stderr.is_empty(), "quietly: {stderr}");
-    cleanup(&ns).await;
 }

@@ -136,5 +136,4 @@ async fn saga_show_and_list() {
     assert!(String::from_utf8_lossy(&bad_state.stderr).contains("unknown saga state"));
 
     assert_eq!(store.delete_all().await.unwrap(), 2);
-    ctx.cleanup().await;
 }

@@ -101,7 +101,6 @@ async fn publish_writes_both_streams_in_the_article_wire_format() {
     assert!(matches!(err, Error::Transport(_)), "{err}");
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
     assert_eq!(t.publish(&[]).await.unwrap(), Vec::<String>::new());
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -166,7 +165,6 @@ async fn reads_entries_written_by_the_python_article() {
         .await
         .unwrap()
         .is_empty());
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -210,7 +208,6 @@ async fn consumers_of_one_group_share_the_entries() {
     let lag = ctx.transport.lag(Some(GROUP)).await.unwrap();
     assert_eq!(lag.len(), 1);
     assert_eq!((lag[0].pending, lag[0].lag), (0, Some(0)));
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -233,7 +230,6 @@ async fn reads_many_topics_and_the_global_stream() {
     let got = c.read(100, Duration::from_millis(100)).await.unwrap();
     let topics: Vec<_> = got.iter().map(|d| d.topic.clone()).collect();
     assert_eq!(topics, [a, b, Topic::All, Topic::All]);
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -291,7 +287,6 @@ async fn claim_idle_takes_over_and_reports_deleted_entries() {
     assert_eq!(claimed.deleted, expected);
     let lag = ctx.transport.lag(Some(GROUP)).await.unwrap();
     assert_eq!(lag[0].pending, 0);
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -343,7 +338,6 @@ async fn recover_own_takes_back_what_a_previous_run_left_pending() {
     // The deleted one was acknowledged.
     let lag = ctx.transport.lag(Some(GROUP)).await.unwrap();
     assert_eq!(lag[0].pending, 2);
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -393,7 +387,6 @@ async fn redeliver_counts_and_respects_ownership() {
     owner.ack(&[(topic.clone(), ids.clone())]).await.unwrap();
     assert!(owner.redeliver(&topic, &ids[0]).await.unwrap().is_none());
     assert!(owner.redeliver(&topic, "1-0").await.unwrap().is_none());
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -465,7 +458,6 @@ async fn dead_letter_records_and_acks_atomically() {
     assert_eq!(letters.len(), 2);
     assert!(letters[1].fields.is_empty() && letters[1].event.is_none());
     assert_eq!(ctx.transport.dead_letters(GROUP, 1).await.unwrap().len(), 1);
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -552,7 +544,6 @@ async fn replay_and_purge_dead_letters() {
         ctx.transport.purge_dead_letters(GROUP, None).await.unwrap(),
         0
     );
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -603,7 +594,6 @@ async fn lag_reports_pending_consumers_and_unknown_lag() {
     let lag = ctx.transport.lag(Some(GROUP)).await.unwrap();
     assert_eq!(lag[0].lag, None);
     assert!(ctx.transport.lag(Some("nobody")).await.unwrap().is_empty());
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -651,7 +641,6 @@ async fn remove_idle_consumers_keeps_those_with_pending_entries() {
         .map(|c| (c.name.as_str(), c.pending))
         .collect();
     assert_eq!(names, [("busy", 1)]);
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -708,7 +697,6 @@ async fn a_vanished_group_is_group_missing() {
         .await
         .unwrap()
         .is_empty());
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -781,7 +769,6 @@ async fn wrong_password_is_an_auth_error_without_the_password() {
         !text.contains("right-pass-3") && text.contains("publish"),
         "{text}"
     );
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -806,7 +793,6 @@ async fn describe_and_server_version() {
         .transport
         .server_version()
         .starts_with(|c: char| c.is_ascii_digit()));
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -871,7 +857,6 @@ async fn recovery_claims_and_renewals_respect_ownership_and_report_own_counts() 
     assert!(c2.renew(&topic, &ids).await.unwrap().is_empty());
     let again = c2.redeliver(&topic, &ids[2]).await.unwrap().unwrap();
     assert_eq!(again.delivery_count, 2);
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -905,5 +890,4 @@ async fn replay_refuses_a_dead_letter_naming_a_stream_outside_the_namespace() {
         ctx.transport.dead_letters(GROUP, 10).await.unwrap().len(),
         1
     );
-    ctx.cleanup().await;
 }

@@ -1,8 +1,12 @@
 //! Shared support for the integration tests in `tests/tests/`.
 //!
 //! Every test gets its own key namespace derived from its name plus a random suffix, so tests
-//! run in parallel against one Redis without seeing each other's keys. A missing Redis fails
-//! the test loudly; it never skips.
+//! run in parallel against one Redis without seeing each other's keys, and deletes it when it
+//! ends, passed or failed: a [`NamespaceGuard`] (held by [`Backend::Redis`]) deletes
+//! `{namespace}:*` when dropped, which unwinding does too, and [`both!`] runs each Redis
+//! variant on a runtime of its own that it shuts down (stopping every background task, so
+//! none recreates a key) before deleting the namespace once more. A missing Redis fails the
+//! test loudly; it never skips.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +30,127 @@ pub fn namespace(test: &str) -> String {
         "test:{test}:{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
+}
+
+/// Deletes a test's keys when dropped — at the end of the test, or while a failing test
+/// unwinds: every key matching `{namespace}:*` (`SCAN` + `UNLINK`), plus the keys given to
+/// [`also`](Self::also). Uses a blocking connection on a thread of its own, so it works from
+/// `Drop` inside or outside a runtime.
+#[derive(Debug)]
+pub struct NamespaceGuard {
+    namespace: String,
+    extra: std::sync::Mutex<Vec<String>>,
+}
+
+impl NamespaceGuard {
+    /// A guard of `namespace`.
+    pub fn new(namespace: impl Into<String>) -> Self {
+        NamespaceGuard {
+            namespace: namespace.into(),
+            extra: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The namespace it deletes.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Deletes `key` too (a key outside the namespace the test writes, such as the
+    /// article's unprefixed read-model keys).
+    pub fn also(&self, key: impl Into<String>) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key.into());
+    }
+
+    /// Deletes the keys now (also done on drop). Returns how many were deleted.
+    pub fn delete_now(&self) -> redis::RedisResult<u64> {
+        let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        delete_keys(&self.namespace, &extra)
+    }
+}
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        let namespace = self.namespace.clone();
+        let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // A thread of its own: a blocking connection must not run on a runtime's worker.
+        let done = std::thread::spawn(move || delete_keys(&namespace, &extra)).join();
+        if !matches!(done, Ok(Ok(_))) {
+            eprintln!(
+                "could not delete the keys of test namespace `{}`: {done:?}",
+                self.namespace
+            );
+        }
+    }
+}
+
+/// `SCAN MATCH {namespace}:*` + `UNLINK`, and `UNLINK` of `extra`, on a blocking connection.
+fn delete_keys(namespace: &str, extra: &[String]) -> redis::RedisResult<u64> {
+    let client = redis::Client::open(redis_url())?;
+    let mut conn = client.get_connection()?;
+    let pattern = format!("{}:*", glob_escape(namespace));
+    let mut keys: Vec<String> = extra.to_vec();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut conn)?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut deleted = 0;
+    for chunk in keys.chunks(500) {
+        deleted += redis::cmd("UNLINK").arg(chunk).query::<u64>(&mut conn)?;
+    }
+    Ok(deleted)
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Runs the Redis variant of a behaviour test on a runtime of its own: builds the backend,
+/// runs `body`, shuts the runtime down (stopping every task the test spawned), deletes the
+/// test's namespace, and only then lets a failure (panic) continue.
+pub fn run_on_redis<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let namespace = namespace(test);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            let backend = Backend::redis_in(namespace.clone()).await;
+            body(backend).await;
+        })
+    }));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    NamespaceGuard::new(namespace).delete_now().ok();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// A raw connection, for writing and reading entries the way other clients do.
@@ -54,6 +179,8 @@ pub enum Backend {
         transport: RedisTransport,
         /// The test's namespace.
         namespace: String,
+        /// Deletes the namespace when the last clone of the backend is dropped.
+        guard: Arc<NamespaceGuard>,
     },
 }
 
@@ -63,9 +190,15 @@ impl Backend {
         Backend::Memory(MemoryTransport::new())
     }
 
-    /// A Redis backend in a fresh namespace for `test`.
+    /// A Redis backend in a fresh namespace for `test`, deleted when the last clone of the
+    /// backend is dropped (also when the test fails).
     pub async fn redis(test: &str) -> Self {
-        let namespace = namespace(test);
+        Backend::redis_in(namespace(test)).await
+    }
+
+    /// A Redis backend in `namespace`, deleted when the last clone is dropped.
+    pub async fn redis_in(namespace: String) -> Self {
+        let guard = Arc::new(NamespaceGuard::new(namespace.clone()));
         let config = RedisConfig::new(&redis_url())
             .expect("REDIS_URL is not a valid Redis URL")
             .namespace(namespace.clone());
@@ -78,6 +211,15 @@ impl Backend {
         Backend::Redis {
             transport,
             namespace,
+            guard,
+        }
+    }
+
+    /// The guard deleting the test's keys (Redis), to add keys outside the namespace.
+    pub fn guard(&self) -> Option<&NamespaceGuard> {
+        match self {
+            Backend::Memory(_) => None,
+            Backend::Redis { guard, .. } => Some(guard),
         }
     }
 
@@ -99,6 +241,14 @@ impl Backend {
         match self {
             Backend::Memory(_) => String::new(),
             Backend::Redis { namespace, .. } => format!("{namespace}:"),
+        }
+    }
+
+    /// The backend's keeper of command clients' reply streams (the transport itself).
+    pub fn reply_streams(&self) -> Arc<dyn eventbus_core::ReplyStreams> {
+        match self {
+            Backend::Memory(t) => Arc::new(t.clone()),
+            Backend::Redis { transport, .. } => Arc::new(transport.clone()),
         }
     }
 
@@ -167,19 +317,10 @@ impl Backend {
             Backend::Redis {
                 transport,
                 namespace,
+                ..
             } => Arc::new(
                 RedisSagaStore::new(transport).with_state_prefix(format!("{namespace}:saga:")),
             ),
-        }
-    }
-
-    /// Deletes the test's keys (Redis); nothing to do in memory.
-    pub async fn cleanup(&self) {
-        if let Backend::Redis { transport, .. } = self {
-            transport
-                .delete_namespace()
-                .await
-                .expect("delete the test's namespace");
         }
     }
 
@@ -247,11 +388,9 @@ macro_rules! both {
                     super::$name($crate::Backend::memory()).await;
                 }
 
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn redis() {
-                    let backend = $crate::Backend::redis(stringify!($name)).await;
-                    super::$name(backend.clone()).await;
-                    backend.cleanup().await;
+                #[test]
+                fn redis() {
+                    $crate::run_on_redis(stringify!($name), super::$name);
                 }
             }
         )*

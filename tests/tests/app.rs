@@ -89,6 +89,7 @@ async fn app_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_on_redis() {
     let namespace = eventbus_tests::namespace("app_on_redis");
+    let _guard = eventbus_tests::NamespaceGuard::new(namespace.clone());
     let transport = RedisTransport::connect(
         RedisConfig::new(&eventbus_tests::redis_url())
             .unwrap()
@@ -108,5 +109,4 @@ async fn app_on_redis() {
         .await
         .unwrap();
     round_trip(app).await;
-    transport.delete_namespace().await.unwrap();
 }

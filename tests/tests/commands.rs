@@ -314,7 +314,39 @@ fn adder(
 both!(
     remote_commands_are_handled_once_by_one_instance,
     remote_command_to_nobody_times_out,
+    client_shutdown_removes_its_reply_stream,
 );
+
+/// With its backend's `ReplyStreams`, a client's reply stream and group exist while it runs
+/// and are gone after `shutdown`; a late reply doesn't bring them back.
+async fn client_shutdown_removes_its_reply_stream(backend: Backend) {
+    let client = eventbus_core::CommandClient::start_with(
+        EventBus::from_arc(backend.transport(), "caller"),
+        backend.reply_streams(),
+        eventbus_core::DEFAULT_REPLY_TTL,
+    )
+    .await
+    .unwrap();
+    let topic = Topic::Replies(client.instance().to_owned());
+    let listed =
+        |lag: Vec<eventbus_core::transport::GroupLag>| lag.iter().any(|l| l.topic == topic);
+    assert!(listed(backend.transport().lag(None).await.unwrap()));
+    client.shutdown().await.unwrap();
+    assert!(!listed(backend.transport().lag(None).await.unwrap()));
+    let late = Envelope::new(
+        "CommandReply",
+        1,
+        "math",
+        serde_json::json!({"command_id": "x"}),
+    );
+    let ids = backend
+        .transport()
+        .append(&topic, std::slice::from_ref(&late))
+        .await
+        .unwrap();
+    assert!(ids.is_empty(), "a late reply is dropped");
+    assert!(!listed(backend.transport().lag(None).await.unwrap()));
+}
 
 async fn remote_commands_are_handled_once_by_one_instance(backend: Backend) {
     let served: Arc<std::sync::Mutex<Vec<(u8, String)>>> = Arc::default();
@@ -447,4 +479,117 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
         out.push(h.await);
     }
     out
+}
+
+/// Whether a key exists, and its remaining time to live in ms (`-1`: none, `-2`: no key).
+async fn key_state(key: &str) -> (bool, i64) {
+    let mut conn = eventbus_tests::raw_connection().await;
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (exists == 1, pttl)
+}
+
+fn redis_parts(backend: &Backend) -> (RedisTransport, String) {
+    match backend {
+        Backend::Redis {
+            transport,
+            namespace,
+            ..
+        } => (transport.clone(), namespace.clone()),
+        Backend::Memory(_) => unreachable!("Redis-only test"),
+    }
+}
+
+/// A client's reply stream has a time to live, renewed while the client runs; shutdown
+/// deletes it, and a late reply doesn't recreate it.
+#[test]
+fn reply_stream_is_kept_while_the_client_runs_and_removed_on_shutdown() {
+    eventbus_tests::run_on_redis("reply_stream_removed_on_shutdown", |backend| async move {
+        let (transport, namespace) = redis_parts(&backend);
+        let served: Arc<std::sync::Mutex<Vec<(u8, String)>>> = Arc::default();
+        let server = CommandBus::new(EventBus::from_arc(backend.transport(), "math"))
+            .handle(adder(served, 1))
+            .serve()
+            .await
+            .unwrap();
+        let ttl = Duration::from_millis(400);
+        let client = eventbus_core::CommandClient::start_with(
+            EventBus::from_arc(backend.transport(), "caller"),
+            Arc::new(transport.clone()),
+            ttl,
+        )
+        .await
+        .unwrap();
+        let reply_topic = Topic::Replies(client.instance().to_owned());
+        let key = eventbus_tests::stream_key(&namespace, &reply_topic);
+        let (exists, pttl) = key_state(&key).await;
+        assert!(exists && pttl > 0 && pttl <= 400, "{exists} {pttl}");
+
+        // Renewed: still there well past one time to live.
+        tokio::time::sleep(ttl * 3).await;
+        let (exists, pttl) = key_state(&key).await;
+        assert!(exists && pttl > 0, "{exists} {pttl}");
+        let sum = client
+            .send("math", Add { a: 2, b: 3 }, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(sum, 5);
+
+        client.shutdown().await.unwrap();
+        assert_eq!(key_state(&key).await, (false, -2), "removed on shutdown");
+
+        // A reply arriving after the client left is dropped, not appended to a new stream.
+        let late = Envelope::new(
+            "CommandReply",
+            1,
+            "math",
+            serde_json::json!({"command_id": "x"}),
+        );
+        let ids = transport
+            .append(&reply_topic, std::slice::from_ref(&late))
+            .await
+            .unwrap();
+        assert!(ids.is_empty());
+        assert_eq!(
+            key_state(&key).await,
+            (false, -2),
+            "not recreated by a late reply"
+        );
+        server.shutdown().await.unwrap();
+    });
+}
+
+/// A client dropped without shutdown (or whose process died) leaves its reply stream with a
+/// time to live: it expires.
+#[test]
+fn reply_stream_of_a_dropped_client_expires() {
+    eventbus_tests::run_on_redis("reply_stream_expires", |backend| async move {
+        let (transport, namespace) = redis_parts(&backend);
+        let ttl = Duration::from_millis(500);
+        let client = eventbus_core::CommandClient::start_with(
+            EventBus::from_arc(backend.transport(), "caller"),
+            Arc::new(transport),
+            ttl,
+        )
+        .await
+        .unwrap();
+        let key = eventbus_tests::stream_key(&namespace, &Topic::Replies(client.instance().into()));
+        drop(client);
+        let (exists, pttl) = key_state(&key).await;
+        assert!(exists && pttl > 0 && pttl <= 500, "{exists} {pttl}");
+        eventbus_tests::eventually(
+            Duration::from_secs(5),
+            "the reply stream expired",
+            || async { !key_state(&key).await.0 },
+        )
+        .await;
+    });
 }

@@ -410,7 +410,6 @@ async fn raw_v1_entries_load_as_v2_on_redis() {
         stored[0].event.version, 1,
         "stored entries are not rewritten"
     );
-    backend.cleanup().await;
 }
 
 /// The script writes all or nothing: a per-type stream key holding another type fails the
@@ -470,5 +469,4 @@ async fn redis_append_is_all_or_nothing() {
         .unwrap_err();
     assert!(err.is_conflict(), "{err}");
     assert_eq!(len(keys.stream(&Topic::All)).await, 1);
-    backend.cleanup().await;
 }

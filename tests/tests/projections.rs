@@ -301,6 +301,7 @@ async fn redelivery_does_not_double_apply(backend: Backend) {
         entry_id: delivery.entry_id.clone(),
         ops: ops.clone(),
         target: CommitTarget::Live,
+        lease: None,
     };
 
     // The live projection reclaims what the dead consumer held, and applies it.
@@ -497,7 +498,514 @@ async fn malformed_event_is_dead_lettered_and_projection_goes_on(backend: Backen
     running.shutdown().await.unwrap();
 }
 
+/// A custom projection counting items in two writes: a counter, then a hash field.
+fn tally() -> CustomProjection {
+    CustomProjection::new("Tally").on(|e: &Envelope<ItemAdded>| {
+        Ok(vec![
+            ReadModelOp::Incr {
+                key: "tally:items".into(),
+                by: 1,
+            },
+            ReadModelOp::HashIncr {
+                key: format!("tally:{}", e.data.order_id),
+                field: "n".into(),
+                by: 1,
+            },
+        ])
+    })
+}
+
+/// Sets `tally:{order}`'s field `n` to a value, on `OrderShipped` (carrier = the value):
+/// how the tests damage and repair data behind a projection's back, on both backends.
+fn tally_writer() -> CustomProjection {
+    CustomProjection::new("TallyWriter").on(|e: &Envelope<OrderShipped>| {
+        Ok(vec![ReadModelOp::HashSet {
+            key: format!("tally:{}", e.data.order_id),
+            fields: vec![("n".into(), e.data.carrier.clone())],
+        }])
+    })
+}
+
+fn item(order: &str) -> ItemAdded {
+    ItemAdded {
+        order_id: order.into(),
+        customer_id: "c".into(),
+        sku: "a".into(),
+        price: 1.0,
+    }
+}
+
+async fn settled(bus: &EventBus, group: &str) {
+    eventually(WAIT, "group caught up, nothing pending", || async {
+        bus.transport()
+            .lag(Some(group))
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.lag == Some(0) && l.pending == 0)
+    })
+    .await;
+}
+
+/// A commit whose second write fails (`HINCRBY` on a field holding text) writes nothing —
+/// not even the counter its first write increments; the entry is dead-lettered with the
+/// reason; once the data is fixed, replaying the dead letter applies the event exactly once.
+async fn failing_commit_changes_nothing_and_replay_applies_once(backend: Backend) {
+    let bus = EventBus::from_arc(backend.transport(), "orders");
+    let models = backend.read_models(&backend.prefix());
+    let writer = start(&bus, &models, tally_writer()).await;
+    bus.publish(OrderShipped {
+        order_id: "o1".into(),
+        carrier: "many".into(),
+    })
+    .await
+    .unwrap();
+    eventually(WAIT, "damaged", || async { writer.stats().handled() == 1 }).await;
+
+    let running = start(&bus, &models, tally()).await;
+    bus.publish(item("o1")).await.unwrap();
+    let group = "orders-projection-Tally";
+    eventually(WAIT, "dead-lettered", || async {
+        bus.transport().dead_letters(group, 10).await.unwrap().len() == 1
+    })
+    .await;
+    let letters = bus.transport().dead_letters(group, 10).await.unwrap();
+    let reason = &letters[0].reason.error;
+    assert!(
+        reason.contains("tally:o1") && reason.contains("not an integer"),
+        "{reason}"
+    );
+    // Nothing of the commit was written: not the counter (first write), not the hash.
+    assert_eq!(models.store().counter("tally:items").await.unwrap(), None);
+    let hash = models.hash("tally:o1").await.unwrap().unwrap();
+    assert_eq!(hash.get("n").map(String::as_str), Some("many"));
+
+    // Fix the data, replay: applied once.
+    bus.publish(OrderShipped {
+        order_id: "o1".into(),
+        carrier: "0".into(),
+    })
+    .await
+    .unwrap();
+    eventually(WAIT, "repaired", || async { writer.stats().handled() == 2 }).await;
+    assert_eq!(
+        bus.transport()
+            .replay_dead_letters(group, None)
+            .await
+            .unwrap(),
+        1
+    );
+    settled(&bus, group).await;
+    assert_eq!(
+        models.store().counter("tally:items").await.unwrap(),
+        Some(1)
+    );
+    let hash = models.hash("tally:o1").await.unwrap().unwrap();
+    assert_eq!(hash.get("n").map(String::as_str), Some("1"));
+    assert!(bus
+        .transport()
+        .dead_letters(group, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    running.shutdown().await.unwrap();
+    writer.shutdown().await.unwrap();
+}
+
+/// Reads the pending entries of `PrjItemAdded` in `group` as consumer `c` (one per event).
+async fn read_pending(backend: &Backend, group: &str, n: usize) -> Vec<String> {
+    let transport = backend.transport();
+    let bus = EventBus::from_arc(transport.clone(), "orders");
+    let topic = Topic::of_type("PrjItemAdded");
+    transport
+        .ensure_group(&topic, group, StartFrom::Beginning)
+        .await
+        .unwrap();
+    for i in 0..n {
+        bus.publish(item(&format!("o{i}"))).await.unwrap();
+    }
+    let consumer = transport
+        .consumer(ConsumerSpec {
+            group: group.into(),
+            consumer: "c".into(),
+            topics: vec![topic],
+        })
+        .await
+        .unwrap();
+    let read = consumer.read(n, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(read.len(), n);
+    read.into_iter().map(|d| d.entry_id).collect()
+}
+
+fn commit_of(group: &str, id: &str, ops: Vec<ReadModelOp>, lease: Option<&str>) -> Commit {
+    Commit {
+        projection: "Direct".into(),
+        group: group.into(),
+        consumer: "c".into(),
+        topic: Topic::of_type("PrjItemAdded"),
+        entry_id: id.into(),
+        ops,
+        target: CommitTarget::Live,
+        lease: lease.map(str::to_owned),
+    }
+}
+
+/// `HSET` on a key holding a string fails the commit before anything is written: the hash
+/// of its first write stays absent and the entry stays pending.
+async fn commit_with_a_wrong_type_writes_nothing(backend: Backend) {
+    let models = backend.read_models(&backend.prefix());
+    let store = models.store();
+    let group = "direct";
+    let ids = read_pending(&backend, group, 2).await;
+    let counter = ReadModelOp::Incr {
+        key: "k:str".into(),
+        by: 5,
+    };
+    assert_eq!(
+        store
+            .commit(commit_of(group, &ids[0], vec![counter], None))
+            .await
+            .unwrap(),
+        Committed::Applied
+    );
+    let set = |key: &str| ReadModelOp::HashSet {
+        key: key.into(),
+        fields: vec![("f".into(), "v".into())],
+    };
+    let failed = store
+        .commit(commit_of(
+            group,
+            &ids[1],
+            vec![set("k:hash"), set("k:str")],
+            None,
+        ))
+        .await;
+    match failed {
+        Err(eventbus_core::Error::ReadModelWrite { key, .. }) => assert_eq!(key, "k:str"),
+        other => panic!("expected a ReadModelWrite error, got {other:?}"),
+    }
+    assert_eq!(models.hash("k:hash").await.unwrap(), None);
+    assert_eq!(models.store().counter("k:str").await.unwrap(), Some(5));
+    let lag = backend.transport().lag(Some(group)).await.unwrap();
+    assert_eq!(lag.iter().map(|l| l.pending).sum::<u64>(), 1, "{lag:?}");
+}
+
+/// Refused exactly when Redis would reject a write, taking the commit's own earlier writes
+/// into account, and then nothing is written; the two backends agree.
+async fn commits_are_refused_exactly_when_a_write_would_fail(backend: Backend) {
+    use ReadModelOp as Op;
+    let models = backend.read_models(&backend.prefix());
+    let store = models.store();
+    let group = "cases";
+    let hset = |key: &str, f: &str, v: &str| Op::HashSet {
+        key: key.into(),
+        fields: vec![(f.into(), v.into())],
+    };
+    let hincr = |key: &str, f: &str, by: i64| Op::HashIncr {
+        key: key.into(),
+        field: f.into(),
+        by,
+    };
+    let setup = vec![
+        hset("t:hash", "text", "x"),
+        hset("t:hash", "padded", "007"),
+        Op::SetAdd {
+            key: "t:set".into(),
+            members: vec!["m".into()],
+        },
+        Op::Incr {
+            key: "t:big".into(),
+            by: i64::MAX - 1,
+        },
+    ];
+    let cases: Vec<(&str, Vec<ReadModelOp>, bool)> = vec![
+        (
+            "HINCRBY after the commit's own HSET of text",
+            vec![hset("t:new", "f", "x"), hincr("t:new", "f", 1)],
+            false,
+        ),
+        (
+            "HINCRBY on a field with leading zeros",
+            vec![hincr("t:other", "n", 1), hincr("t:hash", "padded", 1)],
+            false,
+        ),
+        (
+            "DEL, then another type on the same key",
+            vec![
+                Op::Delete {
+                    key: "t:set".into(),
+                },
+                hset("t:set", "f", "v"),
+            ],
+            true,
+        ),
+        (
+            "HINCRBYFLOAT twice",
+            vec![
+                Op::HashIncrFloat {
+                    key: "t:f".into(),
+                    field: "v".into(),
+                    by: 1.5,
+                },
+                Op::HashIncrFloat {
+                    key: "t:f".into(),
+                    field: "v".into(),
+                    by: 1.5,
+                },
+            ],
+            true,
+        ),
+        (
+            "INCRBY past i64::MAX",
+            vec![
+                Op::Incr {
+                    key: "t:other2".into(),
+                    by: 1,
+                },
+                Op::Incr {
+                    key: "t:big".into(),
+                    by: 1,
+                },
+                Op::Incr {
+                    key: "t:big".into(),
+                    by: 1,
+                },
+            ],
+            false,
+        ),
+        (
+            "a list push onto a hash",
+            vec![
+                hincr("t:other3", "n", 1),
+                Op::ListPush {
+                    key: "t:hash".into(),
+                    values: vec!["v".into()],
+                    end: eventbus_core::projection::ListEnd::Front,
+                    max_len: None,
+                },
+            ],
+            false,
+        ),
+        (
+            "HSET, then HINCRBY of an integer it set",
+            vec![hset("t:ok", "n", "41"), hincr("t:ok", "n", 1)],
+            true,
+        ),
+    ];
+    let ids = read_pending(&backend, group, cases.len() + 1).await;
+    assert_eq!(
+        store
+            .commit(commit_of(group, &ids[0], setup, None))
+            .await
+            .unwrap(),
+        Committed::Applied
+    );
+    for ((what, ops, ok), id) in cases.into_iter().zip(&ids[1..]) {
+        let outcome = store.commit(commit_of(group, id, ops, None)).await;
+        assert_eq!(outcome.is_ok(), ok, "{what}: {outcome:?}");
+    }
+    // The refused commits wrote nothing; the accepted ones everything.
+    for untouched in ["t:new", "t:other", "t:other2", "t:other3"] {
+        assert_eq!(
+            models.hash(untouched).await.ok().flatten(),
+            None,
+            "{untouched}"
+        );
+        assert_eq!(
+            models.store().counter(untouched).await.ok().flatten(),
+            None,
+            "{untouched}"
+        );
+    }
+    assert_eq!(
+        models.store().counter("t:big").await.unwrap(),
+        Some(i64::MAX - 1)
+    );
+    let h = models.hash("t:set").await.unwrap().unwrap();
+    assert_eq!(h.get("f").map(String::as_str), Some("v"));
+    let h = models.hash("t:f").await.unwrap().unwrap();
+    assert_eq!(h.get("v").map(String::as_str), Some("3"));
+    let h = models.hash("t:ok").await.unwrap().unwrap();
+    assert_eq!(h.get("n").map(String::as_str), Some("42"));
+    let h = models.hash("t:hash").await.unwrap().unwrap();
+    assert_eq!(h.get("padded").map(String::as_str), Some("007"));
+}
+
+/// A commit under a lease that lapsed and was taken by another holder writes nothing and
+/// leaves the entry pending; under the current holder's token it applies.
+async fn stale_lease_holder_commits_nothing(backend: Backend) {
+    let models = backend.read_models(&backend.prefix());
+    let store = models.store();
+    let group = "fenced";
+    let ids = read_pending(&backend, group, 1).await;
+    let ttl = Duration::from_millis(200);
+    assert!(store.lease("Direct", "old", ttl).await.unwrap());
+    assert!(!store.lease("Direct", "new", ttl).await.unwrap());
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(store.lease("Direct", "new", ttl * 50).await.unwrap());
+    let incr = || {
+        vec![ReadModelOp::Incr {
+            key: "fenced".into(),
+            by: 1,
+        }]
+    };
+    assert_eq!(
+        store
+            .commit(commit_of(group, &ids[0], incr(), Some("old")))
+            .await
+            .unwrap(),
+        Committed::LeaseLost
+    );
+    assert_eq!(models.store().counter("fenced").await.unwrap(), None);
+    assert_eq!(
+        store
+            .commit(commit_of(group, &ids[0], incr(), Some("new")))
+            .await
+            .unwrap(),
+        Committed::Applied
+    );
+    assert_eq!(models.store().counter("fenced").await.unwrap(), Some(1));
+    store.release_lease("Direct", "new").await.unwrap();
+    assert!(store.lease("Direct", "other", ttl).await.unwrap());
+}
+
+const LEASE: Duration = Duration::from_millis(600);
+
+fn instance(bus: &EventBus, models: &ReadModels, consumer: &str) -> ProjectionRunner {
+    let consumer = consumer.to_owned();
+    ProjectionRunner::new(bus, models, OrderSummary::projection())
+        .configure(move |o| {
+            o.consumer = consumer;
+            o.block = Duration::from_millis(50);
+            o.claim_idle = Duration::from_millis(200);
+            o.claim_interval = Duration::from_millis(100);
+        })
+        .lease_ttl(LEASE)
+}
+
+/// Created, shipped and item events for `n` orders, each order's in that order.
+async fn order_history(bus: &EventBus, from: usize, to: usize) {
+    for i in from..to {
+        let order = format!("o{i}");
+        bus.publish(created(&order, "c", i as f64)).await.unwrap();
+        bus.publish(ItemAdded {
+            order_id: order.clone(),
+            customer_id: "c".into(),
+            sku: "a".into(),
+            price: 0.5,
+        })
+        .await
+        .unwrap();
+        bus.publish(OrderShipped {
+            order_id: order,
+            carrier: "ups".into(),
+        })
+        .await
+        .unwrap();
+    }
+}
+
+async fn summaries(models: &ReadModels, n: usize) -> Vec<Option<OrderSummary>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut s = OrderSummary::load(models, &format!("o{i}")).await.unwrap();
+        if let Some(s) = s.as_mut() {
+            s.shipped_at = s.shipped_at.map(|_| 1.0);
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// What one instance makes of the same history, on a fresh backend of the same kind.
+async fn single_instance_result(backend: &Backend, n: usize) -> Vec<Option<OrderSummary>> {
+    let fresh = match backend {
+        Backend::Memory(_) => Backend::memory(),
+        Backend::Redis { .. } => Backend::redis("single_instance_reference").await,
+    };
+    let bus = EventBus::from_arc(fresh.transport(), "orders");
+    let models = fresh.read_models(&fresh.prefix());
+    let one = instance(&bus, &models, "only").start().await.unwrap();
+    order_history(&bus, 0, n).await;
+    settled(&bus, "orders-projection-OrderSummary").await;
+    one.shutdown().await.unwrap();
+    summaries(&models, n).await
+}
+
+/// Two instances of a projection in one group: one is active, the other stands by and takes
+/// over when the active one shuts down; the read model is the one a single instance makes.
+async fn two_instances_in_one_group_match_a_single_instance(backend: Backend) {
+    const N: usize = 30;
+    let bus = EventBus::from_arc(backend.transport(), "orders");
+    let models = backend.read_models(&backend.prefix());
+    let a = instance(&bus, &models, "a").start().await.unwrap();
+    let b = instance(&bus, &models, "b").start().await.unwrap();
+    assert!(a.is_active() && !b.is_active(), "the first instance leads");
+
+    order_history(&bus, 0, N / 2).await;
+    // The active instance stops mid-stream; the standby takes over.
+    a.shutdown().await.unwrap();
+    order_history(&bus, N / 2, N).await;
+    eventually(WAIT, "standby took over", || async { b.is_active() }).await;
+    settled(&bus, "orders-projection-OrderSummary").await;
+    let got = summaries(&models, N).await;
+    assert!(got.iter().all(|s| s
+        .as_ref()
+        .is_some_and(|s| s.status == "shipped" && s.items == 1)));
+    assert_eq!(got, single_instance_result(&backend, N).await);
+    b.shutdown().await.unwrap();
+}
+
+/// The active instance dies (its runtime is gone: no shutdown, no lease release): the
+/// standby takes over once the lease lapses, and applies what came since.
+async fn standby_takes_over_when_the_active_instance_dies(backend: Backend) {
+    let bus = EventBus::from_arc(backend.transport(), "orders");
+    let models = backend.read_models(&backend.prefix());
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = {
+        let (bus, models) = (bus.clone(), models.clone());
+        doomed
+            .spawn(async move { instance(&bus, &models, "a").start().await.unwrap() })
+            .await
+            .unwrap()
+    };
+    assert!(a.is_active());
+    let b = instance(&bus, &models, "b").start().await.unwrap();
+    assert!(!b.is_active());
+    order_history(&bus, 0, 5).await;
+    loaded(&models, "o4", "applied by the active instance", |s| {
+        s.status == "shipped"
+    })
+    .await;
+
+    let died = tokio::time::Instant::now();
+    doomed.shutdown_background();
+    order_history(&bus, 5, 10).await;
+    eventually(WAIT, "standby took over", || async { b.is_active() }).await;
+    assert!(
+        died.elapsed() >= LEASE / 2,
+        "took over before the lease could lapse"
+    );
+    settled(&bus, "orders-projection-OrderSummary").await;
+    let got = summaries(&models, 10).await;
+    assert!(got.iter().all(|s| s
+        .as_ref()
+        .is_some_and(|s| s.status == "shipped" && s.items == 1)));
+    b.shutdown().await.unwrap();
+    drop(a);
+}
+
 both!(
+    failing_commit_changes_nothing_and_replay_applies_once,
+    commit_with_a_wrong_type_writes_nothing,
+    commits_are_refused_exactly_when_a_write_would_fail,
+    stale_lease_holder_commits_nothing,
+    two_instances_in_one_group_match_a_single_instance,
+    standby_takes_over_when_the_active_instance_dies,
     hash_and_list_from_created_and_shipped,
     increments_delete_bounded_list_set_and_counter,
     custom_projection_writes_what_it_returns,
@@ -516,6 +1024,14 @@ async fn article_key_layout_is_what_python_reads() {
     let models = backend.read_models("");
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (order, customer) = (format!("ord_{id}"), format!("cust_{id}"));
+    let (hash_key, list_key) = (
+        format!("orders:summary:{order}"),
+        format!("customers:{customer}:orders"),
+    );
+    // Unprefixed, as the article has them: outside the namespace, so named to the guard.
+    let guard = backend.guard().unwrap();
+    guard.also(&hash_key);
+    guard.also(&list_key);
     let a = start(&bus, &models, OrderSummary::projection()).await;
     let b = start(&bus, &models, CustomerOrders::projection()).await;
     bus.publish(created(&order, &customer, 100.0))
@@ -533,8 +1049,6 @@ async fn article_key_layout_is_what_python_reads() {
     b.shutdown().await.unwrap();
 
     let mut conn = raw_connection().await;
-    let hash_key = format!("orders:summary:{order}");
-    let list_key = format!("customers:{customer}:orders");
     let hash: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
         .arg(&hash_key)
         .query_async(&mut conn)
@@ -547,13 +1061,6 @@ async fn article_key_layout_is_what_python_reads() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let _: i64 = redis::cmd("DEL")
-        .arg(&hash_key)
-        .arg(&list_key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    backend.cleanup().await;
 
     let expected: std::collections::BTreeMap<String, String> = [
         ("order_id", order.as_str()),
@@ -566,4 +1073,129 @@ async fn article_key_layout_is_what_python_reads() {
     .collect();
     assert_eq!(hash, expected);
     assert_eq!(list, [order]);
+}
+
+/// An active instance whose lease is taken (here: overwritten behind its back) stops
+/// applying at its next renewal and stands by; once the lease is free again it takes it back
+/// and applies what came meanwhile.
+#[test]
+fn an_instance_whose_lease_is_taken_stands_by() {
+    eventbus_tests::run_on_redis("lease_taken", |backend| async move {
+        let Backend::Redis { transport, .. } = &backend else {
+            unreachable!()
+        };
+        let lease_key = transport.keys().projection_lease("OrderSummary");
+        let bus = EventBus::from_arc(backend.transport(), "orders");
+        let models = backend.read_models(&backend.prefix());
+        let a = instance(&bus, &models, "a").start().await.unwrap();
+        assert!(a.is_active());
+        bus.publish(created("o1", "c", 1.0)).await.unwrap();
+        loaded(&models, "o1", "applied while active", |_| true).await;
+
+        let mut conn = raw_connection().await;
+        let _: () = redis::cmd("SET")
+            .arg(&lease_key)
+            .arg("intruder")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        eventually(WAIT, "stood down", || async { !a.is_active() }).await;
+        bus.publish(created("o2", "c", 2.0)).await.unwrap();
+        tokio::time::sleep(LEASE).await;
+        assert_eq!(
+            OrderSummary::load(&models, "o2").await.unwrap(),
+            None,
+            "nothing applied without the lease"
+        );
+
+        let _: i64 = redis::cmd("DEL")
+            .arg(&lease_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        eventually(WAIT, "took the lease back", || async { a.is_active() }).await;
+        loaded(&models, "o2", "applied once active again", |_| true).await;
+        a.shutdown().await.unwrap();
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&lease_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(exists, 0, "released on shutdown");
+    });
+}
+
+/// On Redis a lease holder's consumer takes entries from the group (new ones, or idle ones
+/// of others) only under the lease, checked in the same script: one whose lease is held by
+/// another token takes nothing, so its successor applies exactly what the group hands out.
+/// A fenced read still waits for new entries without polling.
+#[test]
+fn a_stale_lease_holder_takes_nothing_from_the_group() {
+    eventbus_tests::run_on_redis("fenced_reads", |backend| async move {
+        let transport = backend.transport();
+        let models = backend.read_models(&backend.prefix());
+        let store = models.store();
+        let bus = EventBus::from_arc(transport.clone(), "orders");
+        let topic = Topic::of_type("PrjItemAdded");
+        let group = "fenced";
+        transport
+            .ensure_group(&topic, group, StartFrom::Beginning)
+            .await
+            .unwrap();
+        bus.publish(item("o1")).await.unwrap();
+        bus.publish(item("o2")).await.unwrap();
+        assert!(store
+            .lease("Fenced", "new", Duration::from_secs(30))
+            .await
+            .unwrap());
+        let fenced = |name: &str, token: &str| {
+            let spec = ConsumerSpec {
+                group: group.into(),
+                consumer: name.into(),
+                topics: vec![topic.clone()],
+            };
+            let (transport, store, token) = (transport.clone(), store.clone(), token.to_owned());
+            async move {
+                let inner = transport.consumer(spec.clone()).await.unwrap();
+                store.fence(inner, &spec, "Fenced", &token).await.unwrap()
+            }
+        };
+        let pending = || async { transport.lag(Some(group)).await.unwrap()[0].pending };
+
+        let stale = fenced("stale", "old").await;
+        assert!(stale
+            .read(10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(pending().await, 0, "the stale holder took nothing");
+
+        let current = fenced("current", "new").await;
+        let read = current.read(10, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(pending().await, 2);
+        // Idle entries of the holder can't be claimed by the stale one either.
+        let claimed = stale
+            .claim_idle(&topic, Duration::ZERO, "0-0", 10)
+            .await
+            .unwrap();
+        assert!(claimed.deliveries.is_empty());
+        let claimed = current
+            .claim_idle(&topic, Duration::ZERO, "0-0", 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.deliveries.len(), 2, "the holder can");
+
+        // Nothing new: the read waits, and wakes for the next entry.
+        let started = tokio::time::Instant::now();
+        let waiting = tokio::spawn(async move { current.read(10, Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        bus.publish(item("o3")).await.unwrap();
+        let woke = waiting.await.unwrap().unwrap();
+        assert_eq!(woke.len(), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "woke for the entry"
+        );
+    });
 }

@@ -17,7 +17,7 @@ use crate::bus::{group_for_service, EventBus};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::transport::{ConsumerSpec, StartFrom, Topic};
+use crate::transport::{ConsumerSpec, StartFrom, StreamConsumer, Topic};
 
 /// The shortest `claim_idle` accepted.
 const MIN_CLAIM_IDLE: Duration = Duration::from_millis(100);
@@ -201,7 +201,20 @@ pub struct SubscriptionBuilder {
     handlers: HashMap<Topic, Vec<ErasedHandler>>,
     topic_order: Vec<Topic>,
     handler_acks: bool,
+    stats: Option<Arc<SubscriptionStats>>,
+    wrap_consumer: Option<WrapConsumer>,
 }
+
+/// Replaces the consumer a subscription opens with one built around it (a projection's
+/// fenced consumer).
+pub(crate) type WrapConsumer = Arc<
+    dyn Fn(
+            Box<dyn StreamConsumer>,
+            ConsumerSpec,
+        ) -> futures_util::future::BoxFuture<'static, Result<Box<dyn StreamConsumer>>>
+        + Send
+        + Sync,
+>;
 
 impl fmt::Debug for SubscriptionBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -221,7 +234,22 @@ impl SubscriptionBuilder {
             handlers: HashMap::new(),
             topic_order: Vec::new(),
             handler_acks: false,
+            stats: None,
+            wrap_consumer: None,
         }
+    }
+
+    /// Opens the consumer through `wrap` (see [`WrapConsumer`]).
+    pub(crate) fn wrap_consumer(mut self, wrap: WrapConsumer) -> Self {
+        self.wrap_consumer = Some(wrap);
+        self
+    }
+
+    /// Counts into `stats` (shared by the successive subscriptions of one projection
+    /// instance) instead of fresh counters.
+    pub(crate) fn stats(mut self, stats: Arc<SubscriptionStats>) -> Self {
+        self.stats = Some(stats);
+        self
     }
 
     /// The handlers acknowledge entries themselves (projections commit the ack atomically
@@ -373,8 +401,11 @@ impl SubscriptionBuilder {
             consumer: self.options.consumer.clone(),
             topics: self.topic_order.clone(),
         };
-        let consumer = transport.consumer(spec.clone()).await?;
-        let stats = Arc::new(SubscriptionStats::default());
+        let mut consumer = transport.consumer(spec.clone()).await?;
+        if let Some(wrap) = &self.wrap_consumer {
+            consumer = wrap(consumer, spec.clone()).await?;
+        }
+        let stats = self.stats.unwrap_or_default();
         let cancel = CancellationToken::new();
         let runner = Runner::new(
             self.bus,

@@ -8,15 +8,22 @@
 //! instance, `metadata.deadline` = when the sender stops waiting (Unix seconds). The reply is
 //! an entry of `Topic::Replies(instance)` with `event_type` `CommandReply` and `data`
 //! `{"command_id", "status": "ok"|"rejected"|"no_handler"|"failed", "output"|"error"|"message"}`.
+//!
+//! A client's reply stream lives as long as the client: with [`ReplyStreams`] (Redis:
+//! `RedisTransport`) it is kept alive while the client runs, removed when it shuts down, and
+//! expires when its process dies; a reply arriving after that is dropped, not appended to a
+//! new stream.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use serde::Deserialize as _;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::bus::{Context, EventBus, Subscription};
 use crate::cqrs::command::{Command, CommandBus, CommandError, DispatchOptions};
@@ -28,6 +35,34 @@ use crate::transport::{StartFrom, Topic};
 const REPLY_TYPE: &str = "CommandReply";
 /// Attempts at writing a reply before the command's delivery fails (and is retried).
 const REPLY_ATTEMPTS: u32 = 3;
+/// How long a client's reply stream outlives its last keep-alive (renewed every third).
+pub const DEFAULT_REPLY_TTL: Duration = Duration::from_secs(30);
+
+/// The life of a [`CommandClient`]'s reply stream on a backend that stores it (a Redis key):
+/// kept while the client runs, removed when it shuts down, gone by itself some time after
+/// its process died.
+///
+/// A backend implementing it also drops a reply to a stream that doesn't exist instead of
+/// creating the stream (a late reply to a client that is gone must not leave a stream behind).
+#[async_trait]
+pub trait ReplyStreams: Send + Sync + 'static {
+    /// Keeps `topic`'s stream (and its group) for at least `ttl` from now; after that, unless
+    /// called again, the backend removes it. Called when the client starts and then every
+    /// third of `ttl`.
+    async fn keep_alive(&self, topic: &Topic, ttl: Duration) -> Result<()>;
+
+    /// Removes `topic`'s stream with its group (the client shut down).
+    async fn remove(&self, topic: &Topic) -> Result<()>;
+}
+
+/// Renews a reply stream while alive; stops renewing when dropped.
+struct KeepAlive(JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Runs a serialized command of one type on a command bus and encodes the outcome.
 pub(crate) type RemoteInvoker =
@@ -82,8 +117,9 @@ impl CommandBus {
     ///
     /// Delivery is at-least-once like every Streams subscription: an instance that dies after
     /// handling a command but before acknowledging it gets the command handled again by
-    /// another instance. Make handlers idempotent by [`CommandContext::command_id`]
-    /// (crate::CommandContext::command_id), which is the sender's id and stays the same.
+    /// another instance. Make handlers idempotent by
+    /// [`CommandContext::command_id`](crate::CommandContext::command_id), which is the
+    /// sender's id and stays the same.
     pub async fn serve(&self) -> Result<Subscription> {
         let service = self.events().service().to_string();
         let bus = self.clone();
@@ -182,6 +218,8 @@ pub struct CommandClient {
     instance: String,
     pending: Pending,
     replies: Subscription,
+    streams: Option<Arc<dyn ReplyStreams>>,
+    _keep_alive: Option<KeepAlive>,
 }
 
 impl std::fmt::Debug for CommandClient {
@@ -193,8 +231,31 @@ impl std::fmt::Debug for CommandClient {
 }
 
 impl CommandClient {
-    /// Starts a client sending as `events`' service, with a fresh instance name.
+    /// Starts a client sending as `events`' service, with a fresh instance name. Its reply
+    /// stream is left to the backend: use [`start_with`](Self::start_with) on one that stores
+    /// streams (Redis), so that the stream doesn't outlive the client.
     pub async fn start(events: EventBus) -> Result<Self> {
+        Self::start_inner(events, None, DEFAULT_REPLY_TTL).await
+    }
+
+    /// Starts a client whose reply stream is kept alive by `streams` for `ttl` at a time
+    /// (renewed every third of it; [`DEFAULT_REPLY_TTL`] is a good default), removed by
+    /// [`shutdown`](Self::shutdown), and left to expire if the client is dropped or its
+    /// process dies. On Redis pass the transport:
+    /// `CommandClient::start_with(bus, Arc::new(transport.clone()), DEFAULT_REPLY_TTL)`.
+    pub async fn start_with(
+        events: EventBus,
+        streams: Arc<dyn ReplyStreams>,
+        ttl: Duration,
+    ) -> Result<Self> {
+        Self::start_inner(events, Some(streams), ttl).await
+    }
+
+    async fn start_inner(
+        events: EventBus,
+        streams: Option<Arc<dyn ReplyStreams>>,
+        ttl: Duration,
+    ) -> Result<Self> {
         let instance = format!("{}-{}", events.service(), &new_id()[24..]);
         let pending: Pending = Arc::default();
         let p = pending.clone();
@@ -224,11 +285,34 @@ impl CommandClient {
             )
             .start()
             .await?;
+        let topic = Topic::Replies(instance.clone());
+        let keep_alive = match &streams {
+            Some(streams) => {
+                if let Err(e) = streams.keep_alive(&topic, ttl).await {
+                    replies.shutdown().await.ok();
+                    streams.remove(&topic).await.ok();
+                    return Err(e);
+                }
+                let (streams, topic) = (streams.clone(), topic.clone());
+                Some(KeepAlive(tokio::spawn(async move {
+                    let every = (ttl / 3).max(Duration::from_millis(10));
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if let Err(e) = streams.keep_alive(&topic, ttl).await {
+                            tracing::warn!(topic = %topic, error = %e, "cannot keep the reply stream alive");
+                        }
+                    }
+                })))
+            }
+            None => None,
+        };
         Ok(CommandClient {
             events,
             instance,
             pending,
             replies,
+            streams,
+            _keep_alive: keep_alive,
         })
     }
 
@@ -305,9 +389,15 @@ impl CommandClient {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stops listening for replies.
+    /// Stops listening for replies and removes the reply stream (with
+    /// [`start_with`](Self::start_with)); replies arriving later are dropped.
     pub async fn shutdown(self) -> Result<()> {
-        self.replies.shutdown().await.map(drop)
+        drop(self._keep_alive);
+        self.replies.shutdown().await?;
+        if let Some(streams) = &self.streams {
+            streams.remove(&Topic::Replies(self.instance)).await?;
+        }
+        Ok(())
     }
 }
 

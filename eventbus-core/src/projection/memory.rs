@@ -1,10 +1,13 @@
 //! [`MemoryReadModels`]: read models in process memory, with the Redis store's semantics.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 
-use crate::error::{Result, TransportError, TransportErrorKind};
+use crate::error::{Error, Result, TransportError, TransportErrorKind};
 use crate::projection::{Commit, CommitTarget, Committed, ReadModelStore, RebuildStep};
 use crate::transport::memory::models::id_le;
 use crate::transport::memory::MemoryTransport;
@@ -27,6 +30,17 @@ struct Meta {
     keys: BTreeSet<String>,
     rebuild_keys: BTreeSet<String>,
     rebuilt_upto: HashMap<Topic, String>,
+    /// The lease: its holder's token and when it lapses.
+    lease: Option<(String, Instant)>,
+}
+
+impl Meta {
+    /// Whether `token` holds the lease now.
+    fn leased_to(&self, token: &str) -> bool {
+        self.lease
+            .as_ref()
+            .is_some_and(|(t, until)| t == token && Instant::now() < *until)
+    }
 }
 
 /// The read models of one [`MemoryTransport`].
@@ -83,8 +97,11 @@ fn apply(values: &mut HashMap<String, Value>, cmd: &[String]) -> Result<()> {
     };
     let wrong = || failure(name, format!("WRONGTYPE {key} holds another kind of value"));
     let int = |s: &str| {
-        s.parse::<i64>()
-            .map_err(|_| failure(name, format!("value of {key} is not an integer")))
+        redis_int(s).ok_or_else(|| failure(name, format!("value of {key} is not an integer")))
+    };
+    let add = |a: i64, b: i64| {
+        a.checked_add(b)
+            .ok_or_else(|| failure(name, "increment or decrement would overflow".into()))
     };
     match name.as_str() {
         "DEL" => {
@@ -106,7 +123,7 @@ fn apply(values: &mut HashMap<String, Value>, cmd: &[String]) -> Result<()> {
                     }
                 }
                 ("HINCRBY", [f, by]) => {
-                    let now = int(h.get(f).map_or("0", String::as_str))? + int(by)?;
+                    let now = add(int(h.get(f).map_or("0", String::as_str))?, int(by)?)?;
                     h.insert(f.clone(), now.to_string());
                 }
                 ("HINCRBYFLOAT", [f, by]) => {
@@ -115,6 +132,12 @@ fn apply(values: &mut HashMap<String, Value>, cmd: &[String]) -> Result<()> {
                             .map_err(|_| failure(name, format!("value of {key} is not a float")))
                     };
                     let now = num(h.get(f).map_or("0", String::as_str))? + num(by)?;
+                    if !now.is_finite() {
+                        return Err(failure(
+                            name,
+                            "increment would produce NaN or Infinity".into(),
+                        ));
+                    }
                     h.insert(f.clone(), redis_float(now));
                 }
                 ("HDEL", fields) => {
@@ -179,16 +202,31 @@ fn apply(values: &mut HashMap<String, Value>, cmd: &[String]) -> Result<()> {
             let [by] = args else {
                 return Err(failure(name, "wrong number of arguments".into()));
             };
-            let now = match values.get(key) {
+            let current = match values.get(key) {
                 None => 0,
                 Some(Value::Str(s)) => int(s)?,
                 Some(_) => return Err(wrong()),
-            } + int(by)?;
+            };
+            let now = add(current, int(by)?)?;
             values.insert(key.clone(), Value::Str(now.to_string()));
         }
         other => return Err(failure(other, "unsupported command".into())),
     }
     Ok(())
+}
+
+/// Parses an integer the way Redis does (`string2ll`): no sign `+`, no leading zeros, no
+/// spaces, within 64 bits.
+fn redis_int(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let canonical = s == "0"
+        || (digits.starts_with(|c: char| ('1'..='9').contains(&c))
+            && digits.bytes().all(|b| b.is_ascii_digit()));
+    if canonical {
+        s.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// Formats a float as `HINCRBYFLOAT` replies: no exponent, no trailing zeros.
@@ -206,6 +244,11 @@ impl ReadModelStore for MemoryReadModels {
         let mut models = self.transport.models();
         let models = &mut *models;
         let meta = models.meta.entry(commit.projection.clone()).or_default();
+        if let Some(token) = &commit.lease {
+            if !meta.leased_to(token) {
+                return Ok(Committed::LeaseLost);
+            }
+        }
         let live = commit.target == CommitTarget::Live;
         let superseded = live
             && meta
@@ -234,7 +277,10 @@ impl ReadModelStore for MemoryReadModels {
                     };
                     let mut scratch: HashMap<String, Value> =
                         current.map(|v| (target.clone(), v)).into_iter().collect();
-                    apply(&mut scratch, &cmd)?;
+                    apply(&mut scratch, &cmd).map_err(|e| Error::ReadModelWrite {
+                        key: own.clone(),
+                        reason: e.to_string(),
+                    })?;
                     touched.insert(target.clone(), scratch.remove(&target));
                 }
                 written.push(own);
@@ -268,6 +314,41 @@ impl ReadModelStore for MemoryReadModels {
             *cp = commit.entry_id.clone();
         }
         Ok(Committed::Applied)
+    }
+
+    async fn lease(&self, projection: &str, token: &str, ttl: Duration) -> Result<bool> {
+        let mut models = self.transport.models();
+        let meta = models.meta.entry(projection.to_owned()).or_default();
+        let now = Instant::now();
+        let free = match &meta.lease {
+            None => true,
+            Some((holder, until)) => holder == token || *until <= now,
+        };
+        if free {
+            meta.lease = Some((token.to_owned(), now + ttl));
+        }
+        Ok(free)
+    }
+
+    async fn release_lease(&self, projection: &str, token: &str) -> Result<()> {
+        let mut models = self.transport.models();
+        if let Some(meta) = models.meta.get_mut(projection) {
+            if meta
+                .lease
+                .as_ref()
+                .is_some_and(|(holder, _)| holder == token)
+            {
+                meta.lease = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn adopt_pending(&self, group: &str, consumer: &str, topics: &[Topic]) -> Result<u64> {
+        Ok(topics
+            .iter()
+            .map(|topic| self.transport.adopt_pending(topic, group, consumer))
+            .sum())
     }
 
     async fn hash(&self, key: &str) -> Result<Option<BTreeMap<String, String>>> {
@@ -422,6 +503,7 @@ mod tests {
             entry_id: id.clone(),
             ops,
             target: CommitTarget::Live,
+            lease: None,
         };
         let incr = ReadModelOp::HashIncr {
             key: "h".into(),

@@ -8,9 +8,16 @@
 //! the entry is still pending for the consumer committing it. The group's pending entries
 //! list is the processed marker: an entry is pending until the step that applied it acked
 //! it, so a redelivered entry (after a crash, a reclaim or a retry) is either not applied yet
-//! or already acknowledged and skipped — it never applies twice.
+//! or already acknowledged and skipped — it never applies twice. A commit is all or nothing:
+//! a write the stored data refuses (a key of another type, an increment of text) fails it
+//! with [`Error::ReadModelWrite`](crate::Error::ReadModelWrite) having written nothing.
 //!
-//! Declare read models with [`#[projection]`](crate::projection) (which implements
+//! Of the instances running a projection, one is active: it holds the projection's lease in
+//! the store and fences its commits with it; the others stand by and take over when it stops
+//! or dies (see [`ProjectionRunner`]). So one entity's events are applied in the order a
+//! single instance applies them.
+//!
+//! Declare read models with [`#[projection]`](macro@crate::projection) (which implements
 //! [`ReadModel`]) or write one by hand with [`CustomProjection`] or an impl of
 //! [`Projection`]:
 //!
@@ -71,7 +78,7 @@ use crate::error::HandlerError;
 pub use custom::CustomProjection;
 pub use op::{field_string, format_f64, ListEnd, ReadModelOp};
 pub use read::{FieldValue, ReadModels};
-pub use runner::{ProjectionRunner, RunningProjection};
+pub use runner::{ProjectionRunner, RunningProjection, DEFAULT_LEASE_TTL};
 pub use store::{Commit, CommitTarget, Committed, ReadModelStore, RebuildStep};
 
 /// The consumer group of a projection: `{service}-projection-{name}`, so that `eventbus lag`

@@ -1,10 +1,15 @@
 //! [`ProjectionRunner`]: runs a projection as its own consumer group on the event bus's
 //! consumer loop, committing each event's writes with its acknowledgement.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::bus::SubscriptionStats;
 use crate::bus::{default_consumer_name, Context, EventBus, Subscription, SubscriptionOptions};
@@ -18,6 +23,9 @@ use crate::transport::{StartFrom, Topic};
 
 /// How often a rebuild checks whether it caught up.
 const REBUILD_POLL: Duration = Duration::from_millis(50);
+
+/// How long a projection's lease lasts unless renewed (renewed every third of it).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// Runs a [`Projection`]: reads its event types as the consumer group
 /// `{service}-projection-{name}` (from the beginning of the streams when the group is new)
@@ -38,11 +46,30 @@ const REBUILD_POLL: Duration = Duration::from_millis(50);
 ///
 /// The store must belong to the bus's transport (e.g. `MemoryTransport::read_models`, or
 /// `RedisReadModels::new(&transport)`): it acknowledges the entries.
+///
+/// # One active instance per group
+///
+/// Run the projection on as many instances as you like: one of them is active, the others
+/// stand by. The active one holds the projection's lease in the store (on Redis a key with a
+/// time to live, [`lease_ttl`](Self::lease_ttl), renewed every third of it) and is the only
+/// consumer of the group, so the events of one entity are applied in the order a single
+/// instance applies them — never `OrderCreated` on one instance overwriting `OrderShipped`
+/// applied concurrently on another. Every commit carries the lease's token and writes
+/// nothing unless the lease is still held with it (fencing: an instance paused past its
+/// lease, whose successor took over, commits nothing), and so are its reads where the store
+/// supports it ([`ReadModelStore::fence`]: on Redis entries are taken from the group only in
+/// a script that checks the lease). A standby checks the lease every
+/// third of its time to live and takes over when it is released (graceful shutdown) or
+/// lapses (the active instance died); it first adopts every entry its predecessor left
+/// pending, so those are applied before anything newer, and in the order the predecessor
+/// would have applied them (an instance holds at most one read batch: `prefetch` is capped
+/// at `batch_size`; the successor recovers them stream by stream, as a batch is read).
 pub struct ProjectionRunner {
     bus: EventBus,
     models: ReadModels,
     projection: Arc<dyn Projection>,
     options: SubscriptionOptions,
+    lease_ttl: Duration,
 }
 
 impl std::fmt::Debug for ProjectionRunner {
@@ -73,7 +100,16 @@ impl ProjectionRunner {
             models: models.clone(),
             projection,
             options,
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
+    }
+
+    /// How long the lease of the active instance lasts unless renewed (default
+    /// [`DEFAULT_LEASE_TTL`]): how long standbys wait after the active instance died. It is
+    /// renewed, and standbys look at it, every third of that.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(30));
+        self
     }
 
     /// Changes the consumer options (batch size, retries, claim idle time, consumer name…).
@@ -101,6 +137,7 @@ impl ProjectionRunner {
         &self,
         options: SubscriptionOptions,
         target: CommitTarget,
+        lease: Option<Lease>,
     ) -> Result<crate::SubscriptionBuilder> {
         let event_types = self.projection.event_types();
         if event_types.is_empty() {
@@ -113,26 +150,114 @@ impl ProjectionRunner {
         for event_type in event_types {
             let projection = self.projection.clone();
             let store = self.models.store().clone();
-            builder = builder.on_raw(event_type, move |event: Envelope<Value>, ctx: Context| {
-                let projection = projection.clone();
-                let store = store.clone();
-                async move { project(&*projection, &*store, &event, &ctx, target).await }
-            });
+            let lease = lease.clone();
+            builder =
+                builder.on_raw(event_type, move |event: Envelope<Value>, ctx: Context| {
+                    let projection = projection.clone();
+                    let store = store.clone();
+                    let lease = lease.clone();
+                    async move {
+                        project(&*projection, &*store, &event, &ctx, target, lease.as_ref()).await
+                    }
+                });
         }
         Ok(builder)
     }
 
-    /// Creates the group (if new) and starts projecting.
-    pub async fn start(self) -> Result<RunningProjection> {
-        let subscription = self
-            .subscription(self.options.clone(), CommitTarget::Live)?
-            .start()
-            .await?;
+    /// Creates the group (if new) and starts projecting: at once if no other instance holds
+    /// the projection's lease, otherwise as a standby that takes over when the lease is
+    /// released or lapses (see [One active instance per group](Self#one-active-instance-per-group)).
+    pub async fn start(mut self) -> Result<RunningProjection> {
+        // A successor recovers what this instance leaves pending stream by stream, which is
+        // the order of one read batch, not of several: never hold more than a batch.
+        self.options.prefetch = self.options.prefetch.min(self.options.batch_size);
+        let token = format!("{}:{}", self.options.consumer, crate::envelope::new_id());
+        let lease = Lease {
+            token,
+            lost: Arc::new(Notify::new()),
+        };
+        // Fails fast on configuration errors (no event type) and on a store that can't be
+        // reached; then creates the groups so that lag shows them while standing by.
+        self.subscription(self.options.clone(), CommitTarget::Live, None)?;
+        for topic in self.topics() {
+            self.bus
+                .transport()
+                .ensure_group(&topic, &self.options.group, self.options.start_from)
+                .await?;
+        }
+        let stats = Arc::new(SubscriptionStats::default());
+        let active = Arc::new(AtomicBool::new(false));
+        let store = self.models.store().clone();
+        let name = self.projection.name().to_owned();
+        let group = self.options.group.clone();
+        let first = if store.lease(&name, &lease.token, self.lease_ttl).await? {
+            match self.activate(&lease, &stats).await {
+                Ok(subscription) => Some(subscription),
+                Err(e) => {
+                    // Don't keep standbys waiting for a lease nobody uses.
+                    store.release_lease(&name, &lease.token).await.ok();
+                    return Err(e);
+                }
+            }
+        } else {
+            tracing::info!(projection = %name, "standing by: another instance is active");
+            None
+        };
+        active.store(first.is_some(), Ordering::SeqCst);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(supervise(
+            self,
+            lease,
+            stats.clone(),
+            active.clone(),
+            cancel.clone(),
+            first,
+        ));
         Ok(RunningProjection {
-            name: self.projection.name().to_owned(),
-            group: self.options.group.clone(),
-            subscription,
+            name,
+            group,
+            stats,
+            active,
+            cancel,
+            task: Some(task),
         })
+    }
+
+    /// Starts consuming as the lease holder: adopts what earlier holders left pending, then
+    /// starts the subscription.
+    async fn activate(
+        &self,
+        lease: &Lease,
+        stats: &Arc<SubscriptionStats>,
+    ) -> Result<Subscription> {
+        let store = self.models.store().clone();
+        let adopted = store
+            .adopt_pending(&self.options.group, &self.options.consumer, &self.topics())
+            .await?;
+        tracing::info!(
+            projection = %self.projection.name(),
+            consumer = %self.options.consumer,
+            adopted,
+            "active: holding the projection's lease"
+        );
+        let fence: crate::bus::WrapConsumer = {
+            let store = store.clone();
+            let name = self.projection.name().to_owned();
+            let token = lease.token.clone();
+            Arc::new(move |consumer, spec| {
+                let (store, name, token) = (store.clone(), name.clone(), token.clone());
+                Box::pin(async move { store.fence(consumer, &spec, &name, &token).await })
+            })
+        };
+        self.subscription(
+            self.options.clone(),
+            CommitTarget::Live,
+            Some(lease.clone()),
+        )?
+        .stats(stats.clone())
+        .wrap_consumer(fence)
+        .start()
+        .await
     }
 
     /// Rebuilds the read model from the start of the streams, then switches readers over.
@@ -157,7 +282,7 @@ impl ProjectionRunner {
         store.begin_rebuild(&name, &options.group, &topics).await?;
         loop {
             let subscription = self
-                .subscription(options.clone(), CommitTarget::Rebuild)?
+                .subscription(options.clone(), CommitTarget::Rebuild, None)?
                 .start()
                 .await?;
             while !self.caught_up(&options.group, &topics).await? {
@@ -191,6 +316,7 @@ async fn project(
     event: &Envelope<Value>,
     ctx: &Context,
     target: CommitTarget,
+    lease: Option<&Lease>,
 ) -> std::result::Result<(), HandlerError> {
     let ops = projection.apply(event)?;
     let delivery = ctx.delivery();
@@ -202,8 +328,16 @@ async fn project(
         entry_id: delivery.entry_id.clone(),
         ops,
         target,
+        lease: lease.map(|l| l.token.clone()),
     };
     match store.commit(commit).await {
+        Ok(Committed::LeaseLost) => {
+            // Another instance may be active now: stop, leaving the entry pending for it.
+            if let Some(lease) = lease {
+                lease.lost.notify_one();
+            }
+            Err(HandlerError::abandon("the projection's lease was lost"))
+        }
         Ok(outcome) => {
             if outcome != Committed::Applied {
                 tracing::debug!(
@@ -218,12 +352,93 @@ async fn project(
     }
 }
 
-/// A running projection; stop it with [`shutdown`](Self::shutdown).
+/// The lease an active instance commits under.
+#[derive(Clone)]
+struct Lease {
+    token: String,
+    /// Notified when a commit found the lease lost.
+    lost: Arc<Notify>,
+}
+
+/// Keeps the lease of an active instance renewed, or waits for it as a standby, switching
+/// the subscription on and off; on cancellation stops it and releases the lease.
+async fn supervise(
+    runner: ProjectionRunner,
+    lease: Lease,
+    stats: Arc<SubscriptionStats>,
+    active: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    mut current: Option<Subscription>,
+) -> Result<()> {
+    let store = runner.models.store().clone();
+    let name = runner.projection.name().to_owned();
+    let ttl = runner.lease_ttl;
+    let every = ttl / 3;
+    let mut renewed = Instant::now();
+    loop {
+        let lost = tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = lease.lost.notified(), if current.is_some() => true,
+            _ = tokio::time::sleep(every) => false,
+        };
+        let held = if lost {
+            false
+        } else {
+            // The lease runs from (at the latest) when it was asked for.
+            let asked = Instant::now();
+            match store.lease(&name, &lease.token, ttl).await {
+                Ok(held) => {
+                    if held {
+                        renewed = asked;
+                    }
+                    held
+                }
+                Err(e) => {
+                    tracing::warn!(projection = %name, error = %e, "cannot renew or take the lease");
+                    // Still ours while it can't have lapsed: stop before it may have.
+                    current.is_some() && renewed.elapsed() + every < ttl
+                }
+            }
+        };
+        match (held, current.is_some()) {
+            (true, false) => match runner.activate(&lease, &stats).await {
+                Ok(subscription) => {
+                    current = Some(subscription);
+                    active.store(true, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    tracing::warn!(projection = %name, error = %e, "cannot start after taking the lease");
+                    let _ = store.release_lease(&name, &lease.token).await;
+                }
+            },
+            (false, true) => {
+                tracing::warn!(projection = %name, "lease lost: standing by");
+                active.store(false, Ordering::SeqCst);
+                if let Some(subscription) = current.take() {
+                    subscription.shutdown().await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    active.store(false, Ordering::SeqCst);
+    if let Some(subscription) = current.take() {
+        subscription.shutdown().await?;
+        store.release_lease(&name, &lease.token).await?;
+    }
+    Ok(())
+}
+
+/// A running projection instance (active or standing by); stop it with
+/// [`shutdown`](Self::shutdown). Dropping it stops it too, in the background.
 #[derive(Debug)]
 pub struct RunningProjection {
     name: String,
     group: String,
-    subscription: Subscription,
+    stats: Arc<SubscriptionStats>,
+    active: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<Result<()>>>,
 }
 
 impl RunningProjection {
@@ -237,13 +452,32 @@ impl RunningProjection {
         &self.group
     }
 
-    /// Counters of its consumer: `handled` counts committed events.
+    /// Counters of its consumer: `handled` counts committed events (over every period this
+    /// instance was active).
     pub fn stats(&self) -> &SubscriptionStats {
-        self.subscription.stats()
+        &self.stats
     }
 
-    /// Stops reading and lets in-flight commits finish.
-    pub async fn shutdown(self) -> Result<()> {
-        self.subscription.shutdown().await.map(drop)
+    /// Whether this instance holds the lease and applies events (`false`: standing by).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Stops reading, lets in-flight commits finish, and releases the lease so that a
+    /// standby takes over at once.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.cancel.cancel();
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| Error::Config(format!("projection task failed: {e}")))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningProjection {
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }

@@ -1,13 +1,14 @@
 //! [`ReadModelStore`]: the seam between the projection runner and where read models live.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::envelope::EntryId;
 use crate::error::Result;
 use crate::projection::ReadModelOp;
-use crate::transport::Topic;
+use crate::transport::{ConsumerSpec, StreamConsumer, Topic};
 
 /// Which keys a commit writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,10 @@ pub struct Commit {
     pub ops: Vec<ReadModelOp>,
     /// Live keys, or a rebuild's shadow keys.
     pub target: CommitTarget,
+    /// The token of the projection's lease (see [`ReadModelStore::lease`]) the committing
+    /// instance holds: the commit writes nothing unless the lease is held with it. `None`
+    /// commits without that check (rebuilds, tools).
+    pub lease: Option<String>,
 }
 
 /// What a commit did.
@@ -49,6 +54,9 @@ pub enum Committed {
     /// The entry is older than what a rebuild already put in the read model: acknowledged
     /// without writing.
     Superseded,
+    /// Nothing was written: the projection's lease is not held with the commit's token (it
+    /// lapsed and another instance may have taken over). The committing instance must stop.
+    LeaseLost,
 }
 
 /// Whether [`ReadModelStore::finish_rebuild`] switched readers over.
@@ -72,9 +80,45 @@ pub enum RebuildStep {
 #[async_trait]
 pub trait ReadModelStore: Send + Sync + 'static {
     /// In one atomic step, and only if the entry is pending for `commit.consumer` in
-    /// `commit.group`: applies the writes, advances the projection's checkpoint for the
-    /// topic, records the keys written, and acknowledges the entry.
+    /// `commit.group` (and the lease, if given, is held with `commit.lease`): applies the
+    /// writes, advances the projection's checkpoint for the topic, records the keys written,
+    /// and acknowledges the entry.
+    ///
+    /// All or nothing: a write the stored data refuses (a key of another type, an increment
+    /// of a field that is not an integer) fails the commit with
+    /// [`Error::ReadModelWrite`](crate::Error::ReadModelWrite) and changes nothing, the
+    /// entry staying pending.
     async fn commit(&self, commit: Commit) -> Result<Committed>;
+
+    /// Takes the lease of `projection` for `token`, or renews it if `token` holds it already,
+    /// for `ttl`. Returns `false` while another token holds it. The lease makes one instance
+    /// of a projection's group the active one; commits carrying the token are fenced by it.
+    async fn lease(&self, projection: &str, token: &str, ttl: Duration) -> Result<bool>;
+
+    /// Gives the lease of `projection` up, if `token` still holds it.
+    async fn release_lease(&self, projection: &str, token: &str) -> Result<()>;
+
+    /// Fences `consumer` (of `spec`) by the lease of `projection` held with `token`: the
+    /// returned consumer takes entries from the group (new ones, or idle ones of other
+    /// consumers) only in the same atomic step that checks the lease, so an instance whose
+    /// lease lapsed — paused, cut off — takes nothing its successor should apply. Reads find
+    /// nothing once the lease is lost. The default returns `consumer` unfenced (a store whose
+    /// instances can't outlive their lease unnoticed, such as one in process memory).
+    async fn fence(
+        &self,
+        consumer: Box<dyn StreamConsumer>,
+        spec: &ConsumerSpec,
+        projection: &str,
+        token: &str,
+    ) -> Result<Box<dyn StreamConsumer>> {
+        let _ = (spec, projection, token);
+        Ok(consumer)
+    }
+
+    /// Moves every entry pending in `group` on `topics` to `consumer` (without counting a
+    /// delivery), so that the new lease holder applies what earlier holders left unfinished
+    /// before anything newer. Returns how many entries moved.
+    async fn adopt_pending(&self, group: &str, consumer: &str, topics: &[Topic]) -> Result<u64>;
 
     /// Every field of a hash; `None` when the key doesn't exist.
     async fn hash(&self, key: &str) -> Result<Option<BTreeMap<String, String>>>;

@@ -1,5 +1,7 @@
 //! Shared helpers of the Redis integration tests: a real server at `REDIS_URL` (default
-//! `redis://127.0.0.1:6379`), one key namespace per test.
+//! `redis://127.0.0.1:6379`), one key namespace per test, deleted when the test ends —
+//! also when it fails: a [`Namespace`] deletes `{namespace}:*` when dropped, which
+//! unwinding does too.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,16 +19,86 @@ pub fn redis_url() -> String {
         .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned())
 }
 
-/// A test's transport, its namespace and a raw connection for inspection.
+/// A test's key namespace: deletes every key under it (`SCAN` + `UNLINK`, on a blocking
+/// connection in a thread of its own) when dropped, whether the test passed or panicked.
+/// Derefs to the namespace string.
+#[derive(Debug)]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// A fresh namespace `{prefix}:{uuid}`.
+    pub fn new(prefix: &str) -> Self {
+        Namespace(format!("{prefix}:{}", uuid::Uuid::new_v4().simple()))
+    }
+}
+
+impl std::ops::Deref for Namespace {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let mut pattern = String::new();
+        for c in self.0.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str(":*");
+        let done = std::thread::spawn(move || -> redis::RedisResult<()> {
+            let mut conn = redis::Client::open(redis_url())?.get_connection()?;
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(&mut conn)?;
+                if !keys.is_empty() {
+                    redis::cmd("UNLINK").arg(keys).query::<i64>(&mut conn)?;
+                }
+                if next == 0 {
+                    return Ok(());
+                }
+                cursor = next;
+            }
+        })
+        .join();
+        if !matches!(done, Ok(Ok(()))) {
+            eprintln!(
+                "could not delete the keys of test namespace `{}`: {done:?}",
+                self.0
+            );
+        }
+    }
+}
+
+/// A test's transport, its namespace and a raw connection for inspection. Dropping it
+/// deletes the namespace.
 pub struct Ctx {
     pub transport: RedisTransport,
     pub namespace: String,
     pub raw: MultiplexedConnection,
+    _guard: Namespace,
 }
 
 /// Connects in a fresh namespace `test:{name}:{uuid}`. A missing Redis fails the test loudly.
 pub async fn setup(name: &str) -> Ctx {
-    let namespace = format!("test:{name}:{}", uuid::Uuid::new_v4().simple());
+    let guard = Namespace::new(&format!("test:{name}"));
+    let namespace = guard.to_string();
     let url = redis_url();
     let config = RedisConfig::new(&url)
         .expect("REDIS_URL is not a valid Redis URL")
@@ -41,6 +113,7 @@ pub async fn setup(name: &str) -> Ctx {
         transport,
         namespace,
         raw,
+        _guard: guard,
     }
 }
 
@@ -108,15 +181,5 @@ impl Ctx {
                 )
             })
             .collect()
-    }
-
-    /// Deletes every key of the namespace.
-    pub async fn cleanup(self) {
-        let keys: Vec<String> = self
-            .cmd(redis::cmd("KEYS").arg(format!("{}:*", self.namespace)))
-            .await;
-        if !keys.is_empty() {
-            let _: i64 = self.cmd(redis::cmd("DEL").arg(keys)).await;
-        }
     }
 }

@@ -282,6 +282,11 @@ impl StreamTransport for MemoryTransport {
     async fn append(&self, topic: &Topic, entries: &[Envelope<Value>]) -> Result<Vec<EntryId>> {
         let ids = {
             let mut state = self.shared.lock();
+            // A reply stream is never created by a reply (see `ReplyStreams`): a reply to a
+            // client that is gone is dropped.
+            if matches!(topic, Topic::Replies(_)) && !state.streams.contains_key(topic) {
+                return Ok(Vec::new());
+            }
             entries
                 .iter()
                 .map(|e| {
@@ -402,4 +407,18 @@ fn check_spec(spec: &ConsumerSpec) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Reply streams live in memory as long as the transport, unless removed: `keep_alive` has
+/// nothing to do, `remove` drops the stream with its groups.
+#[async_trait]
+impl crate::cqrs::ReplyStreams for MemoryTransport {
+    async fn keep_alive(&self, _topic: &Topic, _ttl: std::time::Duration) -> Result<()> {
+        Ok(())
+    }
+
+    async fn remove(&self, topic: &Topic) -> Result<()> {
+        self.shared.lock().streams.remove(topic);
+        Ok(())
+    }
 }

@@ -55,6 +55,32 @@ impl MemoryTransport {
             .map_or(0, |g| g.pel.len())
     }
 
+    /// Moves every entry pending in `group` on `topic` to `consumer`, without counting a
+    /// delivery (`XAUTOCLAIM … 0 JUSTID`). Returns how many moved.
+    pub(crate) fn adopt_pending(&self, topic: &Topic, group: &str, consumer: &str) -> u64 {
+        let mut state = self.shared.lock();
+        let Some(g) = state
+            .streams
+            .get_mut(topic)
+            .and_then(|s| s.groups.get_mut(group))
+        else {
+            return 0;
+        };
+        let mut moved = 0;
+        for p in g.pel.values_mut() {
+            if p.consumer != consumer {
+                p.consumer = consumer.to_owned();
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            g.consumers
+                .entry(consumer.to_owned())
+                .or_insert_with(tokio::time::Instant::now);
+        }
+        moved
+    }
+
     /// Drops `group` from `topic`'s stream, like `XGROUP DESTROY`.
     pub(crate) fn destroy_group(&self, topic: &Topic, group: &str) {
         let mut state = self.shared.lock();
