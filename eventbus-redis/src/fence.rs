@@ -260,6 +260,15 @@ impl StreamConsumer for FencedConsumer {
         self.delegate.renew(topic, ids).await
     }
 
+    async fn give_back(
+        &self,
+        topic: &Topic,
+        entries: &[(EntryId, u32)],
+        idle: Duration,
+    ) -> CoreResult<()> {
+        self.delegate.give_back(topic, entries, idle).await
+    }
+
     async fn redeliver(&self, topic: &Topic, id: &str) -> CoreResult<Option<Delivery>> {
         self.delegate.redeliver(topic, id).await
     }

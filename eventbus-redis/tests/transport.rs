@@ -891,3 +891,44 @@ async fn replay_refuses_a_dead_letter_naming_a_stream_outside_the_namespace() {
         1
     );
 }
+
+#[tokio::test]
+async fn give_back_uncounts_and_makes_claimable_only_what_this_consumer_holds() {
+    let ctx = setup("give_back").await;
+    let topic = Topic::of_type("Job");
+    ctx.transport
+        .ensure_group(&topic, GROUP, StartFrom::New)
+        .await
+        .unwrap();
+    let ids = ctx
+        .transport
+        .publish(&(0..2).map(|n| event("Job", n)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let c1 = ctx.consumer(GROUP, "c1", &topic).await;
+    let c2 = ctx.consumer(GROUP, "c2", &topic).await;
+    assert_eq!(
+        c1.read(1, Duration::from_millis(100)).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        c2.read(1, Duration::from_millis(100)).await.unwrap().len(),
+        1
+    );
+
+    // c1 gives back both: only its own entry changes.
+    let back = [(ids[0].clone(), 0), (ids[1].clone(), 0)];
+    c1.give_back(&topic, &back, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let claimed = c2
+        .claim_idle(&topic, Duration::from_secs(30), "0-0", 10)
+        .await
+        .unwrap();
+    let got: Vec<_> = claimed
+        .deliveries
+        .iter()
+        .map(|d| (d.entry_id.clone(), d.delivery_count))
+        .collect();
+    assert_eq!(got, [(ids[0].clone(), 0)], "claimable at once, uncounted");
+}

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventbus_core::transport::{ConsumerSpec, StartFrom, Topic};
-use eventbus_core::{event, Envelope, EventBus, Subscription, SubscriptionBuilder};
+use eventbus_core::{event, Envelope, EventBus, SubscriptionBuilder};
 use eventbus_tests::{both, eventually, Backend};
 
 #[event(name = "SafetyJob")]
@@ -77,6 +77,7 @@ both!(
     a_poison_entry_that_kills_its_consumer_is_dead_lettered,
     a_restart_recovers_all_own_pending_entries_in_order,
     shutdown_cancels_the_handlers_it_abandons,
+    graceful_stops_do_not_count_against_max_deliveries,
     an_entry_of_another_type_on_a_type_stream_is_malformed,
 );
 
@@ -155,50 +156,62 @@ async fn a_handler_longer_than_claim_idle_keeps_its_entry(backend: Backend) {
     other.shutdown().await.unwrap();
 }
 
-/// An entry whose handler takes its consumer down (here: hangs until the process is
-/// "killed" by a shutdown that abandons it) is delivered `max_deliveries` times, then goes to
-/// the dead-letter stream before any handler runs; the entries behind it flow and none of
-/// them is dead-lettered.
+/// An entry whose handler takes its process down is delivered `max_deliveries` times, then
+/// goes to the dead-letter stream before any handler runs; the entries behind it flow and
+/// none of them is dead-lettered. A crash is a runtime shut down under the consumer: its
+/// tasks vanish mid-handler, with no shutdown, no renewal and no give-back.
 async fn a_poison_entry_that_kills_its_consumer_is_dead_lettered(backend: Backend) {
     let bus = EventBus::from_arc(backend.transport(), "svc");
+    bus.transport()
+        .ensure_group(&topic(), GROUP, StartFrom::New)
+        .await
+        .unwrap();
     let attempts = Arc::new(AtomicU32::new(0));
     let handled: Arc<Mutex<Vec<u32>>> = Arc::default();
-    let start = |attempts: Arc<AtomicU32>, handled: Arc<Mutex<Vec<u32>>>| {
+    let builder = |attempts: Arc<AtomicU32>, handled: Arc<Mutex<Vec<u32>>>| {
         bus.subscribe()
             .consumer_name("worker")
             .max_deliveries(3)
-            .configure(|o| {
-                o.shutdown_timeout = Duration::from_millis(100);
-                o.block = Duration::from_millis(100);
-            })
+            .configure(|o| o.block = Duration::from_millis(100))
             .on(move |e: Envelope<Job>| {
                 let (attempts, handled) = (attempts.clone(), handled.clone());
                 async move {
                     if e.data.n == 0 {
                         attempts.fetch_add(1, Ordering::SeqCst);
-                        std::future::pending::<()>().await; // "kills the process"
+                        std::future::pending::<()>().await; // the process is about to die
                     }
                     handled.lock().unwrap().push(e.data.n);
                     Ok(())
                 }
             })
-            .start()
     };
-    let mut running: Subscription = start(attempts.clone(), handled.clone()).await.unwrap();
     bus.publish_batch((0..40).map(|n| Job { n })).await.unwrap();
     for run in 1..=3u32 {
+        let process = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let subscription = builder(attempts.clone(), handled.clone());
+        process.spawn(async move {
+            let _running = subscription.start().await.unwrap();
+            std::future::pending::<()>().await;
+        });
         eventually(WAIT, "the poison is being handled", || async {
             attempts.load(Ordering::SeqCst) == run
         })
         .await;
-        // The process dies: its handler never ends.
-        let report = running.shutdown().await.unwrap();
-        assert_eq!(report.abandoned, 1, "run {run}");
-        assert!(handled.lock().unwrap().is_empty(), "all behind the poison");
-        running = start(attempts.clone(), handled.clone()).await.unwrap();
+        process.shutdown_background(); // SIGKILL
+        assert!(
+            handled.lock().unwrap().is_empty(),
+            "all are behind the poison"
+        );
     }
     // The restart after the last allowed delivery dead-letters it before any handler runs.
-    let last = running;
+    let last = builder(attempts.clone(), handled.clone())
+        .start()
+        .await
+        .unwrap();
     eventually(WAIT, "the 39 behind the poison arrive", || async {
         handled.lock().unwrap().len() == 39
     })
@@ -213,6 +226,58 @@ async fn a_poison_entry_that_kills_its_consumer_is_dead_lettered(backend: Backen
         dead[0].reason.error
     );
     assert_eq!(last.stats().poison(), 1);
+    eventually(WAIT, "nothing pending", || async {
+        pending(&bus).await == 0
+    })
+    .await;
+    last.shutdown().await.unwrap();
+}
+
+/// A graceful stop that cancels a slow handler is not the entry's fault: it is given back
+/// uncounted, so rolling restarts never push a healthy entry to the dead-letter stream.
+async fn graceful_stops_do_not_count_against_max_deliveries(backend: Backend) {
+    let bus = EventBus::from_arc(backend.transport(), "svc");
+    bus.transport()
+        .ensure_group(&topic(), GROUP, StartFrom::New)
+        .await
+        .unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let start = |attempts: Arc<AtomicU32>, slow: bool| {
+        bus.subscribe()
+            .consumer_name("worker")
+            .max_deliveries(2)
+            .configure(|o| {
+                o.shutdown_timeout = Duration::from_millis(100);
+                o.block = Duration::from_millis(100);
+            })
+            .on(move |_: Envelope<Job>| {
+                let attempts = attempts.clone();
+                async move {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    if slow {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
+                    Ok(())
+                }
+            })
+            .start()
+    };
+    bus.publish(Job { n: 1 }).await.unwrap();
+    for run in 1..=4u32 {
+        let sub = start(attempts.clone(), true).await.unwrap();
+        eventually(WAIT, "the slow handler runs", || async {
+            attempts.load(Ordering::SeqCst) == run
+        })
+        .await;
+        let report = sub.shutdown().await.unwrap();
+        assert_eq!((report.abandoned, report.left_pending), (1, 1), "run {run}");
+    }
+    let last = start(attempts.clone(), false).await.unwrap();
+    eventually(WAIT, "handled at last", || async {
+        last.stats().handled() == 1
+    })
+    .await;
+    assert!(dead_letters(&bus).await.is_empty());
     eventually(WAIT, "nothing pending", || async {
         pending(&bus).await == 0
     })

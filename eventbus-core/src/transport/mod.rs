@@ -255,6 +255,19 @@ pub trait StreamConsumer: Send + Sync + 'static {
     /// acknowledges those.
     async fn renew(&self, topic: &Topic, ids: &[EntryId]) -> Result<Vec<EntryId>>;
 
+    /// Gives entries back without a verdict (at shutdown, or when a handler gives one
+    /// back): for each `(id, delivery count)` still pending for this consumer, sets its
+    /// delivery count (the deliveries that ended here without a verdict are not counted)
+    /// and makes it idle for `idle`, so that another consumer of the group can claim it at
+    /// once (`XCLAIM … IDLE … RETRYCOUNT … JUSTID`). Entries not pending for this consumer
+    /// are left alone.
+    async fn give_back(
+        &self,
+        topic: &Topic,
+        entries: &[(EntryId, u32)],
+        idle: Duration,
+    ) -> Result<()>;
+
     /// Acknowledges entries, many ids per topic in one batch.
     async fn ack(&self, acks: &[(Topic, Vec<EntryId>)]) -> Result<()>;
 

@@ -293,6 +293,31 @@ impl StreamConsumer for RedisConsumer {
         Ok(lost)
     }
 
+    async fn give_back(
+        &self,
+        topic: &Topic,
+        entries: &[(EntryId, u32)],
+        idle: Duration,
+    ) -> CoreResult<()> {
+        let key = self.inner.keys.stream(topic);
+        for chunk in entries.chunks(MAX_PAGE / 2) {
+            let _: Value = self
+                .retry_once("give back (XCLAIM IDLE RETRYCOUNT)", topic, |mut conn| {
+                    let mut invocation = steps::GIVE_BACK.key(&key);
+                    invocation
+                        .arg(self.group())
+                        .arg(self.name())
+                        .arg(idle.as_millis() as u64);
+                    for (id, count) in chunk {
+                        invocation.arg(id).arg(*count);
+                    }
+                    async move { invocation.invoke_async(&mut conn).await }
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn redeliver(&self, topic: &Topic, id: &str) -> CoreResult<Option<Delivery>> {
         let key = self.inner.keys.stream(topic);
         let value: Value = self

@@ -99,3 +99,22 @@ return lost
 "#,
     )
 });
+
+/// Gives entries back: sets their delivery counts and idle times (`XCLAIM … IDLE …
+/// RETRYCOUNT … JUSTID`), for those still pending for the calling consumer only.
+///
+/// `KEYS[1]` stream; `ARGV` group, consumer, idle (ms), then id, delivery count pairs.
+pub(super) static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for i = 4, #ARGV, 2 do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p > 0 and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3],
+      'RETRYCOUNT', ARGV[i + 1], 'JUSTID')
+  end
+end
+return 0
+"#,
+    )
+});

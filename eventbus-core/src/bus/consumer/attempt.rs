@@ -103,7 +103,11 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
     // A recovered or claimed entry may be what took its last consumer down: its first
     // attempt here runs alone, so that if it takes this process down too, no other entry's
     // attempt is charged for it.
-    let Some(first) = Gate::enter(runner, !counted).await else {
+    // (Only its last allowed attempt: an innocent entry in flight when a poison took the
+    // process down is charged for that crash, but never for the one that would dead-letter
+    // it, while the poison exhausts its attempts.)
+    let alone = !counted && delivery_count.saturating_add(1) >= runner.options.max_deliveries;
+    let Some(first) = Gate::enter(runner, alone).await else {
         return; // shutting down: stays pending
     };
     // Make sure the entry is still ours before a handler starts; count the attempt of a
@@ -184,9 +188,10 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
             return;
         };
         if failure.is_abandon() {
-            // Given back: stays pending, delivered again after a restart or a reclaim.
+            // Given back: stays pending, uncounted, for this group's next delivery.
             tracing::info!(topic = %topic, id = %entry_id, reason = %failure, "entry given back");
-            runner.holdings().release(&key, generation);
+            let back = runner.holdings().take_back(&key, generation);
+            super::give_back(runner, back.into_iter().collect()).await;
             runner.count_unhandled();
             return;
         }
@@ -210,6 +215,7 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
             }
         }
         unavailable = 0;
+        runner.holdings().verdict(&key, generation);
         if failure.is_permanent() || delivery_count >= runner.options.max_deliveries {
             settle.dead_letter(failure.message(), delivery_count).await;
             return;
@@ -223,9 +229,9 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         match runner.consumer.redeliver(&topic, &entry_id).await {
             Ok(Some(again)) => {
                 delivery_count = again.delivery_count;
-                runner
-                    .holdings()
-                    .renewed(&key, generation, sent + runner.options.claim_idle);
+                let mut holdings = runner.holdings();
+                holdings.renewed(&key, generation, sent + runner.options.claim_idle);
+                holdings.charged(&key, generation, delivery_count);
             }
             Ok(None) => {
                 // Acknowledged or claimed elsewhere meanwhile.
@@ -347,11 +353,13 @@ impl Settle<'_> {
             let sent = Instant::now();
             match self.runner.consumer.redeliver(self.topic, self.id).await {
                 Ok(Some(d)) => {
-                    self.runner.holdings().renewed(
+                    let mut holdings = self.runner.holdings();
+                    holdings.renewed(
                         self.key,
                         self.generation,
                         sent + self.runner.options.claim_idle,
                     );
+                    holdings.charged(self.key, self.generation, d.delivery_count);
                     return Hold::Held(Some(d.delivery_count));
                 }
                 Ok(None) => {

@@ -31,9 +31,26 @@ struct Held {
     generation: u64,
     /// Until when no other consumer can have taken it.
     until: Instant,
+    /// Its delivery count on the server, as last known.
+    count: u32,
+    /// Whether `count` includes a delivery of this dispatch that has not ended with a
+    /// verdict (a fresh read, or an attempt still running): given back, it is not counted.
+    charged: bool,
     /// Its acknowledgement is on its way: the heartbeat leaves it alone (the server may
     /// already have acknowledged it, which a renewal would misread as a loss).
     settling: bool,
+}
+
+impl Held {
+    /// Its topic, id, and the count to leave when it is given back.
+    fn given_back(self) -> (Topic, EntryId, u32) {
+        let count = if self.charged {
+            self.count.saturating_sub(1)
+        } else {
+            self.count
+        };
+        (self.topic, self.id, count)
+    }
 }
 
 /// The entries held, by key.
@@ -49,8 +66,8 @@ impl Holdings {
     pub(super) fn insert(
         &mut self,
         key: InflightKey,
-        topic: &Topic,
-        id: &str,
+        delivery: &crate::transport::Delivery,
+        counted: bool,
         until: Instant,
     ) -> Option<u64> {
         if self.held.contains_key(&key) {
@@ -61,10 +78,12 @@ impl Holdings {
         self.held.insert(
             key,
             Held {
-                topic: topic.clone(),
-                id: id.to_owned(),
+                topic: delivery.topic.clone(),
+                id: delivery.entry_id.clone(),
                 generation,
                 until,
+                count: delivery.delivery_count,
+                charged: counted,
                 settling: false,
             },
         );
@@ -88,6 +107,51 @@ impl Holdings {
         {
             h.until = h.until.max(until);
         }
+    }
+
+    /// Records that an attempt started and was counted: the entry's count is now `count`.
+    pub(super) fn charged(&mut self, key: &InflightKey, generation: u64, count: u32) {
+        if let Some(h) = self
+            .held
+            .get_mut(key)
+            .filter(|h| h.generation == generation)
+        {
+            h.count = count;
+            h.charged = true;
+        }
+    }
+
+    /// Records that the running attempt ended with a verdict (a failure that counts).
+    pub(super) fn verdict(&mut self, key: &InflightKey, generation: u64) {
+        if let Some(h) = self
+            .held
+            .get_mut(key)
+            .filter(|h| h.generation == generation)
+        {
+            h.charged = false;
+        }
+    }
+
+    /// Stops holding one dispatch of an entry to give it back: its topic, id and the
+    /// delivery count to leave on the server.
+    pub(super) fn take_back(
+        &mut self,
+        key: &InflightKey,
+        generation: u64,
+    ) -> Option<(Topic, EntryId, u32)> {
+        if !self
+            .held
+            .get(key)
+            .is_some_and(|h| h.generation == generation)
+        {
+            return None;
+        }
+        self.held.remove(key).map(Held::given_back)
+    }
+
+    /// Stops holding everything, to give it all back (at shutdown).
+    pub(super) fn take_all_back(&mut self) -> Vec<(Topic, EntryId, u32)> {
+        self.held.drain().map(|(_, h)| h.given_back()).collect()
     }
 
     /// Marks this dispatch of an entry as being acknowledged (or not any more).
@@ -125,11 +189,6 @@ impl Holdings {
             .filter(|(_, h)| !h.settling)
             .map(|(k, h)| (k.clone(), h.generation, h.topic.clone(), h.id.clone()))
             .collect()
-    }
-
-    /// How many entries are held.
-    pub(super) fn len(&self) -> usize {
-        self.held.len()
     }
 }
 

@@ -23,10 +23,9 @@ pub(super) fn dispatch(
     permit: OwnedSemaphorePermit,
 ) -> bool {
     let key = runner.inflight_key(&delivery.topic, &delivery.entry_id);
-    let Some(generation) =
-        runner
-            .holdings()
-            .insert(key.clone(), &delivery.topic, &delivery.entry_id, until)
+    let Some(generation) = runner
+        .holdings()
+        .insert(key.clone(), &delivery, counted, until)
     else {
         return false;
     };

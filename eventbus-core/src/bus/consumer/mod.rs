@@ -213,9 +213,35 @@ pub(crate) async fn run(runner: Arc<Runner>) -> ShutdownReport {
         let _ = acker.await;
     }
     let _ = heartbeat.await;
+    // What is left never finished here: give it back uncounted, claimable at once.
+    let left = runner.holdings().take_all_back();
+    let left_pending = left.len() as u64;
+    give_back(&runner, left).await;
     ShutdownReport {
         abandoned: runner.stats.abandoned(),
-        left_pending: runner.holdings().len() as u64,
+        left_pending,
+    }
+}
+
+/// Gives entries back without a verdict (see [`StreamConsumer::give_back`]). On failure they
+/// stay pending as they are, as after a crash.
+async fn give_back(runner: &Runner, entries: Vec<(Topic, EntryId, u32)>) {
+    let mut by_topic: Vec<(Topic, Vec<(EntryId, u32)>)> = Vec::new();
+    for (topic, id, count) in entries {
+        match by_topic.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, list)) => list.push((id, count)),
+            None => by_topic.push((topic, vec![(id, count)])),
+        }
+    }
+    for (topic, list) in by_topic {
+        if let Err(e) = runner
+            .consumer
+            .give_back(&topic, &list, runner.options.claim_idle)
+            .await
+        {
+            SubscriptionStats::add(&runner.stats.transport_errors, 1);
+            tracing::warn!(topic = %topic, error = %e, count = list.len(), "cannot give entries back; they stay pending and count as delivered");
+        }
     }
 }
 

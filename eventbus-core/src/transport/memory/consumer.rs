@@ -231,6 +231,32 @@ impl StreamConsumer for MemoryConsumer {
         Ok(lost)
     }
 
+    async fn give_back(
+        &self,
+        topic: &Topic,
+        entries: &[(EntryId, u32)],
+        idle_for: Duration,
+    ) -> Result<()> {
+        let parsed = entries
+            .iter()
+            .map(|(id, count)| Ok((StreamId::parse(id)?, *count)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut state = self.transport.shared.lock();
+        let (group, consumer) = (&self.spec.group, &self.spec.consumer);
+        let stream = state.stream_of_group(topic, group)?;
+        let now = Instant::now();
+        let since = now.checked_sub(idle_for).unwrap_or(now);
+        if let Some(g) = stream.groups.get_mut(group) {
+            for (id, count) in parsed {
+                if let Some(p) = g.pel.get_mut(&id).filter(|p| &p.consumer == consumer) {
+                    p.delivery_count = count;
+                    p.last_delivery = since;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Unknown ids, and topics whose stream or group is missing, are ignored (like `XACK`).
     async fn ack(&self, acks: &[(Topic, Vec<EntryId>)]) -> Result<()> {
         let mut ids = Vec::with_capacity(acks.len());
