@@ -553,6 +553,10 @@ impl StreamTransport for RedisTransport {
     fn describe(&self) -> String {
         self.inner.server.redacted_url.clone()
     }
+
+    fn reply_streams(&self) -> Option<std::sync::Arc<dyn ReplyStreams>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
 }
 
 /// Appends `[MAXLEN ~ n] * field value …` to an `XADD`.

@@ -593,3 +593,22 @@ fn reply_stream_of_a_dropped_client_expires() {
         .await;
     });
 }
+
+/// The plain `CommandClient::start` uses the backend's reply-stream life cycle: on Redis the
+/// stream has a time to live while the client runs and is gone after shutdown.
+#[test]
+fn a_plain_client_cleans_up_its_reply_stream() {
+    eventbus_tests::run_on_redis("plain_client_reply_stream", |backend| async move {
+        let (_, namespace) = redis_parts(&backend);
+        let client =
+            eventbus_core::CommandClient::start(EventBus::from_arc(backend.transport(), "caller"))
+                .await
+                .unwrap();
+        let key = eventbus_tests::stream_key(&namespace, &Topic::Replies(client.instance().into()));
+        let (exists, pttl) = key_state(&key).await;
+        let ttl = eventbus_core::DEFAULT_REPLY_TTL.as_millis() as i64;
+        assert!(exists && pttl > 0 && pttl <= ttl, "{exists} {pttl}");
+        client.shutdown().await.unwrap();
+        assert_eq!(key_state(&key).await, (false, -2), "removed on shutdown");
+    });
+}

@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use serde::Deserialize as _;
 use serde_json::{json, Value};
@@ -29,6 +28,7 @@ use crate::bus::{Context, EventBus, Subscription};
 use crate::cqrs::command::{Command, CommandBus, CommandError, DispatchOptions};
 use crate::envelope::{new_id, now_seconds, Envelope};
 use crate::error::{Error, HandlerError, Result};
+pub use crate::transport::ReplyStreams;
 use crate::transport::{StartFrom, Topic};
 
 /// The event type of reply entries.
@@ -37,23 +37,6 @@ const REPLY_TYPE: &str = "CommandReply";
 const REPLY_ATTEMPTS: u32 = 3;
 /// How long a client's reply stream outlives its last keep-alive (renewed every third).
 pub const DEFAULT_REPLY_TTL: Duration = Duration::from_secs(30);
-
-/// The life of a [`CommandClient`]'s reply stream on a backend that stores it (a Redis key):
-/// kept while the client runs, removed when it shuts down, gone by itself some time after
-/// its process died.
-///
-/// A backend implementing it also drops a reply to a stream that doesn't exist instead of
-/// creating the stream (a late reply to a client that is gone must not leave a stream behind).
-#[async_trait]
-pub trait ReplyStreams: Send + Sync + 'static {
-    /// Keeps `topic`'s stream (and its group) for at least `ttl` from now; after that, unless
-    /// called again, the backend removes it. Called when the client starts and then every
-    /// third of `ttl`.
-    async fn keep_alive(&self, topic: &Topic, ttl: Duration) -> Result<()>;
-
-    /// Removes `topic`'s stream with its group (the client shut down).
-    async fn remove(&self, topic: &Topic) -> Result<()>;
-}
 
 /// Renews a reply stream while alive; stops renewing when dropped.
 struct KeepAlive(JoinHandle<()>);
@@ -232,17 +215,19 @@ impl std::fmt::Debug for CommandClient {
 
 impl CommandClient {
     /// Starts a client sending as `events`' service, with a fresh instance name. Its reply
-    /// stream is left to the backend: use [`start_with`](Self::start_with) on one that stores
-    /// streams (Redis), so that the stream doesn't outlive the client.
+    /// stream lives as long as the client: kept alive while it runs (for
+    /// [`DEFAULT_REPLY_TTL`] at a time, by the backend's
+    /// [`reply_streams`](crate::transport::StreamTransport::reply_streams)), removed by
+    /// [`shutdown`](Self::shutdown), and expiring by itself if the process dies.
     pub async fn start(events: EventBus) -> Result<Self> {
-        Self::start_inner(events, None, DEFAULT_REPLY_TTL).await
+        let streams = events.transport().reply_streams();
+        Self::start_inner(events, streams, DEFAULT_REPLY_TTL).await
     }
 
     /// Starts a client whose reply stream is kept alive by `streams` for `ttl` at a time
     /// (renewed every third of it; [`DEFAULT_REPLY_TTL`] is a good default), removed by
     /// [`shutdown`](Self::shutdown), and left to expire if the client is dropped or its
-    /// process dies. On Redis pass the transport:
-    /// `CommandClient::start_with(bus, Arc::new(transport.clone()), DEFAULT_REPLY_TTL)`.
+    /// process dies: [`start`](Self::start) with another lifecycle or time to live.
     pub async fn start_with(
         events: EventBus,
         streams: Arc<dyn ReplyStreams>,

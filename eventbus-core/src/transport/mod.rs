@@ -213,6 +213,30 @@ pub trait StreamTransport: Send + Sync + 'static {
 
     /// A short human-readable name of the backend and server (no password).
     fn describe(&self) -> String;
+
+    /// The life cycle of remote commands' reply streams on this backend, when it stores
+    /// streams that would otherwise outlive their client (see [`ReplyStreams`]). `None`
+    /// (the default): nothing to clean up.
+    fn reply_streams(&self) -> Option<std::sync::Arc<dyn ReplyStreams>> {
+        None
+    }
+}
+
+/// The life of a [`CommandClient`](crate::CommandClient)'s reply stream on a backend that stores it (a Redis key):
+/// kept while the client runs, removed when it shuts down, gone by itself some time after
+/// its process died.
+///
+/// A backend implementing it also drops a reply to a stream that doesn't exist instead of
+/// creating the stream (a late reply to a client that is gone must not leave a stream behind).
+#[async_trait]
+pub trait ReplyStreams: Send + Sync + 'static {
+    /// Keeps `topic`'s stream (and its group) for at least `ttl` from now; after that, unless
+    /// called again, the backend removes it. Called when the client starts and then every
+    /// third of `ttl`.
+    async fn keep_alive(&self, topic: &Topic, ttl: Duration) -> Result<()>;
+
+    /// Removes `topic`'s stream with its group (the client shut down).
+    async fn remove(&self, topic: &Topic) -> Result<()>;
 }
 
 /// One consumer of a group: the primitives the consumer loop is built from.

@@ -35,8 +35,8 @@ use tokio::time::Instant;
 use crate::envelope::{now_seconds, EntryId, Envelope};
 use crate::error::{Error, Result};
 use crate::transport::{
-    ConsumerInfo, ConsumerSpec, DeadLetter, DeadLetterReason, GroupLag, Malformed, StartFrom,
-    StreamConsumer, StreamTransport, Topic,
+    ConsumerInfo, ConsumerSpec, DeadLetter, DeadLetterReason, GroupLag, Malformed, ReplyStreams,
+    StartFrom, StreamConsumer, StreamTransport, Topic,
 };
 
 mod consumer;
@@ -390,6 +390,10 @@ impl StreamTransport for MemoryTransport {
     fn describe(&self) -> String {
         "memory".to_owned()
     }
+
+    fn reply_streams(&self) -> Option<std::sync::Arc<dyn ReplyStreams>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
 }
 
 /// Checks a consumer spec the way the Redis commands would reject it.
@@ -412,7 +416,7 @@ fn check_spec(spec: &ConsumerSpec) -> Result<()> {
 /// Reply streams live in memory as long as the transport, unless removed: `keep_alive` has
 /// nothing to do, `remove` drops the stream with its groups.
 #[async_trait]
-impl crate::cqrs::ReplyStreams for MemoryTransport {
+impl ReplyStreams for MemoryTransport {
     async fn keep_alive(&self, _topic: &Topic, _ttl: std::time::Duration) -> Result<()> {
         Ok(())
     }
