@@ -464,7 +464,7 @@ async fn a_restart_after_abandoned_handlers_handles_everything(backend: Backend)
             .on(move |e: Envelope<Job>| {
                 let handled = handled.clone();
                 async move {
-                    let ms = if e.data.n % 4 == 0 { 400 } else { 10 };
+                    let ms = if e.data.n.is_multiple_of(4) { 400 } else { 10 };
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     handled.lock().unwrap().push(e.data.n);
                     Ok(())

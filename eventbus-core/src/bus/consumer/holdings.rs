@@ -139,10 +139,10 @@ impl Holdings {
         key: &InflightKey,
         generation: u64,
     ) -> Option<(Topic, EntryId, u32)> {
-        if !self
+        if self
             .held
             .get(key)
-            .is_some_and(|h| h.generation == generation)
+            .is_none_or(|h| h.generation != generation)
         {
             return None;
         }
