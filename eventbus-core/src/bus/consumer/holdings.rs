@@ -25,8 +25,6 @@ const RENEW_CHUNK: usize = 500;
 
 /// One entry held.
 struct Held {
-    topic: Topic,
-    id: EntryId,
     /// Which dispatch of the entry this is: a job of an older one is stale.
     generation: u64,
     /// Until when no other consumer can have taken it.
@@ -42,14 +40,14 @@ struct Held {
 }
 
 impl Held {
-    /// Its topic, id, and the count to leave when it is given back.
-    fn given_back(self) -> (Topic, EntryId, u32) {
+    /// The count to leave when it is given back.
+    fn given_back(&self) -> u32 {
         let count = if self.charged {
             self.count.saturating_sub(1)
         } else {
             self.count
         };
-        (self.topic, self.id, count)
+        count
     }
 }
 
@@ -78,8 +76,6 @@ impl Holdings {
         self.held.insert(
             key,
             Held {
-                topic: delivery.topic.clone(),
-                id: delivery.entry_id.clone(),
                 generation,
                 until,
                 count: delivery.delivery_count,
@@ -132,13 +128,13 @@ impl Holdings {
         }
     }
 
-    /// Stops holding one dispatch of an entry to give it back: its topic, id and the
-    /// delivery count to leave on the server.
+    /// Stops holding one dispatch of an entry to give it back: its key and the delivery
+    /// count to leave on the server.
     pub(super) fn take_back(
         &mut self,
         key: &InflightKey,
         generation: u64,
-    ) -> Option<(Topic, EntryId, u32)> {
+    ) -> Option<(InflightKey, u32)> {
         if self
             .held
             .get(key)
@@ -146,12 +142,20 @@ impl Holdings {
         {
             return None;
         }
-        self.held.remove(key).map(Held::given_back)
+        self.held
+            .remove_entry(key)
+            .map(|(k, h)| (k, h.given_back()))
     }
 
     /// Stops holding everything, to give it all back (at shutdown).
-    pub(super) fn take_all_back(&mut self) -> Vec<(Topic, EntryId, u32)> {
-        self.held.drain().map(|(_, h)| h.given_back()).collect()
+    pub(super) fn take_all_back(&mut self) -> Vec<(InflightKey, u32)> {
+        self.held
+            .drain()
+            .map(|(k, h)| {
+                let count = h.given_back();
+                (k, count)
+            })
+            .collect()
     }
 
     /// Marks this dispatch of an entry as being acknowledged (or not any more).
@@ -182,12 +186,12 @@ impl Holdings {
         }
     }
 
-    /// Entries held and not being acknowledged, as `(key, generation, topic, id)`.
-    fn snapshot(&self) -> Vec<(InflightKey, u64, Topic, EntryId)> {
+    /// Entries held and not being acknowledged, as `(key, generation)`.
+    fn snapshot(&self) -> Vec<(InflightKey, u64)> {
         self.held
             .iter()
             .filter(|(_, h)| !h.settling)
-            .map(|(k, h)| (k.clone(), h.generation, h.topic.clone(), h.id.clone()))
+            .map(|(k, h)| (k.clone(), h.generation))
             .collect()
     }
 }
@@ -261,7 +265,8 @@ pub(super) async fn heartbeat(runner: Arc<Runner>) {
         }
         let snapshot = runner.holdings().snapshot();
         let mut by_topic: HashMap<Topic, Vec<(InflightKey, u64, EntryId)>> = HashMap::new();
-        for (key, generation, topic, id) in snapshot {
+        for (key, generation) in snapshot {
+            let (topic, id) = runner.entry_of(&key);
             by_topic
                 .entry(topic)
                 .or_default()

@@ -138,6 +138,17 @@ impl Runner {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The topic and id of a held entry (rare paths: renewals, give-backs).
+    fn entry_of(&self, key: &InflightKey) -> (Topic, EntryId) {
+        match key {
+            InflightKey::Parsed { topic, ms, seq } => (
+                self.spec.topics.get(*topic).cloned().unwrap_or(Topic::All),
+                format!("{ms}-{seq}"),
+            ),
+            InflightKey::Other(topic, id) => (topic.clone(), id.clone()),
+        }
+    }
+
     /// The in-flight key of an entry: without allocating for the usual `{ms}-{seq}` ids of
     /// this consumer's topics.
     fn inflight_key(&self, topic: &Topic, id: &str) -> InflightKey {
@@ -225,9 +236,10 @@ pub(crate) async fn run(runner: Arc<Runner>) -> ShutdownReport {
 
 /// Gives entries back without a verdict (see [`StreamConsumer::give_back`]). On failure they
 /// stay pending as they are, as after a crash.
-async fn give_back(runner: &Runner, entries: Vec<(Topic, EntryId, u32)>) {
+async fn give_back(runner: &Runner, entries: Vec<(InflightKey, u32)>) {
     let mut by_topic: Vec<(Topic, Vec<(EntryId, u32)>)> = Vec::new();
-    for (topic, id, count) in entries {
+    for (key, count) in entries {
+        let (topic, id) = runner.entry_of(&key);
         match by_topic.iter_mut().find(|(t, _)| *t == topic) {
             Some((_, list)) => list.push((id, count)),
             None => by_topic.push((topic, vec![(id, count)])),
