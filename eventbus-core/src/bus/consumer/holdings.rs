@@ -42,12 +42,11 @@ struct Held {
 impl Held {
     /// The count to leave when it is given back.
     fn given_back(&self) -> u32 {
-        let count = if self.charged {
+        if self.charged {
             self.count.saturating_sub(1)
         } else {
             self.count
-        };
-        count
+        }
     }
 }
 
