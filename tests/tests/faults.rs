@@ -89,6 +89,7 @@ async fn poison_events_kill_their_consumer() {
     // max_deliveries (3) the poison must be dead-lettered without running the handler.
     let mut scenario = Scenario::new("poison", Fault::None);
     scenario.poison = vec![7, 250, scenario.events - 3];
+    scenario.max_deliveries = 3;
     run(scenario).await;
 }
 

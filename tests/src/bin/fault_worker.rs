@@ -268,7 +268,7 @@ async fn consume(args: &Args) -> Result<(), String> {
     let claim_idle = Duration::from_millis(num(args, "claim-idle-ms", 1000)?);
     let claim_interval = Duration::from_millis(num(args, "claim-interval-ms", 200)?);
     let shutdown_timeout = Duration::from_millis(num(args, "shutdown-timeout-ms", 5000)?);
-    let max_deliveries = num(args, "max-deliveries", 3)? as u32;
+    let max_deliveries = num(args, "max-deliveries", 5)? as u32;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

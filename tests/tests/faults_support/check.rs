@@ -67,14 +67,29 @@ pub async fn check(
         .get_multiplexed_async_connection()
         .await
         .expect("connect the checker");
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(&key)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .expect("XRANGE the event stream");
-    for entry in &entries.ids {
+    // In pages, so that a long run's stream never meets the connection's response timeout.
+    let mut all = Vec::new();
+    let mut start = "-".to_owned();
+    loop {
+        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await
+            .expect("XRANGE the event stream");
+        let full = page.ids.len() == 500;
+        if let Some(last) = page.ids.last() {
+            start = format!("({}", last.id);
+        }
+        all.extend(page.ids);
+        if !full {
+            break;
+        }
+    }
+    for entry in &all {
         let fields: Vec<(String, Vec<u8>)> = entry
             .map
             .iter()

@@ -93,6 +93,11 @@ pub struct Scenario {
     pub slow_every: u64,
     /// See `slow_every`.
     pub slow: Duration,
+    /// Deliveries before an entry is dead-lettered: the production default (5), or fewer
+    /// where poison is the point. Under a storm of random `SIGKILL`s an innocent entry could
+    /// in principle be in flight at that many deaths (the last one while it ran alone) and
+    /// be dead-lettered as poison: a supervisor's kill looks like the entry's doing.
+    pub max_deliveries: u32,
     /// The fault.
     pub fault: Fault,
     /// How long the fault lasts, from the start.
@@ -120,6 +125,7 @@ impl Scenario {
             work: Duration::ZERO,
             slow_every: 0,
             slow: Duration::ZERO,
+            max_deliveries: 5,
             fault,
             fault_for: Duration::from_secs(6 * if long() { 5 } else { 1 }),
         }
@@ -165,6 +171,8 @@ pub async fn run(scenario: Scenario) {
             scenario.claim_idle.as_millis().to_string(),
             "--shutdown-timeout-ms".to_owned(),
             scenario.shutdown_timeout.as_millis().to_string(),
+            "--max-deliveries".to_owned(),
+            scenario.max_deliveries.to_string(),
         ]);
         if !scenario.work.is_zero() {
             args.extend([
