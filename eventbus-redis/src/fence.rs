@@ -12,11 +12,8 @@ use eventbus_core::{EntryId, Error as CoreError, Result as CoreResult};
 use redis::aio::ConnectionManager;
 use redis::Value;
 
-use crate::codec;
-use crate::reply::{self, RawEntry};
-
-/// Entries one fenced `XAUTOCLAIM` takes at most.
-const MAX_CLAIM: usize = 1000;
+use crate::consumer::{delivery, parse_claimed, MAX_PAGE};
+use crate::reply;
 use crate::scripts;
 use crate::transport::{manager, Inner};
 
@@ -64,16 +61,6 @@ impl FencedConsumer {
             streams,
             lease,
             token: token.to_owned(),
-        })
-    }
-
-    fn delivery(topic: &Topic, entry: RawEntry, delivery_count: u32) -> Option<Delivery> {
-        let fields = entry.fields?;
-        Some(Delivery {
-            topic: topic.clone(),
-            entry_id: entry.id,
-            delivery_count,
-            event: codec::decode(&fields),
         })
     }
 
@@ -132,11 +119,7 @@ impl FencedConsumer {
             let Some((topic, _)) = self.streams.iter().find(|(_, k)| *k == key) else {
                 continue;
             };
-            deliveries.extend(
-                entries
-                    .into_iter()
-                    .filter_map(|e| Self::delivery(topic, e, 1)),
-            );
+            deliveries.extend(entries.into_iter().filter_map(|e| delivery(topic, e, 1)));
         }
         Ok(Some((deliveries, last)))
     }
@@ -206,7 +189,7 @@ impl StreamConsumer for FencedConsumer {
             .arg(&self.spec.consumer)
             .arg(min_idle.as_millis() as u64)
             .arg(cursor)
-            .arg(count.clamp(1, MAX_CLAIM))
+            .arg(count.clamp(1, MAX_PAGE))
             .invoke_async(&mut self.inner.conn.clone())
             .await
             .map_err(|e| self.error(&e, "EVALSHA (fenced XAUTOCLAIM)", topic))?;
@@ -217,42 +200,10 @@ impl StreamConsumer for FencedConsumer {
                 next_cursor: cursor.to_owned(),
             });
         }
-        let protocol = || {
+        parse_claimed(topic, &value).ok_or_else(|| {
             self.inner
                 .server
                 .protocol("fenced XAUTOCLAIM", "unexpected reply")
-        };
-        let parts = reply::items(&value).ok_or_else(protocol)?;
-        let next_cursor = parts.first().and_then(reply::text).ok_or_else(protocol)?;
-        let rows = parts.get(1).and_then(reply::items).ok_or_else(protocol)?;
-        let mut deliveries = Vec::with_capacity(rows.len());
-        for row in rows {
-            let row = reply::items(row).ok_or_else(protocol)?;
-            let (Some(id), Some(count), Some(fields)) = (row.first(), row.get(1), row.get(2))
-            else {
-                return Err(protocol());
-            };
-            let count = reply::int(count).ok_or_else(protocol)?;
-            let entry = reply::entry(&Value::Array(vec![id.clone(), fields.clone()]))
-                .ok_or_else(protocol)?;
-            deliveries.extend(Self::delivery(
-                topic,
-                entry,
-                u32::try_from(count).unwrap_or(u32::MAX),
-            ));
-        }
-        let deleted = match parts.get(2) {
-            Some(ids) => reply::items(ids)
-                .ok_or_else(protocol)?
-                .iter()
-                .filter_map(reply::text)
-                .collect(),
-            None => Vec::new(),
-        };
-        Ok(Claimed {
-            deliveries,
-            deleted,
-            next_cursor,
         })
     }
 

@@ -370,26 +370,14 @@ return {read or {}, last}
 /// cursor, {{id, delivery count, fields}…}, {deleted ids…}}`; deleted entries are
 /// acknowledged.
 pub(crate) static FENCED_CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{}{}",
+        crate::consumer::steps::CLAIM_FN,
         r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local r = redis.call('XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
-  'COUNT', ARGV[6], 'JUSTID')
-local out, deleted = {}, {}
-for _, id in ipairs(r[3] or {}) do deleted[#deleted + 1] = id end
-for _, id in ipairs(r[2]) do
-  local e = redis.call('XRANGE', KEYS[2], id, id)
-  local p = redis.call('XPENDING', KEYS[2], ARGV[2], id, id, 1)
-  if #e > 0 and #p > 0 then
-    out[#out + 1] = {id, p[1][4], e[1][2]}
-  else
-    deleted[#deleted + 1] = id
-    redis.call('XACK', KEYS[2], ARGV[2], id)
-  end
-end
-return {r[1], out, deleted}
-"#,
-    )
+return claim(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+"#
+    ))
 });
 
 /// Gives a lease up, if it is still ours.

@@ -17,10 +17,45 @@ use crate::error::Server;
 use crate::reply::{self, RawEntry};
 use crate::scripts;
 
-mod steps;
+pub(crate) mod steps;
+
+/// A delivery of an entry as read; `None` for an entry deleted while pending.
+pub(crate) fn delivery(topic: &Topic, entry: RawEntry, delivery_count: u32) -> Option<Delivery> {
+    let fields = entry.fields?;
+    Some(Delivery {
+        topic: topic.clone(),
+        entry_id: entry.id,
+        delivery_count,
+        event: codec::decode(&fields),
+    })
+}
+
+/// Parses the reply of a claim or recovery script: `{next cursor, {{id, delivery count,
+/// fields}…}, {deleted ids…}}`; `None` when it has another shape.
+pub(crate) fn parse_claimed(topic: &Topic, value: &Value) -> Option<Claimed> {
+    let parts = reply::items(value)?;
+    let next_cursor = reply::text(parts.first()?)?;
+    let mut deliveries = Vec::new();
+    for row in reply::items(parts.get(1)?)? {
+        let row = reply::items(row)?;
+        let (id, count, fields) = (row.first()?, row.get(1)?, row.get(2)?);
+        let count = u32::try_from(reply::int(count)?).unwrap_or(u32::MAX);
+        let entry = reply::entry(&Value::Array(vec![id.clone(), fields.clone()]))?;
+        deliveries.extend(delivery(topic, entry, count));
+    }
+    let deleted = match parts.get(2) {
+        Some(ids) => reply::items(ids)?.iter().filter_map(reply::text).collect(),
+        None => Vec::new(),
+    };
+    Some(Claimed {
+        deliveries,
+        deleted,
+        next_cursor,
+    })
+}
 
 /// Most ids or entries one script call takes (Lua's stack bounds `unpack`).
-const MAX_PAGE: usize = 1000;
+pub(crate) const MAX_PAGE: usize = 1000;
 
 /// Whether an error means the connection was lost (so a fresh one may succeed).
 fn connection_lost(e: &RedisError) -> bool {
@@ -95,56 +130,8 @@ impl RedisConsumer {
         self.server().protocol(operation, "unexpected reply")
     }
 
-    fn delivery(topic: &Topic, entry: RawEntry, delivery_count: u32) -> Option<Delivery> {
-        let fields = entry.fields?;
-        Some(Delivery {
-            topic: topic.clone(),
-            entry_id: entry.id,
-            delivery_count,
-            event: codec::decode(&fields),
-        })
-    }
-
-    /// Parses `{next cursor, {{id, delivery count, fields}…}, {deleted ids…}}`.
-    fn claimed(&self, topic: &Topic, value: Value, operation: &str) -> CoreResult<Claimed> {
-        let parts = reply::items(&value).ok_or_else(|| self.protocol(operation))?;
-        let next_cursor = parts
-            .first()
-            .and_then(reply::text)
-            .ok_or_else(|| self.protocol(operation))?;
-        let rows = parts
-            .get(1)
-            .and_then(reply::items)
-            .ok_or_else(|| self.protocol(operation))?;
-        let mut deliveries = Vec::with_capacity(rows.len());
-        for row in rows {
-            let row = reply::items(row).ok_or_else(|| self.protocol(operation))?;
-            let (Some(id), Some(count), Some(fields)) = (row.first(), row.get(1), row.get(2))
-            else {
-                return Err(self.protocol(operation));
-            };
-            let count = reply::int(count).ok_or_else(|| self.protocol(operation))?;
-            let entry = reply::entry(&Value::Array(vec![id.clone(), fields.clone()]))
-                .ok_or_else(|| self.protocol(operation))?;
-            deliveries.extend(Self::delivery(
-                topic,
-                entry,
-                u32::try_from(count).unwrap_or(u32::MAX),
-            ));
-        }
-        let deleted = match parts.get(2) {
-            Some(ids) => reply::items(ids)
-                .ok_or_else(|| self.protocol(operation))?
-                .iter()
-                .filter_map(reply::text)
-                .collect(),
-            None => Vec::new(),
-        };
-        Ok(Claimed {
-            deliveries,
-            deleted,
-            next_cursor,
-        })
+    fn claimed(&self, topic: &Topic, value: &Value, operation: &str) -> CoreResult<Claimed> {
+        parse_claimed(topic, value).ok_or_else(|| self.protocol(operation))
     }
 
     /// Runs a command on the shared connection, once more on a fresh connection when the
@@ -219,11 +206,7 @@ impl StreamConsumer for RedisConsumer {
             let Some(topic) = self.topic_of_key(&key) else {
                 continue;
             };
-            deliveries.extend(
-                entries
-                    .into_iter()
-                    .filter_map(|e| Self::delivery(topic, e, 1)),
-            );
+            deliveries.extend(entries.into_iter().filter_map(|e| delivery(topic, e, 1)));
         }
         Ok(deliveries)
     }
@@ -246,7 +229,7 @@ impl StreamConsumer for RedisConsumer {
                 },
             )
             .await?;
-        self.claimed(topic, value, "recover own pending")
+        self.claimed(topic, &value, "recover own pending")
     }
 
     async fn claim_idle(
@@ -270,7 +253,7 @@ impl StreamConsumer for RedisConsumer {
                 async move { invocation.invoke_async(&mut conn).await }
             })
             .await?;
-        self.claimed(topic, value, "XAUTOCLAIM")
+        self.claimed(topic, &value, "XAUTOCLAIM")
     }
 
     async fn renew(&self, topic: &Topic, ids: &[EntryId]) -> CoreResult<Vec<EntryId>> {
@@ -339,7 +322,7 @@ impl StreamConsumer for RedisConsumer {
             .get(1)
             .and_then(reply::entry)
             .ok_or_else(|| self.protocol("redeliver"))?;
-        Ok(Self::delivery(
+        Ok(delivery(
             topic,
             entry,
             u32::try_from(count).unwrap_or(u32::MAX),

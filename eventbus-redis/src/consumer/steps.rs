@@ -42,32 +42,37 @@ return {next, out, deleted}
     )
 });
 
-/// Claims entries of any consumer idle for at least `min_idle`, without counting a
-/// delivery (`XAUTOCLAIM … JUSTID`), with each entry's own delivery count.
-///
-/// `KEYS[1]` stream; `ARGV` group, consumer, min idle (ms), cursor, count. Returns `{next
-/// cursor, {{id, delivery count, fields}…}, {deleted ids…}}`; deleted entries are
-/// acknowledged.
-pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
-  'COUNT', ARGV[5], 'JUSTID')
-local out, deleted = {}, {}
-for _, id in ipairs(r[3] or {}) do deleted[#deleted + 1] = id end
-for _, id in ipairs(r[2]) do
-  local e = redis.call('XRANGE', KEYS[1], id, id)
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-  if #e > 0 and #p > 0 then
-    out[#out + 1] = {id, p[1][4], e[1][2]}
-  else
-    deleted[#deleted + 1] = id
-    redis.call('XACK', KEYS[1], ARGV[1], id)
+/// Lua: `claim(stream, group, consumer, min_idle, cursor, count)` claims entries of any
+/// consumer idle for at least `min_idle` ms, without counting a delivery (`XAUTOCLAIM …
+/// JUSTID`), with each entry's own delivery count; deleted entries are acknowledged. Returns
+/// `{next cursor, {{id, delivery count, fields}…}, {deleted ids…}}`.
+pub(crate) const CLAIM_FN: &str = r#"
+local function claim(stream, group, consumer, min_idle, cursor, count)
+  local r = redis.call('XAUTOCLAIM', stream, group, consumer, min_idle, cursor,
+    'COUNT', count, 'JUSTID')
+  local out, deleted = {}, {}
+  for _, id in ipairs(r[3] or {}) do deleted[#deleted + 1] = id end
+  for _, id in ipairs(r[2]) do
+    local e = redis.call('XRANGE', stream, id, id)
+    local p = redis.call('XPENDING', stream, group, id, id, 1)
+    if #e > 0 and #p > 0 then
+      out[#out + 1] = {id, p[1][4], e[1][2]}
+    else
+      deleted[#deleted + 1] = id
+      redis.call('XACK', stream, group, id)
+    end
   end
+  return {r[1], out, deleted}
 end
-return {r[1], out, deleted}
-"#,
-    )
+"#;
+
+/// Claims idle entries (see [`CLAIM_FN`]).
+///
+/// `KEYS[1]` stream; `ARGV` group, consumer, min idle (ms), cursor, count.
+pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{CLAIM_FN}return claim(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
+    ))
 });
 
 /// Renews the calling consumer's hold on entries: resets their idle time without counting
