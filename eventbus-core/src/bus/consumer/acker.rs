@@ -92,16 +92,17 @@ pub(super) async fn ack_loop(runner: Arc<Runner>, mut rx: mpsc::UnboundedReceive
 
 /// Acknowledges what is still held; drops what was lost. Leaves `pending` empty on success.
 async fn flush(runner: &Runner, pending: &mut Vec<AckItem>) -> crate::Result<()> {
-    // Renew stale holds first, by topic.
+    // Fresh holds are acknowledged as they are; stale ones are renewed first, by topic.
+    // An entry is marked settling (left alone by the heartbeat) only once it is confirmed;
+    // a stale one is unmarked, so that its renewal reports a real loss.
     let mut stale: HashMap<Topic, Vec<(InflightKey, u64, EntryId)>> = HashMap::new();
     {
         let mut holdings = runner.holdings();
         for item in pending.iter() {
-            // (Cleared after a failed flush, so that a renewal reports real losses.)
-            holdings.set_settling(&item.key, item.generation, false);
             let fresh = holdings
                 .until(&item.key, item.generation)
                 .is_some_and(|until| holdings::is_fresh(until, runner.options.claim_idle));
+            holdings.set_settling(&item.key, item.generation, fresh);
             if !fresh {
                 stale.entry(item.topic.clone()).or_default().push((
                     item.key.clone(),
@@ -114,20 +115,16 @@ async fn flush(runner: &Runner, pending: &mut Vec<AckItem>) -> crate::Result<()>
     let mut lost: Vec<(InflightKey, u64)> = Vec::new();
     for (topic, entries) in &stale {
         let renewed = holdings::renew(runner, topic, entries).await?;
+        let mut holdings = runner.holdings();
         for ((key, generation, _), r) in entries.iter().zip(renewed) {
-            if matches!(r, Renewal::Lost) {
-                lost.push((key.clone(), *generation));
+            match r {
+                Renewal::Held => holdings.set_settling(key, *generation, true),
+                Renewal::Lost => lost.push((key.clone(), *generation)),
             }
         }
     }
     if !lost.is_empty() {
         pending.retain(|i| !lost.iter().any(|(k, g)| *k == i.key && *g == i.generation));
-    }
-    {
-        let mut holdings = runner.holdings();
-        for item in pending.iter() {
-            holdings.set_settling(&item.key, item.generation, true);
-        }
     }
     let batch = group_by_topic(pending);
     runner.consumer.ack(&batch).await?;
