@@ -151,7 +151,14 @@ async fn step(runner: &Runner, reader: &mut Reader, want: usize) -> Result<Batch
     if let Some(recovery) = &mut reader.recovery {
         // Own pending entries first, all of them, in stream order, before anything new.
         let sent = Instant::now();
-        let topic = &topics[recovery.topic.min(topics.len().saturating_sub(1))];
+        let Some(topic) = topics.get(recovery.topic) else {
+            reader.recovery = None;
+            return Ok(Batch {
+                deliveries: Vec::new(),
+                counted: false,
+                sent,
+            });
+        };
         let page = runner
             .consumer
             .recover_own(topic, &recovery.cursor, want)
