@@ -37,6 +37,19 @@ async fn final_state(store: &Arc<dyn SagaStore>, saga_id: &str) -> SagaState {
     store.load(saga_id).await.unwrap().unwrap()
 }
 
+/// The compensations the participants ran for `saga_id`, once `expected` many have run.
+/// A step that doesn't confirm its compensation (inventory here) may still be handling
+/// it when the saga is already `Failed`, so the count is awaited, the order asserted.
+async fn compensations(effects: &Effects, saga_id: &str, expected: usize) -> Vec<String> {
+    eventually(
+        LIMIT,
+        &format!("{expected} compensations of {saga_id}"),
+        || async { effects.compensations_of(saga_id).len() >= expected },
+    )
+    .await;
+    effects.compensations_of(saga_id)
+}
+
 fn actions(state: &SagaState) -> Vec<(String, String)> {
     state
         .actions()
@@ -133,7 +146,7 @@ async fn failure_at_each_step_compensates_completed_steps_in_reverse(backend: Ba
         assert_eq!(state.state, SagaStatus::Failed, "{participant}");
         assert_eq!(state.error.as_deref(), Some(error));
         assert_eq!(
-            effects.compensations_of(&id),
+            compensations(&effects, &id, compensated.len()).await,
             compensated.to_vec(),
             "failure at {participant}: exactly the completed steps, in reverse"
         );
@@ -196,7 +209,7 @@ async fn step_timeout_compensates(backend: Backend) {
     let history = actions(&state);
     assert!(history.contains(&("create_shipment".into(), "timed_out".into())));
     assert_eq!(
-        effects.compensations_of(&id),
+        compensations(&effects, &id, 2).await,
         vec!["process_payment", "reserve_inventory"]
     );
     assert_eq!(
