@@ -5,7 +5,6 @@
 //! Future<Output = Result<(), HandlerError>>`, where `T` is a typed [`Event`] or
 //! [`serde_json::Value`] for raw JSON events ([`Payload`]).
 
-use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -13,6 +12,7 @@ use serde_json::Value;
 
 use crate::envelope::Envelope;
 use crate::error::{HandlerError, Result};
+use crate::handler::{bind_here, Handler, Message, Resources};
 use crate::event::Event;
 
 /// What a handler can take as its envelope's payload: a typed [`Event`], or
@@ -46,27 +46,15 @@ impl<E: Event> Payload for E {
     }
 }
 
-/// Handles one envelope with payload `T`; implemented for every async fn and closure
-/// `Fn(Envelope<T>) -> impl Future<Output = Result<(), HandlerError>>`.
-///
-/// Used by the Pub/Sub bus ([`crate::PubSubBus`]) and the router ([`crate::Router`]).
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a handler of `Envelope<{T}>`",
-    note = "a handler is an async fn or closure taking `Envelope<{T}>` and returning `Result<(), HandlerError>`"
-)]
-pub trait EnvelopeHandler<T>: Send + Sync + 'static {
-    /// Handles one event. An `Err` is a failure of this handler only.
-    fn call(&self, event: Envelope<T>) -> BoxFuture<'static, Result<(), HandlerError>>;
-}
+/// Pub/Sub deliveries and in-process routing hand their handlers the envelope alone: a
+/// handler there is a [`Handler<(), Args>`](crate::Handler) whose message is an
+/// `Envelope<T>` (typed, or `Envelope<Value>` for any event as JSON).
+impl<T: Payload> Message<()> for Envelope<T> {
+    type Raw = Arc<Envelope<Value>>;
+    type Output = Result<(), HandlerError>;
 
-impl<T, F, Fut> EnvelopeHandler<T> for F
-where
-    T: Send + 'static,
-    F: Fn(Envelope<T>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
-{
-    fn call(&self, event: Envelope<T>) -> BoxFuture<'static, Result<(), HandlerError>> {
-        Box::pin(self(event))
+    fn from_raw(raw: Self::Raw) -> Result<Self, Self::Output> {
+        T::decode(&raw).map_err(|e| Err(HandlerError::permanent(e.to_string())))
     }
 }
 
@@ -74,13 +62,16 @@ where
 pub(crate) type RawHandler =
     Arc<dyn Fn(Arc<Envelope<Value>>) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
 
-/// Erases a handler: an envelope that does not decode as `T` is a permanent failure.
-pub(crate) fn erase<T: Payload>(handler: impl EnvelopeHandler<T>) -> RawHandler {
-    let handler = Arc::new(handler);
-    Arc::new(move |raw: Arc<Envelope<Value>>| match T::decode(&raw) {
-        Ok(event) => handler.call(event),
-        Err(e) => Box::pin(async move { Err(HandlerError::permanent(e.to_string())) }),
-    })
+/// Erases a handler of `Envelope<T>`: an envelope that does not decode as `T` is a
+/// permanent failure.
+#[track_caller]
+pub(crate) fn erase<T, Args, H>(handler: H) -> RawHandler
+where
+    T: Payload,
+    H: Handler<(), Args, Message = Envelope<T>>,
+{
+    let bound = bind_here(handler, &Resources::default());
+    Arc::new(move |raw: Arc<Envelope<Value>>| bound.call(raw, ()))
 }
 
 /// Runs a handler so that a panic, while making its future or while running it, is a

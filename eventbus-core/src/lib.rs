@@ -67,8 +67,10 @@ pub mod envelope;
 pub mod error;
 pub mod es;
 pub mod event;
+pub mod handler;
 mod panic;
 pub mod pattern;
+pub mod prelude;
 pub mod projection;
 pub mod pubsub;
 pub mod router;
@@ -76,21 +78,22 @@ pub mod saga;
 pub mod testing;
 pub mod transport;
 
-pub use app::{App, AppBuilder};
+pub use app::{App, AppBuilder, Backend, Connected, InMemory};
 pub use bus::{
-    Backoff, Context, EventBus, EventHandler, OrderBy, ShutdownReport, Subscription,
+    Backoff, Context, EventBus, OrderBy, ShutdownReport, Subscription,
     SubscriptionBuilder, SubscriptionOptions, SubscriptionStats,
 };
 pub use cqrs::{
-    Command, CommandBus, CommandClient, CommandContext, CommandError, CommandHandler,
-    CommandHandlers, DispatchOptions, Dispatched, Emit, Emitted, NoRejection, Query, QueryBus,
-    QueryContext, QueryError, QueryHandler, QueryHandlers, ReplyStreams, Resources,
+    Command, CommandBus, CommandClient, CommandContext, CommandError,
+    CommandHandlers, DispatchOptions, Dispatched, Emit, Emitted, NoRejection, Position, Query, QueryBus,
+    QueryContext, QueryError, QueryHandlers, Receipt, ReplyStreams,
     DEFAULT_REPLY_TTL,
 };
-pub use dispatch::{EnvelopeHandler, Payload};
+pub use dispatch::Payload;
 pub use envelope::{EntryId, Envelope, Metadata};
 pub use error::{BoxError, Error, HandlerError, Result, TransportError, TransportErrorKind};
 pub use event::{Event, Upcaster};
+pub use handler::{Bound, FromContext, Handler, MissingState, Resources, State};
 pub use eventbus_derive::{
     aggregate, command, command_handler, event, projection, query, query_handler, route,
 };

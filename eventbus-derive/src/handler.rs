@@ -225,107 +225,174 @@ fn typed(arg: &FnArg) -> Option<&syn::PatType> {
     }
 }
 
-/// The call of the user's handler, given the message and context variables.
-fn call(bus: Bus, parsed: &Parsed, callee: TokenStream) -> TokenStream {
-    let args = match (&parsed.extra, bus) {
-        (Extra::None, _) => quote!(message),
-        (Extra::Context, _) => quote!(message, &ctx),
-        (Extra::Resource(_), _) => quote!(message, resource),
-    };
-    let span = parsed.ret_span;
+/// The registration of one handler method of an impl block: a closure taking the message
+/// and the extractors the method's second parameter needs, calling the method on the
+/// shared instance.
+fn method_registration(bus: Bus, parsed: &Parsed, method: &syn::Ident) -> TokenStream {
     let message = &parsed.message;
-    match bus {
-        // The typed `let` makes a wrong return type an error at the user's return type.
+    let span = parsed.ret_span;
+    let context = match bus {
+        Bus::Command => quote!(::eventbus_core::CommandContext),
+        Bus::Query => quote!(::eventbus_core::QueryContext),
+    };
+    let (extra, args) = match &parsed.extra {
+        Extra::None => (quote!(), quote!(message)),
+        Extra::Context => (quote!(, ctx: #context), quote!(message, &ctx)),
+        Extra::Resource(ty) => (
+            quote!(, resource: ::eventbus_core::State<#ty>),
+            quote!(message, &*resource),
+        ),
+    };
+    // The typed `let` makes a wrong return type an error at the user's return type.
+    let call = match bus {
         Bus::Command => quote_spanned! {span=>
             let output: ::core::result::Result<
                 <#message as ::eventbus_core::Command>::Output,
                 <#message as ::eventbus_core::Command>::Error,
-            > = #callee(#args).await;
+            > = this.#method(#args).await;
             output
         },
-        Bus::Query => {
-            let fetch = match &parsed.extra {
-                Extra::Resource(ty) => quote! { let resource = ctx.require::<#ty>()?; },
-                _ => quote!(),
+        Bus::Query => quote_spanned! {span=>
+            this.#method(#args)
+                .await
+                .map_err(|e| ::eventbus_core::QueryError::Failed(::core::convert::Into::into(e)))
+        },
+    };
+    quote! {
+        let bus = {
+            let this = ::std::sync::Arc::clone(&self);
+            bus.handle(move |message: #message #extra| {
+                let this = ::std::sync::Arc::clone(&this);
+                async move { #call }
+            })
+        };
+    }
+}
+
+/// An async fn stays the fn it is (callable as a plain fn in tests); the expansion checks
+/// its shape, then asserts it is a handler of its bus, so a mistake is reported at the fn.
+fn expand_fn(cx: &mut Ctxt, bus: Bus, f: ItemFn) -> TokenStream {
+    if !check_fn(cx, bus, &f.sig) {
+        return quote!(#f);
+    }
+    let name = &f.sig.ident;
+    let (context, message_trait) = match bus {
+        Bus::Command => (
+            quote!(::eventbus_core::CommandContext),
+            quote!(::eventbus_core::Command),
+        ),
+        Bus::Query => (
+            quote!(::eventbus_core::QueryContext),
+            quote!(::eventbus_core::Query),
+        ),
+    };
+    let span = match &f.sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => f.sig.ident.span(),
+    };
+    let check = quote_spanned! {span=>
+        #[allow(dead_code)]
+        const _: () = {
+            fn assert_handler<H, A>(_: H)
+            where
+                H: ::eventbus_core::Handler<#context, A>,
+                <H as ::eventbus_core::Handler<#context, A>>::Message: #message_trait,
+            {
+            }
+            fn check() {
+                assert_handler(#name);
+            }
+        };
+    };
+    quote! {
+        #f
+        #check
+    }
+}
+
+/// Checks a handler fn: async, not generic, the message by value, then extractors by
+/// value, and a return type.
+fn check_fn(cx: &mut Ctxt, bus: Bus, sig: &Signature) -> bool {
+    let mut ok = true;
+    if sig.asyncness.is_none() {
+        cx.error_spanned_by(
+            sig.fn_token,
+            format!("a {} handler must be an `async fn`", bus.what()),
+        );
+        ok = false;
+    }
+    if !sig.generics.params.is_empty() {
+        cx.error_spanned_by(
+            &sig.generics,
+            format!("a {} handler cannot be generic", bus.what()),
+        );
+        ok = false;
+    }
+    let mut params = sig.inputs.iter();
+    match params.next() {
+        Some(FnArg::Typed(pt)) if matches!(*pt.ty, Type::Reference(_)) => {
+            cx.error_spanned_by(
+                &pt.ty,
+                format!("the {} is taken by value, not by reference", bus.what()),
+            );
+            ok = false;
+        }
+        Some(FnArg::Typed(_)) => {}
+        Some(receiver @ FnArg::Receiver(_)) => {
+            cx.error_spanned_by(
+                receiver,
+                format!(
+                    "a method handler goes in an impl block under `#[{}]`",
+                    bus.macro_name()
+                ),
+            );
+            ok = false;
+        }
+        None => {
+            cx.error_spanned_by(
+                quote!(#sig),
+                format!(
+                    "a {what} handler takes the {what} first: `({what}: {What}Type, ...)`",
+                    what = bus.what(),
+                    What = if bus == Bus::Command { "Command" } else { "Query" },
+                ),
+            );
+            ok = false;
+        }
+    }
+    for arg in params {
+        let FnArg::Typed(pt) = arg else { continue };
+        if let Type::Reference(r) = &*pt.ty {
+            let inner = &r.elem;
+            let hint = match &**inner {
+                Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == bus.context_name()) => {
+                    format!("`{}`", bus.context_name())
+                }
+                other => format!("`State<{}>`", quote!(#other).to_string().replace(' ', "")),
             };
-            quote_spanned! {span=>
-                #fetch
-                #callee(#args)
-                    .await
-                    .map_err(|e| ::eventbus_core::QueryError::Failed(::core::convert::Into::into(e)))
+            cx.error_spanned_by(
+                &pt.ty,
+                format!("handler arguments are extractors taken by value, like axum's: use {hint}"),
+            );
+            ok = false;
+        }
+    }
+    for arg in &sig.inputs {
+        if let FnArg::Typed(pt) = arg {
+            if !matches!(*pt.pat, Pat::Ident(_) | Pat::Wild(_)) {
+                cx.error_spanned_by(&pt.pat, "use a plain name for handler parameters");
+                ok = false;
             }
         }
     }
-}
-
-/// `impl CommandHandler<M> for #target` / `impl QueryHandler<M> for #target`.
-fn handler_impl(bus: Bus, parsed: &Parsed, target: TokenStream, body: TokenStream) -> TokenStream {
-    let message = &parsed.message;
-    match bus {
-        Bus::Command => quote! {
-            #[automatically_derived]
-            impl ::eventbus_core::CommandHandler<#message> for #target {
-                fn handle<'a>(
-                    &'a self,
-                    message: #message,
-                    ctx: ::eventbus_core::CommandContext,
-                ) -> ::eventbus_core::__private::BoxFuture<
-                    'a,
-                    ::core::result::Result<
-                        <#message as ::eventbus_core::Command>::Output,
-                        <#message as ::eventbus_core::Command>::Error,
-                    >,
-                > {
-                    ::std::boxed::Box::pin(async move { #body })
-                }
-            }
-        },
-        Bus::Query => quote! {
-            #[automatically_derived]
-            impl ::eventbus_core::QueryHandler<#message> for #target {
-                fn handle<'a>(
-                    &'a self,
-                    message: #message,
-                    ctx: ::eventbus_core::QueryContext,
-                ) -> ::eventbus_core::__private::BoxFuture<
-                    'a,
-                    ::core::result::Result<
-                        <#message as ::eventbus_core::Query>::Output,
-                        ::eventbus_core::QueryError,
-                    >,
-                > {
-                    ::std::boxed::Box::pin(async move { #body })
-                }
-            }
-        },
+    if matches!(sig.output, ReturnType::Default) {
+        cx.error_spanned_by(
+            sig,
+            format!("a {} handler returns `Result<Output, Error>`", bus.what()),
+        );
+        ok = false;
     }
-}
-
-/// An async fn becomes a unit struct of the same name implementing the handler trait, so it
-/// is registered by name: `CommandBus::handle(create_order)`.
-fn expand_fn(cx: &mut Ctxt, bus: Bus, f: ItemFn) -> TokenStream {
-    let Some(parsed) = parse_signature(cx, bus, &f.sig, false) else {
-        return quote!(#f);
-    };
-    let vis = &f.vis;
-    let name = &f.sig.ident;
-    let attrs: Vec<_> = f
-        .attrs
-        .iter()
-        .filter(|a| a.path().is_ident("doc"))
-        .collect();
-    let body = call(bus, &parsed, quote!(#name));
-    let imp = handler_impl(bus, &parsed, quote!(#name), quote! { #f #body });
-    quote! {
-        #(#attrs)*
-        #[allow(non_camel_case_types)]
-        #[derive(Debug, Clone, Copy, Default)]
-        #vis struct #name;
-
-        const _: () = {
-            #imp
-        };
-    }
+    ok
 }
 
 /// Every async method of the impl block handling a message becomes a handler; the type gets
@@ -392,15 +459,6 @@ fn expand_impl(cx: &mut Ctxt, bus: Bus, block: ItemImpl, aggregate: bool) -> Tok
             continue;
         }
         seen.push((key, m));
-        let wrapper = format_ident!(
-            "__{}Handler_{}",
-            if bus == Bus::Command {
-                "Command"
-            } else {
-                "Query"
-            },
-            m.sig.ident
-        );
         let method = &m.sig.ident;
         if aggregate {
             let (wrapper, registration) = aggregate_handler(&parsed, self_ty, method);
@@ -408,16 +466,7 @@ fn expand_impl(cx: &mut Ctxt, bus: Bus, block: ItemImpl, aggregate: bool) -> Tok
             registrations.push(registration);
             continue;
         }
-        let body = call(bus, &parsed, quote!(self.0.#method));
-        let imp = handler_impl(bus, &parsed, quote!(#wrapper), body);
-        wrappers.push(quote! {
-            #[allow(non_camel_case_types)]
-            struct #wrapper(::std::sync::Arc<#self_ty>);
-            #imp
-        });
-        registrations.push(
-            quote! { let bus = bus.handle::<#message>(#wrapper(::std::sync::Arc::clone(&self))); },
-        );
+        registrations.push(method_registration(bus, &parsed, method));
     }
     if aggregate {
         return quote! {

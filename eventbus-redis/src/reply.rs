@@ -223,6 +223,7 @@ pub(crate) fn into_streams(value: Value) -> Option<Vec<(String, Vec<RawEntry>)>>
 /// time.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingRow {
+    pub(crate) id: String,
     pub(crate) idle_ms: u64,
 }
 
@@ -233,6 +234,7 @@ pub(crate) fn pending_rows(value: &Value) -> Option<Vec<PendingRow>> {
         .map(|row| {
             let parts = items(row)?;
             Some(PendingRow {
+                id: text(parts.first()?)?,
                 idle_ms: u64::try_from(int(parts.get(2)?)?).ok()?,
             })
         })

@@ -460,6 +460,53 @@ impl StreamTransport for RedisTransport {
         Ok(Box::new(self.open_consumer(spec).await?))
     }
 
+    async fn settled(&self, topic: &Topic, group: &str, ids: &[EntryId]) -> CoreResult<bool> {
+        let (Some(first), Some(last)) = (
+            ids.iter().min_by_key(|id| stream_id(id)),
+            ids.iter().max_by_key(|id| stream_id(id)),
+        ) else {
+            return Ok(true);
+        };
+        let key = self.inner.keys.stream(topic);
+        let mut pipe = redis::pipe();
+        pipe.cmd("XINFO").arg("GROUPS").arg(&key);
+        pipe.cmd("XPENDING")
+            .arg(&key)
+            .arg(group)
+            .arg(first)
+            .arg(last)
+            .arg(ids.len());
+        let (groups, pending): (Value, Value) =
+            match pipe.query_async(&mut self.inner.conn.clone()).await {
+                Ok(replies) => replies,
+                // No stream or no group yet: nothing was delivered to the group.
+                Err(e) if matches!(e.code(), Some("NOGROUP") | Some("ERR")) => return Ok(false),
+                Err(e) => {
+                    return Err(self.inner.server.error(
+                        &e,
+                        "XPENDING",
+                        Some((&topic.to_string(), group)),
+                    ))
+                }
+            };
+        let server = &self.inner.server;
+        let delivered = reply::items(&groups)
+            .ok_or_else(|| server.protocol("XINFO GROUPS", "not an array"))?
+            .iter()
+            .filter_map(reply::map)
+            .find(|info| reply::field(info, "name").and_then(reply::text).as_deref() == Some(group))
+            .and_then(|info| reply::field(&info, "last-delivered-id").and_then(reply::text));
+        let Some(delivered) = delivered else {
+            return Ok(false);
+        };
+        if stream_id(&delivered) < stream_id(last) {
+            return Ok(false);
+        }
+        let pending = reply::pending_rows(&pending)
+            .ok_or_else(|| server.protocol("XPENDING", "unexpected reply"))?;
+        Ok(!pending.iter().any(|row| ids.contains(&row.id)))
+    }
+
     async fn lag(&self, group: Option<&str>) -> CoreResult<Vec<GroupLag>> {
         let mut stream_keys = self
             .scan(&self.inner.keys.stream_pattern(), Some("stream"))
@@ -734,4 +781,10 @@ impl RedisTransport {
             cursor = next;
         }
     }
+}
+
+/// A stream entry id as a number pair, for ordering (`None`, below every id, when malformed).
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }

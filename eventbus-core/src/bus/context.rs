@@ -43,6 +43,8 @@ impl std::fmt::Debug for Context {
     }
 }
 
+crate::handler::context_extractor!(Context);
+
 impl Context {
     pub(crate) fn new(
         bus: EventBus,

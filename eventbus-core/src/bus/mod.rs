@@ -23,7 +23,6 @@ use crate::transport::StreamTransport;
 
 pub use backoff::Backoff;
 pub use context::{Context, DeliveryInfo};
-pub use handler::EventHandler;
 pub(crate) use subscription::WrapConsumer;
 pub use subscription::{
     default_consumer_name, KeyFn, OrderBy, ShutdownReport, Subscription, SubscriptionBuilder,

@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::backoff::Backoff;
 use crate::bus::consumer::{self, Runner};
-use crate::bus::handler::{erase_raw, erase_typed, ErasedHandler, EventHandler};
-use crate::bus::{group_for_service, EventBus};
+use crate::bus::handler::{erase, ErasedHandler};
+use crate::bus::{group_for_service, Context, EventBus};
 use crate::envelope::Envelope;
-use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::error::{Error, HandlerError, Result};
+use crate::handler::{bind_here, EventMessage, Handler, Message, Resources};
 use crate::transport::{ConsumerSpec, StartFrom, StreamConsumer, Topic};
 
 /// The shortest `claim_idle` accepted.
@@ -200,6 +200,7 @@ pub struct SubscriptionBuilder {
     options: SubscriptionOptions,
     handlers: HashMap<Topic, Vec<ErasedHandler>>,
     topic_order: Vec<Topic>,
+    resources: Resources,
     handler_acks: bool,
     stats: Option<Arc<SubscriptionStats>>,
     wrap_consumer: Option<WrapConsumer>,
@@ -233,6 +234,7 @@ impl SubscriptionBuilder {
             options,
             handlers: HashMap::new(),
             topic_order: Vec::new(),
+            resources: Resources::default(),
             handler_acks: false,
             stats: None,
             wrap_consumer: None,
@@ -267,33 +269,77 @@ impl SubscriptionBuilder {
         self
     }
 
-    /// Handles events of type `E` (read from `E`'s stream). Several handlers of one type run
-    /// in registration order; the entry is acknowledged when all of them succeeded.
-    pub fn on<E: Event, Args: 'static>(self, handler: impl EventHandler<E, Args>) -> Self {
-        self.add(Topic::of_type(E::EVENT_TYPE), erase_typed(handler))
+    /// Registers a shared resource that handlers registered after it take as
+    /// [`State<T>`](crate::State).
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.resources.insert(value);
+        self
     }
 
-    /// Handles events of a type known by name only, as JSON.
-    pub fn on_raw<Args: 'static>(
-        self,
-        event_type: impl Into<String>,
-        handler: impl EventHandler<Value, Args>,
-    ) -> Self {
-        self.add(Topic::of_type(event_type), erase_raw(handler))
+    /// The resources handlers are bound against (the app's).
+    pub(crate) fn resources(mut self, resources: Resources) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// Handles events of one type, read from that type's stream: `handler` takes the event
+    /// `E` or its `Envelope<E>`, then extractors (`Context`, `State<T>`; see
+    /// [`Handler`]). Several handlers of one type run in registration order; the entry is
+    /// acknowledged when all of them succeeded.
+    ///
+    /// # Panics
+    ///
+    /// When the handler takes a `State<T>` that was not registered before it (`.state`).
+    #[track_caller]
+    pub fn on<Args, H>(self, handler: H) -> Self
+    where
+        H: Handler<Context, Args>,
+        H::Message: EventMessage + Message<Context, Output = Result<(), HandlerError>>,
+    {
+        let bound = bind_here(handler, &self.resources);
+        self.add(Topic::of_type(H::Message::EVENT_TYPE), erase(bound))
+    }
+
+    /// Handles events of a type known by name only, as JSON (`Envelope<Value>`).
+    ///
+    /// # Panics
+    ///
+    /// As [`on`](Self::on).
+    #[track_caller]
+    pub fn on_raw<Args, H>(self, event_type: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler<Context, Args, Message = Envelope<Value>>,
+    {
+        let bound = bind_here(handler, &self.resources);
+        self.add(Topic::of_type(event_type), erase(bound))
     }
 
     /// Handles the entries of any topic's stream as JSON (e.g. a service's command stream).
-    pub fn on_topic<Args: 'static>(
-        self,
-        topic: Topic,
-        handler: impl EventHandler<Value, Args>,
-    ) -> Self {
-        self.add(topic, erase_raw(handler))
+    ///
+    /// # Panics
+    ///
+    /// As [`on`](Self::on).
+    #[track_caller]
+    pub fn on_topic<Args, H>(self, topic: Topic, handler: H) -> Self
+    where
+        H: Handler<Context, Args, Message = Envelope<Value>>,
+    {
+        let bound = bind_here(handler, &self.resources);
+        self.add(topic, erase(bound))
     }
 
     /// Handles every event, read from the global stream, as JSON.
-    pub fn on_all<Args: 'static>(self, handler: impl EventHandler<Value, Args>) -> Self {
-        self.add(Topic::All, erase_raw(handler))
+    ///
+    /// # Panics
+    ///
+    /// As [`on`](Self::on).
+    #[track_caller]
+    pub fn on_all<Args, H>(self, handler: H) -> Self
+    where
+        H: Handler<Context, Args, Message = Envelope<Value>>,
+    {
+        let bound = bind_here(handler, &self.resources);
+        self.add(Topic::All, erase(bound))
     }
 
     /// Replaces all options.

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::bus::EventBus;
-use crate::cqrs::context::Resources;
 use crate::cqrs::emit::Emit;
 use crate::cqrs::remote::{self, RemoteInvoker};
-use crate::envelope::{new_id, EntryId};
+use crate::envelope::{new_id, EntryId, Envelope};
 use crate::error::Error;
+use crate::handler::{bind_here, Bound, Handler, Resources};
 
 /// A request to change state, named in the imperative (`CreateOrder`). Its handler either
 /// rejects it (`Err(Self::Error)`, nothing published) or accepts it, returning
@@ -81,37 +82,7 @@ impl CommandContext {
     }
 }
 
-/// Handles commands of type `C`.
-///
-/// Implemented for async closures `Fn(C, CommandContext) -> impl Future<Output =
-/// Result<C::Output, C::Error>>`, and by `#[command_handler]` for annotated fns and methods.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a handler of command `{C}`",
-    note = "a command handler is an async fn annotated with `#[command_handler]` taking `{C}` (and `&CommandContext`) and returning `Result<Output, Error>` of that command"
-)]
-pub trait CommandHandler<C: Command>: Send + Sync + 'static {
-    /// Decides on the command.
-    fn handle<'a>(
-        &'a self,
-        command: C,
-        ctx: CommandContext,
-    ) -> BoxFuture<'a, Result<C::Output, C::Error>>;
-}
-
-impl<C, F, Fut> CommandHandler<C> for F
-where
-    C: Command,
-    F: Fn(C, CommandContext) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<C::Output, C::Error>> + Send + 'static,
-{
-    fn handle<'a>(
-        &'a self,
-        command: C,
-        ctx: CommandContext,
-    ) -> BoxFuture<'a, Result<C::Output, C::Error>> {
-        Box::pin(self(command, ctx))
-    }
-}
+crate::handler::context_extractor!(CommandContext);
 
 /// A type whose methods handle several commands (an impl block under `#[command_handler]`),
 /// registered all at once with [`CommandBus::handlers`].
@@ -190,7 +161,45 @@ pub struct DispatchOptions {
     pub command_id: Option<String>,
 }
 
-/// What a successful dispatch returns besides the output: the published events' entry ids.
+/// Where one published event landed: its type's stream and its entry id there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The event type (the stream).
+    pub event_type: String,
+    /// The entry id in that stream.
+    pub entry_id: EntryId,
+}
+
+impl Position {
+    /// Pairs published events with the entry ids their publish returned.
+    pub(crate) fn of(events: &[Envelope<Value>], ids: Vec<EntryId>) -> Vec<Position> {
+        events
+            .iter()
+            .zip(ids)
+            .map(|(event, entry_id)| Position {
+                event_type: event.event_type.clone(),
+                entry_id,
+            })
+            .collect()
+    }
+}
+
+/// What a dispatch wrote: the positions of the events it published. Hand it to
+/// [`App::query_after`](crate::App::query_after) to read your own writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The published events' positions, in order.
+    pub positions: Vec<Position>,
+}
+
+impl Receipt {
+    /// Whether the dispatch published nothing (a query after it needs no wait).
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+}
+
+/// What a successful dispatch returns besides the output: the published events' positions.
 #[derive(Debug, Clone)]
 pub struct Dispatched<T> {
     /// The handler's output.
@@ -199,6 +208,32 @@ pub struct Dispatched<T> {
     pub command_id: String,
     /// Entry ids of the published events, in order.
     pub entry_ids: Vec<EntryId>,
+    /// Where the published events landed (for read-your-writes).
+    pub receipt: Receipt,
+}
+
+impl<T> std::ops::Deref for Dispatched<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.output
+    }
+}
+
+impl<T> Dispatched<T> {
+    /// The handler's output.
+    pub fn into_output(self) -> T {
+        self.output
+    }
+
+    fn new(output: T, command_id: String, positions: Vec<Position>) -> Self {
+        Dispatched {
+            output,
+            command_id,
+            entry_ids: positions.iter().map(|p| p.entry_id.clone()).collect(),
+            receipt: Receipt { positions },
+        }
+    }
 }
 
 type Erased = Arc<dyn std::any::Any + Send + Sync>;
@@ -254,13 +289,13 @@ impl fmt::Debug for CommandBus {
 /// The stored form of a handler of `C`: a plain handler whose events the bus publishes, or
 /// an aggregate's, whose events the event store appends and publishes.
 enum Slot<C: Command> {
-    Handler(Arc<dyn CommandHandler<C>>),
+    Handler(Bound<CommandContext, C>),
     Aggregate(Arc<dyn AggregateDispatch<C>>),
 }
 
 /// What an aggregate dispatch returns: the output and the events' entry ids.
 pub(crate) type AggregateOutcome<C> =
-    Result<(<C as Command>::Output, Vec<EntryId>), CommandError<<C as Command>::Error>>;
+    Result<(<C as Command>::Output, Vec<Position>), CommandError<<C as Command>::Error>>;
 
 /// Loads an aggregate, decides, appends (with retries): the whole handling of an aggregate
 /// command.
@@ -279,14 +314,28 @@ impl CommandBus {
         }
     }
 
-    /// Registers the handler of `C`.
+    /// Registers the handler of a command: an async fn or closure taking the command, then
+    /// extractors (`CommandContext`, `State<T>`; see [`Handler`]), and returning
+    /// `Result<C::Output, C::Error>`.
     ///
     /// # Panics
     ///
-    /// When `C` already has a handler: one command, one handler (a wiring mistake).
+    /// When the command already has a handler (one command, one handler), or when the
+    /// handler takes a `State<T>` not registered before it (`.resource`): wiring mistakes.
     #[track_caller]
-    pub fn handle<C: Command>(self, handler: impl CommandHandler<C>) -> Self {
-        self.insert_slot(Slot::<C>::Handler(Arc::new(handler)))
+    pub fn handle<Args, H>(self, handler: H) -> Self
+    where
+        H: Handler<CommandContext, Args>,
+        H::Message: Command,
+    {
+        let bound = bind_here(handler, &self.resources);
+        self.handle_bound(bound)
+    }
+
+    /// Registers an already bound handler of `C`.
+    #[track_caller]
+    pub(crate) fn handle_bound<C: Command>(self, bound: Bound<CommandContext, C>) -> Self {
+        self.insert_slot(Slot::<C>::Handler(bound))
     }
 
     /// Registers an aggregate's handling of `C` (see `CommandBus::handle_aggregate`).
@@ -315,10 +364,22 @@ impl CommandBus {
         service.register(self)
     }
 
-    /// Registers a shared resource handlers reach with [`CommandContext::resource`].
+    /// Registers a shared resource: handlers registered after it take it as
+    /// [`State<T>`](crate::State) (or reach it with [`CommandContext::resource`]).
     pub fn resource<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.resources.insert(value);
         self
+    }
+
+    /// The resources handlers are bound against (the app's).
+    pub(crate) fn resources(mut self, resources: Resources) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// The commands that have a handler.
+    pub(crate) fn command_types(&self) -> Vec<&'static str> {
+        self.handlers.keys().copied().collect()
     }
 
     /// The event bus events are published on.
@@ -374,15 +435,11 @@ impl CommandBus {
             Slot::Handler(handler) => handler.clone(),
             Slot::Aggregate(aggregate) => {
                 let command_id = ctx.command_id.clone();
-                let (output, entry_ids) = aggregate.dispatch(command, ctx).await?;
-                return Ok(Dispatched {
-                    output,
-                    command_id,
-                    entry_ids,
-                });
+                let (output, positions) = aggregate.dispatch(command, ctx).await?;
+                return Ok(Dispatched::new(output, command_id, positions));
             }
         };
-        let output = match crate::panic::catch(|| handler.handle(command, ctx.clone())).await {
+        let output = match crate::panic::catch(|| handler.call(command, ctx.clone())).await {
             Ok(Ok(output)) => output,
             Ok(Err(rejection)) => return Err(CommandError::Rejected(rejection)),
             Err(panic) => return Err(CommandError::Panicked(panic)),
@@ -400,10 +457,10 @@ impl CommandBus {
             .publish_raw(&events)
             .await
             .map_err(CommandError::Publish)?;
-        Ok(Dispatched {
+        Ok(Dispatched::new(
             output,
-            command_id: ctx.command_id,
-            entry_ids,
-        })
+            ctx.command_id,
+            Position::of(&events, entry_ids),
+        ))
     }
 }

@@ -2,17 +2,15 @@
 //! the query bus (typed queries answered from read models).
 
 mod command;
-mod context;
 mod emit;
 mod query;
 mod remote;
 
 pub(crate) use command::{AggregateDispatch, AggregateOutcome};
 pub use command::{
-    Command, CommandBus, CommandContext, CommandError, CommandHandler, CommandHandlers,
-    DispatchOptions, Dispatched, NoRejection,
+    Command, CommandBus, CommandContext, CommandError, CommandHandlers,
+    DispatchOptions, Dispatched, NoRejection, Position, Receipt,
 };
-pub use context::Resources;
 pub use emit::{Emit, Emitted};
-pub use query::{Query, QueryBus, QueryContext, QueryError, QueryHandler, QueryHandlers};
+pub use query::{Query, QueryBus, QueryContext, QueryError, QueryHandlers};
 pub use remote::{CommandClient, ReplyStreams, DEFAULT_REPLY_TTL};

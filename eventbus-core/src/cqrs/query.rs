@@ -4,10 +4,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
 
-use crate::cqrs::context::Resources;
 use crate::error::BoxError;
+use crate::handler::{bind_here, Bound, Handler, Resources};
 
 /// A question about state (`GetOrder`), answered from read models.
 ///
@@ -44,39 +43,7 @@ impl QueryContext {
     }
 }
 
-/// Answers queries of type `Q`.
-///
-/// Implemented for async closures `Fn(Q, QueryContext) -> impl Future<Output =
-/// Result<Q::Output, BoxError>>`, and by `#[query_handler]`.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a handler of query `{Q}`",
-    note = "a query handler is an async fn annotated with `#[query_handler]` taking `{Q}` and returning `Result<Output, E>`"
-)]
-pub trait QueryHandler<Q: Query>: Send + Sync + 'static {
-    /// Answers the query.
-    fn handle<'a>(
-        &'a self,
-        query: Q,
-        ctx: QueryContext,
-    ) -> BoxFuture<'a, Result<Q::Output, QueryError>>;
-}
-
-impl<Q, F, Fut, E> QueryHandler<Q> for F
-where
-    Q: Query,
-    F: Fn(Q, QueryContext) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Q::Output, E>> + Send + 'static,
-    E: Into<QueryError>,
-{
-    fn handle<'a>(
-        &'a self,
-        query: Q,
-        ctx: QueryContext,
-    ) -> BoxFuture<'a, Result<Q::Output, QueryError>> {
-        let fut = self(query, ctx);
-        Box::pin(async move { fut.await.map_err(Into::into) })
-    }
-}
+crate::handler::context_extractor!(QueryContext);
 
 /// A type whose methods answer several queries (an impl block under `#[query_handler]`),
 /// registered all at once with [`QueryBus::handlers`].
@@ -101,6 +68,15 @@ pub enum QueryError {
         /// The resource's type.
         type_name: &'static str,
     },
+    /// A read-your-writes query gave up waiting for a projection to apply the events it
+    /// waits for (the projection is stopped, failing, or far behind).
+    #[error("projection `{projection}` did not catch up within {waited:?}")]
+    NotCaughtUp {
+        /// The projection waited for.
+        projection: String,
+        /// How long the query waited.
+        waited: std::time::Duration,
+    },
     /// The handler failed (e.g. the read-model store is unreachable).
     #[error("query failed: {0}")]
     Failed(#[source] BoxError),
@@ -119,19 +95,19 @@ impl From<crate::Error> for QueryError {
 }
 
 type Erased = Arc<dyn std::any::Any + Send + Sync>;
-struct Slot<Q: Query>(Arc<dyn QueryHandler<Q>>);
+struct Slot<Q: Query>(Bound<QueryContext, Q>);
 
 /// Routes queries to their handlers.
 ///
 /// ```
-/// use eventbus_core::{query, QueryBus, QueryContext, BoxError};
+/// use eventbus_core::{query, QueryBus, QueryContext, QueryError};
 ///
 /// #[query(output = Option<String>)]
 /// pub struct GetName { pub id: u32 }
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let queries = QueryBus::new().handle(|q: GetName, _ctx: QueryContext| async move {
-///     Ok::<_, BoxError>((q.id == 1).then(|| "Ada".to_string()))
+///     Ok::<_, QueryError>((q.id == 1).then(|| "Ada".to_string()))
 /// });
 /// assert_eq!(queries.query(GetName { id: 1 }).await.unwrap().as_deref(), Some("Ada"));
 /// # }
@@ -156,14 +132,28 @@ impl QueryBus {
         QueryBus::default()
     }
 
-    /// Registers the handler of `Q`.
+    /// Registers the handler of a query: an async fn or closure taking the query, then
+    /// extractors (`QueryContext`, `State<T>`; see [`Handler`]), and returning
+    /// `Result<Q::Output, QueryError>`.
     ///
     /// # Panics
     ///
-    /// When `Q` already has a handler (a wiring mistake).
+    /// When the query already has a handler, or when the handler takes a `State<T>` not
+    /// registered before it (`.resource`): wiring mistakes.
     #[track_caller]
-    pub fn handle<Q: Query>(mut self, handler: impl QueryHandler<Q>) -> Self {
-        let slot: Erased = Arc::new(Slot::<Q>(Arc::new(handler)));
+    pub fn handle<Args, H>(self, handler: H) -> Self
+    where
+        H: Handler<QueryContext, Args>,
+        H::Message: Query,
+    {
+        let bound = bind_here(handler, &self.resources);
+        self.handle_bound(bound)
+    }
+
+    /// Registers an already bound handler of `Q`.
+    #[track_caller]
+    pub(crate) fn handle_bound<Q: Query>(mut self, bound: Bound<QueryContext, Q>) -> Self {
+        let slot: Erased = Arc::new(Slot::<Q>(bound));
         if Arc::make_mut(&mut self.handlers)
             .insert(Q::QUERY_TYPE, slot)
             .is_some()
@@ -185,6 +175,12 @@ impl QueryBus {
         self
     }
 
+    /// The resources handlers are bound against (the app's).
+    pub(crate) fn resources(mut self, resources: Resources) -> Self {
+        self.resources = resources;
+        self
+    }
+
     /// Answers a query.
     pub async fn query<Q: Query>(&self, query: Q) -> Result<Q::Output, QueryError> {
         let Some(slot) = self
@@ -198,7 +194,7 @@ impl QueryBus {
         };
         let handler = slot.0.clone();
         handler
-            .handle(
+            .call(
                 query,
                 QueryContext {
                     resources: self.resources.clone(),

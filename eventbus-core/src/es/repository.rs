@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use crate::cqrs::{
     AggregateDispatch, AggregateOutcome, Command, CommandBus, CommandContext, CommandError, Emit,
+    Position,
 };
-use crate::envelope::{now_seconds, EntryId, Envelope};
+use crate::envelope::{now_seconds, Envelope};
 use crate::error::{Error, Result};
 use crate::es::aggregate::{Aggregate, AggregateCommand, AggregateHandler, AggregateHandlers};
 use crate::es::store::{EventStore, Snapshot};
@@ -241,7 +242,7 @@ impl<A: Aggregate> Repository<A> {
             {
                 Ok(ids) => {
                     self.maybe_snapshot(&id, loaded, &events).await;
-                    return Ok((output, ids));
+                    return Ok((output, Position::of(&events, ids)));
                 }
                 Err(e) if e.is_conflict() && attempt <= self.max_retries => {
                     tracing::debug!(aggregate = A::TYPE, id, attempt, "conflict; reloading");
@@ -321,7 +322,7 @@ where
         &self,
         command: C,
         ctx: CommandContext,
-    ) -> BoxFuture<'_, std::result::Result<(C::Output, Vec<EntryId>), CommandError<C::Error>>> {
+    ) -> BoxFuture<'_, std::result::Result<(C::Output, Vec<Position>), CommandError<C::Error>>> {
         Box::pin(self.repository.execute(&self.handler, command, ctx))
     }
 }

@@ -119,6 +119,11 @@ impl ProjectionRunner {
         self
     }
 
+    /// The projection's name.
+    pub fn name(&self) -> &str {
+        self.projection.name()
+    }
+
     /// The consumer group, `{service}-projection-{name}` by default.
     pub fn group(&self) -> &str {
         &self.options.group

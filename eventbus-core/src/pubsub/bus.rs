@@ -10,7 +10,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Backoff;
-use crate::dispatch::{call_isolated, erase, EnvelopeHandler, Payload, RawHandler};
+use crate::dispatch::{call_isolated, erase, Payload, RawHandler};
+use crate::handler::Handler;
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -135,17 +136,22 @@ impl std::fmt::Debug for PubSubSubscriptionBuilder {
 
 impl PubSubSubscriptionBuilder {
     /// Handles events of type `E` (channel `events:{E::EVENT_TYPE}` on Redis).
-    pub fn on<E: Event>(self, handler: impl EnvelopeHandler<E>) -> Self {
-        self.on_type(E::EVENT_TYPE, erase::<E>(handler))
+    #[track_caller]
+    pub fn on<E, Args, H>(self, handler: H) -> Self
+    where
+        E: Event,
+        H: Handler<(), Args, Message = Envelope<E>>,
+    {
+        self.on_type(E::EVENT_TYPE, erase(handler))
     }
 
     /// Handles events of a type known by name only, as JSON.
-    pub fn on_raw(
-        self,
-        event_type: impl Into<String>,
-        handler: impl EnvelopeHandler<Value>,
-    ) -> Self {
-        self.on_type(event_type, erase::<Value>(handler))
+    #[track_caller]
+    pub fn on_raw<Args, H>(self, event_type: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler<(), Args, Message = Envelope<Value>>,
+    {
+        self.on_type(event_type, erase(handler))
     }
 
     fn on_type(mut self, event_type: impl Into<String>, handler: RawHandler) -> Self {
@@ -160,13 +166,14 @@ impl PubSubSubscriptionBuilder {
     /// [`Pattern`]) as JSON, or as `T` when `T` is a typed event (others are then skipped).
     ///
     /// Fails with [`Error::InvalidPattern`] when the pattern is invalid.
-    pub fn on_pattern<T: Payload>(
-        mut self,
-        pattern: &str,
-        handler: impl EnvelopeHandler<T>,
-    ) -> Result<Self> {
+    #[track_caller]
+    pub fn on_pattern<T, Args, H>(mut self, pattern: &str, handler: H) -> Result<Self>
+    where
+        T: Payload,
+        H: Handler<(), Args, Message = Envelope<T>>,
+    {
         let pattern = Pattern::parse(pattern)?;
-        let handler = erase::<T>(handler);
+        let handler = erase(handler);
         let handler: RawHandler = Arc::new(move |event: Arc<Envelope<Value>>| {
             if T::accepts(&event.event_type) {
                 handler(event)

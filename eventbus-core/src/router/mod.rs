@@ -51,7 +51,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::dispatch::{call_isolated, erase, EnvelopeHandler, RawHandler};
+use crate::dispatch::{call_isolated, erase, RawHandler};
+use crate::handler::Handler;
 use crate::envelope::Envelope;
 use crate::error::{HandlerError, Result};
 use crate::event::Event;
@@ -166,17 +167,22 @@ impl Router {
     }
 
     /// Registers `handler` for events matching `pattern`, at priority 0 without a filter.
-    pub fn route<T: crate::dispatch::Payload>(
-        &mut self,
-        pattern: &str,
-        handler: impl EnvelopeHandler<T>,
-    ) -> Result<&mut Self> {
+    #[track_caller]
+    pub fn route<T, Args, H>(&mut self, pattern: &str, handler: H) -> Result<&mut Self>
+    where
+        T: crate::dispatch::Payload,
+        H: Handler<(), Args, Message = Envelope<T>>,
+    {
         self.add(Rule::new(pattern, handler)?)
     }
 
     /// Sets the handler of unrouted events (as JSON).
-    pub fn fallback(&mut self, handler: impl EnvelopeHandler<Value>) -> &mut Self {
-        self.fallback = Some(erase::<Value>(handler));
+    #[track_caller]
+    pub fn fallback<Args, H>(&mut self, handler: H) -> &mut Self
+    where
+        H: Handler<(), Args, Message = Envelope<Value>>,
+    {
+        self.fallback = Some(erase(handler));
         self
     }
 

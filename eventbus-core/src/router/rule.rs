@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::dispatch::{erase, EnvelopeHandler, Payload, RawHandler};
+use crate::dispatch::{erase, Payload, RawHandler};
+use crate::handler::Handler;
 use crate::envelope::Envelope;
 use crate::error::Result;
 use crate::pattern::Pattern;
@@ -59,12 +60,20 @@ impl<T: Payload> Rule<T> {
     ///
     /// Fails with [`Error::InvalidPattern`](crate::Error::InvalidPattern) when the pattern
     /// is not valid.
-    pub fn new(pattern: &str, handler: impl EnvelopeHandler<T>) -> Result<Self> {
+    #[track_caller]
+    pub fn new<Args, H>(pattern: &str, handler: H) -> Result<Self>
+    where
+        H: Handler<(), Args, Message = Envelope<T>>,
+    {
         Ok(Self::with_pattern(Pattern::parse(pattern)?, handler))
     }
 
     /// A rule for an already compiled pattern.
-    pub fn with_pattern(pattern: Pattern, handler: impl EnvelopeHandler<T>) -> Self {
+    #[track_caller]
+    pub fn with_pattern<Args, H>(pattern: Pattern, handler: H) -> Self
+    where
+        H: Handler<(), Args, Message = Envelope<T>>,
+    {
         Rule {
             name: pattern.as_str().to_owned(),
             pattern,

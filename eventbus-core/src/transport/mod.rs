@@ -211,6 +211,11 @@ pub trait StreamTransport: Send + Sync + 'static {
     /// Deletes dead letters (`None`: all). Returns how many were deleted.
     async fn purge_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> Result<usize>;
 
+    /// Whether `group` is done with every entry of `ids` in `topic`: each was delivered to
+    /// the group and is no longer pending (handled and acknowledged, or dead-lettered). A
+    /// group that doesn't exist has settled nothing. Read-your-writes waits on this.
+    async fn settled(&self, topic: &Topic, group: &str, ids: &[EntryId]) -> Result<bool>;
+
     /// A short human-readable name of the backend and server (no password).
     fn describe(&self) -> String;
 

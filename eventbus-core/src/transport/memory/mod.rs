@@ -313,6 +313,20 @@ impl StreamTransport for MemoryTransport {
         Ok(Box::new(MemoryConsumer::new(self.clone(), spec)?))
     }
 
+    async fn settled(&self, topic: &Topic, group: &str, ids: &[EntryId]) -> Result<bool> {
+        let ids = ids
+            .iter()
+            .map(|id| StreamId::parse(id))
+            .collect::<Result<Vec<_>>>()?;
+        let state = self.shared.lock();
+        let Some(g) = state.streams.get(topic).and_then(|s| s.groups.get(group)) else {
+            return Ok(false);
+        };
+        Ok(ids
+            .iter()
+            .all(|id| *id <= g.last_delivered && !g.pel.contains_key(id)))
+    }
+
     async fn lag(&self, group: Option<&str>) -> Result<Vec<GroupLag>> {
         let state = self.shared.lock();
         let now = Instant::now();

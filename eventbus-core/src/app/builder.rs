@@ -1,0 +1,353 @@
+//! [`AppBuilder`]: everything one service registers, in one place.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::backend::{Backend, Connected, InMemory};
+use crate::app::consistency::Watched;
+use crate::app::App;
+use crate::bus::handler::erase;
+use crate::bus::{Context, EventBus, SubscriptionBuilder};
+use crate::cqrs::{CommandBus, CommandContext, QueryBus, QueryContext};
+use crate::error::{Error, HandlerError, Result};
+use crate::es::{AggregateHandlers, MemoryEventStore, Repository};
+use crate::handler::{EventMessage, Handler, Message, Resources, Unbound};
+use crate::projection::{Projection, ProjectionRunner, ReadModels};
+use crate::router::Router;
+use crate::saga::{SagaCoordinator, SagaDefinition};
+use crate::transport::memory::MemoryTransport;
+use crate::transport::Topic;
+
+/// One registration, applied when the app starts.
+type Wire = Box<dyn FnOnce(&mut Wiring) -> std::result::Result<(), String> + Send>;
+
+/// The parts registrations are applied to.
+pub(crate) struct Wiring {
+    resources: Resources,
+    connected: Connected,
+    commands: CommandBus,
+    queries: QueryBus,
+    handlers: Option<SubscriptionBuilder>,
+    events: EventBus,
+}
+
+impl Wiring {
+    fn handlers(&mut self) -> SubscriptionBuilder {
+        self.handlers.take().unwrap_or_else(|| {
+            self.events
+                .subscribe()
+                .resources(self.resources.clone())
+        })
+    }
+}
+
+/// Builds an [`App`]; see [`App::builder`].
+///
+/// Registrations are checked when they are made: a second handler for one command or
+/// query panics at the caller's line. Handlers are bound to their [`State`](crate::State)
+/// when the app starts (so `.state` may come before or after them); a `State<T>` never
+/// registered fails [`start`](Self::start) with an error naming the line that registered
+/// the handler.
+pub struct AppBuilder {
+    service: String,
+    backend: Option<Box<dyn Backend>>,
+    read_model_prefix: String,
+    resources: Resources,
+    wires: Vec<Wire>,
+    commands: HashSet<&'static str>,
+    queries: HashSet<&'static str>,
+    projections: Vec<Arc<dyn Projection>>,
+    sagas: Vec<SagaDefinition>,
+    serve_commands: bool,
+    read_your_writes_timeout: Duration,
+}
+
+impl std::fmt::Debug for AppBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut commands: Vec<_> = self.commands.iter().collect();
+        commands.sort();
+        let mut queries: Vec<_> = self.queries.iter().collect();
+        queries.sort();
+        f.debug_struct("AppBuilder")
+            .field("service", &self.service)
+            .field("commands", &commands)
+            .field("queries", &queries)
+            .field(
+                "projections",
+                &self.projections.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl AppBuilder {
+    pub(crate) fn new(service: String) -> Self {
+        AppBuilder {
+            service,
+            backend: None,
+            read_model_prefix: String::new(),
+            resources: Resources::default(),
+            wires: Vec::new(),
+            commands: HashSet::new(),
+            queries: HashSet::new(),
+            projections: Vec::new(),
+            sagas: Vec::new(),
+            serve_commands: false,
+            read_your_writes_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The backend the app runs on, connected when it starts (eventbus-redis adds
+    /// `.redis(url or transport)`).
+    pub fn backend(mut self, backend: impl Backend) -> Self {
+        self.backend = Some(Box::new(backend));
+        self
+    }
+
+    /// The in-memory backend (tests and demos).
+    pub fn in_memory(self) -> Self {
+        self.backend(InMemory::new())
+    }
+
+    /// Puts `prefix` in front of every read-model key (none by default, so keys are the
+    /// projections' templates, as the reference article's services expect).
+    pub fn read_model_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.read_model_prefix = prefix.into();
+        self
+    }
+
+    /// Registers a shared resource handlers take as [`State<T>`](crate::State). The app
+    /// registers its [`ReadModels`] and [`EventBus`] itself.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.resources.insert(value);
+        self
+    }
+
+    /// Registers the handler of a command: an async fn or closure taking the command, then
+    /// extractors (`CommandContext`, `State<T>`).
+    ///
+    /// # Panics
+    ///
+    /// When the command already has a handler.
+    #[track_caller]
+    pub fn command<Args, H>(mut self, handler: H) -> Self
+    where
+        H: Handler<CommandContext, Args>,
+        H::Message: crate::Command,
+    {
+        let name = <H::Message as crate::Command>::COMMAND_TYPE;
+        if !self.commands.insert(name) {
+            panic!("command `{name}` already has a handler: one command, one handler");
+        }
+        let unbound = Unbound::new(handler);
+        self.wire(move |w| {
+            let bound = unbound.bind(&w.resources)?;
+            w.commands = w.commands.clone().handle_bound(bound);
+            Ok(())
+        })
+    }
+
+    /// Registers the command handlers of an event-sourced aggregate (its
+    /// `#[command_handler(aggregate)]` impl block), loaded from and appended to the
+    /// backend's event store through a [`Repository`].
+    ///
+    /// # Panics
+    ///
+    /// When one of its commands already has a handler.
+    #[track_caller]
+    pub fn aggregate<A: AggregateHandlers>(self) -> Self {
+        self.aggregate_with::<A>(|repository| repository)
+    }
+
+    /// [`aggregate`](Self::aggregate), with the repository configured by `configure`
+    /// (snapshots, retries).
+    ///
+    /// # Panics
+    ///
+    /// When one of its commands already has a handler.
+    #[track_caller]
+    pub fn aggregate_with<A: AggregateHandlers>(
+        self,
+        configure: impl FnOnce(Repository<A>) -> Repository<A> + Send + 'static,
+    ) -> Self {
+        // Learn the aggregate's commands now, on a scratch bus, to refuse duplicates here.
+        let scratch = MemoryTransport::new();
+        let probe = A::register(
+            CommandBus::new(EventBus::new(scratch.clone(), "probe")),
+            &Repository::new(Arc::new(MemoryEventStore::new(scratch))),
+        );
+        let mut this = self;
+        for name in probe.command_types() {
+            if !this.commands.insert(name) {
+                panic!("command `{name}` already has a handler: one command, one handler");
+            }
+        }
+        this.wire(move |w| {
+            let repository = configure(Repository::new(w.connected.event_store.clone()));
+            w.commands = A::register(w.commands.clone(), &repository);
+            Ok(())
+        })
+    }
+
+    /// Registers the handler of a query: an async fn or closure taking the query, then
+    /// extractors (`QueryContext`, `State<T>`; `State<ReadModels>` reads the projections'
+    /// models).
+    ///
+    /// # Panics
+    ///
+    /// When the query already has a handler.
+    #[track_caller]
+    pub fn query<Args, H>(mut self, handler: H) -> Self
+    where
+        H: Handler<QueryContext, Args>,
+        H::Message: crate::Query,
+    {
+        let name = <H::Message as crate::Query>::QUERY_TYPE;
+        if !self.queries.insert(name) {
+            panic!("query `{name}` already has a handler");
+        }
+        let unbound = Unbound::new(handler);
+        self.wire(move |w| {
+            let bound = unbound.bind(&w.resources)?;
+            w.queries = w.queries.clone().handle_bound(bound);
+            Ok(())
+        })
+    }
+
+    /// Runs a projection (its own consumer group) while the app runs.
+    ///
+    /// # Panics
+    ///
+    /// When a projection of the same name is already registered.
+    #[track_caller]
+    pub fn projection(mut self, projection: impl Projection) -> Self {
+        if self.projections.iter().any(|p| p.name() == projection.name()) {
+            panic!("projection `{}` is already registered", projection.name());
+        }
+        self.projections.push(Arc::new(projection));
+        self
+    }
+
+    /// Handles events of one type while the app runs: `handler` takes the event `E` or
+    /// its `Envelope<E>`, then extractors (`Context`, `State<T>`). Every handler of the app
+    /// shares one subscription, in the group `{service}-consumers`.
+    #[track_caller]
+    pub fn on<Args, H>(self, handler: H) -> Self
+    where
+        H: Handler<Context, Args>,
+        H::Message: EventMessage + Message<Context, Output = std::result::Result<(), HandlerError>>,
+    {
+        let unbound = Unbound::new(handler);
+        self.wire(move |w| {
+            let bound = unbound.bind(&w.resources)?;
+            let topic = Topic::of_type(<H::Message as EventMessage>::EVENT_TYPE);
+            w.handlers = Some(w.handlers().add(topic, erase(bound)));
+            Ok(())
+        })
+    }
+
+    /// Routes events with `router` while the app runs, on the app's subscription (read
+    /// from the global stream, with the Streams guarantees).
+    pub fn router(self, router: Router) -> Self {
+        self.wire(move |w| {
+            let handlers = w.handlers();
+            w.handlers = Some(handlers.route(&router));
+            Ok(())
+        })
+    }
+
+    /// Runs the saga coordinator for `definition` while the app runs (state in the
+    /// backend's saga store). Start sagas with [`App::sagas`].
+    pub fn saga<D>(mut self, definition: &SagaDefinition<D>) -> Self {
+        self.sagas.push(definition.erased());
+        self
+    }
+
+    /// Also serves this service's commands to remote senders
+    /// ([`CommandClient`](crate::CommandClient)).
+    pub fn serve_commands(mut self) -> Self {
+        self.serve_commands = true;
+        self
+    }
+
+    /// How long [`App::query_after`] waits for the projections (5 s by default).
+    pub fn read_your_writes_timeout(mut self, limit: Duration) -> Self {
+        self.read_your_writes_timeout = limit;
+        self
+    }
+
+    fn wire(
+        mut self,
+        wire: impl FnOnce(&mut Wiring) -> std::result::Result<(), String> + Send + 'static,
+    ) -> Self {
+        self.wires.push(Box::new(wire));
+        self
+    }
+
+    /// Connects the backend, binds every handler and starts every part: projections
+    /// first, then the event handlers and routers, the saga coordinator and command
+    /// serving.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the app has no backend or a handler takes a `State<T>` that
+    /// was never registered (the message names the line that registered the handler);
+    /// backend errors when it cannot connect or a part cannot start.
+    pub async fn start(self) -> Result<App> {
+        let Some(backend) = self.backend else {
+            return Err(Error::Config(
+                "an app needs a backend: `.in_memory()`, `.backend(...)`, or `.redis(...)` from eventbus-redis".into(),
+            ));
+        };
+        let connected = backend.connect(&self.read_model_prefix).await?;
+        let events = EventBus::from_arc(connected.transport.clone(), self.service);
+        let read_models = ReadModels::from_arc(connected.read_models.clone());
+        let mut resources = self.resources;
+        resources.insert(read_models.clone());
+        resources.insert(events.clone());
+        let mut wiring = Wiring {
+            commands: CommandBus::new(events.clone()).resources(resources.clone()),
+            queries: QueryBus::new().resources(resources.clone()),
+            handlers: None,
+            events: events.clone(),
+            connected,
+            resources,
+        };
+        for wire in self.wires {
+            wire(&mut wiring).map_err(Error::Config)?;
+        }
+        let mut parts = super::Parts::default();
+        for projection in self.projections {
+            let runner = ProjectionRunner::from_arc(&events, &read_models, projection);
+            parts.watched.push(Watched {
+                name: runner.name().to_string(),
+                group: runner.group().to_string(),
+                topics: runner.topics(),
+            });
+            parts.projections.push(runner.start().await?);
+        }
+        if let Some(handlers) = wiring.handlers.take() {
+            parts.subscription = Some(handlers.start().await?);
+        }
+        if !self.sagas.is_empty() {
+            let coordinator = self.sagas.iter().fold(
+                SagaCoordinator::builder_with(events.clone(), wiring.connected.saga_store.clone()),
+                |builder, saga| builder.saga(saga),
+            );
+            parts.coordinator = Some(coordinator.start().await?);
+        }
+        if self.serve_commands {
+            parts.serving = Some(wiring.commands.serve().await?);
+        }
+        Ok(App {
+            events,
+            commands: wiring.commands,
+            queries: wiring.queries,
+            read_models,
+            saga_store: wiring.connected.saga_store,
+            parts,
+            read_your_writes_timeout: self.read_your_writes_timeout,
+        })
+    }
+}
