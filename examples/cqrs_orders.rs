@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use eventbus_core::{
-    command, command_handler, event, projection, query, query_handler, App, BoxError,
+    command, command_handler, event, projection, query, query_handler, App, QueryError, State,
     CommandContext, CommandError, ReadModel, ReadModels,
 };
 use eventbus_redis::{AppBuilderExt, RedisConfig};
@@ -80,7 +80,7 @@ struct ShipOrder {
 }
 
 #[command_handler]
-async fn create_order(cmd: CreateOrder, ctx: &CommandContext) -> Result<OrderCreated, OrderError> {
+async fn create_order(cmd: CreateOrder, ctx: CommandContext) -> Result<OrderCreated, OrderError> {
     if cmd.items.is_empty() {
         return Err(OrderError::NoItems);
     }
@@ -135,16 +135,19 @@ struct GetCustomerOrders {
 }
 
 #[query_handler]
-async fn get_order(q: GetOrder, models: &ReadModels) -> Result<Option<OrderSummary>, BoxError> {
-    Ok(OrderSummary::load(models, &q.order_id).await?)
+async fn get_order(
+    q: GetOrder,
+    models: State<ReadModels>,
+) -> Result<Option<OrderSummary>, QueryError> {
+    Ok(OrderSummary::load(&models, &q.order_id).await?)
 }
 
 #[query_handler]
 async fn get_customer_orders(
     q: GetCustomerOrders,
-    models: &ReadModels,
-) -> Result<Vec<String>, BoxError> {
-    Ok(CustomerOrders::list(models, &q.customer_id, ..).await?)
+    models: State<ReadModels>,
+) -> Result<Vec<String>, QueryError> {
+    Ok(CustomerOrders::list(&models, &q.customer_id, ..).await?)
 }
 
 #[tokio::main]

@@ -61,6 +61,7 @@ pub mod error;
 pub mod event_store;
 mod fence;
 pub mod keys;
+pub mod prelude;
 pub mod pubsub;
 pub mod read_models;
 mod reply;
@@ -69,7 +70,7 @@ mod scripts;
 pub mod tail;
 pub mod transport;
 
-pub use app::AppBuilderExt;
+pub use app::{AppBuilderExt, RedisBackend};
 pub use config::{RedisConfig, DEFAULT_URL};
 pub use consumer::RedisConsumer;
 pub use error::{Error, Result};

@@ -1,12 +1,15 @@
-//! An `App` end to end: command → event → projection → query, on Redis and in memory.
+//! An `App` end to end, on Redis and in memory: command → event → projection → query with
+//! read-your-writes, event handlers with their state, and the wiring mistakes it refuses.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by unwrapping.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
-use eventbus_core::{
-    command, command_handler, event, projection, query, query_handler, App, BoxError,
-    CommandContext, NoRejection, ReadModel, ReadModels,
-};
-use eventbus_redis::{RedisConfig, RedisReadModels, RedisTransport};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventbus_core::prelude::*;
+use eventbus_redis::AppBuilderExt;
+use eventbus_redis::{RedisConfig, RedisTransport};
 
 #[event(name = "AppTest.Registered")]
 #[derive(Debug, Clone)]
@@ -21,7 +24,7 @@ struct Register {
 }
 
 #[command_handler]
-async fn register(cmd: Register, ctx: &CommandContext) -> Result<Registered, NoRejection> {
+async fn register(cmd: Register, ctx: CommandContext) -> Result<Registered, NoRejection> {
     Ok(Registered {
         user_id: ctx.new_id(),
         name: cmd.name,
@@ -43,25 +46,66 @@ struct GetUser {
 }
 
 #[query_handler]
-async fn get_user(q: GetUser, models: &ReadModels) -> Result<Option<User>, BoxError> {
-    Ok(User::load(models, &q.user_id).await?)
+async fn get_user(q: GetUser, models: State<ReadModels>) -> Result<Option<User>, QueryError> {
+    Ok(User::load(&models, &q.user_id).await?)
 }
 
-async fn round_trip(app: App) {
-    let registered = app.dispatch(Register { name: "Ada".into() }).await.unwrap();
-    let user = app
-        .query_eventually(|| GetUser {
-            user_id: registered.user_id.clone(),
+/// Counts welcomes: the state an event handler takes.
+#[derive(Default)]
+struct Welcomes(AtomicUsize);
+
+async fn welcome(_event: Registered, ctx: Context, welcomes: State<Welcomes>) -> Result<(), HandlerError> {
+    assert!(ctx.delivery().delivery_count >= 1);
+    welcomes.0.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Builds the app under test on `backend`, with the welcome counter it shares.
+fn users(builder: AppBuilder, welcomes: Arc<Welcomes>) -> AppBuilder {
+    builder
+        .command(register)
+        .projection(User::projection())
+        .query(get_user)
+        .on(welcome)
+        .state_arc(welcomes)
+}
+
+async fn round_trip(app: App, welcomes: Arc<Welcomes>) {
+    for n in 0..20 {
+        let registered = app
+            .dispatch(Register {
+                name: format!("Ada {n}"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(registered.receipt.positions.len(), 1);
+        assert_eq!(registered.receipt.positions[0].event_type, "AppTest.Registered");
+        // Read-your-writes: the query sees the command's event, every time, at once.
+        let user = app
+            .query_after(
+                &registered.receipt,
+                GetUser {
+                    user_id: registered.user_id.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            user,
+            Some(User {
+                user_id: registered.user_id.clone(),
+                name: format!("Ada {n}"),
+            })
+        );
+    }
+    let last = app.dispatch(Register { name: "Bob".into() }).await.unwrap();
+    let bob = app
+        .query_eventually(GetUser {
+            user_id: last.user_id.clone(),
         })
         .await
         .unwrap();
-    assert_eq!(
-        user,
-        Some(User {
-            user_id: registered.user_id.clone(),
-            name: "Ada".into()
-        })
-    );
+    assert_eq!(bob.map(|u| u.name).as_deref(), Some("Bob"));
     assert_eq!(
         app.query(GetUser {
             user_id: "nobody".into()
@@ -70,20 +114,21 @@ async fn round_trip(app: App) {
         .unwrap(),
         None
     );
+    eventbus_tests::eventually(Duration::from_secs(10), "21 welcomes", || async {
+        welcomes.0.load(Ordering::SeqCst) == 21
+    })
+    .await;
     app.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_in_memory() {
-    let app = App::builder("users")
-        .in_memory()
-        .command(register)
-        .projection(User::projection())
-        .query(get_user)
+    let welcomes = Arc::new(Welcomes::default());
+    let app = users(App::builder("users").in_memory(), welcomes.clone())
         .start()
         .await
         .unwrap();
-    round_trip(app).await;
+    round_trip(app, welcomes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,16 +142,54 @@ async fn app_on_redis() {
     )
     .await
     .unwrap();
-    // Read-model keys get a test prefix so parallel runs don't meet.
-    let models =
-        ReadModels::new(RedisReadModels::new(&transport).with_prefix(format!("{namespace}:")));
-    let app = App::builder("users")
-        .backend(std::sync::Arc::new(transport.clone()), models)
-        .command(register)
-        .projection(User::projection())
-        .query(get_user)
+    let welcomes = Arc::new(Welcomes::default());
+    // Read-model keys get the test's prefix so parallel runs don't meet.
+    let app = users(
+        App::builder("users")
+            .redis(&transport)
+            .read_model_prefix(format!("{namespace}:")),
+        welcomes.clone(),
+    )
+    .start()
+    .await
+    .unwrap();
+    round_trip(app, welcomes).await;
+}
+
+#[tokio::test]
+async fn an_app_on_a_redis_url_that_does_not_parse_fails_to_start() {
+    let err = App::builder("users")
+        .redis("redis://[nonsense")
         .start()
         .await
-        .unwrap();
-    round_trip(app).await;
+        .unwrap_err();
+    assert!(!err.to_string().is_empty());
+}
+
+#[test]
+fn a_second_handler_for_one_command_panics_at_the_registration() {
+    let refused = std::panic::catch_unwind(|| {
+        App::builder("users")
+            .in_memory()
+            .command(register)
+            .command(register)
+    })
+    .expect_err("two handlers for one command");
+    let message = refused.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("AppTest.Register") || message.contains("Register"), "{message}");
+}
+
+#[tokio::test]
+async fn a_state_never_registered_fails_the_start_naming_the_registration() {
+    let line = line!() + 4;
+    let err = App::builder("users")
+        .in_memory()
+        .command(register)
+        .on(welcome)
+        .start()
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("Welcomes"), "{message}");
+    assert!(message.contains(&format!("{}:{line}", file!())), "{message}");
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use eventbus_core::transport::{ConsumerSpec, StartFrom, StreamTransport, Topic};
 use eventbus_core::{
-    command, command_handler, event, query, query_handler, BoxError, CommandBus, CommandContext,
-    CommandError, DispatchOptions, Emitted, Envelope, EventBus, QueryBus, QueryError,
+    command, command_handler, event, query, query_handler, CommandBus, CommandContext,
+    CommandError, DispatchOptions, Emitted, Envelope, EventBus, QueryBus, QueryError, State,
 };
 use eventbus_redis::{RedisConfig, RedisTransport};
 use eventbus_tests::{both, Backend, RedisServer};
@@ -49,7 +49,7 @@ struct Explode;
 #[command_handler]
 async fn create_order(
     cmd: CreateOrder,
-    ctx: &CommandContext,
+    ctx: CommandContext,
 ) -> Result<(OrderCreated, StockReserved), OrderError> {
     if cmd.items.is_empty() {
         return Err(OrderError::Empty);
@@ -246,7 +246,7 @@ struct GetTotal {
 }
 
 #[query_handler]
-async fn get_total(q: GetTotal, totals: &Totals) -> Result<Option<f64>, BoxError> {
+async fn get_total(q: GetTotal, totals: State<Totals>) -> Result<Option<f64>, QueryError> {
     Ok(totals.0.get(&q.order_id).copied())
 }
 
@@ -274,16 +274,18 @@ async fn query_handler_reads_a_registered_resource() {
         None
     );
 
-    let unwired = QueryBus::new().handle(get_total);
-    match unwired
-        .query(GetTotal {
-            order_id: "o1".into(),
-        })
-        .await
-    {
-        Err(QueryError::MissingResource { type_name }) => assert!(type_name.ends_with("Totals")),
-        other => panic!("expected MissingResource, got {other:?}"),
-    }
+    // A resource never registered is a wiring mistake, refused when the handler is
+    // registered, naming the missing type.
+    let refused = std::panic::catch_unwind(|| QueryBus::new().handle(get_total))
+        .expect_err("a handler of an unregistered resource is refused");
+    let message = refused
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("State<") && message.contains("Totals"),
+        "{message}"
+    );
 }
 
 // Remote commands.

@@ -124,6 +124,13 @@ impl AppBuilder {
         self
     }
 
+    /// Registers a resource already shared (an `Arc<T>` the caller keeps too), taken as
+    /// [`State<T>`](crate::State).
+    pub fn state_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.resources.insert_arc(value);
+        self
+    }
+
     /// Registers the handler of a command: an async fn or closure taking the command, then
     /// extractors (`CommandContext`, `State<T>`).
     ///

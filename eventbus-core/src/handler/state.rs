@@ -49,9 +49,21 @@ impl Resources {
 /// A shared resource, registered once (`.state(value)` on the app, the subscription or the
 /// bus) and handed to every handler that takes it: like axum's `State`.
 ///
-/// It derefs to `T`; `State(inner)` gives the `Arc<T>`.
+/// It derefs to `T`; [`arc`](Self::arc) gives the shared `Arc<T>`.
 #[derive(Debug)]
-pub struct State<T>(pub Arc<T>);
+pub struct State<T>(Arc<T>);
+
+impl<T> State<T> {
+    /// The shared resource.
+    pub fn arc(&self) -> &Arc<T> {
+        &self.0
+    }
+
+    /// The shared resource, owned.
+    pub fn into_arc(self) -> Arc<T> {
+        self.0
+    }
+}
 
 impl<T> Clone for State<T> {
     fn clone(&self) -> Self {
