@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use eventbus_core::transport::memory::MemoryTransport;
 use eventbus_core::{
-    command, command_handler, event, query, query_handler, BoxError, CommandBus, CommandContext,
-    EventBus, QueryBus, QueryContext,
+    command, command_handler, event, query, query_handler, CommandBus, CommandContext, EventBus,
+    QueryBus, QueryContext, QueryError, State,
 };
 
 #[event]
@@ -39,7 +39,7 @@ pub struct Ping;
 
 /// Creates an order.
 #[command_handler]
-pub async fn create_order(cmd: CreateOrder, ctx: &CommandContext) -> Result<OrderCreated, OrderError> {
+pub async fn create_order(cmd: CreateOrder, ctx: CommandContext) -> Result<OrderCreated, OrderError> {
     if cmd.items.is_empty() {
         return Err(OrderError::Empty);
     }
@@ -73,12 +73,12 @@ pub struct GetName {
 pub struct CountNames;
 
 #[query_handler]
-async fn get_name(q: GetName, names: &Names) -> Result<Option<String>, BoxError> {
+async fn get_name(q: GetName, names: State<Names>) -> Result<Option<String>, QueryError> {
     Ok(names.0.get(q.index).map(|s| s.to_string()))
 }
 
 #[query_handler]
-async fn count_names(_q: CountNames, ctx: &QueryContext) -> Result<usize, eventbus_core::QueryError> {
+async fn count_names(_q: CountNames, ctx: QueryContext) -> Result<usize, eventbus_core::QueryError> {
     Ok(ctx.require::<Names>()?.0.len())
 }
 
@@ -94,6 +94,8 @@ async fn main() {
     let cancelled = commands.dispatch(CancelOrder { order_id: "1".into() }).await.unwrap();
     assert_eq!(cancelled.order_id, "x-1");
     commands.dispatch(Ping).await.unwrap();
+    // A handler fn stays a plain fn: callable directly, e.g. in a unit test.
+    assert!(ping(Ping).await.is_ok());
     assert_eq!(<CancelOrder as eventbus_core::Command>::COMMAND_TYPE, "Orders.Cancel");
 
     let queries = QueryBus::new().resource(Names(vec!["ada", "grace"])).handle(get_name).handle(count_names);

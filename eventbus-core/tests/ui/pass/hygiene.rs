@@ -35,7 +35,7 @@ async fn make_shadowed(_cmd: MakeShadowed) -> ::core::result::Result<Shadowed, :
 pub struct Answer;
 
 #[::eventbus_core::query_handler]
-async fn answer(_q: Answer) -> ::core::result::Result<i64, ::eventbus_core::BoxError> {
+async fn answer(_q: Answer) -> ::core::result::Result<i64, ::eventbus_core::QueryError> {
     ::core::result::Result::Ok(42)
 }
 
