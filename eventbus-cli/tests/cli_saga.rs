@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use eventbus_core::envelope::now_seconds;
 use eventbus_core::saga::{transition, SagaDefinition, SagaStep, SagaStore};
-use eventbus_redis::RedisSagaStore;
+use eventbus_redis::{RedisConfig, RedisSagaStore, RedisTransport};
 use serde_json::{json, Map, Value};
-use support::{redis_url, setup};
-
-const BIN: &str = env!("CARGO_BIN_EXE_eventbus");
+use support::{raw_connection, redis_url, Namespace, BIN};
 
 fn run(ns: &str, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -54,10 +52,17 @@ fn saga() -> SagaDefinition {
 
 #[tokio::test]
 async fn saga_show_and_list() {
-    let ctx = setup("cli-saga").await;
-    let store = RedisSagaStore::new(&ctx.transport);
+    let ns = Namespace::new("saga");
+    let transport =
+        RedisTransport::connect(RedisConfig::new(&redis_url()).unwrap().namespace(&*ns))
+            .await
+            .unwrap();
+    let store = RedisSagaStore::new(&transport);
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let (ok_id, failed_id) = (format!("ok-{suffix}"), format!("failed-{suffix}"));
+    // The article's layout keeps saga state outside the namespace.
+    ns.also(format!("saga:{ok_id}"));
+    ns.also(format!("saga:{failed_id}"));
     let now = now_seconds();
     let mut data = Map::new();
     data.insert("order_id".into(), json!("ord_1"));
@@ -81,13 +86,14 @@ async fn saga_show_and_list() {
     assert!(store.update(&failing, &failed).await.unwrap());
 
     // The article's layout: JSON at `saga:{id}`.
-    let raw: String = ctx
-        .cmd(redis::cmd("GET").arg(format!("saga:{failed_id}")))
-        .await;
+    let raw: String = redis::cmd("GET")
+        .arg(format!("saga:{failed_id}"))
+        .query_async(&mut raw_connection().await)
+        .await
+        .unwrap();
     let raw: Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(raw["state"], "failed");
 
-    let ns = ctx.namespace.clone();
     let text = stdout(&run(&ns, &["saga", "show", &failed_id]));
     assert!(
         text.contains("create_order") && text.contains("failed"),

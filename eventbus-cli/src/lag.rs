@@ -5,7 +5,7 @@ use eventbus_core::transport::{GroupLag, StreamTransport};
 use eventbus_redis::{group_for_service, RedisTransport};
 use serde_json::{json, Value};
 
-use super::{print_line, print_text, CliResult};
+use crate::output::{print_line, print_text, CliResult};
 
 #[derive(Args)]
 pub(crate) struct LagArgs {

@@ -9,13 +9,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{raw_connection, redis_url, Namespace};
-
-const BIN: &str = env!("CARGO_BIN_EXE_eventbus");
+use support::{raw_connection, redis_url, Namespace, BIN};
 
 /// The test's namespace, deleted when dropped (also when the test fails).
 fn namespace(test: &str) -> Namespace {
-    Namespace::new(&format!("cli:{test}"))
+    Namespace::new(test)
 }
 
 /// The keys of a test's namespace.

@@ -15,7 +15,7 @@ use eventbus_redis::{group_for_service, RedisTransport};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use super::{event_line, print_line, CliError, CliResult};
+use crate::output::{event_line, print_line, CliError, CliResult};
 
 #[derive(Args)]
 pub(crate) struct ConsumeArgs {

@@ -1,12 +1,5 @@
-//! The `eventbus` command line: arguments, connecting, and one module per command.
-
-mod consume;
-mod dlq;
-mod lag;
-mod output;
-mod publish;
-mod saga;
-mod tail;
+//! The `eventbus` command line: global arguments, connecting, and dispatching to the module
+//! of each command.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use eventbus_redis::{RedisConfig, RedisTransport, DEFAULT_URL};
 
-pub(crate) use output::{event_line, print_line, print_text, CliError, CliResult};
+use crate::output::{CliError, CliResult};
+use crate::{consume, dlq, lag, publish, saga, tail};
 
 #[derive(Parser)]
 #[command(

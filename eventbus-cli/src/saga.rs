@@ -5,7 +5,7 @@ use eventbus_core::saga::{SagaState, SagaStatus, SagaStore};
 use eventbus_redis::{RedisSagaStore, RedisTransport};
 use serde_json::{json, Value};
 
-use super::{print_line, print_text, CliResult};
+use crate::output::{print_line, print_text, CliResult};
 
 /// `eventbus saga …`.
 #[derive(Args)]

@@ -6,7 +6,7 @@ use eventbus_core::EntryId;
 use eventbus_redis::{group_for_service, RedisTransport};
 use serde_json::{json, Value};
 
-use super::{event_line, print_line, print_text, CliResult};
+use crate::output::{event_line, print_line, print_text, CliResult};
 
 #[derive(Subcommand)]
 pub(crate) enum DlqAction {

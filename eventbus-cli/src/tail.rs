@@ -7,8 +7,8 @@ use eventbus_core::transport::Topic;
 use eventbus_core::StartFrom;
 use eventbus_redis::RedisTransport;
 
-use super::consume::shutdown_signal;
-use super::{event_line, print_line, CliResult};
+use crate::consume::shutdown_signal;
+use crate::output::{event_line, print_line, CliResult};
 
 #[derive(Args)]
 pub(crate) struct TailArgs {
