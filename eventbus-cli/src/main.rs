@@ -19,6 +19,7 @@
 mod cli;
 mod consume;
 mod dlq;
+mod format;
 mod lag;
 mod output;
 mod publish;

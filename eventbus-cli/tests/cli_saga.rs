@@ -4,33 +4,13 @@
 
 mod support;
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use eventbus_core::envelope::now_seconds;
 use eventbus_core::saga::{transition, SagaDefinition, SagaStep, SagaStore};
 use eventbus_redis::{RedisConfig, RedisSagaStore, RedisTransport};
 use serde_json::{json, Map, Value};
-use support::{raw_connection, redis_url, Namespace, BIN};
-
-fn run(ns: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .env("REDIS_URL", redis_url())
-        .arg("--namespace")
-        .arg(ns)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "eventbus failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+use support::{assert_left_aligned, ok, raw_connection, redis_url, right_cell, run, Namespace};
 
 fn saga() -> SagaDefinition {
     SagaDefinition::new("create_order")
@@ -94,7 +74,7 @@ async fn saga_show_and_list() {
     let raw: Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(raw["state"], "failed");
 
-    let text = stdout(&run(&ns, &["saga", "show", &failed_id]));
+    let text = ok(&run(&ns, &["saga", "show", &failed_id]));
     assert!(
         text.contains("create_order") && text.contains("failed"),
         "{text}"
@@ -106,7 +86,7 @@ async fn saga_show_and_list() {
     );
 
     let shown: Value =
-        serde_json::from_str(&stdout(&run(&ns, &["saga", "show", &ok_id, "--json"]))).unwrap();
+        serde_json::from_str(&ok(&run(&ns, &["saga", "show", &ok_id, "--json"]))).unwrap();
     for key in [
         "saga_id",
         "saga_name",
@@ -121,7 +101,7 @@ async fn saga_show_and_list() {
     }
     assert_eq!(shown["state"], "pending");
 
-    let failed_only = stdout(&run(&ns, &["saga", "list", "--state", "failed", "--json"]));
+    let failed_only = ok(&run(&ns, &["saga", "list", "--state", "failed", "--json"]));
     let rows: Vec<Value> = failed_only
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -130,16 +110,43 @@ async fn saga_show_and_list() {
     assert_eq!(rows[0]["saga_id"], json!(failed_id));
     assert_eq!(rows[0]["error"], "out of stock");
 
-    let all = stdout(&run(&ns, &["saga", "list"]));
+    let out = run(&ns, &["saga", "list"]);
+    let all = ok(&out);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two sagas: {all}");
+    assert!(
+        lines[0].starts_with("SAGA ") && lines[0].ends_with("ERROR"),
+        "{all}"
+    );
+    assert_left_aligned(&all, &["SAGA", "NAME", "STATE", "STEP", "ERROR"]);
+    assert_eq!(right_cell(lines[0], lines[1], "STARTED"), "ago", "{all}");
+    assert!(lines[1].contains("ms ago  "), "a human age: {all}");
     assert!(all.contains(&ok_id) && all.contains(&failed_id), "{all}");
     assert!(all.contains("pending") && all.contains("failed"), "{all}");
+    assert!(all.contains("out of stock"), "{all}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "eventbus: 2 sagas\n");
+
+    // `--limit` applies per state: one pending and one failed saga.
+    let limited = ok(&run(&ns, &["saga", "list", "--limit", "1", "--json"]));
+    assert_eq!(limited.lines().count(), 2, "{limited}");
+    let out = run(&ns, &["saga", "list", "--state", "failed"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "eventbus: 1 saga\n");
+    assert_eq!(
+        ok(&run(&ns, &["saga", "list", "--state", "completed"])),
+        "no completed sagas\n"
+    );
 
     let missing = run(&ns, &["saga", "show", "no-such-saga"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no saga `no-such-saga`"));
     let bad_state = run(&ns, &["saga", "list", "--state", "done"]);
-    assert!(!bad_state.status.success());
-    assert!(String::from_utf8_lossy(&bad_state.stderr).contains("unknown saga state"));
+    assert_eq!(bad_state.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&bad_state.stderr);
+    assert!(
+        stderr.contains("invalid value 'done'")
+            && stderr.contains("started, pending, completed, compensating, failed"),
+        "{stderr}"
+    );
 
     assert_eq!(store.delete_all().await.unwrap(), 2);
 }
