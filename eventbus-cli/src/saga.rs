@@ -7,7 +7,7 @@ use eventbus_core::saga::{SagaState, SagaStatus, SagaStore};
 use eventbus_redis::{RedisSagaStore, RedisTransport};
 use serde_json::{json, Value};
 
-use crate::format::{age, count, duration, Align, Table};
+use crate::format::{age, count, duration, utc, Align, Table};
 use crate::output::{print_line, print_table, print_text, CliResult};
 
 /// `eventbus saga …`.
@@ -168,13 +168,14 @@ fn summary(s: &SagaState) -> Value {
 /// The text of `saga show`.
 fn describe(s: &SagaState) -> String {
     let mut out = format!(
-        "saga {}  {}  {}\n  step {}  version {}  started_at {:.3}\n",
+        "saga {}  {}  {}\n  step {}  version {}  started {} ({} ago)\n",
         s.saga_id,
         s.saga_name,
         s.state,
         step_name(s),
         s.version,
-        s.started_at
+        utc(s.started_at),
+        age(s.started_at)
     );
     if let Some(done) = s.completed_at {
         let took = Duration::try_from_secs_f64(done - s.started_at).unwrap_or_default();

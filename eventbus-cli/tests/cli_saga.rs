@@ -81,6 +81,10 @@ async fn saga_show_and_list() {
     );
     assert!(text.contains("error: out of stock"), "{text}");
     assert!(
+        text.contains("  started 20") && text.contains("ms ago)\n"),
+        "the start as a UTC time and an age: {text}"
+    );
+    assert!(
         text.contains("reserve_inventory") && text.contains("started"),
         "{text}"
     );
