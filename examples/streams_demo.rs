@@ -195,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(redis) = redis {
         if args.keep {
             println!(
-                "kept namespace {namespace}: try `cargo run -p eventbus-redis --bin eventbus -- \
+                "kept namespace {namespace}: try `cargo run -p eventbus-cli -- \
                  --namespace {namespace} lag`"
             );
         } else {

@@ -53,6 +53,7 @@
 //! TLS (webpki roots, or a private CA with [`RedisConfig::tls_ca_file`]), `rediss://…#insecure`
 //! to skip certificate verification. Errors name the server with its password redacted.
 
+pub mod admin;
 mod app;
 pub mod codec;
 pub mod config;
@@ -70,6 +71,7 @@ mod scripts;
 pub mod tail;
 pub mod transport;
 
+pub use admin::StreamSummary;
 pub use app::{AppBuilderExt, RedisBackend};
 pub use config::{RedisConfig, DEFAULT_URL};
 pub use consumer::RedisConsumer;

@@ -5,8 +5,6 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod server;
-
 use eventbus_core::transport::{ConsumerSpec, StreamConsumer, Topic};
 use eventbus_redis::{RedisConfig, RedisTransport};
 use redis::aio::MultiplexedConnection;

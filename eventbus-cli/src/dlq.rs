@@ -6,7 +6,13 @@ use eventbus_core::EntryId;
 use eventbus_redis::{group_for_service, RedisTransport};
 use serde_json::{json, Value};
 
-use super::{event_line, print_line, print_text, CliResult};
+use crate::format::{age, count, truncate, Align, Table};
+use crate::output::{event_line, print_line, print_table, print_text, CliResult};
+
+/// Characters of a dead letter's error shown in the table (`--json` has all of it).
+const ERROR_WIDTH: usize = 48;
+/// Characters of a dead letter's payload shown in the table (`--json` has all of it).
+const PAYLOAD_WIDTH: usize = 60;
 
 #[derive(Subcommand)]
 pub(crate) enum DlqAction {
@@ -26,7 +32,7 @@ pub(crate) struct DlqArgs {
     /// Only this dead letter (repeatable); default: all.
     #[arg(long)]
     id: Vec<String>,
-    /// Print JSON.
+    /// Print one JSON object per dead letter (list: with the whole event and fields).
     #[arg(long)]
     json: bool,
     /// At most this many (list only).
@@ -64,7 +70,10 @@ fn report(json: bool, verb: &str, n: usize) -> CliResult {
     if json {
         print_line(&json!({ verb: n }))
     } else {
-        print_text(format_args!("{verb} {n}"))
+        print_text(format_args!(
+            "{verb} {}",
+            count(n as u64, "dead letter", "dead letters")
+        ))
     }
 }
 
@@ -80,21 +89,52 @@ async fn list(transport: RedisTransport, args: DlqArgs) -> CliResult {
         }
         return Ok(());
     }
-    for d in &letters {
-        print_text(format_args!(
-            "{}  {}:{}  {} deliveries  {}  {}",
-            d.id,
-            d.origin_topic,
-            d.origin_id,
-            d.reason.delivery_count,
+    if letters.is_empty() {
+        return print_text(format_args!("no dead letters in group `{group}`"));
+    }
+    print_table(&dead_letter_table(&letters))?;
+    eprintln!(
+        "eventbus: {} in group `{group}`",
+        count(letters.len() as u64, "dead letter", "dead letters")
+    );
+    Ok(())
+}
+
+/// One row per dead letter: its id, the stream it came from, how often it was tried, how long ago it
+/// died, why, and the start of its payload (the event's data, or the raw `data` field of an
+/// entry that could not be decoded).
+fn dead_letter_table(letters: &[DeadLetter]) -> Table {
+    let mut table = Table::new(&[
+        ("ID", Align::Left),
+        ("STREAM", Align::Left),
+        ("TYPE", Align::Left),
+        ("DELIVERIES", Align::Right),
+        ("AGE", Align::Right),
+        ("ERROR", Align::Left),
+        ("PAYLOAD", Align::Left),
+    ]);
+    for d in letters {
+        let payload = match &d.event {
+            Some(e) => e.data.to_string(),
+            None => d
+                .fields
+                .iter()
+                .find(|(k, _)| k == "data")
+                .map_or_else(String::new, |(_, v)| v.clone()),
+        };
+        table.row(vec![
+            d.id.clone(),
+            d.origin_topic.to_string(),
             d.event
                 .as_ref()
-                .map_or("(undecodable)", |e| e.event_type.as_str()),
-            d.reason.error
-        ))?;
+                .map_or("(undecodable)".to_string(), |e| e.event_type.clone()),
+            d.reason.delivery_count.to_string(),
+            age(d.dead_lettered_at),
+            truncate(&d.reason.error, ERROR_WIDTH),
+            truncate(&payload, PAYLOAD_WIDTH),
+        ]);
     }
-    eprintln!("eventbus: {} dead letters in {group}", letters.len());
-    Ok(())
+    table
 }
 
 /// A dead letter as JSON. `fields` shows bytes that are not UTF-8 as U+FFFD; replay copies

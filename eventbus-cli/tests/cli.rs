@@ -5,18 +5,13 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::{raw_connection, redis_url, Namespace};
-
-const BIN: &str = env!("CARGO_BIN_EXE_eventbus");
-
-/// The test's namespace, deleted when dropped (also when the test fails).
-fn namespace(test: &str) -> Namespace {
-    Namespace::new(&format!("cli:{test}"))
-}
+use support::{
+    cli, consume_one_order, dead_letter_malformed, jobs_left_pending, json_lines, ok, publish,
+    raw_connection, run, Namespace, BIN,
+};
 
 /// The keys of a test's namespace.
 async fn keys(ns: &str) -> Vec<String> {
@@ -25,65 +20,6 @@ async fn keys(ns: &str) -> Vec<String> {
         .query_async(&mut raw_connection().await)
         .await
         .unwrap()
-}
-
-fn cli(ns: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env("REDIS_URL", redis_url())
-        .arg("--namespace")
-        .arg(ns)
-        .args(args);
-    cmd
-}
-
-/// Runs to completion (killing it after 20 s) and returns its output.
-fn run(ns: &str, args: &[&str]) -> Output {
-    let child = cli(ns, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_output(child, Duration::from_secs(20))
-}
-
-fn wait_output(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "eventbus did not finish in {limit:?}; stdout: {} stderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "eventbus failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn json_lines(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn publish(ns: &str, event_type: &str, data: &str, extra: &[&str]) -> String {
-    let mut args = vec!["publish", event_type, data];
-    args.extend_from_slice(extra);
-    ok(&run(ns, &args)).trim().to_string()
 }
 
 async fn pending(ns: &str, stream: &str, group: &str) -> i64 {
@@ -105,7 +41,7 @@ async fn pending(ns: &str, stream: &str, group: &str) -> i64 {
 
 #[tokio::test]
 async fn publish_then_consume_prints_json_lines_and_acks() {
-    let ns = namespace("publish_consume");
+    let ns = Namespace::new("publish_consume");
     let id = publish(
         &ns,
         "OrderCreated",
@@ -181,38 +117,10 @@ async fn publish_then_consume_prints_json_lines_and_acks() {
 
 #[tokio::test]
 async fn dead_letter_list_replay_and_purge() {
-    let ns = namespace("dlq");
+    let ns = Namespace::new("dlq");
     let mut conn = raw_connection().await;
     // A malformed entry (bad JSON), as a buggy producer would write it, then a good one.
-    let _: String = redis::cmd("XADD")
-        .arg(format!("{ns}:stream:OrderCreated"))
-        .arg("*")
-        .arg(&[
-            ("event_id", "e-bad"),
-            ("event_type", "OrderCreated"),
-            ("source", "legacy"),
-            ("data", "{oops"),
-            ("timestamp", "1700000000.0"),
-        ])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    publish(&ns, "OrderCreated", r#"{"order_id":"ord_ok"}"#, &[]);
-
-    let out = run(
-        &ns,
-        &[
-            "consume",
-            "--service",
-            "billing",
-            "--type",
-            "OrderCreated",
-            "--from-beginning",
-            "--count",
-            "1",
-        ],
-    );
-    let lines = json_lines(&ok(&out));
+    let lines = dead_letter_malformed(&ns, "{oops").await;
     assert_eq!(lines.len(), 1);
     assert_eq!(
         lines[0]["data"]["order_id"], "ord_ok",
@@ -289,33 +197,9 @@ async fn dead_letter_list_replay_and_purge() {
 
 #[tokio::test]
 async fn consume_reclaims_what_a_dead_consumer_left_pending() {
-    let ns = namespace("reclaim");
-    let stream = format!("{ns}:stream:Job");
-    for i in 0..3 {
-        publish(&ns, "Job", &format!(r#"{{"n":{i}}}"#), &[]);
-    }
-    let mut conn = raw_connection().await;
-    let _: String = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg("worker-consumers")
-        .arg("0")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let ns = Namespace::new("reclaim");
     // A consumer takes all three and dies without acknowledging.
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("worker-consumers")
-        .arg("crashed-worker")
-        .arg("COUNT")
-        .arg(10)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    jobs_left_pending(&ns, "crashed-worker", 10).await;
     assert_eq!(pending(&ns, "Job", "worker-consumers").await, 3);
     tokio::time::sleep(Duration::from_millis(150)).await;
 
@@ -358,7 +242,7 @@ async fn consume_reclaims_what_a_dead_consumer_left_pending() {
 
 #[tokio::test]
 async fn sigterm_acks_what_was_printed_and_exits_zero() {
-    let ns = namespace("sigterm");
+    let ns = Namespace::new("sigterm");
     // Create the group first so nothing published next is missed.
     let mut child = cli(&ns, &["consume", "--service", "svc", "--type", "Tick"])
         .stdout(Stdio::piped())
@@ -398,7 +282,7 @@ async fn sigterm_acks_what_was_printed_and_exits_zero() {
 
 #[tokio::test]
 async fn tail_follows_without_a_group() {
-    let ns = namespace("tail");
+    let ns = Namespace::new("tail");
     publish(&ns, "Note", r#"{"text":"one"}"#, &[]);
     publish(&ns, "Other", r#"{"text":"two"}"#, &[]);
     let out = run(&ns, &["tail", "all", "--from-beginning", "--count", "2"]);
@@ -440,7 +324,7 @@ fn unreachable_server_fails_in_one_line_without_the_password() {
 
 #[test]
 fn invalid_json_is_rejected_before_publishing() {
-    let ns = namespace("badjson");
+    let ns = Namespace::new("badjson");
     let out = cli(&ns, &["publish", "X", "{nope"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
@@ -503,7 +387,7 @@ async fn xlen(key: &str) -> i64 {
 
 #[tokio::test]
 async fn closed_stdout_stops_consume_and_leaves_the_rest_to_the_group() {
-    let ns = namespace("closed_stdout");
+    let ns = Namespace::new("closed_stdout");
     let mut child = cli(&ns, &["consume", "--service", "svc", "--type", "Tick"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -575,7 +459,7 @@ type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
 #[tokio::test]
 async fn dlq_replay_copies_fields_that_are_not_utf8_byte_for_byte() {
-    let ns = namespace("replay_bytes");
+    let ns = Namespace::new("replay_bytes");
     let stream = format!("{ns}:stream:OrderCreated");
     let mut conn = raw_connection().await;
     // Written raw, as a producer in another language might: `data` is not UTF-8 (so the
@@ -599,19 +483,7 @@ async fn dlq_replay_copies_fields_that_are_not_utf8_byte_for_byte() {
     let _: String = xadd.query_async(&mut conn).await.unwrap();
     publish(&ns, "OrderCreated", r#"{"order_id":"ord_ok"}"#, &[]);
 
-    let lines = json_lines(&ok(&run(
-        &ns,
-        &[
-            "consume",
-            "--service",
-            "billing",
-            "--type",
-            "OrderCreated",
-            "--from-beginning",
-            "--count",
-            "1",
-        ],
-    )));
+    let lines = consume_one_order(&ns);
     assert_eq!(lines[0]["data"]["order_id"], "ord_ok");
     let listed = json_lines(&ok(&run(
         &ns,
@@ -700,7 +572,7 @@ fn passwords_with_reserved_characters_never_print() {
 
 #[tokio::test]
 async fn publish_refuses_what_consumers_would_dead_letter_or_what_lands_elsewhere() {
-    let ns = namespace("publish_refuses");
+    let ns = Namespace::new("publish_refuses");
     for (args, reason) in [
         (vec!["publish", "", "{}"], "empty"),
         (vec!["publish", "all", "{}"], "global stream"),
@@ -725,7 +597,7 @@ async fn publish_refuses_what_consumers_would_dead_letter_or_what_lands_elsewher
 
 #[test]
 fn consume_count_zero_is_an_error() {
-    let ns = namespace("count_zero");
+    let ns = Namespace::new("count_zero");
     let out = cli(
         &ns,
         &["consume", "--service", "svc", "--type", "X", "--count", "0"],
@@ -738,7 +610,7 @@ fn consume_count_zero_is_an_error() {
 
 #[tokio::test]
 async fn an_empty_redis_url_means_the_default() {
-    let ns = namespace("empty_url");
+    let ns = Namespace::new("empty_url");
     let out = Command::new(BIN)
         .env("REDIS_URL", "")
         .args(["--namespace", &ns, "publish", "Ping", "{}"])
@@ -807,7 +679,7 @@ fn a_non_redis_endpoint_fails_in_one_line() {
 
 #[tokio::test]
 async fn closed_stdout_ends_tail_quietly() {
-    let ns = namespace("tail_closed");
+    let ns = Namespace::new("tail_closed");
     publish(&ns, "Note", r#"{"n":0}"#, &[]);
     let mut child = cli(&ns, &["tail", "Note", "--from-beginning"])
         .stdout(Stdio::piped())

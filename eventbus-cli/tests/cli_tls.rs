@@ -12,8 +12,7 @@ use std::process::{Command, Output, Stdio};
 use eventbus_core::TransportErrorKind;
 use eventbus_redis::{Error, RedisConfig, RedisTransport};
 use support::server::{free_port, PrivateServer, TempDir};
-
-const BIN: &str = env!("CARGO_BIN_EXE_eventbus");
+use support::BIN;
 
 fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")

@@ -4,35 +4,13 @@
 
 mod support;
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use eventbus_core::envelope::now_seconds;
 use eventbus_core::saga::{transition, SagaDefinition, SagaStep, SagaStore};
-use eventbus_redis::RedisSagaStore;
+use eventbus_redis::{RedisConfig, RedisSagaStore, RedisTransport};
 use serde_json::{json, Map, Value};
-use support::{redis_url, setup};
-
-const BIN: &str = env!("CARGO_BIN_EXE_eventbus");
-
-fn run(ns: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .env("REDIS_URL", redis_url())
-        .arg("--namespace")
-        .arg(ns)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "eventbus failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+use support::{assert_left_aligned, ok, raw_connection, redis_url, right_cell, run, Namespace};
 
 fn saga() -> SagaDefinition {
     SagaDefinition::new("create_order")
@@ -54,10 +32,17 @@ fn saga() -> SagaDefinition {
 
 #[tokio::test]
 async fn saga_show_and_list() {
-    let ctx = setup("cli-saga").await;
-    let store = RedisSagaStore::new(&ctx.transport);
+    let ns = Namespace::new("saga");
+    let transport =
+        RedisTransport::connect(RedisConfig::new(&redis_url()).unwrap().namespace(&*ns))
+            .await
+            .unwrap();
+    let store = RedisSagaStore::new(&transport);
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let (ok_id, failed_id) = (format!("ok-{suffix}"), format!("failed-{suffix}"));
+    // The article's layout keeps saga state outside the namespace.
+    ns.also(format!("saga:{ok_id}"));
+    ns.also(format!("saga:{failed_id}"));
     let now = now_seconds();
     let mut data = Map::new();
     data.insert("order_id".into(), json!("ord_1"));
@@ -81,26 +66,31 @@ async fn saga_show_and_list() {
     assert!(store.update(&failing, &failed).await.unwrap());
 
     // The article's layout: JSON at `saga:{id}`.
-    let raw: String = ctx
-        .cmd(redis::cmd("GET").arg(format!("saga:{failed_id}")))
-        .await;
+    let raw: String = redis::cmd("GET")
+        .arg(format!("saga:{failed_id}"))
+        .query_async(&mut raw_connection().await)
+        .await
+        .unwrap();
     let raw: Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(raw["state"], "failed");
 
-    let ns = ctx.namespace.clone();
-    let text = stdout(&run(&ns, &["saga", "show", &failed_id]));
+    let text = ok(&run(&ns, &["saga", "show", &failed_id]));
     assert!(
         text.contains("create_order") && text.contains("failed"),
         "{text}"
     );
     assert!(text.contains("error: out of stock"), "{text}");
     assert!(
+        text.contains("  started 20") && text.contains("ms ago)\n"),
+        "the start as a UTC time and an age: {text}"
+    );
+    assert!(
         text.contains("reserve_inventory") && text.contains("started"),
         "{text}"
     );
 
     let shown: Value =
-        serde_json::from_str(&stdout(&run(&ns, &["saga", "show", &ok_id, "--json"]))).unwrap();
+        serde_json::from_str(&ok(&run(&ns, &["saga", "show", &ok_id, "--json"]))).unwrap();
     for key in [
         "saga_id",
         "saga_name",
@@ -115,7 +105,7 @@ async fn saga_show_and_list() {
     }
     assert_eq!(shown["state"], "pending");
 
-    let failed_only = stdout(&run(&ns, &["saga", "list", "--state", "failed", "--json"]));
+    let failed_only = ok(&run(&ns, &["saga", "list", "--state", "failed", "--json"]));
     let rows: Vec<Value> = failed_only
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -124,16 +114,43 @@ async fn saga_show_and_list() {
     assert_eq!(rows[0]["saga_id"], json!(failed_id));
     assert_eq!(rows[0]["error"], "out of stock");
 
-    let all = stdout(&run(&ns, &["saga", "list"]));
+    let out = run(&ns, &["saga", "list"]);
+    let all = ok(&out);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two sagas: {all}");
+    assert!(
+        lines[0].starts_with("SAGA ") && lines[0].ends_with("ERROR"),
+        "{all}"
+    );
+    assert_left_aligned(&all, &["SAGA", "NAME", "STATE", "STEP", "ERROR"]);
+    assert_eq!(right_cell(lines[0], lines[1], "STARTED"), "ago", "{all}");
+    assert!(lines[1].contains("ms ago  "), "a human age: {all}");
     assert!(all.contains(&ok_id) && all.contains(&failed_id), "{all}");
     assert!(all.contains("pending") && all.contains("failed"), "{all}");
+    assert!(all.contains("out of stock"), "{all}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "eventbus: 2 sagas\n");
+
+    // `--limit` applies per state: one pending and one failed saga.
+    let limited = ok(&run(&ns, &["saga", "list", "--limit", "1", "--json"]));
+    assert_eq!(limited.lines().count(), 2, "{limited}");
+    let out = run(&ns, &["saga", "list", "--state", "failed"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "eventbus: 1 saga\n");
+    assert_eq!(
+        ok(&run(&ns, &["saga", "list", "--state", "completed"])),
+        "no completed sagas\n"
+    );
 
     let missing = run(&ns, &["saga", "show", "no-such-saga"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no saga `no-such-saga`"));
     let bad_state = run(&ns, &["saga", "list", "--state", "done"]);
-    assert!(!bad_state.status.success());
-    assert!(String::from_utf8_lossy(&bad_state.stderr).contains("unknown saga state"));
+    assert_eq!(bad_state.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&bad_state.stderr);
+    assert!(
+        stderr.contains("invalid value 'done'")
+            && stderr.contains("started, pending, completed, compensating, failed"),
+        "{stderr}"
+    );
 
     assert_eq!(store.delete_all().await.unwrap(), 2);
 }

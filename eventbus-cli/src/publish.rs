@@ -5,7 +5,7 @@ use eventbus_core::{Envelope, EventBus};
 use eventbus_redis::RedisTransport;
 use serde_json::Value;
 
-use super::{print_text, CliResult};
+use crate::output::{print_text, CliResult};
 
 #[derive(Args)]
 pub(crate) struct PublishArgs {

@@ -5,7 +5,8 @@ use eventbus_core::transport::{GroupLag, StreamTransport};
 use eventbus_redis::{group_for_service, RedisTransport};
 use serde_json::{json, Value};
 
-use super::{print_line, print_text, CliResult};
+use crate::format::{duration, Align, Table};
+use crate::output::{print_line, print_table, print_text, CliResult};
 
 #[derive(Args)]
 pub(crate) struct LagArgs {
@@ -22,8 +23,18 @@ pub(crate) async fn run(transport: RedisTransport, args: LagArgs) -> CliResult {
     let lags = transport.lag(group.as_deref()).await?;
     if args.json {
         print_json(&lags)
+    } else if lags.is_empty() {
+        let namespace = transport.keys().namespace();
+        match group {
+            Some(group) => print_text(format_args!(
+                "no group `{group}` in namespace `{namespace}`"
+            )),
+            None => print_text(format_args!(
+                "no consumer groups in namespace `{namespace}`"
+            )),
+        }
     } else {
-        print_table(&lags)
+        print_table(&lag_table(&lags))
     }
 }
 
@@ -46,39 +57,43 @@ fn print_json(lags: &[GroupLag]) -> CliResult {
     print_line(&Value::Array(rows))
 }
 
-fn print_table(lags: &[GroupLag]) -> CliResult {
-    print_text(format_args!(
-        "{:<28} {:<30} {:>9} {:>9} {:>14}  consumers",
-        "STREAM", "GROUP", "LAG", "PENDING", "OLDEST IDLE"
-    ))?;
+/// One row per stream and group; idle times as human durations, `unknown` lag when the
+/// server can't tell.
+fn lag_table(lags: &[GroupLag]) -> Table {
+    let mut table = Table::new(&[
+        ("STREAM", Align::Left),
+        ("GROUP", Align::Left),
+        ("LAG", Align::Right),
+        ("PENDING", Align::Right),
+        ("OLDEST IDLE", Align::Right),
+        ("CONSUMERS", Align::Left),
+    ]);
     for l in lags {
         let consumers = l
             .consumers
             .iter()
             .map(|c| {
                 format!(
-                    "{}({} pending, idle {}ms)",
+                    "{} ({} pending, idle {})",
                     c.name,
                     c.pending,
-                    c.idle.as_millis()
+                    duration(c.idle)
                 )
             })
             .collect::<Vec<_>>()
             .join(", ");
-        print_text(format_args!(
-            "{:<28} {:<30} {:>9} {:>9} {:>14}  {}",
+        table.row(vec![
             l.topic.to_string(),
-            l.group,
+            l.group.clone(),
             l.lag.map_or("unknown".to_string(), |n| n.to_string()),
-            l.pending,
-            l.oldest_pending_idle
-                .map_or("-".to_string(), |d| format!("{}ms", d.as_millis())),
+            l.pending.to_string(),
+            l.oldest_pending_idle.map_or("-".to_string(), duration),
             if consumers.is_empty() {
                 "-".to_string()
             } else {
                 consumers
-            }
-        ))?;
+            },
+        ]);
     }
-    Ok(())
+    table
 }

@@ -1,12 +1,5 @@
-//! The `eventbus` command line: arguments, connecting, and one module per command.
-
-mod consume;
-mod dlq;
-mod lag;
-mod output;
-mod publish;
-mod saga;
-mod tail;
+//! The `eventbus` command line: global arguments, connecting, and dispatching to the module
+//! of each command.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use eventbus_redis::{RedisConfig, RedisTransport, DEFAULT_URL};
 
-pub(crate) use output::{event_line, print_line, print_text, CliError, CliResult};
+use crate::output::{CliError, CliResult};
+use crate::{consume, dlq, lag, publish, saga, tail};
+
+/// The help heading of the options every command takes, apart from the command's own.
+const GLOBAL: &str = "Global options";
 
 #[derive(Parser)]
 #[command(
@@ -25,14 +22,20 @@ pub(crate) use output::{event_line, print_line, print_text, CliError, CliResult}
 struct Cli {
     /// Redis URL (`redis://[user:password@]host:port/db`, `rediss://` for TLS); unset or
     /// empty: `redis://127.0.0.1:6379`. Percent-encode `#`, `/`, `?` and `@` in a password.
-    #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        help_heading = GLOBAL
+    )]
     url: Option<String>,
     /// Trust the certificate authorities in this PEM file for `rediss://` (a private CA).
     /// Default: `REDIS_TLS_CA_FILE`, else `SSL_CERT_FILE`, else the webpki roots.
-    #[arg(long, global = true, value_name = "PEM")]
+    #[arg(long, global = true, value_name = "PEM", help_heading = GLOBAL)]
     tls_ca_file: Option<PathBuf>,
     /// Key namespace.
-    #[arg(long, global = true, default_value = "eventbus")]
+    #[arg(long, global = true, default_value = "eventbus", help_heading = GLOBAL)]
     namespace: String,
     #[command(subcommand)]
     command: Command,
@@ -42,8 +45,8 @@ struct Cli {
 enum Command {
     /// Publish one event; prints its entry id in its type's stream.
     Publish(publish::PublishArgs),
-    /// Consume events as a member of a service's consumer group, printing one JSON line per
-    /// event and acknowledging it after printing.
+    /// Consume events as a member of a service's consumer group, printing each (a JSON line,
+    /// or `--format pretty`) and acknowledging it after printing.
     Consume(consume::ConsumeArgs),
     /// Lag, pending entries and consumers of every stream and group.
     Lag(lag::LagArgs),
@@ -54,7 +57,8 @@ enum Command {
     },
     /// Saga state and history by id, and sagas by state.
     Saga(saga::SagaArgs),
-    /// Follow a stream without a consumer group, printing events as JSON lines.
+    /// Follow a stream without a consumer group, printing events as JSON lines (or
+    /// `--format pretty`).
     Tail(tail::TailArgs),
 }
 

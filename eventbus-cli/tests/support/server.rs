@@ -1,5 +1,5 @@
-//! A `redis-server` of a test's own (ACL users, TLS), on a free port in 7100–7199, stopped by
-//! pid when dropped.
+//! A `redis-server` of a test's own (ACL users, TLS), on a free port in 23100–23199, stopped
+//! by pid when dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,20 +9,23 @@ use std::time::{Duration, Instant};
 /// The next port to try; each test binary walks the range from a different start.
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
-/// A free port in 7100–7199 (a listener bound and dropped).
+/// The first port of the range.
+const FIRST_PORT: u16 = 23100;
+
+/// A free port in 23100–23199 (a listener bound and dropped).
 pub fn free_port() -> u16 {
     if NEXT_PORT.load(Ordering::SeqCst) == 0 {
-        let start = 7100 + (std::process::id() % 100) as u16;
+        let start = FIRST_PORT + (std::process::id() % 100) as u16;
         let _ = NEXT_PORT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
     }
     for _ in 0..100 {
         let n = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
-        let port = 7100 + (n - 7100) % 100;
+        let port = FIRST_PORT + (n - FIRST_PORT) % 100;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no free port in 7100–7199");
+    panic!("no free port in 23100–23199");
 }
 
 /// A temporary directory, removed on drop.

@@ -1,4 +1,5 @@
-//! `eventbus consume`: print a group's events as JSON lines, acknowledging each once printed.
+//! `eventbus consume`: print a group's events as JSON lines (or pretty text), acknowledging
+//! each once printed.
 //!
 //! When stdout is closed (`| head -n 3`) the entry that could not be printed is abandoned
 //! ([`HandlerError::abandon`]: it stays pending for the group, is neither retried nor
@@ -10,12 +11,14 @@ use std::time::Duration;
 
 use clap::Args;
 use eventbus_core::bus::default_consumer_name;
+use eventbus_core::transport::Topic;
 use eventbus_core::{Context, Envelope, EventBus, HandlerError, OrderBy, StartFrom};
 use eventbus_redis::{group_for_service, RedisTransport};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use super::{event_line, print_line, CliError, CliResult};
+use crate::format::count;
+use crate::output::{print_event, CliError, CliResult, FormatArg};
 
 #[derive(Args)]
 pub(crate) struct ConsumeArgs {
@@ -40,6 +43,19 @@ pub(crate) struct ConsumeArgs {
     /// Consumer name (default: `{service}-cli-{hostname}`, stable across runs).
     #[arg(long)]
     consumer: Option<String>,
+    #[command(flatten)]
+    format: FormatArg,
+}
+
+impl ConsumeArgs {
+    /// The streams the group reads.
+    fn topics(&self) -> Vec<Topic> {
+        if self.all {
+            vec![Topic::All]
+        } else {
+            self.types.iter().map(Topic::of_type).collect()
+        }
+    }
 }
 
 /// Why the handler asked consumption to stop.
@@ -63,16 +79,17 @@ impl Stop {
 }
 
 pub(crate) async fn run(transport: RedisTransport, args: ConsumeArgs) -> CliResult {
-    let bus = EventBus::new(transport, args.service.clone());
+    let bus = EventBus::new(transport.clone(), args.service.clone());
     let printed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(Stop::default());
     let limit = args.count;
+    let format = args.format.format;
     let handler = {
         let (printed, stop) = (printed.clone(), stop.clone());
         move |e: Envelope<Value>, ctx: Context| {
             let (printed, stop) = (printed.clone(), stop.clone());
             async move {
-                if let Err(error) = print_line(&event_line(&ctx.delivery().entry_id, &e)) {
+                if let Err(error) = print_event(format, &ctx.delivery().entry_id, &e) {
                     let message = format!("cannot print the event: {error}");
                     stop.fail(error);
                     return Err(HandlerError::abandon(message));
@@ -89,9 +106,15 @@ pub(crate) async fn run(transport: RedisTransport, args: ConsumeArgs) -> CliResu
         .consumer
         .clone()
         .unwrap_or_else(|| default_consumer_name(&format!("{}-cli", args.service)));
+    let group = group_for_service(&args.service);
+    let skipped = if args.from_beginning {
+        Vec::new()
+    } else {
+        skipped_by_a_new_group(&transport, &args.topics(), &group).await
+    };
     let mut builder = bus
         .subscribe()
-        .consumer_name(consumer)
+        .consumer_name(consumer.clone())
         .start_from(if args.from_beginning {
             StartFrom::Beginning
         } else {
@@ -113,24 +136,46 @@ pub(crate) async fn run(transport: RedisTransport, args: ConsumeArgs) -> CliResu
         }
     }
     let subscription = builder.start().await?;
-    eprintln!(
-        "eventbus: consuming as `{}` in group `{}`",
-        args.consumer.as_deref().unwrap_or("(default name)"),
-        group_for_service(&args.service)
-    );
+    eprintln!("eventbus: consuming as `{consumer}` in group `{group}`");
+    for (topic, length) in skipped {
+        eprintln!(
+            "eventbus: group `{group}` is new and starts at the end of stream `{topic}` \
+             ({} before it); use --from-beginning to read them",
+            count(length, "entry", "entries")
+        );
+    }
     tokio::select! {
         _ = stop.notify.notified() => {}
         _ = shutdown_signal() => eprintln!("eventbus: stopping"),
     }
     subscription.shutdown().await?;
     eprintln!(
-        "eventbus: {} events consumed",
-        printed.load(Ordering::SeqCst)
+        "eventbus: {} consumed",
+        count(printed.load(Ordering::SeqCst), "event", "events")
     );
     match stop.take_error() {
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// The streams of `topics` on which `group` does not exist yet, with their lengths when not
+/// empty: a group created at their end (`StartFrom::New`) skips that many entries. Best
+/// effort: a user without `XINFO GROUPS` or `XLEN` (the consumer ACL role) gets no hint.
+async fn skipped_by_a_new_group(
+    transport: &RedisTransport,
+    topics: &[Topic],
+    group: &str,
+) -> Vec<(Topic, u64)> {
+    let mut skipped = Vec::new();
+    for topic in topics {
+        if let Ok(Some(stream)) = transport.stream_summary(topic).await {
+            if stream.length > 0 && !stream.groups.iter().any(|g| g == group) {
+                skipped.push((topic.clone(), stream.length));
+            }
+        }
+    }
+    skipped
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -7,8 +7,8 @@ use eventbus_core::transport::Topic;
 use eventbus_core::StartFrom;
 use eventbus_redis::RedisTransport;
 
-use super::consume::shutdown_signal;
-use super::{event_line, print_line, CliResult};
+use crate::consume::shutdown_signal;
+use crate::output::{print_event, CliResult, FormatArg};
 
 #[derive(Args)]
 pub(crate) struct TailArgs {
@@ -20,6 +20,8 @@ pub(crate) struct TailArgs {
     /// Exit after this many events (1 or more).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
+    #[command(flatten)]
+    format: FormatArg,
 }
 
 pub(crate) async fn run(transport: RedisTransport, args: TailArgs) -> CliResult {
@@ -34,6 +36,13 @@ pub(crate) async fn run(transport: RedisTransport, args: TailArgs) -> CliResult 
         StartFrom::New
     };
     let mut tail = transport.tail(&topic, from).await?;
+    // Best effort: a user without `XINFO GROUPS` gets no hint.
+    if let Ok(None) = transport.stream_summary(&topic).await {
+        eprintln!(
+            "eventbus: stream `{topic}` (key `{}`) does not exist yet; waiting for its first event",
+            transport.keys().stream(&topic)
+        );
+    }
     let mut printed = 0u64;
     loop {
         let want = args
@@ -48,7 +57,7 @@ pub(crate) async fn run(transport: RedisTransport, args: TailArgs) -> CliResult 
         };
         for (id, entry) in read {
             match entry {
-                Ok(e) => print_line(&event_line(&id, &e))?,
+                Ok(e) => print_event(args.format.format, &id, &e)?,
                 Err(m) => eprintln!("eventbus: entry {id} is malformed: {m}"),
             }
             printed += 1;

@@ -14,8 +14,8 @@ use eventbus_core::{Backoff, Context, Envelope, EventBus, HandlerError};
 use eventbus_redis::{RedisConfig, RedisTransport};
 use serde_json::{json, Value};
 use support::server::{free_port, PrivateServer};
+use support::BIN;
 
-const BIN: &str = env!("CARGO_BIN_EXE_eventbus");
 const README: &str = include_str!("../../README.md");
 const NS: &str = "cliacl";
 

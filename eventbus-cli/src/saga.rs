@@ -1,11 +1,14 @@
 //! `eventbus saga …`: saga state and history by id, sagas by state.
 
-use clap::{Args, Subcommand};
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
 use eventbus_core::saga::{SagaState, SagaStatus, SagaStore};
 use eventbus_redis::{RedisSagaStore, RedisTransport};
 use serde_json::{json, Value};
 
-use super::{print_line, print_text, CliResult};
+use crate::format::{age, count, duration, utc, Align, Table};
+use crate::output::{print_line, print_table, print_text, CliResult};
 
 /// `eventbus saga …`.
 #[derive(Args)]
@@ -27,18 +30,45 @@ enum SagaAction {
         #[arg(long)]
         json: bool,
     },
-    /// Sagas, by state.
+    /// Sagas, by state, oldest first.
     List {
-        /// Only sagas in this state (started, pending, completed, compensating, failed).
-        #[arg(long)]
-        state: Option<String>,
-        /// At most this many per state.
+        /// Only sagas in this state (default: every state).
+        #[arg(long, value_enum)]
+        state: Option<State>,
+        /// At most this many of each state: without `--state`, up to five times as many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Print one JSON object per saga.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A saga state as `--state` takes it (core's [`SagaStatus`], which clap can't derive on).
+#[derive(Clone, Copy, ValueEnum)]
+enum State {
+    /// Stored, first command not yet sent.
+    Started,
+    /// Waiting for the current step's reply.
+    Pending,
+    /// Every step succeeded.
+    Completed,
+    /// Waiting for a compensation to be confirmed.
+    Compensating,
+    /// Compensated after a failure.
+    Failed,
+}
+
+impl From<State> for SagaStatus {
+    fn from(state: State) -> Self {
+        match state {
+            State::Started => SagaStatus::Started,
+            State::Pending => SagaStatus::Pending,
+            State::Completed => SagaStatus::Completed,
+            State::Compensating => SagaStatus::Compensating,
+            State::Failed => SagaStatus::Failed,
+        }
+    }
 }
 
 pub(crate) async fn run(transport: RedisTransport, args: SagaArgs) -> CliResult {
@@ -60,7 +90,7 @@ pub(crate) async fn run(transport: RedisTransport, args: SagaArgs) -> CliResult 
         }
         SagaAction::List { state, limit, json } => {
             let statuses = match state {
-                Some(s) => vec![s.parse::<SagaStatus>().map_err(|e| e.to_string())?],
+                Some(s) => vec![SagaStatus::from(s)],
                 None => SagaStatus::ALL.to_vec(),
             };
             let mut sagas = Vec::new();
@@ -72,26 +102,40 @@ pub(crate) async fn run(transport: RedisTransport, args: SagaArgs) -> CliResult 
                 for s in &sagas {
                     print_line(&summary(s))?;
                 }
-            } else {
-                print_text(format_args!(
-                    "{:<38} {:<16} {:<13} {:<22} ERROR",
-                    "SAGA", "NAME", "STATE", "STEP"
-                ))?;
-                for s in &sagas {
-                    print_text(format_args!(
-                        "{:<38} {:<16} {:<13} {:<22} {}",
-                        s.saga_id,
-                        s.saga_name,
-                        s.state,
-                        step_name(s),
-                        s.error.as_deref().unwrap_or("-")
-                    ))?;
-                }
-                eprintln!("eventbus: {} sagas", sagas.len());
+                return Ok(());
             }
+            if sagas.is_empty() {
+                let which = state.map_or(String::new(), |s| format!("{} ", SagaStatus::from(s)));
+                return print_text(format_args!("no {which}sagas"));
+            }
+            print_table(&saga_table(&sagas))?;
+            eprintln!("eventbus: {}", count(sagas.len() as u64, "saga", "sagas"));
             Ok(())
         }
     }
+}
+
+/// One row per saga: id, name, state, the step it is at, how long ago it started, its error.
+fn saga_table(sagas: &[SagaState]) -> Table {
+    let mut table = Table::new(&[
+        ("SAGA", Align::Left),
+        ("NAME", Align::Left),
+        ("STATE", Align::Left),
+        ("STEP", Align::Left),
+        ("STARTED", Align::Right),
+        ("ERROR", Align::Left),
+    ]);
+    for s in sagas {
+        table.row(vec![
+            s.saga_id.clone(),
+            s.saga_name.clone(),
+            s.state.to_string(),
+            step_name(s),
+            format!("{} ago", age(s.started_at)),
+            s.error.clone().unwrap_or_else(|| "-".to_string()),
+        ]);
+    }
+    table
 }
 
 /// The name of the step a saga is at, from its history (the definition isn't known here).
@@ -124,16 +168,18 @@ fn summary(s: &SagaState) -> Value {
 /// The text of `saga show`.
 fn describe(s: &SagaState) -> String {
     let mut out = format!(
-        "saga {}  {}  {}\n  step {}  version {}  started_at {:.3}\n",
+        "saga {}  {}  {}\n  step {}  version {}  started {} ({} ago)\n",
         s.saga_id,
         s.saga_name,
         s.state,
         step_name(s),
         s.version,
-        s.started_at
+        utc(s.started_at),
+        age(s.started_at)
     );
     if let Some(done) = s.completed_at {
-        out.push_str(&format!("  finished after {:.3}s\n", done - s.started_at));
+        let took = Duration::try_from_secs_f64(done - s.started_at).unwrap_or_default();
+        out.push_str(&format!("  finished after {}\n", duration(took)));
     }
     if let Some(error) = &s.error {
         out.push_str(&format!("  error: {error}\n"));

@@ -1,10 +1,14 @@
-//! What the CLI writes: JSON lines to stdout, and the one-line failures it reports.
+//! What the CLI writes: events as JSON lines or pretty text to stdout, and the one-line
+//! failures it reports.
 
 use std::fmt;
 use std::io::Write;
 
+use clap::{Args, ValueEnum};
 use eventbus_core::{Envelope, TransportErrorKind};
 use serde_json::{json, Value};
+
+use crate::format::{utc, Table};
 
 /// Why a command stopped early.
 #[derive(Debug)]
@@ -92,9 +96,76 @@ pub(crate) fn print_text(line: impl fmt::Display) -> CliResult {
     Ok(())
 }
 
+/// Writes a table to stdout, header first.
+pub(crate) fn print_table(table: &Table) -> CliResult {
+    print_text(table.lines().join("\n"))
+}
+
 /// Writes a JSON value as one line to stdout and flushes it.
 pub(crate) fn print_line(value: &Value) -> CliResult {
     print_text(value)
+}
+
+/// How events print.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum EventFormat {
+    /// One JSON object per line, for machines (`jq`, scripts).
+    #[default]
+    Json,
+    /// A header line (time, type and version, ids) and the data as indented JSON, for people.
+    Pretty,
+}
+
+/// The `--format` option of the commands that print events.
+#[derive(Args, Clone, Copy)]
+pub(crate) struct FormatArg {
+    /// How to print events.
+    #[arg(long, value_enum, default_value_t = EventFormat::Json)]
+    pub(crate) format: EventFormat,
+}
+
+/// Prints an event read at `entry_id` in `format`.
+pub(crate) fn print_event(format: EventFormat, entry_id: &str, e: &Envelope<Value>) -> CliResult {
+    match format {
+        EventFormat::Json => print_line(&event_line(entry_id, e)),
+        EventFormat::Pretty => print_text(pretty_event(entry_id, e)),
+    }
+}
+
+/// An event for people: `2026-12-03T17:40:01Z  OrderCreated v1  id=…  corr=…`, then its data
+/// (and metadata, when there is some) as indented JSON, then a blank line.
+fn pretty_event(entry_id: &str, e: &Envelope<Value>) -> String {
+    let mut out = format!(
+        "{}  {} v{}  id={}  entry={}  source={}",
+        utc(e.timestamp),
+        e.event_type,
+        e.version,
+        e.event_id,
+        entry_id,
+        e.source
+    );
+    for (name, value) in [("corr", &e.correlation_id), ("cause", &e.causation_id)] {
+        if let Some(value) = value {
+            out.push_str(&format!("  {name}={value}"));
+        }
+    }
+    out.push('\n');
+    out.push_str(&indented(&e.data));
+    if !e.metadata.is_empty() {
+        out.push_str("\n  metadata:\n");
+        out.push_str(&indented(&json!(e.metadata)));
+    }
+    out.push('\n');
+    out
+}
+
+/// Pretty JSON, every line indented by two spaces.
+fn indented(value: &Value) -> String {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The JSON line printed for an event.
@@ -116,6 +187,33 @@ pub(crate) fn event_line(entry_id: &str, e: &Envelope<Value>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pretty_event_is_a_header_line_then_indented_data() {
+        let mut e = Envelope::new("OrderCreated", 2, "shop", json!({"order_id": "o1", "n": 1}))
+            .with_correlation_id("corr-1");
+        e.timestamp = 1_796_319_601.25;
+        e.event_id = "ev-1".into();
+        let expected = [
+            "2026-12-03T17:40:01Z  OrderCreated v2  id=ev-1  entry=1-0  source=shop  corr=corr-1",
+            "  {",
+            r#"    "n": 1,"#,
+            r#"    "order_id": "o1""#,
+            "  }",
+            "",
+        ];
+        assert_eq!(pretty_event("1-0", &e), expected.join("\n"));
+        let with_metadata = pretty_event("1-0", &e.with_metadata("tenant", "acme"));
+        let tail = [
+            "  }",
+            "  metadata:",
+            "  {",
+            r#"    "tenant": "acme""#,
+            "  }",
+            "",
+        ];
+        assert!(with_metadata.ends_with(&tail.join("\n")), "{with_metadata}");
+    }
 
     #[test]
     fn failures_are_one_line_and_a_closed_pipe_is_not_one() {
