@@ -73,27 +73,27 @@ fn order_saga() -> SagaDefinition<Order> {
     SagaDefinition::new("create_order")
         .step(
             SagaStep::new("reserve_inventory")
-                .command("InventoryReserveCommand")
-                .success("InventoryReserved")
-                .failure("InventoryReserveFailed")
-                .compensation("InventoryReleaseCommand")
+                .command_type("InventoryReserveCommand")
+                .success_type("InventoryReserved")
+                .failure_type("InventoryReserveFailed")
+                .compensation_type("InventoryReleaseCommand")
                 .timeout(STEP_TIMEOUT),
         )
         .step(
             SagaStep::new("process_payment")
-                .command("PaymentProcessCommand")
-                .success("PaymentProcessed")
-                .failure("PaymentFailed")
-                .compensation("PaymentRefundCommand")
-                .compensated("PaymentRefunded") // the coordinator awaits refunds
+                .command_type("PaymentProcessCommand")
+                .success_type("PaymentProcessed")
+                .failure_type("PaymentFailed")
+                .compensation_type("PaymentRefundCommand")
+                .compensated_type("PaymentRefunded") // the coordinator awaits refunds
                 .timeout(STEP_TIMEOUT),
         )
         .step(
             SagaStep::new("create_shipment")
-                .command("ShipmentCreateCommand")
-                .success("ShipmentCreated")
-                .failure("ShipmentFailed")
-                .compensation("ShipmentCancelCommand")
+                .command_type("ShipmentCreateCommand")
+                .success_type("ShipmentCreated")
+                .failure_type("ShipmentFailed")
+                .compensation_type("ShipmentCancelCommand")
                 .timeout(STEP_TIMEOUT),
         )
 }
@@ -168,7 +168,7 @@ async fn start_participants(
     };
     let (d1, d2) = (demo.clone(), demo.clone());
     let inventory = Participant::with_store(bus("inventory-service"), store.clone())
-        .step(
+        .step_raw(
             &steps[0],
             move |cmd| {
                 let demo = d1.clone();
@@ -222,7 +222,7 @@ async fn start_participants(
         .await?;
     let (d1, d2) = (demo.clone(), demo.clone());
     let payment = Participant::with_store(bus("payment-service"), store.clone())
-        .step(
+        .step_raw(
             &steps[1],
             move |cmd| {
                 let demo = d1.clone();
@@ -255,7 +255,7 @@ async fn start_participants(
         .await?;
     let (d1, d2) = (demo.clone(), demo.clone());
     let shipping = Participant::with_store(bus("shipping-service"), store.clone())
-        .step(
+        .step_raw(
             &steps[2],
             move |cmd| {
                 let demo = d1.clone();

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
@@ -15,7 +16,7 @@ use crate::bus::{EventBus, OrderBy, Subscription, SubscriptionOptions};
 use crate::envelope::{new_id, now_seconds, Envelope};
 use crate::error::{Error, HandlerError, Result};
 use crate::saga::definition::SagaDefinition;
-use crate::saga::state::{OutgoingEvent, SagaState, SagaStatus};
+use crate::saga::state::{OutgoingEvent, SagaInstance, SagaState, SagaStatus};
 use crate::saga::store::SagaStore;
 use crate::saga::transition::{self, Transition};
 use crate::transport::StartFrom;
@@ -224,27 +225,37 @@ impl SagaCoordinatorBuilder {
 /// one instance at a time.
 ///
 /// ```
+/// use eventbus_core::event;
 /// use eventbus_core::saga::{MemorySagaStore, SagaCoordinator, SagaDefinition, SagaStatus, SagaStep};
 /// use eventbus_core::transport::memory::MemoryTransport;
 /// use eventbus_core::EventBus;
 ///
+/// #[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// struct Order { order_id: String }
+///
+/// #[event(name = "InventoryReserveCommand")] pub struct ReserveInventory { pub order_id: String }
+/// #[event] pub struct InventoryReserved {}
+/// #[event] pub struct InventoryReserveFailed { pub error: String }
+/// #[event(name = "InventoryReleaseCommand")] pub struct ReleaseInventory { pub order_id: String }
+///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> eventbus_core::Result<()> {
-/// let saga = SagaDefinition::<serde_json::Value>::new("create_order").step(
+/// let saga = SagaDefinition::<Order>::new("create_order").step(
 ///     SagaStep::new("reserve_inventory")
-///         .command("InventoryReserveCommand")
-///         .success("InventoryReserved")
-///         .failure("InventoryReserveFailed")
-///         .compensation("InventoryReleaseCommand"),
+///         .command::<ReserveInventory>()
+///         .success::<InventoryReserved>()
+///         .failure::<InventoryReserveFailed>()
+///         .compensation::<ReleaseInventory>(),
 /// );
 /// let bus = EventBus::new(MemoryTransport::new(), "order-coordinator");
 /// let coordinator = SagaCoordinator::builder(bus, MemorySagaStore::new())
 ///     .saga(&saga)
 ///     .start()
 ///     .await?;
-/// let id = coordinator.start(&saga, &serde_json::json!({"order_id": "ord_1"})).await?;
-/// let state = coordinator.state(&id).await?.expect("stored");
-/// assert_eq!(state.state, SagaStatus::Pending);
+/// let id = coordinator.start(&saga, &Order { order_id: "ord_1".into() }).await?;
+/// let saga_now = coordinator.instance(&saga, &id).await?.expect("stored");
+/// assert_eq!(saga_now.state.state, SagaStatus::Pending);
+/// assert_eq!(saga_now.data.order_id, "ord_1");
 /// coordinator.shutdown().await?;
 /// # Ok(())
 /// # }
@@ -356,6 +367,21 @@ impl SagaCoordinator {
     /// A saga's state and history.
     pub async fn state(&self, saga_id: &str) -> Result<Option<SagaState>> {
         self.inner.store.load(saga_id).await
+    }
+
+    /// A saga of `definition` with its data decoded as the definition's data type; `None`
+    /// when no such saga (or it belongs to another definition).
+    pub async fn instance<D: DeserializeOwned>(
+        &self,
+        definition: &SagaDefinition<D>,
+        saga_id: &str,
+    ) -> Result<Option<SagaInstance<D>>> {
+        match self.inner.store.load(saga_id).await? {
+            Some(state) if state.saga_name == definition.name() => {
+                SagaInstance::from_state(state).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Up to `limit` sagas with a status.

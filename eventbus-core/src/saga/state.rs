@@ -174,6 +174,30 @@ impl SagaState {
     }
 }
 
+/// A saga instance with its data typed: the stored [`SagaState`] and its data decoded as
+/// the definition's data type `D` (see
+/// [`SagaCoordinator::instance`](crate::saga::SagaCoordinator::instance)).
+///
+/// The data holds what the saga started with plus the fields of every success reply: give
+/// `D` optional fields (`#[serde(default)]`) for the reply fields you want to read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagaInstance<D> {
+    /// The saga data, typed.
+    pub data: D,
+    /// The stored state (status, history, error, untyped data).
+    pub state: SagaState,
+}
+
+impl<D: DeserializeOwned> SagaInstance<D> {
+    /// Decodes the data of `state` as `D`.
+    pub fn from_state(state: SagaState) -> Result<Self> {
+        Ok(SagaInstance {
+            data: state.data_as()?,
+            state,
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
