@@ -447,6 +447,24 @@ async fn wait_final(store: &Arc<dyn SagaStore>, saga_id: &str) -> anyhow::Result
     }
 }
 
+/// Waits until every consumer group has handled and acknowledged everything (up to
+/// [`FINISH_WITHIN`]).
+async fn wait_idle(transport: &dyn StreamTransport) -> anyhow::Result<()> {
+    let deadline = Instant::now() + FINISH_WITHIN;
+    loop {
+        let groups = transport.lag(None).await?;
+        if groups.iter().all(|g| g.pending == 0 && g.lag == Some(0)) {
+            // Let the monitor print the last events.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the services are still busy after {FINISH_WITHIN:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The demo's backend: a Redis namespace of its own, or in memory.
 struct Backend {
     transport: Arc<dyn StreamTransport>,
@@ -528,14 +546,14 @@ async fn main() -> anyhow::Result<()> {
     } else {
         run_orders(&coordinator, &saga, &store, &demo, trouble_step, late).await?
     };
-    if late && !args.resume {
+    if late {
         // The slow service still answers: its late reply is ignored, and its compensation
         // (which waited for the command to finish) undoes what it did.
         println!("\n(waiting for the late {trouble_step:?} answer)");
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    // Compensations without a confirmation may still be running: give them a moment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Compensations without a confirmation may still be running (a final saga doesn't
+    // wait for them), and so may a late or recovered command: wait for the services.
+    wait_idle(transport.as_ref()).await?;
     print_summary(&finished, &demo);
     let stats = coordinator.stats();
     println!(
@@ -612,7 +630,11 @@ async fn resume(store: &Arc<dyn SagaStore>, demo: &Demo) -> anyhow::Result<Vec<S
     for status in SagaStatus::ALL.into_iter().filter(|s| !s.is_final()) {
         open.extend(store.list(status, 10_000).await?);
     }
-    println!("\n== resuming {} unfinished saga(s)", open.len());
+    println!(
+        "\n== resuming {} unfinished saga(s) (the warehouse is this process's memory: its \
+         counts start afresh)",
+        open.len()
+    );
     for state in &open {
         let order = state
             .data
