@@ -346,7 +346,7 @@ async fn start_participants(
                 let demo = d2.clone();
                 async move {
                     println!("{}     payment: refunded {:.2}", demo.at(), cmd.amount);
-                    Ok(())
+                    Ok(PaymentRefunded {})
                 }
             },
         )

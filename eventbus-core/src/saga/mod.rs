@@ -47,7 +47,8 @@ pub use coordinator::{
 pub use definition::{SagaDefinition, SagaStep};
 pub use memory::MemorySagaStore;
 pub use participant::{
-    Participant, ParticipantOptions, ParticipantStats, Reply, SagaCommand, SagaContext, StepReply,
+    Confirmation, Participant, ParticipantOptions, ParticipantStats, Reply, SagaCommand,
+    SagaContext, StepReply,
 };
 pub use state::{HistoryEntry, OutgoingEvent, SagaInstance, SagaState, SagaStatus};
 pub use store::{SagaStore, StepClaim, StepKey, StepRecord};

@@ -168,21 +168,67 @@ type Forward = Arc<
         + Send
         + Sync,
 >;
+/// A compensation handler: the confirmation's fields, if it ran.
 type Compensate = Arc<
-    dyn Fn(SagaCommand) -> BoxFuture<'static, std::result::Result<(), HandlerError>> + Send + Sync,
+    dyn Fn(SagaCommand) -> BoxFuture<'static, std::result::Result<Map<String, Value>, HandlerError>>
+        + Send
+        + Sync,
 >;
 
-/// Panics, at the caller's line, unless `step`'s `role` event is `E`.
+/// What a typed compensation handler returns: `()`, or the step's confirmation event
+/// ([`compensated`](SagaStep::compensated)), whose fields then go out with the
+/// confirmation. With `()` a confirmation (if the step has one) carries `saga_id` only, as
+/// does the confirmation of a compensation that had nothing to undo.
+pub trait Confirmation: Send + 'static {
+    /// The confirmation event type this value is, `None` for `()`; checked against the
+    /// step's when the handler is registered.
+    fn event_type() -> Option<&'static str>;
+
+    /// The fields the confirmation carries.
+    fn into_fields(self) -> std::result::Result<Map<String, Value>, HandlerError>;
+}
+
+impl Confirmation for () {
+    fn event_type() -> Option<&'static str> {
+        None
+    }
+
+    fn into_fields(self) -> std::result::Result<Map<String, Value>, HandlerError> {
+        Ok(Map::new())
+    }
+}
+
+impl<E: Event> Confirmation for E {
+    fn event_type() -> Option<&'static str> {
+        Some(E::EVENT_TYPE)
+    }
+
+    fn into_fields(self) -> std::result::Result<Map<String, Value>, HandlerError> {
+        fields_of(&self)
+    }
+}
+
+/// Panics, at the caller's line, unless `step`'s `role` event (`actual`) is `wanted`, the
+/// event type of the Rust type `rust_type`.
 #[track_caller]
-fn expect_event<E: Event>(saga: &str, step: &SagaStep, role: &str, actual: &str) {
-    if actual != E::EVENT_TYPE {
+fn expect_event(
+    (saga, step): (&str, &SagaStep),
+    role: &str,
+    actual: Option<&str>,
+    (wanted, rust_type): (&str, &str),
+) {
+    if actual != Some(wanted) {
         panic!(
-            "saga `{saga}`, step `{}`: the {role} event is `{actual}`, not `{}` ({})",
+            "saga `{saga}`, step `{}`: the {role} event is {}, not `{wanted}` ({rust_type})",
             step.name(),
-            E::EVENT_TYPE,
-            std::any::type_name::<E>()
+            actual.map_or_else(|| "not set".to_string(), |a| format!("`{a}`")),
         );
     }
+}
+
+/// An event type's wire name and Rust name, for [`expect_event`].
+fn names<E: Event>() -> (&'static str, &'static str) {
+    (E::EVENT_TYPE, std::any::type_name::<E>())
 }
 
 /// Tuning of a participant.
@@ -323,7 +369,8 @@ impl Participant {
 
     /// Serves the step of `saga` whose command is `C`: `execute` handles the command and
     /// replies with the step's success event `S` or failure event `F`; `compensate`
-    /// handles its compensation `U` (called only if the command ran and succeeded).
+    /// handles its compensation `U` (called only if the command ran and succeeded) and
+    /// returns `()` or the step's confirmation event (see [`Confirmation`]).
     ///
     /// Each command and compensation is decoded from its payload (the saga data plus
     /// `saga_id`; unknown fields are ignored, a missing one dead-letters the event);
@@ -332,9 +379,10 @@ impl Participant {
     /// # Panics
     ///
     /// At the caller's line, when `saga` has no step whose command is `C`, or when that
-    /// step's success, failure or compensation event is not `S`, `F` or `U`.
+    /// step's success, failure, compensation or confirmation event is not `S`, `F`, `U` or
+    /// `R`.
     #[track_caller]
-    pub fn step<D, C, S, F, U, E, EFut, K, KFut>(
+    pub fn step<D, C, S, F, U, R, E, EFut, K, KFut>(
         self,
         saga: &SagaDefinition<D>,
         execute: E,
@@ -348,7 +396,8 @@ impl Participant {
         E: Fn(C, SagaContext) -> EFut + Send + Sync + 'static,
         EFut: Future<Output = std::result::Result<Reply<S, F>, HandlerError>> + Send + 'static,
         K: Fn(U, SagaContext) -> KFut + Send + Sync + 'static,
-        KFut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+        KFut: Future<Output = std::result::Result<R, HandlerError>> + Send + 'static,
+        R: Confirmation,
     {
         let Some(step) = saga
             .steps()
@@ -363,9 +412,20 @@ impl Participant {
                 std::any::type_name::<C>()
             );
         };
-        expect_event::<S>(saga.name(), step, "success", step.success_event());
-        expect_event::<F>(saga.name(), step, "failure", step.failure_event());
-        expect_event::<U>(saga.name(), step, "compensation", step.compensation_event());
+        let at = (saga.name(), step);
+        expect_event(at, "success", Some(step.success_event()), names::<S>());
+        expect_event(at, "failure", Some(step.failure_event()), names::<F>());
+        expect_event(
+            at,
+            "compensation",
+            Some(step.compensation_event()),
+            names::<U>(),
+        );
+        if let Some(confirmation) = R::event_type() {
+            let rust_type = std::any::type_name::<R>();
+            let actual = step.compensated_event();
+            expect_event(at, "confirmation", actual, (confirmation, rust_type));
+        }
         let execute = Arc::new(execute);
         let forward: Forward = Arc::new(move |cmd: SagaCommand| {
             let execute = execute.clone();
@@ -382,7 +442,7 @@ impl Participant {
             let compensate = compensate.clone();
             Box::pin(async move {
                 let (command, context) = cmd.typed::<U>()?;
-                compensate(command, context).await
+                compensate(command, context).await?.into_fields()
             })
         });
         self.serve(step, forward, undo)
@@ -404,7 +464,11 @@ impl Participant {
             let execute = execute.clone();
             Box::pin(async move { execute(cmd).await.map(Outcome::from) })
         });
-        let undo: Compensate = Arc::new(move |cmd| Box::pin(compensate(cmd)));
+        let compensate = Arc::new(compensate);
+        let undo: Compensate = Arc::new(move |cmd| {
+            let compensate = compensate.clone();
+            Box::pin(async move { compensate(cmd).await.map(|()| Map::new()) })
+        });
         self.serve(step, forward, undo)
     }
 
@@ -607,16 +671,19 @@ impl Shared {
         };
         let cause = cmd.envelope.clone();
         let saga_id = cmd.saga_id.clone();
+        let mut data = Map::new();
         if ran {
-            if let Err(e) = undo(cmd).await {
-                self.store.release_step(&key).await?;
-                return Err(e);
+            match undo(cmd).await {
+                Ok(fields) => data = fields,
+                Err(e) => {
+                    self.store.release_step(&key).await?;
+                    return Err(e);
+                }
             }
             self.stats.compensated.fetch_add(1, Ordering::Relaxed);
         } else {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
         }
-        let mut data = Map::new();
         data.insert("saga_id".into(), Value::String(saga_id));
         let record = StepRecord::Done {
             event_type: step.compensated_event().map(str::to_string),

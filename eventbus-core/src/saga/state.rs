@@ -81,7 +81,9 @@ pub struct HistoryEntry {
     /// The step's name.
     pub step: String,
     /// `started`, `completed`, `failed`, `timed_out`, `compensating`, `compensated` or
-    /// `compensation_retried`.
+    /// `compensation_retried`. A step with a compensation confirmation is `compensated`
+    /// when the confirmation arrives; one without, as soon as its compensation is
+    /// published (the coordinator doesn't wait for it).
     pub action: String,
     /// The error of a `failed` or `timed_out` action.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -306,7 +306,7 @@ pub async fn participants(
                 async move {
                     effects.refunded.fetch_add(1, Ordering::SeqCst);
                     effects.compensated(ctx.saga_id(), "process_payment");
-                    Ok(())
+                    Ok(PaymentRefunded {})
                 }
             },
         )
