@@ -616,6 +616,39 @@ async fn typed_events_keep_the_wire_layout(backend: Backend) {
     stop(subs).await;
 }
 
+/// A failed saga's last compensations can be published again (a timeout's transition is
+/// not re-published by a redelivery, so an operator may need this).
+async fn republish_resends_a_failed_sagas_last_compensations(backend: Backend) {
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_secs(30));
+    let effects = Arc::new(Effects::default());
+    let fail: FailWhen = Arc::new(|step, _| step == "payment");
+    let (recorder, seen) = record_raw(&backend, &[ReleaseInventory::EVENT_TYPE]).await;
+    let subs = participants(&backend, &store, &saga, &effects, fail, true).await;
+    let coordinator = coordinator(&backend, &store, &saga, "c1").await;
+    let id = coordinator.start(&saga, &order("again", 1)).await.unwrap();
+    assert_eq!(final_state(&store, &id).await.state, SagaStatus::Failed);
+    assert!(coordinator.republish(&id).await.unwrap());
+    eventually(LIMIT, "the release twice", || async {
+        seen.lock().unwrap().len() == 2
+    })
+    .await;
+    // Released once: the participant answers the repeat from its record.
+    eventually(LIMIT, "the repeat answered from the record", || async {
+        let inventory = effects.inventory.lock().unwrap().clone();
+        inventory.is_some_and(|s| s.deduplicated() >= 1)
+    })
+    .await;
+    assert_eq!(
+        compensations(&effects, &id, 1).await,
+        vec!["reserve_inventory"]
+    );
+    assert_eq!(effects.released.load(Ordering::SeqCst), 1);
+    recorder.shutdown().await.unwrap();
+    coordinator.shutdown().await.unwrap();
+    stop(subs).await;
+}
+
 /// A command of no step of the order saga.
 #[event(name = "OrderAuditCommand")]
 #[derive(Debug)]
@@ -709,6 +742,7 @@ fn registering_a_participant_for_another_saga_panics_at_the_call() {
 
 both!(
     typed_participant_round_trip,
+    republish_resends_a_failed_sagas_last_compensations,
     typed_events_keep_the_wire_layout,
     happy_path,
     failure_at_each_step_compensates_completed_steps_in_reverse,

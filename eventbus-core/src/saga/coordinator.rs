@@ -351,14 +351,17 @@ impl SagaCoordinator {
     }
 
     /// Publishes again what the saga's last transition published (its current step's
-    /// command, or the compensations under way), for an operator to unstick a saga whose
-    /// publish failed (e.g. [`start`](Self::start) returned a transport error after storing
-    /// it). Participants are idempotent, so a repeat is harmless. `false` when no such saga.
+    /// command, or the compensations under way — also those of a saga that ended as
+    /// failed), for an operator to unstick a saga whose publish failed (e.g.
+    /// [`start`](Self::start) returned a transport error after storing it, or the bus was
+    /// down when a timeout was applied: a reply's transition is re-published when the reply
+    /// is redelivered, a timeout's is not). Participants are idempotent, so a repeat is
+    /// harmless. `false` when no such saga.
     pub async fn republish(&self, saga_id: &str) -> Result<bool> {
         let Some(state) = self.inner.store.load(saga_id).await? else {
             return Ok(false);
         };
-        if !state.state.is_final() {
+        if !state.outbox.is_empty() {
             self.inner.publish(saga_id, &state.outbox, None).await?;
         }
         Ok(true)
@@ -557,9 +560,10 @@ async fn poll_deadlines(inner: Arc<Inner>, cancel: CancellationToken) {
                         Ok(false) => {
                             tracing::warn!(saga_id = %id, "saga timeout not applied: conflicts")
                         }
-                        Err(e) => {
-                            tracing::warn!(saga_id = %id, error = %e, "saga timeout not applied")
-                        }
+                        Err(e) => tracing::warn!(
+                            saga_id = %id, error = %e,
+                            "saga timeout not applied, or applied but not published (republish)"
+                        ),
                     }
                 }
             }

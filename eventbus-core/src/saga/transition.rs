@@ -232,8 +232,9 @@ fn successor(state: &SagaState, event_id: &str) -> SagaState {
 ///
 /// A step without a confirmation event is recorded `compensated` in the same transition
 /// that publishes its compensation: the coordinator hands it to the bus and does not wait
-/// (its participant handles it at least once, idempotently — a redelivered cause publishes
-/// the outbox again). A confirmed step is recorded `compensated` when its confirmation
+/// (its participant handles it at least once, idempotently — a redelivered reply publishes
+/// the outbox again; after a timeout whose publish failed, `SagaCoordinator::republish`
+/// does). A confirmed step is recorded `compensated` when its confirmation
 /// arrives. Either way a failed saga's history ends with `compensating`, `compensated`
 /// for each compensated step.
 fn compensate_from(
