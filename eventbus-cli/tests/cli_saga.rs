@@ -16,17 +16,17 @@ fn saga() -> SagaDefinition {
     SagaDefinition::new("create_order")
         .step(
             SagaStep::new("reserve_inventory")
-                .command("InventoryReserveCommand")
-                .success("InventoryReserved")
-                .failure("InventoryReserveFailed")
-                .compensation("InventoryReleaseCommand"),
+                .command_type("InventoryReserveCommand")
+                .success_type("InventoryReserved")
+                .failure_type("InventoryReserveFailed")
+                .compensation_type("InventoryReleaseCommand"),
         )
         .step(
             SagaStep::new("process_payment")
-                .command("PaymentProcessCommand")
-                .success("PaymentProcessed")
-                .failure("PaymentFailed")
-                .compensation("PaymentRefundCommand"),
+                .command_type("PaymentProcessCommand")
+                .success_type("PaymentProcessed")
+                .failure_type("PaymentFailed")
+                .compensation_type("PaymentRefundCommand"),
         )
 }
 

@@ -17,10 +17,10 @@ use serde_json::{json, Map};
 fn saga() -> SagaDefinition {
     SagaDefinition::new("s").step(
         SagaStep::new("a")
-            .command("A")
-            .success("ADone")
-            .failure("AFailed")
-            .compensation("AUndo")
+            .command_type("A")
+            .success_type("ADone")
+            .failure_type("AFailed")
+            .compensation_type("AUndo")
             .timeout(Duration::from_millis(1)),
     )
 }

@@ -9,8 +9,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventbus_core::saga::{SagaState, SagaStatus, SagaStore};
-use eventbus_core::{Envelope, EventBus};
+use eventbus_core::saga::{Participant, Reply, SagaContext, SagaState, SagaStatus, SagaStore};
+use eventbus_core::transport::memory::MemoryTransport;
+use eventbus_core::{event, Envelope, Event, EventBus};
 use eventbus_tests::{both, eventually, Backend};
 use sagas_support::*;
 use serde_json::{json, Value};
@@ -22,6 +23,7 @@ fn order(id: &str, quantity: i64) -> Order {
         order_id: id.to_string(),
         quantity,
         amount: 10.0 * quantity as f64,
+        reservation_id: None,
     }
 }
 
@@ -166,6 +168,20 @@ async fn failure_at_each_step_compensates_completed_steps_in_reverse(backend: Ba
             .map(|s| (s.to_string(), "compensating".to_string()))
             .collect();
         assert_eq!(after, expected, "{participant}: {history:?}");
+        // Every compensated step ends up `compensated`: confirmed (payment), or issued
+        // (the others confirm nothing), each after its `compensating`.
+        for step in compensated {
+            let at = |action: &str| {
+                history[failed_at..]
+                    .iter()
+                    .position(|(s, a)| s == step && a == action)
+            };
+            let (compensating, done) = (at("compensating"), at("compensated"));
+            assert!(
+                compensating.is_some() && done > compensating,
+                "{participant}: {step} not compensated in {history:?}"
+            );
+        }
         if compensated.contains(&"process_payment") {
             // Payment confirms refunds: the coordinator awaited it before releasing stock.
             let refunded = history
@@ -483,7 +499,251 @@ async fn thousand_concurrent_sagas_stay_consistent(backend: Backend) {
     stop(subs).await;
 }
 
+async fn typed_participant_round_trip(backend: Backend) {
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_secs(30));
+    let effects = Arc::new(Effects::default());
+    let subs = participants(&backend, &store, &saga, &effects, never(), true).await;
+    let coordinator = coordinator(&backend, &store, &saga, "c1").await;
+
+    let id = coordinator.start(&saga, &order("typed", 3)).await.unwrap();
+    final_state(&store, &id).await;
+    // The typed data: what the saga started with plus the reply field `Order` declares.
+    let instance = coordinator.instance(&saga, &id).await.unwrap().unwrap();
+    assert_eq!(instance.state.state, SagaStatus::Completed);
+    assert_eq!(instance.data.order_id, "typed");
+    assert_eq!(instance.data.quantity, 3);
+    assert_eq!(instance.data.reservation_id.as_deref(), Some("res_typed"));
+    // The typed commands got the saga data's fields.
+    assert_eq!(effects.reserved.load(Ordering::SeqCst), 3);
+    assert_eq!(effects.shipped.load(Ordering::SeqCst), 3);
+    assert!(coordinator
+        .instance(&saga, "no-such-saga")
+        .await
+        .unwrap()
+        .is_none());
+
+    coordinator.shutdown().await.unwrap();
+    stop(subs).await;
+}
+
+/// Records every event of the given types, raw, as published.
+async fn record_raw(
+    backend: &Backend,
+    event_types: &[&str],
+) -> (
+    eventbus_core::Subscription,
+    Arc<std::sync::Mutex<Vec<Envelope<Value>>>>,
+) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut builder = EventBus::from_arc(backend.transport(), "wire-recorder")
+        .subscribe()
+        .start_from(eventbus_core::StartFrom::Beginning);
+    for event_type in event_types {
+        let seen = seen.clone();
+        builder = builder.on_raw(event_type.to_string(), move |e: Envelope<Value>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(e);
+                Ok(())
+            }
+        });
+    }
+    (builder.start().await.unwrap(), seen)
+}
+
+/// The typed API puts on the bus exactly what the string-named one did (the article's
+/// Python services read and write these): commands carry the saga data plus `saga_id`,
+/// success replies their fields plus `saga_id`, failures `error` plus `saga_id`.
+async fn typed_events_keep_the_wire_layout(backend: Backend) {
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_secs(30));
+    let effects = Arc::new(Effects::default());
+    let fail: FailWhen = Arc::new(|step, _| step == "payment");
+    let (recorder, seen) = record_raw(
+        &backend,
+        &[
+            ReserveInventory::EVENT_TYPE,
+            InventoryReserved::EVENT_TYPE,
+            PaymentFailed::EVENT_TYPE,
+            ReleaseInventory::EVENT_TYPE,
+            RefundPayment::EVENT_TYPE,
+        ],
+    )
+    .await;
+    let subs = participants(&backend, &store, &saga, &effects, fail, true).await;
+    let coordinator = coordinator(&backend, &store, &saga, "c1").await;
+    let id = coordinator.start(&saga, &order("wire", 2)).await.unwrap();
+    let state = final_state(&store, &id).await;
+    assert_eq!(state.state, SagaStatus::Failed);
+    eventually(LIMIT, "four events recorded", || async {
+        seen.lock().unwrap().len() >= 4
+    })
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    let payload = |event_type: &str| -> Value {
+        seen.iter()
+            .find(|e| e.event_type == event_type)
+            .unwrap_or_else(|| panic!("no {event_type} in {seen:?}"))
+            .data
+            .clone()
+    };
+    let data = json!({"saga_id": id, "order_id": "wire", "quantity": 2, "amount": 20.0});
+    assert_eq!(payload("InventoryReserveCommand"), data);
+    assert_eq!(
+        payload("InventoryReserved"),
+        json!({"saga_id": id, "reservation_id": "res_wire"})
+    );
+    assert_eq!(
+        payload("PaymentFailed"),
+        json!({"saga_id": id, "error": "card declined"})
+    );
+    // The compensation carries the data as merged so far.
+    let mut merged = data.clone();
+    merged["reservation_id"] = json!("res_wire");
+    assert_eq!(payload("InventoryReleaseCommand"), merged);
+    // A failed payment is not refunded: the coordinator compensates completed steps only.
+    assert!(seen.iter().all(|e| e.event_type != "PaymentRefundCommand"));
+    let command = seen
+        .iter()
+        .find(|e| e.event_type == "InventoryReserveCommand")
+        .unwrap();
+    assert_eq!(command.correlation_id.as_deref(), Some(id.as_str()));
+    assert_eq!(command.source, "order-coordinator");
+
+    recorder.shutdown().await.unwrap();
+    coordinator.shutdown().await.unwrap();
+    stop(subs).await;
+}
+
+/// A failed saga's last compensations can be published again (a timeout's transition is
+/// not re-published by a redelivery, so an operator may need this).
+async fn republish_resends_a_failed_sagas_last_compensations(backend: Backend) {
+    let store = backend.saga_store();
+    let saga = order_saga(Duration::from_secs(30));
+    let effects = Arc::new(Effects::default());
+    let fail: FailWhen = Arc::new(|step, _| step == "payment");
+    let (recorder, seen) = record_raw(&backend, &[ReleaseInventory::EVENT_TYPE]).await;
+    let subs = participants(&backend, &store, &saga, &effects, fail, true).await;
+    let coordinator = coordinator(&backend, &store, &saga, "c1").await;
+    let id = coordinator.start(&saga, &order("again", 1)).await.unwrap();
+    assert_eq!(final_state(&store, &id).await.state, SagaStatus::Failed);
+    assert!(coordinator.republish(&id).await.unwrap());
+    eventually(LIMIT, "the release twice", || async {
+        seen.lock().unwrap().len() == 2
+    })
+    .await;
+    // Released once: the participant answers the repeat from its record.
+    eventually(LIMIT, "the repeat answered from the record", || async {
+        let inventory = effects.inventory.lock().unwrap().clone();
+        inventory.is_some_and(|s| s.deduplicated() >= 1)
+    })
+    .await;
+    assert_eq!(
+        compensations(&effects, &id, 1).await,
+        vec!["reserve_inventory"]
+    );
+    assert_eq!(effects.released.load(Ordering::SeqCst), 1);
+    recorder.shutdown().await.unwrap();
+    coordinator.shutdown().await.unwrap();
+    stop(subs).await;
+}
+
+/// A command of no step of the order saga.
+#[event(name = "OrderAuditCommand")]
+#[derive(Debug)]
+pub struct AuditOrder {
+    /// The order to audit.
+    pub order_id: String,
+}
+
+/// Runs `register`, expecting a panic: its message and the line it is reported at.
+fn registration_panic(register: impl FnOnce()) -> (String, String, u32) {
+    type Location = Option<(String, u32)>;
+    let location: Arc<std::sync::Mutex<Location>> = Arc::default();
+    let recorded = location.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(at) = info.location() {
+            *recorded.lock().unwrap() = Some((at.file().to_string(), at.line()));
+        }
+    }));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(register));
+    std::panic::set_hook(previous);
+    let message = match outcome {
+        Err(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default(),
+        Ok(()) => panic!("the registration did not panic"),
+    };
+    let (file, line) = location.lock().unwrap().clone().unwrap_or_default();
+    (message, file, line)
+}
+
+/// Both registration mistakes in one test: the panic hook is process-wide.
+#[test]
+fn registering_a_participant_for_another_saga_panics_at_the_call() {
+    let saga = order_saga(Duration::from_secs(30));
+    let participant = |service: &str| {
+        Participant::new(
+            EventBus::new(MemoryTransport::new(), service),
+            eventbus_core::saga::MemorySagaStore::new(),
+        )
+    };
+
+    // A command the saga doesn't have.
+    let audit = participant("audit-service");
+    let line = line!() + 2;
+    let (message, file, at) = registration_panic(|| {
+        drop(audit.step(
+            &saga,
+            |_cmd: AuditOrder, _ctx: SagaContext| async move {
+                Ok(Reply::<InventoryReserved, InventoryReserveFailed>::Success(
+                    InventoryReserved {
+                        reservation_id: "r".into(),
+                    },
+                ))
+            },
+            |_cmd: ReleaseInventory, _ctx: SagaContext| async move { Ok(()) },
+        ))
+    });
+    assert!(
+        message.contains("saga `create_order` has no step whose command is `OrderAuditCommand`")
+            && message.contains("AuditOrder"),
+        "{message}"
+    );
+    assert!(file.ends_with("sagas.rs") && at == line, "{file}:{at}");
+
+    // The right command, but another step's success event.
+    let inventory = participant("inventory-service");
+    let (message, file, _) = registration_panic(|| {
+        drop(inventory.step(
+            &saga,
+            |_cmd: ReserveInventory, _ctx: SagaContext| async move {
+                Ok(Reply::<PaymentProcessed, InventoryReserveFailed>::Success(
+                    PaymentProcessed {
+                        payment_id: "p".into(),
+                    },
+                ))
+            },
+            |_cmd: ReleaseInventory, _ctx: SagaContext| async move { Ok(()) },
+        ))
+    });
+    assert!(
+        message.contains(
+            "step `reserve_inventory`: the success event is `InventoryReserved`, not \
+             `PaymentProcessed`"
+        ),
+        "{message}"
+    );
+    assert!(file.ends_with("sagas.rs"), "{file}");
+}
+
 both!(
+    typed_participant_round_trip,
+    republish_resends_a_failed_sagas_last_compensations,
+    typed_events_keep_the_wire_layout,
     happy_path,
     failure_at_each_step_compensates_completed_steps_in_reverse,
     step_timeout_compensates,

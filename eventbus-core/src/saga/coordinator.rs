@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
@@ -15,7 +16,7 @@ use crate::bus::{EventBus, OrderBy, Subscription, SubscriptionOptions};
 use crate::envelope::{new_id, now_seconds, Envelope};
 use crate::error::{Error, HandlerError, Result};
 use crate::saga::definition::SagaDefinition;
-use crate::saga::state::{OutgoingEvent, SagaState, SagaStatus};
+use crate::saga::state::{OutgoingEvent, SagaInstance, SagaState, SagaStatus};
 use crate::saga::store::SagaStore;
 use crate::saga::transition::{self, Transition};
 use crate::transport::StartFrom;
@@ -224,27 +225,37 @@ impl SagaCoordinatorBuilder {
 /// one instance at a time.
 ///
 /// ```
+/// use eventbus_core::event;
 /// use eventbus_core::saga::{MemorySagaStore, SagaCoordinator, SagaDefinition, SagaStatus, SagaStep};
 /// use eventbus_core::transport::memory::MemoryTransport;
 /// use eventbus_core::EventBus;
 ///
+/// #[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// struct Order { order_id: String }
+///
+/// #[event(name = "InventoryReserveCommand")] pub struct ReserveInventory { pub order_id: String }
+/// #[event] pub struct InventoryReserved {}
+/// #[event] pub struct InventoryReserveFailed { pub error: String }
+/// #[event(name = "InventoryReleaseCommand")] pub struct ReleaseInventory { pub order_id: String }
+///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> eventbus_core::Result<()> {
-/// let saga = SagaDefinition::<serde_json::Value>::new("create_order").step(
+/// let saga = SagaDefinition::<Order>::new("create_order").step(
 ///     SagaStep::new("reserve_inventory")
-///         .command("InventoryReserveCommand")
-///         .success("InventoryReserved")
-///         .failure("InventoryReserveFailed")
-///         .compensation("InventoryReleaseCommand"),
+///         .command::<ReserveInventory>()
+///         .success::<InventoryReserved>()
+///         .failure::<InventoryReserveFailed>()
+///         .compensation::<ReleaseInventory>(),
 /// );
 /// let bus = EventBus::new(MemoryTransport::new(), "order-coordinator");
 /// let coordinator = SagaCoordinator::builder(bus, MemorySagaStore::new())
 ///     .saga(&saga)
 ///     .start()
 ///     .await?;
-/// let id = coordinator.start(&saga, &serde_json::json!({"order_id": "ord_1"})).await?;
-/// let state = coordinator.state(&id).await?.expect("stored");
-/// assert_eq!(state.state, SagaStatus::Pending);
+/// let id = coordinator.start(&saga, &Order { order_id: "ord_1".into() }).await?;
+/// let saga_now = coordinator.instance(&saga, &id).await?.expect("stored");
+/// assert_eq!(saga_now.state.state, SagaStatus::Pending);
+/// assert_eq!(saga_now.data.order_id, "ord_1");
 /// coordinator.shutdown().await?;
 /// # Ok(())
 /// # }
@@ -340,14 +351,17 @@ impl SagaCoordinator {
     }
 
     /// Publishes again what the saga's last transition published (its current step's
-    /// command, or the compensations under way), for an operator to unstick a saga whose
-    /// publish failed (e.g. [`start`](Self::start) returned a transport error after storing
-    /// it). Participants are idempotent, so a repeat is harmless. `false` when no such saga.
+    /// command, or the compensations under way — also those of a saga that ended as
+    /// failed), for an operator to unstick a saga whose publish failed (e.g.
+    /// [`start`](Self::start) returned a transport error after storing it, or the bus was
+    /// down when a timeout was applied: a reply's transition is re-published when the reply
+    /// is redelivered, a timeout's is not). Participants are idempotent, so a repeat is
+    /// harmless. `false` when no such saga.
     pub async fn republish(&self, saga_id: &str) -> Result<bool> {
         let Some(state) = self.inner.store.load(saga_id).await? else {
             return Ok(false);
         };
-        if !state.state.is_final() {
+        if !state.outbox.is_empty() {
             self.inner.publish(saga_id, &state.outbox, None).await?;
         }
         Ok(true)
@@ -356,6 +370,21 @@ impl SagaCoordinator {
     /// A saga's state and history.
     pub async fn state(&self, saga_id: &str) -> Result<Option<SagaState>> {
         self.inner.store.load(saga_id).await
+    }
+
+    /// A saga of `definition` with its data decoded as the definition's data type; `None`
+    /// when no such saga (or it belongs to another definition).
+    pub async fn instance<D: DeserializeOwned>(
+        &self,
+        definition: &SagaDefinition<D>,
+        saga_id: &str,
+    ) -> Result<Option<SagaInstance<D>>> {
+        match self.inner.store.load(saga_id).await? {
+            Some(state) if state.saga_name == definition.name() => {
+                SagaInstance::from_state(state).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Up to `limit` sagas with a status.
@@ -531,9 +560,10 @@ async fn poll_deadlines(inner: Arc<Inner>, cancel: CancellationToken) {
                         Ok(false) => {
                             tracing::warn!(saga_id = %id, "saga timeout not applied: conflicts")
                         }
-                        Err(e) => {
-                            tracing::warn!(saga_id = %id, error = %e, "saga timeout not applied")
-                        }
+                        Err(e) => tracing::warn!(
+                            saga_id = %id, error = %e,
+                            "saga timeout not applied, or applied but not published (republish)"
+                        ),
                     }
                 }
             }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::event::Event;
 
 /// One step of a saga: the command the coordinator publishes, the replies it awaits, and the
 /// compensation that undoes the step when a later one fails.
@@ -16,16 +17,27 @@ use crate::error::{Error, Result};
 /// event by which its participant confirms a compensation (the coordinator then awaits it
 /// before compensating the step before), and a timeout.
 ///
+/// Each event is named by its type (an [`Event`], usually `#[event]`), so a typo is a
+/// compile error; the `*_type` methods take names instead, for events that only non-Rust
+/// participants define.
+///
 /// ```
 /// use std::time::Duration;
+/// use eventbus_core::event;
 /// use eventbus_core::saga::SagaStep;
 ///
+/// #[event(name = "PaymentProcessCommand")] pub struct ProcessPayment { pub amount: f64 }
+/// #[event] pub struct PaymentProcessed { pub payment_id: String }
+/// #[event] pub struct PaymentFailed { pub error: String }
+/// #[event(name = "PaymentRefundCommand")] pub struct RefundPayment { pub amount: f64 }
+/// #[event] pub struct PaymentRefunded {}
+///
 /// let step = SagaStep::new("process_payment")
-///     .command("PaymentProcessCommand")
-///     .success("PaymentProcessed")
-///     .failure("PaymentFailed")
-///     .compensation("PaymentRefundCommand")
-///     .compensated("PaymentRefunded")
+///     .command::<ProcessPayment>()
+///     .success::<PaymentProcessed>()
+///     .failure::<PaymentFailed>()
+///     .compensation::<RefundPayment>()
+///     .compensated::<PaymentRefunded>()
 ///     .timeout(Duration::from_secs(30));
 /// assert_eq!(step.command_event(), "PaymentProcessCommand");
 /// ```
@@ -54,37 +66,66 @@ impl SagaStep {
         }
     }
 
-    /// The event type the coordinator publishes to run the step (payload: saga data plus
-    /// `saga_id`).
-    pub fn command(mut self, event_type: impl Into<String>) -> Self {
+    /// The command event `C` the coordinator publishes to run the step (payload: the saga
+    /// data plus `saga_id`, which the participant decodes into `C`: give `C` the fields of
+    /// the saga data the step needs).
+    pub fn command<C: Event>(self) -> Self {
+        self.command_type(C::EVENT_TYPE)
+    }
+
+    /// The success event `S` by which the participant reports success; its fields merge
+    /// into the saga data.
+    pub fn success<S: Event>(self) -> Self {
+        self.success_type(S::EVENT_TYPE)
+    }
+
+    /// The failure event `F` by which the participant reports failure; its `error` field
+    /// (give `F` one) becomes the saga's error.
+    pub fn failure<F: Event>(self) -> Self {
+        self.failure_type(F::EVENT_TYPE)
+    }
+
+    /// The compensation event `U` the coordinator publishes to undo the step (payload like
+    /// the command's).
+    pub fn compensation<U: Event>(self) -> Self {
+        self.compensation_type(U::EVENT_TYPE)
+    }
+
+    /// The event `K` by which the participant confirms a compensation. When set, the
+    /// coordinator awaits it before compensating the previous step (re-publishing the
+    /// compensation if it doesn't come within the step's timeout). Its payload is
+    /// `saga_id` only.
+    pub fn compensated<K: Event>(self) -> Self {
+        self.compensated_type(K::EVENT_TYPE)
+    }
+
+    /// [`command`](Self::command) by event type name, for a step served by a participant
+    /// that has no Rust type for it (a Python service on the same bus).
+    pub fn command_type(mut self, event_type: impl Into<String>) -> Self {
         self.command_event = event_type.into();
         self
     }
 
-    /// The event type by which the participant reports success; its fields (except
-    /// `saga_id`) merge into the saga data.
-    pub fn success(mut self, event_type: impl Into<String>) -> Self {
+    /// [`success`](Self::success) by event type name (non-Rust participants).
+    pub fn success_type(mut self, event_type: impl Into<String>) -> Self {
         self.success_event = event_type.into();
         self
     }
 
-    /// The event type by which the participant reports failure; its `error` field becomes
-    /// the saga's error.
-    pub fn failure(mut self, event_type: impl Into<String>) -> Self {
+    /// [`failure`](Self::failure) by event type name (non-Rust participants).
+    pub fn failure_type(mut self, event_type: impl Into<String>) -> Self {
         self.failure_event = event_type.into();
         self
     }
 
-    /// The event type the coordinator publishes to undo the step.
-    pub fn compensation(mut self, event_type: impl Into<String>) -> Self {
+    /// [`compensation`](Self::compensation) by event type name (non-Rust participants).
+    pub fn compensation_type(mut self, event_type: impl Into<String>) -> Self {
         self.compensation_event = event_type.into();
         self
     }
 
-    /// The event type by which the participant confirms a compensation. When set, the
-    /// coordinator awaits it before compensating the previous step (re-publishing the
-    /// compensation if it doesn't come within the step's timeout).
-    pub fn compensated(mut self, event_type: impl Into<String>) -> Self {
+    /// [`compensated`](Self::compensated) by event type name (non-Rust participants).
+    pub fn compensated_type(mut self, event_type: impl Into<String>) -> Self {
         self.compensated_event = Some(event_type.into());
         self
     }
@@ -163,23 +204,24 @@ impl SagaStep {
 /// [`serde_json::Value`] for untyped data. Cheap to clone.
 ///
 /// ```
+/// use eventbus_core::event;
 /// use eventbus_core::saga::{SagaDefinition, SagaStep};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Order { order_id: String, amount: f64 }
 ///
+/// #[event(name = "InventoryReserveCommand")] pub struct ReserveInventory { pub order_id: String }
+/// #[event] pub struct InventoryReserved { pub reservation_id: String }
+/// #[event] pub struct InventoryReserveFailed { pub error: String }
+/// #[event(name = "InventoryReleaseCommand")] pub struct ReleaseInventory { pub order_id: String }
+///
 /// let create_order = SagaDefinition::<Order>::new("create_order")
 ///     .step(SagaStep::new("reserve_inventory")
-///         .command("InventoryReserveCommand")
-///         .success("InventoryReserved")
-///         .failure("InventoryReserveFailed")
-///         .compensation("InventoryReleaseCommand"))
-///     .step(SagaStep::new("process_payment")
-///         .command("PaymentProcessCommand")
-///         .success("PaymentProcessed")
-///         .failure("PaymentFailed")
-///         .compensation("PaymentRefundCommand"));
-/// assert_eq!(create_order.steps().len(), 2);
+///         .command::<ReserveInventory>()
+///         .success::<InventoryReserved>()
+///         .failure::<InventoryReserveFailed>()
+///         .compensation::<ReleaseInventory>());
+/// assert_eq!(create_order.steps()[0].command_event(), "InventoryReserveCommand");
 /// ```
 pub struct SagaDefinition<D = Value> {
     name: Arc<str>,
@@ -275,10 +317,10 @@ mod tests {
 
     fn step(name: &str) -> SagaStep {
         SagaStep::new(name)
-            .command(format!("{name}Command"))
-            .success(format!("{name}Done"))
-            .failure(format!("{name}Failed"))
-            .compensation(format!("{name}Undo"))
+            .command_type(format!("{name}Command"))
+            .success_type(format!("{name}Done"))
+            .failure_type(format!("{name}Failed"))
+            .compensation_type(format!("{name}Undo"))
     }
 
     #[test]
@@ -292,7 +334,8 @@ mod tests {
             .step(step("a"))
             .step(step("a"));
         assert!(dup.validate().is_err());
-        let incomplete = SagaDefinition::<Value>::new("s").step(SagaStep::new("a").command("C"));
+        let incomplete =
+            SagaDefinition::<Value>::new("s").step(SagaStep::new("a").command_type("C"));
         let err = incomplete.validate().err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("success")));
         let zero = SagaDefinition::<Value>::new("s").step(step("a").timeout(Duration::ZERO));

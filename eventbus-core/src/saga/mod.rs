@@ -14,8 +14,14 @@
 //!   duplicate and late replies are ignored (and counted), never applied twice; any
 //!   coordinator instance can carry on a saga another one started; a deadline is claimed by
 //!   one instance at a time.
-//! - A [`Participant`] serves steps: handle a command, reply with the success or failure
-//!   event; idempotent by saga and step.
+//! - A [`Participant`] serves steps: handle a typed command, reply with the typed success
+//!   or failure event ([`Reply`]); idempotent by saga and step.
+//!
+//! Steps name their events by type (`.command::<ReserveInventory>()`, any
+//! [`Event`](crate::Event)), so a typo is a compile error and a participant registered for
+//! a command the saga doesn't have panics where it is registered. On the wire nothing is
+//! typed: the Python services of the reference article can serve or drive the same sagas
+//! (define their steps by name with `command_type("…")` and friends).
 //!
 //! The state machine itself is pure ([`transition`]); [`crate::testing::SagaTest`] runs it
 //! given/when/then.
@@ -40,6 +46,9 @@ pub use coordinator::{
 };
 pub use definition::{SagaDefinition, SagaStep};
 pub use memory::MemorySagaStore;
-pub use participant::{Participant, ParticipantOptions, ParticipantStats, SagaCommand, StepReply};
-pub use state::{HistoryEntry, OutgoingEvent, SagaState, SagaStatus};
+pub use participant::{
+    Confirmation, Participant, ParticipantOptions, ParticipantStats, Reply, SagaCommand,
+    SagaContext, StepReply,
+};
+pub use state::{HistoryEntry, OutgoingEvent, SagaInstance, SagaState, SagaStatus};
 pub use store::{SagaStore, StepClaim, StepKey, StepRecord};

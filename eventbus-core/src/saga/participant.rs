@@ -12,10 +12,12 @@ use serde_json::{Map, Value};
 use crate::bus::{EventBus, Subscription, SubscriptionOptions};
 use crate::envelope::Envelope;
 use crate::error::{Error, HandlerError, Result};
-use crate::saga::definition::SagaStep;
+use crate::event::Event;
+use crate::saga::definition::{SagaDefinition, SagaStep};
 use crate::saga::store::{SagaStore, StepClaim, StepKey, StepRecord};
 
-/// A saga command (or compensation) as a participant's handler receives it.
+/// A saga command (or compensation) as an untyped handler ([`Participant::step_raw`])
+/// receives it.
 #[derive(Debug, Clone)]
 pub struct SagaCommand {
     /// The saga it belongs to.
@@ -29,16 +31,62 @@ pub struct SagaCommand {
 impl SagaCommand {
     /// The payload decoded as `T` (e.g. the saga's data type).
     pub fn data_as<T: DeserializeOwned>(&self) -> std::result::Result<T, HandlerError> {
-        T::deserialize(Value::Object(self.data.clone())).map_err(|e| {
-            HandlerError::permanent(format!(
-                "`{}` payload does not fit: {e}",
-                self.envelope.event_type
-            ))
-        })
+        decode_payload(&self.envelope)
+    }
+
+    /// The payload decoded as the typed command `T`, and the context.
+    fn typed<T: Event>(self) -> std::result::Result<(T, SagaContext), HandlerError> {
+        let command = decode_payload(&self.envelope)?;
+        let context = SagaContext {
+            saga_id: self.saga_id,
+            envelope: self.envelope,
+        };
+        Ok((command, context))
     }
 }
 
-/// What a step's handler decided.
+/// What a step's handler decided: the step's success event (its fields merge into the
+/// saga data) or its failure event (its `error` field becomes the saga's error, and the
+/// saga compensates).
+///
+/// `S` and `F` must be the step's [`success`](SagaStep::success) and
+/// [`failure`](SagaStep::failure) events; [`Participant::step`] checks that when it
+/// registers the handler.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply<S, F> {
+    /// The step succeeded.
+    Success(S),
+    /// The step failed for a business reason.
+    Failure(F),
+}
+
+/// What a participant's handler knows of the saga besides its command: the saga id and the
+/// command event as delivered.
+#[derive(Debug, Clone)]
+pub struct SagaContext {
+    saga_id: String,
+    envelope: Envelope<Value>,
+}
+
+impl SagaContext {
+    /// The saga the command belongs to.
+    pub fn saga_id(&self) -> &str {
+        &self.saga_id
+    }
+
+    /// The command (or compensation) event as delivered (ids, metadata, raw payload).
+    pub fn envelope(&self) -> &Envelope<Value> {
+        &self.envelope
+    }
+
+    /// The whole payload (the saga data plus `saga_id`) decoded as `T`, e.g. the saga's
+    /// data type when the command type carries only part of it.
+    pub fn data_as<T: DeserializeOwned>(&self) -> std::result::Result<T, HandlerError> {
+        decode_payload(&self.envelope)
+    }
+}
+
+/// What an untyped step handler ([`Participant::step_raw`]) decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepReply {
     /// The step succeeded: these fields go out with the success event (and merge into the
@@ -69,14 +117,119 @@ impl StepReply {
     }
 }
 
+/// A reply's payload fields, by outcome (what the forward handlers return, typed or not).
+enum Outcome {
+    Success(Map<String, Value>),
+    Failure(Map<String, Value>),
+}
+
+impl From<StepReply> for Outcome {
+    fn from(reply: StepReply) -> Self {
+        match reply {
+            StepReply::Success(fields) => Outcome::Success(fields),
+            StepReply::Failure(error) => {
+                let mut fields = Map::new();
+                fields.insert("error".into(), Value::String(error));
+                Outcome::Failure(fields)
+            }
+        }
+    }
+}
+
+fn decode_payload<T: DeserializeOwned>(
+    envelope: &Envelope<Value>,
+) -> std::result::Result<T, HandlerError> {
+    T::deserialize(&envelope.data).map_err(|e| {
+        HandlerError::permanent(format!(
+            "`{}` payload does not fit `{}`: {e}",
+            envelope.event_type,
+            std::any::type_name::<T>()
+        ))
+    })
+}
+
+/// An event's fields, to send as a reply.
+fn fields_of<E: Event>(event: &E) -> std::result::Result<Map<String, Value>, HandlerError> {
+    match serde_json::to_value(event) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(HandlerError::permanent(format!(
+            "reply `{}` must serialize to a JSON object, not {other}",
+            E::EVENT_TYPE
+        ))),
+        Err(e) => Err(HandlerError::permanent(format!(
+            "reply `{}` does not serialize: {e}",
+            E::EVENT_TYPE
+        ))),
+    }
+}
+
 type Forward = Arc<
-    dyn Fn(SagaCommand) -> BoxFuture<'static, std::result::Result<StepReply, HandlerError>>
+    dyn Fn(SagaCommand) -> BoxFuture<'static, std::result::Result<Outcome, HandlerError>>
         + Send
         + Sync,
 >;
+/// A compensation handler: the confirmation's fields, if it ran.
 type Compensate = Arc<
-    dyn Fn(SagaCommand) -> BoxFuture<'static, std::result::Result<(), HandlerError>> + Send + Sync,
+    dyn Fn(SagaCommand) -> BoxFuture<'static, std::result::Result<Map<String, Value>, HandlerError>>
+        + Send
+        + Sync,
 >;
+
+/// What a typed compensation handler returns: `()`, or the step's confirmation event
+/// ([`compensated`](SagaStep::compensated)), whose fields then go out with the
+/// confirmation. With `()` a confirmation (if the step has one) carries `saga_id` only, as
+/// does the confirmation of a compensation that had nothing to undo.
+pub trait Confirmation: Send + 'static {
+    /// The confirmation event type this value is, `None` for `()`; checked against the
+    /// step's when the handler is registered.
+    fn event_type() -> Option<&'static str>;
+
+    /// The fields the confirmation carries.
+    fn into_fields(self) -> std::result::Result<Map<String, Value>, HandlerError>;
+}
+
+impl Confirmation for () {
+    fn event_type() -> Option<&'static str> {
+        None
+    }
+
+    fn into_fields(self) -> std::result::Result<Map<String, Value>, HandlerError> {
+        Ok(Map::new())
+    }
+}
+
+impl<E: Event> Confirmation for E {
+    fn event_type() -> Option<&'static str> {
+        Some(E::EVENT_TYPE)
+    }
+
+    fn into_fields(self) -> std::result::Result<Map<String, Value>, HandlerError> {
+        fields_of(&self)
+    }
+}
+
+/// Panics, at the caller's line, unless `step`'s `role` event (`actual`) is `wanted`, the
+/// event type of the Rust type `rust_type`.
+#[track_caller]
+fn expect_event(
+    (saga, step): (&str, &SagaStep),
+    role: &str,
+    actual: Option<&str>,
+    (wanted, rust_type): (&str, &str),
+) {
+    if actual != Some(wanted) {
+        panic!(
+            "saga `{saga}`, step `{}`: the {role} event is {}, not `{wanted}` ({rust_type})",
+            step.name(),
+            actual.map_or_else(|| "not set".to_string(), |a| format!("`{a}`")),
+        );
+    }
+}
+
+/// An event type's wire name and Rust name, for [`expect_event`].
+fn names<E: Event>() -> (&'static str, &'static str) {
+    (E::EVENT_TYPE, std::any::type_name::<E>())
+}
 
 /// Tuning of a participant.
 #[derive(Debug, Clone)]
@@ -133,28 +286,35 @@ struct Shared {
     stats: Arc<ParticipantStats>,
 }
 
-/// Builds and runs a saga participant: for each [`SagaStep`] it serves, a handler for the
-/// step's command and one for its compensation. Replies carry `saga_id`; every command is
-/// handled at most once per saga (a redelivery re-sends the recorded reply), a compensation
-/// that overtakes its command stops the command from running, and a compensation of a
-/// step that never ran or failed undoes nothing.
+/// Builds and runs a saga participant: for each step it serves, a handler for the step's
+/// command and one for its compensation. Replies carry `saga_id`; every command is handled
+/// at most once per saga (a redelivery re-sends the recorded reply), a compensation that
+/// overtakes its command stops the command from running, and a compensation of a step
+/// that never ran or failed undoes nothing.
 ///
 /// ```no_run
-/// # use eventbus_core::saga::{MemorySagaStore, Participant, SagaStep, StepReply};
-/// # use eventbus_core::{EventBus, transport::memory::MemoryTransport};
-/// # async fn run(step: SagaStep) -> eventbus_core::Result<()> {
+/// use eventbus_core::event;
+/// use eventbus_core::saga::{MemorySagaStore, Participant, Reply, SagaContext, SagaDefinition, SagaStep};
+/// use eventbus_core::{EventBus, transport::memory::MemoryTransport};
+///
+/// #[event(name = "PaymentProcessCommand")] pub struct ProcessPayment { pub amount: f64 }
+/// #[event] pub struct PaymentProcessed { pub payment_id: String }
+/// #[event] pub struct PaymentFailed { pub error: String }
+/// #[event(name = "PaymentRefundCommand")] pub struct RefundPayment { pub amount: f64 }
+///
+/// # async fn run(saga: SagaDefinition) -> eventbus_core::Result<()> {
+/// // `saga` has a step with these four events.
 /// let bus = EventBus::new(MemoryTransport::new(), "payment-service");
 /// let payments = Participant::new(bus, MemorySagaStore::new())
 ///     .step(
-///         &step,
-///         |cmd| async move {
-///             let amount = cmd.data.get("amount").and_then(|a| a.as_f64()).unwrap_or(0.0);
-///             if amount > 1000.0 {
-///                 return Ok(StepReply::failure("card declined"));
+///         &saga,
+///         |cmd: ProcessPayment, ctx: SagaContext| async move {
+///             if cmd.amount > 1000.0 {
+///                 return Ok(Reply::Failure(PaymentFailed { error: "card declined".into() }));
 ///             }
-///             Ok(StepReply::success(serde_json::json!({"payment_id": format!("pay_{}", cmd.saga_id)})))
+///             Ok(Reply::Success(PaymentProcessed { payment_id: format!("pay_{}", ctx.saga_id()) }))
 ///         },
-///         |_cmd| async move { Ok(()) }, // refund
+///         |_refund: RefundPayment, _ctx| async move { Ok(()) },
 ///     )
 ///     .start()
 ///     .await?;
@@ -207,16 +367,112 @@ impl Participant {
         self
     }
 
-    /// Serves `step`: `execute` handles its command, `compensate` its compensation.
-    pub fn step<F, FFut, C, CFut>(mut self, step: &SagaStep, execute: F, compensate: C) -> Self
+    /// Serves the step of `saga` whose command is `C`: `execute` handles the command and
+    /// replies with the step's success event `S` or failure event `F`; `compensate`
+    /// handles its compensation `U` (called only if the command ran and succeeded) and
+    /// returns `()` or the step's confirmation event (see [`Confirmation`]).
+    ///
+    /// Each command and compensation is decoded from its payload (the saga data plus
+    /// `saga_id`; unknown fields are ignored, a missing one dead-letters the event);
+    /// [`SagaContext`] has the saga id.
+    ///
+    /// # Panics
+    ///
+    /// At the caller's line, when `saga` has no step whose command is `C`, or when that
+    /// step's success, failure, compensation or confirmation event is not `S`, `F`, `U` or
+    /// `R`.
+    #[track_caller]
+    pub fn step<D, C, S, F, U, R, E, EFut, K, KFut>(
+        self,
+        saga: &SagaDefinition<D>,
+        execute: E,
+        compensate: K,
+    ) -> Self
+    where
+        C: Event,
+        S: Event,
+        F: Event,
+        U: Event,
+        E: Fn(C, SagaContext) -> EFut + Send + Sync + 'static,
+        EFut: Future<Output = std::result::Result<Reply<S, F>, HandlerError>> + Send + 'static,
+        K: Fn(U, SagaContext) -> KFut + Send + Sync + 'static,
+        KFut: Future<Output = std::result::Result<R, HandlerError>> + Send + 'static,
+        R: Confirmation,
+    {
+        let Some(step) = saga
+            .steps()
+            .iter()
+            .find(|s| s.command_event() == C::EVENT_TYPE)
+        else {
+            let commands: Vec<&str> = saga.steps().iter().map(SagaStep::command_event).collect();
+            panic!(
+                "saga `{}` has no step whose command is `{}` ({}); its commands: {commands:?}",
+                saga.name(),
+                C::EVENT_TYPE,
+                std::any::type_name::<C>()
+            );
+        };
+        let at = (saga.name(), step);
+        expect_event(at, "success", Some(step.success_event()), names::<S>());
+        expect_event(at, "failure", Some(step.failure_event()), names::<F>());
+        expect_event(
+            at,
+            "compensation",
+            Some(step.compensation_event()),
+            names::<U>(),
+        );
+        if let Some(confirmation) = R::event_type() {
+            let rust_type = std::any::type_name::<R>();
+            let actual = step.compensated_event();
+            expect_event(at, "confirmation", actual, (confirmation, rust_type));
+        }
+        let execute = Arc::new(execute);
+        let forward: Forward = Arc::new(move |cmd: SagaCommand| {
+            let execute = execute.clone();
+            Box::pin(async move {
+                let (command, context) = cmd.typed::<C>()?;
+                Ok(match execute(command, context).await? {
+                    Reply::Success(event) => Outcome::Success(fields_of(&event)?),
+                    Reply::Failure(event) => Outcome::Failure(fields_of(&event)?),
+                })
+            })
+        });
+        let compensate = Arc::new(compensate);
+        let undo: Compensate = Arc::new(move |cmd: SagaCommand| {
+            let compensate = compensate.clone();
+            Box::pin(async move {
+                let (command, context) = cmd.typed::<U>()?;
+                compensate(command, context).await?.into_fields()
+            })
+        });
+        self.serve(step, forward, undo)
+    }
+
+    /// Serves `step` with untyped handlers: `execute` gets the command's payload as JSON
+    /// and replies with fields; `compensate` gets the compensation. For steps whose events
+    /// have no Rust type (defined by name for non-Rust participants); prefer
+    /// [`step`](Self::step).
+    pub fn step_raw<F, FFut, C, CFut>(self, step: &SagaStep, execute: F, compensate: C) -> Self
     where
         F: Fn(SagaCommand) -> FFut + Send + Sync + 'static,
         FFut: Future<Output = std::result::Result<StepReply, HandlerError>> + Send + 'static,
         C: Fn(SagaCommand) -> CFut + Send + Sync + 'static,
         CFut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
     {
-        let forward: Forward = Arc::new(move |cmd| Box::pin(execute(cmd)));
-        let undo: Compensate = Arc::new(move |cmd| Box::pin(compensate(cmd)));
+        let execute = Arc::new(execute);
+        let forward: Forward = Arc::new(move |cmd| {
+            let execute = execute.clone();
+            Box::pin(async move { execute(cmd).await.map(Outcome::from) })
+        });
+        let compensate = Arc::new(compensate);
+        let undo: Compensate = Arc::new(move |cmd| {
+            let compensate = compensate.clone();
+            Box::pin(async move { compensate(cmd).await.map(|()| Map::new()) })
+        });
+        self.serve(step, forward, undo)
+    }
+
+    fn serve(mut self, step: &SagaStep, forward: Forward, undo: Compensate) -> Self {
         self.steps.push((step.clone(), forward, undo));
         self
     }
@@ -361,12 +617,8 @@ impl Shared {
                     }
                 };
                 let (event_type, mut data) = match outcome {
-                    StepReply::Success(fields) => (step.success_event(), fields),
-                    StepReply::Failure(error) => {
-                        let mut fields = Map::new();
-                        fields.insert("error".into(), Value::String(error));
-                        (step.failure_event(), fields)
-                    }
+                    Outcome::Success(fields) => (step.success_event(), fields),
+                    Outcome::Failure(fields) => (step.failure_event(), fields),
                 };
                 data.insert("saga_id".into(), Value::String(saga_id));
                 let record = StepRecord::Done {
@@ -419,16 +671,19 @@ impl Shared {
         };
         let cause = cmd.envelope.clone();
         let saga_id = cmd.saga_id.clone();
+        let mut data = Map::new();
         if ran {
-            if let Err(e) = undo(cmd).await {
-                self.store.release_step(&key).await?;
-                return Err(e);
+            match undo(cmd).await {
+                Ok(fields) => data = fields,
+                Err(e) => {
+                    self.store.release_step(&key).await?;
+                    return Err(e);
+                }
             }
             self.stats.compensated.fetch_add(1, Ordering::Relaxed);
         } else {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
         }
-        let mut data = Map::new();
         data.insert("saga_id".into(), Value::String(saga_id));
         let record = StepRecord::Done {
             event_type: step.compensated_event().map(str::to_string),

@@ -81,7 +81,9 @@ pub struct HistoryEntry {
     /// The step's name.
     pub step: String,
     /// `started`, `completed`, `failed`, `timed_out`, `compensating`, `compensated` or
-    /// `compensation_retried`.
+    /// `compensation_retried`. A step with a compensation confirmation is `compensated`
+    /// when the confirmation arrives; one without, as soon as its compensation is
+    /// published (the coordinator doesn't wait for it).
     pub action: String,
     /// The error of a `failed` or `timed_out` action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,6 +173,30 @@ impl SagaState {
             .iter()
             .map(|h| (h.step.as_str(), h.action.as_str()))
             .collect()
+    }
+}
+
+/// A saga instance with its data typed: the stored [`SagaState`] and its data decoded as
+/// the definition's data type `D` (see
+/// [`SagaCoordinator::instance`](crate::saga::SagaCoordinator::instance)).
+///
+/// The data holds what the saga started with plus the fields of every success reply: give
+/// `D` optional fields (`#[serde(default)]`) for the reply fields you want to read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagaInstance<D> {
+    /// The saga data, typed.
+    pub data: D,
+    /// The stored state (status, history, error, untyped data).
+    pub state: SagaState,
+}
+
+impl<D: DeserializeOwned> SagaInstance<D> {
+    /// Decodes the data of `state` as `D`.
+    pub fn from_state(state: SagaState) -> Result<Self> {
+        Ok(SagaInstance {
+            data: state.data_as()?,
+            state,
+        })
     }
 }
 

@@ -229,6 +229,14 @@ fn successor(state: &SagaState, event_id: &str) -> SagaState {
 
 /// Publishes compensations from step `from` down, one at a time: stops at the first step
 /// whose participant confirms compensations (awaiting it), or ends the saga as failed.
+///
+/// A step without a confirmation event is recorded `compensated` in the same transition
+/// that publishes its compensation: the coordinator hands it to the bus and does not wait
+/// (its participant handles it at least once, idempotently — a redelivered reply publishes
+/// the outbox again; after a timeout whose publish failed, `SagaCoordinator::republish`
+/// does). A confirmed step is recorded `compensated` when its confirmation
+/// arrives. Either way a failed saga's history ends with `compensating`, `compensated`
+/// for each compensated step.
 fn compensate_from(
     definition: &SagaDefinition,
     next: &mut SagaState,
@@ -246,7 +254,9 @@ fn compensate_from(
             event_type: step.compensation_event().to_string(),
             data: payload(next),
         });
-        if step.compensated_event().is_some() {
+        if step.compensated_event().is_none() {
+            next.history.push(entry(step, "compensated", None, now));
+        } else {
             next.state = SagaStatus::Compensating;
             next.current_step = k;
             next.deadline = Some(

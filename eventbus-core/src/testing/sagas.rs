@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::event::Event;
 use crate::saga::transition::{self, Ignored, Transition};
 use crate::saga::{OutgoingEvent, SagaDefinition, SagaState, SagaStatus};
 
@@ -21,21 +22,33 @@ const COMPENSATION_RETRY: Duration = Duration::from_secs(30);
 /// ```
 /// use eventbus_core::saga::{SagaDefinition, SagaStatus, SagaStep};
 /// use eventbus_core::testing::SagaTest;
-/// use serde_json::json;
+/// use eventbus_core::{event, Event};
 ///
-/// let saga = SagaDefinition::<serde_json::Value>::new("create_order")
-///     .step(SagaStep::new("reserve_inventory").command("InventoryReserveCommand")
-///         .success("InventoryReserved").failure("InventoryReserveFailed")
-///         .compensation("InventoryReleaseCommand"))
-///     .step(SagaStep::new("process_payment").command("PaymentProcessCommand")
-///         .success("PaymentProcessed").failure("PaymentFailed")
-///         .compensation("PaymentRefundCommand"));
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Order { order_id: String }
+///
+/// #[event(name = "InventoryReserveCommand")] pub struct ReserveInventory { pub order_id: String }
+/// #[event] pub struct InventoryReserved { pub reservation: String }
+/// #[event] pub struct InventoryReserveFailed { pub error: String }
+/// #[event(name = "InventoryReleaseCommand")] pub struct ReleaseInventory { pub order_id: String }
+/// #[event(name = "PaymentProcessCommand")] pub struct ProcessPayment { pub order_id: String }
+/// #[event] pub struct PaymentProcessed {}
+/// #[event] pub struct PaymentFailed { pub error: String }
+/// #[event(name = "PaymentRefundCommand")] pub struct RefundPayment { pub order_id: String }
+///
+/// let saga = SagaDefinition::<Order>::new("create_order")
+///     .step(SagaStep::new("reserve_inventory").command::<ReserveInventory>()
+///         .success::<InventoryReserved>().failure::<InventoryReserveFailed>()
+///         .compensation::<ReleaseInventory>())
+///     .step(SagaStep::new("process_payment").command::<ProcessPayment>()
+///         .success::<PaymentProcessed>().failure::<PaymentFailed>()
+///         .compensation::<RefundPayment>());
 ///
 /// SagaTest::new(&saga)
-///     .given_started(&json!({"order_id": "ord_1"}))
-///     .given_reply("InventoryReserved", json!({"reservation": "r1"}))
-///     .when_reply("PaymentFailed", json!({"error": "card declined"}))
-///     .then_expect_published(&["InventoryReleaseCommand"])
+///     .given_started(&Order { order_id: "ord_1".into() })
+///     .given_reply(InventoryReserved { reservation: "r1".into() })
+///     .when_reply(PaymentFailed { error: "card declined".into() })
+///     .then_expect_published(&[ReleaseInventory::EVENT_TYPE])
 ///     .then_expect_status(SagaStatus::Failed)
 ///     .then_expect_error("card declined");
 /// ```
@@ -83,7 +96,15 @@ impl SagaTest {
 
     /// The saga received this reply before (it must change the saga).
     #[track_caller]
-    pub fn given_reply(mut self, event_type: &str, data: Value) -> Self {
+    pub fn given_reply<E: Event>(self, event: E) -> Self {
+        let data = reply_fields(&event);
+        self.given_reply_raw(E::EVENT_TYPE, data)
+    }
+
+    /// [`given_reply`](Self::given_reply) by event type name and JSON payload (for steps
+    /// defined by name).
+    #[track_caller]
+    pub fn given_reply_raw(mut self, event_type: &str, data: Value) -> Self {
         let outcome = self.apply_reply(event_type, data);
         if let Some(why) = outcome.ignored {
             panic!("given reply `{event_type}` was ignored ({why:?})");
@@ -97,9 +118,17 @@ impl SagaTest {
         self
     }
 
-    /// A reply arrives (payload fields; `saga_id` is added).
+    /// A reply arrives (`saga_id` is added to its fields).
     #[track_caller]
-    pub fn when_reply(mut self, event_type: &str, data: Value) -> SagaTestOutcome {
+    pub fn when_reply<E: Event>(self, event: E) -> SagaTestOutcome {
+        let data = reply_fields(&event);
+        self.when_reply_raw(E::EVENT_TYPE, data)
+    }
+
+    /// [`when_reply`](Self::when_reply) by event type name and JSON payload (for steps
+    /// defined by name).
+    #[track_caller]
+    pub fn when_reply_raw(mut self, event_type: &str, data: Value) -> SagaTestOutcome {
         self.apply_reply(event_type, data)
     }
 
@@ -187,6 +216,15 @@ impl SagaTest {
     }
 }
 
+/// An event's payload, as a participant would send it.
+#[track_caller]
+fn reply_fields<E: Event>(event: &E) -> Value {
+    match serde_json::to_value(event) {
+        Ok(value) => value,
+        Err(e) => panic!("reply `{}` does not serialize: {e}", E::EVENT_TYPE),
+    }
+}
+
 impl SagaTestOutcome {
     /// Expects exactly these event types published, in order.
     #[track_caller]
@@ -267,10 +305,10 @@ mod tests {
 
     fn step(name: &str) -> SagaStep {
         SagaStep::new(name)
-            .command(format!("{name}.Command"))
-            .success(format!("{name}.Done"))
-            .failure(format!("{name}.Failed"))
-            .compensation(format!("{name}.Undo"))
+            .command_type(format!("{name}.Command"))
+            .success_type(format!("{name}.Done"))
+            .failure_type(format!("{name}.Failed"))
+            .compensation_type(format!("{name}.Undo"))
     }
 
     fn saga() -> SagaDefinition {
@@ -278,7 +316,7 @@ mod tests {
             .step(step("a"))
             .step(
                 step("b")
-                    .compensated("b.Undone")
+                    .compensated_type("b.Undone")
                     .timeout(Duration::from_secs(5)),
             )
             .step(step("c").timeout(Duration::from_secs(5)))
@@ -288,9 +326,9 @@ mod tests {
     fn happy_path_merges_data_and_completes() {
         SagaTest::new(&saga())
             .given_started(&json!({"order_id": "o1"}))
-            .given_reply("a.Done", json!({"x": 1}))
-            .given_reply("b.Done", json!({"y": 2}))
-            .when_reply("c.Done", json!({}))
+            .given_reply_raw("a.Done", json!({"x": 1}))
+            .given_reply_raw("b.Done", json!({"y": 2}))
+            .when_reply_raw("c.Done", json!({}))
             .then_expect_published(&[])
             .then_expect_status(SagaStatus::Completed)
             .then_expect_data("x", json!(1))
@@ -301,9 +339,9 @@ mod tests {
     fn failure_compensates_in_reverse_awaiting_confirmations() {
         let failed = SagaTest::new(&saga())
             .given_started(&json!({}))
-            .given_reply("a.Done", json!({}))
-            .given_reply("b.Done", json!({}))
-            .when_reply("c.Failed", json!({"error": "boom"}))
+            .given_reply_raw("a.Done", json!({}))
+            .given_reply_raw("b.Done", json!({}))
+            .when_reply_raw("c.Failed", json!({"error": "boom"}))
             .then_expect_published(&["b.Undo"])
             .then_expect_status(SagaStatus::Compensating)
             .then_expect_error("boom");
@@ -328,21 +366,29 @@ mod tests {
     fn duplicates_timeouts_and_redelivery() {
         SagaTest::new(&saga())
             .given_started(&json!({}))
-            .given_reply("a.Done", json!({}))
-            .when_reply("a.Done", json!({}))
+            .given_reply_raw("a.Done", json!({}))
+            .when_reply_raw("a.Done", json!({}))
             .then_expect_ignored();
         SagaTest::new(&saga())
             .given_started(&json!({}))
-            .given_reply("a.Done", json!({}))
+            .given_reply_raw("a.Done", json!({}))
             .when_redelivered()
             .then_expect_published(&["b.Command"]);
         SagaTest::new(&saga())
             .given_started(&json!({}))
-            .given_reply("a.Done", json!({}))
-            .given_reply("b.Done", json!({}))
+            .given_reply_raw("a.Done", json!({}))
+            .given_reply_raw("b.Done", json!({}))
             .when_timed_out()
             .then_expect_published(&["c.Undo", "b.Undo"])
             .then_expect_status(SagaStatus::Compensating)
-            .then_expect_error("timed out");
+            .then_expect_error("timed out")
+            // `c` confirms nothing: compensated once its compensation is published; `b`
+            // confirms, so it stays `compensating` until the confirmation.
+            .then_expect_history_ends_with(&[
+                ("c", "timed_out"),
+                ("c", "compensating"),
+                ("c", "compensated"),
+                ("b", "compensating"),
+            ]);
     }
 }

@@ -7,13 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventbus_core::saga::{
-    CoordinatorOptions, Participant, ParticipantStats, SagaCoordinator, SagaDefinition, SagaStep,
-    SagaStore, StepReply,
+    CoordinatorOptions, Participant, ParticipantStats, Reply, SagaContext, SagaCoordinator,
+    SagaDefinition, SagaStep, SagaStore,
 };
-use eventbus_core::{EventBus, HandlerError, Subscription};
+use eventbus_core::{event, EventBus, HandlerError, Subscription};
 use eventbus_tests::Backend;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 /// The saga data.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +20,9 @@ pub struct Order {
     pub order_id: String,
     pub quantity: i64,
     pub amount: f64,
+    /// Set by the inventory's success reply (absent when the saga starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
 }
 
 /// Which step's participant answers with a failure for an order.
@@ -30,31 +32,116 @@ pub fn never() -> FailWhen {
     Arc::new(|_, _| false)
 }
 
+// The article's events, by their wire names. Commands carry the fields of the saga data
+// their participant needs; failures carry `error`.
+
+#[event(name = "InventoryReserveCommand")]
+#[derive(Debug)]
+pub struct ReserveInventory {
+    pub order_id: String,
+    pub quantity: i64,
+}
+
+#[event]
+#[derive(Debug)]
+pub struct InventoryReserved {
+    pub reservation_id: String,
+}
+
+#[event]
+#[derive(Debug)]
+pub struct InventoryReserveFailed {
+    pub error: String,
+}
+
+#[event(name = "InventoryReleaseCommand")]
+#[derive(Debug)]
+pub struct ReleaseInventory {
+    pub order_id: String,
+    pub quantity: i64,
+}
+
+#[event(name = "PaymentProcessCommand")]
+#[derive(Debug)]
+pub struct ProcessPayment {
+    pub order_id: String,
+    pub amount: f64,
+}
+
+#[event]
+#[derive(Debug)]
+pub struct PaymentProcessed {
+    pub payment_id: String,
+}
+
+#[event]
+#[derive(Debug)]
+pub struct PaymentFailed {
+    pub error: String,
+}
+
+#[event(name = "PaymentRefundCommand")]
+#[derive(Debug)]
+pub struct RefundPayment {
+    pub order_id: String,
+    pub amount: f64,
+}
+
+#[event]
+#[derive(Debug)]
+pub struct PaymentRefunded {}
+
+#[event(name = "ShipmentCreateCommand")]
+#[derive(Debug)]
+pub struct CreateShipment {
+    pub order_id: String,
+    pub quantity: i64,
+}
+
+#[event]
+#[derive(Debug)]
+pub struct ShipmentCreated {
+    pub tracking: String,
+}
+
+#[event]
+#[derive(Debug)]
+pub struct ShipmentFailed {
+    pub error: String,
+}
+
+#[event(name = "ShipmentCancelCommand")]
+#[derive(Debug)]
+pub struct CancelShipment {
+    pub order_id: String,
+    pub quantity: i64,
+}
+
 /// The article's three steps; payment confirms refunds (`PaymentRefunded`), and shipping
 /// has a timeout.
 pub fn order_saga(shipping_timeout: Duration) -> SagaDefinition<Order> {
     SagaDefinition::new("create_order")
         .step(
             SagaStep::new("reserve_inventory")
-                .command("InventoryReserveCommand")
-                .success("InventoryReserved")
-                .failure("InventoryReserveFailed")
-                .compensation("InventoryReleaseCommand"),
+                .command::<ReserveInventory>()
+                .success::<InventoryReserved>()
+                .failure::<InventoryReserveFailed>()
+                .compensation::<ReleaseInventory>(),
         )
         .step(
             SagaStep::new("process_payment")
-                .command("PaymentProcessCommand")
-                .success("PaymentProcessed")
-                .failure("PaymentFailed")
-                .compensation("PaymentRefundCommand")
-                .compensated("PaymentRefunded"),
+                .command::<ProcessPayment>()
+                .success::<PaymentProcessed>()
+                .failure::<PaymentFailed>()
+                .compensation::<RefundPayment>()
+                .compensated::<PaymentRefunded>(),
         )
         .step(
             SagaStep::new("create_shipment")
-                .command("ShipmentCreateCommand")
-                .success("ShipmentCreated")
-                .failure("ShipmentFailed")
-                .compensation("ShipmentCancelCommand")
+                .command::<CreateShipment>()
+                .success::<ShipmentCreated>()
+                .failure::<ShipmentFailed>()
+                .compensation::<CancelShipment>()
                 .timeout(shipping_timeout),
         )
 }
@@ -149,7 +236,6 @@ pub async fn participants(
     fail: FailWhen,
     with_shipping: bool,
 ) -> Vec<Subscription> {
-    let steps = saga.steps();
     let tune = |o: &mut eventbus_core::SubscriptionOptions| {
         o.concurrency = 64;
         o.order_by = eventbus_core::OrderBy::Unordered;
@@ -159,41 +245,37 @@ pub async fn participants(
     let (e1, e2, f1) = (effects.clone(), effects.clone(), fail.clone());
     let inventory = Participant::with_store(bus(backend, "inventory-service"), store.clone())
         .step(
-            &steps[0],
-            move |cmd| {
+            saga,
+            move |cmd: ReserveInventory, ctx: SagaContext| {
                 let (effects, fail) = (e1.clone(), f1.clone());
                 async move {
-                    let order: Order = cmd.data_as()?;
-                    let slow = effects.slow.lock().unwrap().contains(&cmd.saga_id);
+                    let saga_id = ctx.saga_id().to_string();
+                    let slow = effects.slow.lock().unwrap().contains(&saga_id);
                     if slow {
                         tokio::time::sleep(Duration::from_millis(300)).await;
                     }
-                    if effects.flaky.lock().unwrap().remove(&cmd.saga_id) {
+                    if effects.flaky.lock().unwrap().remove(&saga_id) {
                         return Err(HandlerError::retryable("inventory database hiccup"));
                     }
-                    if fail("inventory", &order.order_id) {
-                        return Ok(StepReply::failure("out of stock"));
+                    if fail("inventory", &cmd.order_id) {
+                        return Ok(Reply::Failure(InventoryReserveFailed {
+                            error: "out of stock".into(),
+                        }));
                     }
-                    if !effects
-                        .reservations
-                        .lock()
-                        .unwrap()
-                        .insert(cmd.saga_id.clone())
-                    {
+                    if !effects.reservations.lock().unwrap().insert(saga_id) {
                         effects.double_reservations.fetch_add(1, Ordering::SeqCst);
                     }
-                    effects.reserved.fetch_add(order.quantity, Ordering::SeqCst);
-                    Ok(StepReply::success(
-                        json!({"reservation_id": format!("res_{}", order.order_id)}),
-                    ))
+                    effects.reserved.fetch_add(cmd.quantity, Ordering::SeqCst);
+                    Ok(Reply::Success(InventoryReserved {
+                        reservation_id: format!("res_{}", cmd.order_id),
+                    }))
                 }
             },
-            move |cmd| {
+            move |cmd: ReleaseInventory, ctx: SagaContext| {
                 let effects = e2.clone();
                 async move {
-                    let order: Order = cmd.data_as()?;
-                    effects.released.fetch_add(order.quantity, Ordering::SeqCst);
-                    effects.compensated(&cmd.saga_id, "reserve_inventory");
+                    effects.released.fetch_add(cmd.quantity, Ordering::SeqCst);
+                    effects.compensated(ctx.saga_id(), "reserve_inventory");
                     Ok(())
                 }
             },
@@ -204,26 +286,27 @@ pub async fn participants(
     let (e1, e2, f1) = (effects.clone(), effects.clone(), fail.clone());
     let payment = Participant::with_store(bus(backend, "payment-service"), store.clone())
         .step(
-            &steps[1],
-            move |cmd| {
+            saga,
+            move |cmd: ProcessPayment, _ctx: SagaContext| {
                 let (effects, fail) = (e1.clone(), f1.clone());
                 async move {
-                    let order: Order = cmd.data_as()?;
-                    if fail("payment", &order.order_id) {
-                        return Ok(StepReply::failure("card declined"));
+                    if fail("payment", &cmd.order_id) {
+                        return Ok(Reply::Failure(PaymentFailed {
+                            error: "card declined".into(),
+                        }));
                     }
                     effects.charged.fetch_add(1, Ordering::SeqCst);
-                    Ok(StepReply::success(
-                        json!({"payment_id": format!("pay_{}", order.order_id)}),
-                    ))
+                    Ok(Reply::Success(PaymentProcessed {
+                        payment_id: format!("pay_{}", cmd.order_id),
+                    }))
                 }
             },
-            move |cmd| {
+            move |_cmd: RefundPayment, ctx: SagaContext| {
                 let effects = e2.clone();
                 async move {
                     effects.refunded.fetch_add(1, Ordering::SeqCst);
-                    effects.compensated(&cmd.saga_id, "process_payment");
-                    Ok(())
+                    effects.compensated(ctx.saga_id(), "process_payment");
+                    Ok(PaymentRefunded {})
                 }
             },
         )
@@ -236,28 +319,26 @@ pub async fn participants(
         let (e1, e2, f1) = (effects.clone(), effects.clone(), fail);
         let shipping = Participant::with_store(bus(backend, "shipping-service"), store.clone())
             .step(
-                &steps[2],
-                move |cmd| {
+                saga,
+                move |cmd: CreateShipment, _ctx: SagaContext| {
                     let (effects, fail) = (e1.clone(), f1.clone());
                     async move {
-                        let order: Order = cmd.data_as()?;
-                        if fail("shipping", &order.order_id) {
-                            return Ok(StepReply::failure("no courier available"));
+                        if fail("shipping", &cmd.order_id) {
+                            return Ok(Reply::Failure(ShipmentFailed {
+                                error: "no courier available".into(),
+                            }));
                         }
-                        effects.shipped.fetch_add(order.quantity, Ordering::SeqCst);
-                        Ok(StepReply::success(
-                            json!({"tracking": format!("trk_{}", order.order_id)}),
-                        ))
+                        effects.shipped.fetch_add(cmd.quantity, Ordering::SeqCst);
+                        Ok(Reply::Success(ShipmentCreated {
+                            tracking: format!("trk_{}", cmd.order_id),
+                        }))
                     }
                 },
-                move |cmd| {
+                move |cmd: CancelShipment, ctx: SagaContext| {
                     let effects = e2.clone();
                     async move {
-                        let order: Order = cmd.data_as()?;
-                        effects
-                            .cancelled
-                            .fetch_add(order.quantity, Ordering::SeqCst);
-                        effects.compensated(&cmd.saga_id, "create_shipment");
+                        effects.cancelled.fetch_add(cmd.quantity, Ordering::SeqCst);
+                        effects.compensated(ctx.saga_id(), "create_shipment");
                         Ok(())
                     }
                 },
