@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use eventbus_core::{
-    command, command_handler, event, projection, query, query_handler, App, QueryError, State,
-    CommandContext, CommandError, ReadModel, ReadModels,
+    command, command_handler, event, projection, query, query_handler, App, CommandContext,
+    CommandError, QueryError, ReadModel, ReadModels, State,
 };
 use eventbus_redis::{AppBuilderExt, RedisConfig};
 

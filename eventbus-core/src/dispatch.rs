@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::envelope::Envelope;
 use crate::error::{HandlerError, Result};
-use crate::handler::{bind_here, Handler, Message, Resources};
 use crate::event::Event;
+use crate::handler::{bind_here, Handler, Message, Resources};
 
 /// What a handler can take as its envelope's payload: a typed [`Event`], or
 /// [`serde_json::Value`] for any event as JSON.

@@ -80,23 +80,22 @@ pub mod transport;
 
 pub use app::{App, AppBuilder, Backend, Connected, InMemory};
 pub use bus::{
-    Backoff, Context, EventBus, OrderBy, ShutdownReport, Subscription,
-    SubscriptionBuilder, SubscriptionOptions, SubscriptionStats,
+    Backoff, Context, EventBus, OrderBy, ShutdownReport, Subscription, SubscriptionBuilder,
+    SubscriptionOptions, SubscriptionStats,
 };
 pub use cqrs::{
-    Command, CommandBus, CommandClient, CommandContext, CommandError,
-    CommandHandlers, DispatchOptions, Dispatched, Emit, Emitted, NoRejection, Position, Query, QueryBus,
-    QueryContext, QueryError, QueryHandlers, Receipt, ReplyStreams,
-    DEFAULT_REPLY_TTL,
+    Command, CommandBus, CommandClient, CommandContext, CommandError, CommandHandlers,
+    DispatchOptions, Dispatched, Emit, Emitted, NoRejection, Position, Query, QueryBus,
+    QueryContext, QueryError, QueryHandlers, Receipt, ReplyStreams, DEFAULT_REPLY_TTL,
 };
 pub use dispatch::Payload;
 pub use envelope::{EntryId, Envelope, Metadata};
 pub use error::{BoxError, Error, HandlerError, Result, TransportError, TransportErrorKind};
 pub use event::{Event, Upcaster};
-pub use handler::{Bound, FromContext, Handler, MissingState, Resources, State};
 pub use eventbus_derive::{
     aggregate, command, command_handler, event, projection, query, query_handler, route,
 };
+pub use handler::{Bound, FromContext, Handler, MissingState, Resources, State};
 pub use pattern::Pattern;
 pub use projection::{Projection, ReadModel, ReadModels};
 pub use pubsub::{

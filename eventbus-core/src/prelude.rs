@@ -4,8 +4,8 @@
 pub use crate::app::{App, AppBuilder};
 pub use crate::bus::{Context, EventBus, Subscription};
 pub use crate::cqrs::{
-    Command, CommandBus, CommandContext, CommandError, NoRejection, Query, QueryBus,
-    QueryContext, QueryError, Receipt,
+    Command, CommandBus, CommandContext, CommandError, NoRejection, Query, QueryBus, QueryContext,
+    QueryError, Receipt,
 };
 pub use crate::envelope::Envelope;
 pub use crate::error::{BoxError, Error, HandlerError};

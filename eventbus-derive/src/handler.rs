@@ -354,7 +354,11 @@ fn check_fn(cx: &mut Ctxt, bus: Bus, sig: &Signature) -> bool {
                 format!(
                     "a {what} handler takes the {what} first: `({what}: {What}Type, ...)`",
                     what = bus.what(),
-                    What = if bus == Bus::Command { "Command" } else { "Query" },
+                    What = if bus == Bus::Command {
+                        "Command"
+                    } else {
+                        "Query"
+                    },
                 ),
             );
             ok = false;
@@ -365,7 +369,12 @@ fn check_fn(cx: &mut Ctxt, bus: Bus, sig: &Signature) -> bool {
         if let Type::Reference(r) = &*pt.ty {
             let inner = &r.elem;
             let hint = match &**inner {
-                Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == bus.context_name()) => {
+                Type::Path(p)
+                    if p.path
+                        .segments
+                        .last()
+                        .is_some_and(|s| s.ident == bus.context_name()) =>
+                {
                     format!("`{}`", bus.context_name())
                 }
                 other => format!("`State<{}>`", quote!(#other).to_string().replace(' ', "")),

@@ -54,7 +54,11 @@ async fn get_user(q: GetUser, models: State<ReadModels>) -> Result<Option<User>,
 #[derive(Default)]
 struct Welcomes(AtomicUsize);
 
-async fn welcome(_event: Registered, ctx: Context, welcomes: State<Welcomes>) -> Result<(), HandlerError> {
+async fn welcome(
+    _event: Registered,
+    ctx: Context,
+    welcomes: State<Welcomes>,
+) -> Result<(), HandlerError> {
     assert!(ctx.delivery().delivery_count >= 1);
     welcomes.0.fetch_add(1, Ordering::SeqCst);
     Ok(())
@@ -79,7 +83,10 @@ async fn round_trip(app: App, welcomes: Arc<Welcomes>) {
             .await
             .unwrap();
         assert_eq!(registered.receipt.positions.len(), 1);
-        assert_eq!(registered.receipt.positions[0].event_type, "AppTest.Registered");
+        assert_eq!(
+            registered.receipt.positions[0].event_type,
+            "AppTest.Registered"
+        );
         // Read-your-writes: the query sees the command's event, every time, at once.
         let user = app
             .query_after(
@@ -175,8 +182,14 @@ fn a_second_handler_for_one_command_panics_at_the_registration() {
             .command(register)
     })
     .expect_err("two handlers for one command");
-    let message = refused.downcast_ref::<String>().cloned().unwrap_or_default();
-    assert!(message.contains("AppTest.Register") || message.contains("Register"), "{message}");
+    let message = refused
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("AppTest.Register") || message.contains("Register"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -191,5 +204,126 @@ async fn a_state_never_registered_fails_the_start_naming_the_registration() {
         .unwrap_err();
     let message = err.to_string();
     assert!(message.contains("Welcomes"), "{message}");
-    assert!(message.contains(&format!("{}:{line}", file!())), "{message}");
+    assert!(
+        message.contains(&format!("{}:{line}", file!())),
+        "{message}"
+    );
+}
+
+// Sagas in an app: the coordinator and a participant registered on one builder.
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Booking {
+    seat: String,
+}
+
+#[event(name = "AppTest.Reserve")]
+#[derive(Debug)]
+struct Reserve {
+    seat: String,
+}
+
+#[event(name = "AppTest.Reserved")]
+#[derive(Debug)]
+struct Reserved {
+    ticket: String,
+}
+
+#[event(name = "AppTest.ReserveFailed")]
+#[derive(Debug)]
+struct ReserveFailed {
+    error: String,
+}
+
+#[event(name = "AppTest.Release")]
+#[derive(Debug)]
+struct Release {
+    seat: String,
+}
+
+fn booking() -> eventbus_core::saga::SagaDefinition<Booking> {
+    use eventbus_core::saga::{SagaDefinition, SagaStep};
+    SagaDefinition::new("booking").step(
+        SagaStep::new("reserve")
+            .command::<Reserve>()
+            .success::<Reserved>()
+            .failure::<ReserveFailed>()
+            .compensation::<Release>(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_runs_its_sagas_and_their_participants() {
+    use eventbus_core::saga::{Reply, SagaContext, SagaStatus};
+    let saga = booking();
+    let app = App::builder("theatre")
+        .in_memory()
+        .saga(&saga)
+        .saga_step(
+            &saga,
+            |cmd: Reserve, _ctx: SagaContext| async move {
+                if cmd.seat == "none" {
+                    return Ok(Reply::Failure(ReserveFailed {
+                        error: "sold out".into(),
+                    }));
+                }
+                Ok(Reply::Success(Reserved {
+                    ticket: format!("t-{}", cmd.seat),
+                }))
+            },
+            |_undo: Release, _ctx: SagaContext| async { Ok(()) },
+        )
+        .start()
+        .await
+        .unwrap();
+    let coordinator = app.sagas().expect("the app runs a coordinator");
+    let ok = coordinator
+        .start(&saga, &Booking { seat: "A1".into() })
+        .await
+        .unwrap();
+    let refused = coordinator
+        .start(
+            &saga,
+            &Booking {
+                seat: "none".into(),
+            },
+        )
+        .await
+        .unwrap();
+    for (id, status) in [(&ok, SagaStatus::Completed), (&refused, SagaStatus::Failed)] {
+        eventbus_tests::eventually(Duration::from_secs(10), "the saga to end", || async {
+            app.saga_store()
+                .load(id)
+                .await
+                .unwrap()
+                .is_some_and(|s| s.state == status)
+        })
+        .await;
+    }
+    let state = app.saga_store().load(&ok).await.unwrap().unwrap();
+    assert_eq!(state.data["ticket"], "t-A1");
+    app.shutdown().await.unwrap();
+}
+
+#[test]
+fn a_saga_step_for_a_command_the_saga_lacks_panics_at_the_registration() {
+    use eventbus_core::saga::{Reply, SagaContext};
+    let saga = booking();
+    let refused = std::panic::catch_unwind(|| {
+        App::builder("theatre").in_memory().saga_step(
+            &saga,
+            |_cmd: Registered, _ctx: SagaContext| async {
+                Ok(Reply::<Reserved, ReserveFailed>::Success(Reserved {
+                    ticket: String::new(),
+                }))
+            },
+            |_undo: Release, _ctx: SagaContext| async { Ok(()) },
+        )
+    })
+    .expect_err("Registered is no command of the booking saga");
+    let message = refused
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(message.contains("AppTest.Registered"), "{message}");
 }

@@ -1,6 +1,7 @@
 //! [`AppBuilder`]: everything one service registers, in one place.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +13,11 @@ use crate::bus::{Context, EventBus, SubscriptionBuilder};
 use crate::cqrs::{CommandBus, CommandContext, QueryBus, QueryContext};
 use crate::error::{Error, HandlerError, Result};
 use crate::es::{AggregateHandlers, MemoryEventStore, Repository};
+use crate::event::Event;
 use crate::handler::{EventMessage, Handler, Message, Resources, Unbound};
 use crate::projection::{Projection, ProjectionRunner, ReadModels};
 use crate::router::Router;
-use crate::saga::{SagaCoordinator, SagaDefinition};
+use crate::saga::{Confirmation, Participant, Reply, SagaContext, SagaCoordinator, SagaDefinition};
 use crate::transport::memory::MemoryTransport;
 use crate::transport::Topic;
 
@@ -34,11 +36,9 @@ pub(crate) struct Wiring {
 
 impl Wiring {
     fn handlers(&mut self) -> SubscriptionBuilder {
-        self.handlers.take().unwrap_or_else(|| {
-            self.events
-                .subscribe()
-                .resources(self.resources.clone())
-        })
+        self.handlers
+            .take()
+            .unwrap_or_else(|| self.events.subscribe().resources(self.resources.clone()))
     }
 }
 
@@ -59,6 +59,7 @@ pub struct AppBuilder {
     queries: HashSet<&'static str>,
     projections: Vec<Arc<dyn Projection>>,
     sagas: Vec<SagaDefinition>,
+    participant: Option<Participant>,
     serve_commands: bool,
     read_your_writes_timeout: Duration,
 }
@@ -75,7 +76,11 @@ impl std::fmt::Debug for AppBuilder {
             .field("queries", &queries)
             .field(
                 "projections",
-                &self.projections.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                &self
+                    .projections
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -93,6 +98,7 @@ impl AppBuilder {
             queries: HashSet::new(),
             projections: Vec::new(),
             sagas: Vec::new(),
+            participant: None,
             serve_commands: false,
             read_your_writes_timeout: Duration::from_secs(5),
         }
@@ -229,7 +235,11 @@ impl AppBuilder {
     /// When a projection of the same name is already registered.
     #[track_caller]
     pub fn projection(mut self, projection: impl Projection) -> Self {
-        if self.projections.iter().any(|p| p.name() == projection.name()) {
+        if self
+            .projections
+            .iter()
+            .any(|p| p.name() == projection.name())
+        {
             panic!("projection `{}` is already registered", projection.name());
         }
         self.projections.push(Arc::new(projection));
@@ -268,6 +278,40 @@ impl AppBuilder {
     /// backend's saga store). Start sagas with [`App::sagas`].
     pub fn saga<D>(mut self, definition: &SagaDefinition<D>) -> Self {
         self.sagas.push(definition.erased());
+        self
+    }
+
+    /// Serves one step of `saga` as a participant while the app runs (see
+    /// [`Participant::step`]): `execute` handles the step's command `C` and replies with
+    /// its success `S` or failure `F`; `compensate` undoes it on the compensation `U`.
+    ///
+    /// # Panics
+    ///
+    /// At the caller's line, when `saga` has no step whose command is `C`, or when the
+    /// step's events are not `S`, `F`, `U` (and the confirmation `R`).
+    #[track_caller]
+    pub fn saga_step<D, C, S, F, U, R, E, EFut, K, KFut>(
+        mut self,
+        saga: &SagaDefinition<D>,
+        execute: E,
+        compensate: K,
+    ) -> Self
+    where
+        C: Event,
+        S: Event,
+        F: Event,
+        U: Event,
+        E: Fn(C, SagaContext) -> EFut + Send + Sync + 'static,
+        EFut: Future<Output = std::result::Result<Reply<S, F>, HandlerError>> + Send + 'static,
+        K: Fn(U, SagaContext) -> KFut + Send + Sync + 'static,
+        KFut: Future<Output = std::result::Result<R, HandlerError>> + Send + 'static,
+        R: Confirmation,
+    {
+        let participant = self
+            .participant
+            .take()
+            .unwrap_or_else(Participant::detached);
+        self.participant = Some(participant.step(saga, execute, compensate));
         self
     }
 
@@ -343,6 +387,11 @@ impl AppBuilder {
                 |builder, saga| builder.saga(saga),
             );
             parts.coordinator = Some(coordinator.start().await?);
+        }
+        if let Some(participant) = self.participant {
+            let participant =
+                participant.attach(events.clone(), wiring.connected.saga_store.clone());
+            parts.participant = Some(participant.start().await?);
         }
         if self.serve_commands {
             parts.serving = Some(wiring.commands.serve().await?);

@@ -74,6 +74,7 @@ struct Parts {
     watched: Vec<Watched>,
     subscription: Option<Subscription>,
     coordinator: Option<SagaCoordinator>,
+    participant: Option<Subscription>,
     serving: Option<Subscription>,
 }
 
@@ -235,6 +236,9 @@ impl App {
         }
         if let Some(subscription) = parts.subscription {
             keep(subscription.shutdown().await.map(drop));
+        }
+        if let Some(participant) = parts.participant {
+            keep(participant.shutdown().await.map(drop));
         }
         if let Some(coordinator) = parts.coordinator {
             keep(coordinator.shutdown().await);

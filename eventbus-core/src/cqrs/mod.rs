@@ -8,8 +8,8 @@ mod remote;
 
 pub(crate) use command::{AggregateDispatch, AggregateOutcome};
 pub use command::{
-    Command, CommandBus, CommandContext, CommandError, CommandHandlers,
-    DispatchOptions, Dispatched, NoRejection, Position, Receipt,
+    Command, CommandBus, CommandContext, CommandError, CommandHandlers, DispatchOptions,
+    Dispatched, NoRejection, Position, Receipt,
 };
 pub use emit::{Emit, Emitted};
 pub use query::{Query, QueryBus, QueryContext, QueryError, QueryHandlers};

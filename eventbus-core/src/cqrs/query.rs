@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-
 use crate::error::BoxError;
 use crate::handler::{bind_here, Bound, Handler, Resources};
 

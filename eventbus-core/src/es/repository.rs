@@ -322,7 +322,8 @@ where
         &self,
         command: C,
         ctx: CommandContext,
-    ) -> BoxFuture<'_, std::result::Result<(C::Output, Vec<Position>), CommandError<C::Error>>> {
+    ) -> BoxFuture<'_, std::result::Result<(C::Output, Vec<Position>), CommandError<C::Error>>>
+    {
         Box::pin(self.repository.execute(&self.handler, command, ctx))
     }
 }

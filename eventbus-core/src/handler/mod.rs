@@ -50,8 +50,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 pub use message::{EventMessage, Message};
-pub use state::{FromContext, MissingState, Resources, State};
 pub(crate) use state::context_extractor;
+pub use state::{FromContext, MissingState, Resources, State};
 
 /// A handler of `Self::Message` in context `Ctx`: implemented for every async fn and closure
 /// `Fn(M, T1, …, Tn) -> impl Future<Output = M::Output>` whose first argument is a
@@ -74,9 +74,8 @@ pub trait Handler<Ctx, Args>: Send + Sync + 'static {
 /// The output a handler of message `M` returns in context `Ctx`.
 pub type Output<Ctx, M> = <M as Message<Ctx>>::Output;
 
-type BoundFn<Ctx, M> = dyn Fn(<M as Message<Ctx>>::Raw, Ctx) -> BoxFuture<'static, Output<Ctx, M>>
-    + Send
-    + Sync;
+type BoundFn<Ctx, M> =
+    dyn Fn(<M as Message<Ctx>>::Raw, Ctx) -> BoxFuture<'static, Output<Ctx, M>> + Send + Sync;
 
 /// A handler whose extractors are resolved: called with the raw message and the context.
 pub struct Bound<Ctx, M: Message<Ctx>> {

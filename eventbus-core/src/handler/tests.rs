@@ -33,7 +33,8 @@ async fn a_bound_handler_gets_its_message_decoded_and_its_state() {
     let handler = move |event: Envelope<Greeted>, greeting: State<Greeting>| {
         let tx = tx.clone();
         async move {
-            tx.send(format!("{} {}", greeting.text, event.data.name)).unwrap();
+            tx.send(format!("{} {}", greeting.text, event.data.name))
+                .unwrap();
             Ok::<_, HandlerError>(())
         }
     };
@@ -53,7 +54,8 @@ async fn a_bound_handler_gets_its_message_decoded_and_its_state() {
 #[tokio::test]
 async fn an_event_that_does_not_decode_is_a_permanent_failure() {
     let handler = |_event: Envelope<Greeted>| async { Ok::<_, HandlerError>(()) };
-    let bound: Bound<(), Envelope<Greeted>> = Handler::<(), _>::bind(handler, &Resources::default()).unwrap();
+    let bound: Bound<(), Envelope<Greeted>> =
+        Handler::<(), _>::bind(handler, &Resources::default()).unwrap();
     let err = bound
         .call(raw("Test.Other", json!({"name": "Ada"})), ())
         .await
@@ -68,7 +70,8 @@ async fn an_event_that_does_not_decode_is_a_permanent_failure() {
 
 #[test]
 fn a_state_never_registered_is_refused_when_bound() {
-    let handler = |_event: Envelope<Greeted>, _greeting: State<Greeting>| async { Ok::<_, HandlerError>(()) };
+    let handler =
+        |_event: Envelope<Greeted>, _greeting: State<Greeting>| async { Ok::<_, HandlerError>(()) };
     let err = Handler::<(), _>::bind(handler, &Resources::default()).unwrap_err();
     assert!(err.type_name.ends_with("Greeting"), "{err}");
 }
@@ -76,13 +79,15 @@ fn a_state_never_registered_is_refused_when_bound() {
 #[test]
 #[should_panic(expected = "State<")]
 fn binding_here_panics_naming_the_missing_state() {
-    let handler = |_event: Envelope<Greeted>, _greeting: State<Greeting>| async { Ok::<_, HandlerError>(()) };
+    let handler =
+        |_event: Envelope<Greeted>, _greeting: State<Greeting>| async { Ok::<_, HandlerError>(()) };
     let _ = bind_here::<(), _, _>(handler, &Resources::default());
 }
 
 #[test]
 fn an_unbound_handler_names_the_line_that_registered_it() {
-    let handler = |_event: Envelope<Greeted>, _greeting: State<Greeting>| async { Ok::<_, HandlerError>(()) };
+    let handler =
+        |_event: Envelope<Greeted>, _greeting: State<Greeting>| async { Ok::<_, HandlerError>(()) };
     let unbound: Unbound<(), Envelope<Greeted>> = Unbound::new(handler);
     let line = line!() - 1;
     let err = unbound.bind(&Resources::default()).unwrap_err();

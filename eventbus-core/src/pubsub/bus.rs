@@ -11,10 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Backoff;
 use crate::dispatch::{call_isolated, erase, Payload, RawHandler};
-use crate::handler::Handler;
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::handler::Handler;
 use crate::pattern::Pattern;
 use crate::pubsub::{PubSubMessage, PubSubSpec, PubSubStream, PubSubTransport, Via};
 use crate::router::Router;

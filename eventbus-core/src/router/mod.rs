@@ -52,10 +52,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::dispatch::{call_isolated, erase, RawHandler};
-use crate::handler::Handler;
 use crate::envelope::Envelope;
 use crate::error::{HandlerError, Result};
 use crate::event::Event;
+use crate::handler::Handler;
 use crate::pattern::Pattern;
 
 pub use rule::{CompiledRule, IntoRule, Rule};

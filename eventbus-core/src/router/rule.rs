@@ -7,9 +7,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::dispatch::{erase, Payload, RawHandler};
-use crate::handler::Handler;
 use crate::envelope::Envelope;
 use crate::error::Result;
+use crate::handler::Handler;
 use crate::pattern::Pattern;
 
 /// A content filter over a decoded envelope.

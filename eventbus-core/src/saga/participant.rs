@@ -359,6 +359,28 @@ impl Participant {
         }
     }
 
+    /// A participant an [`App`](crate::App) runs: the app gives it its bus and saga store
+    /// when it starts (see `AppBuilder::saga_step`).
+    pub(crate) fn detached() -> Self {
+        Self::with_store(
+            EventBus::new(crate::transport::memory::MemoryTransport::new(), "detached"),
+            Arc::new(crate::saga::MemorySagaStore::new()),
+        )
+    }
+
+    /// Moves the participant's steps onto `bus` and `store` (an app's, at its start).
+    pub(crate) fn attach(self, bus: EventBus, store: Arc<dyn SagaStore>) -> Self {
+        Participant {
+            shared: Arc::new(Shared {
+                bus,
+                store,
+                options: self.shared.options.clone(),
+                stats: self.shared.stats.clone(),
+            }),
+            ..self
+        }
+    }
+
     /// Replaces the options.
     pub fn options(mut self, options: ParticipantOptions) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
