@@ -83,3 +83,9 @@ pub use read_models::RedisReadModels;
 pub use sagas::RedisSagaStore;
 pub use tail::{StreamTail, TailEntry};
 pub use transport::RedisTransport;
+
+/// The README's code blocks, compiled (and, unless marked `no_run`, run) by `cargo test`
+/// as doctests, so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
