@@ -5,7 +5,11 @@
 //! ```text
 //! cargo run --example streams_demo                # against $REDIS_URL (default local)
 //! cargo run --example streams_demo -- --in-memory # no Redis needed
+//! cargo run --example streams_demo -- --keep      # keep the keys, print their namespace
 //! ```
+//!
+//! Every key it writes is in its own namespace, deleted at the end (also when it fails)
+//! unless `--keep`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -16,26 +20,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use eventbus_core::transport::memory::MemoryTransport;
-use eventbus_core::transport::StreamTransport;
 use eventbus_core::{event, Backoff, Context, Envelope, EventBus, HandlerError, StartFrom};
-use eventbus_redis::{RedisConfig, RedisTransport};
 
 #[derive(Parser)]
 #[command(about = "eventbus Streams demo")]
 struct Args {
-    /// Run on the in-memory backend instead of Redis.
-    #[arg(long)]
-    in_memory: bool,
-    /// Redis URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    url: String,
+    #[command(flatten)]
+    backend: common::Backend,
     /// Orders to publish.
     #[arg(long, default_value_t = 5)]
     orders: u32,
-    /// Keep the demo's keys in Redis afterwards (to look at them with the `eventbus` CLI).
-    #[arg(long)]
-    keep: bool,
 }
 
 /// An order was placed.
@@ -64,19 +58,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let namespace = format!("demo-{}", std::process::id());
-    let mut redis: Option<RedisTransport> = None;
-    let transport: Arc<dyn StreamTransport> = if args.in_memory {
-        Arc::new(MemoryTransport::new())
-    } else {
-        let config = RedisConfig::new(&args.url)?.namespace(namespace.clone());
-        {
-            let t = common::connect_or_exit(config).await;
-            redis = Some(t.clone());
-            Arc::new(t)
-        }
-    };
-    println!("backend: {} (namespace {namespace})", transport.describe());
+    let scratch = args.backend.connect("streams_demo", |c| c).await?;
+    let outcome = scratch.until_interrupted(run(&args, &scratch)).await;
+    scratch.finish(outcome).await
+}
+
+async fn run(args: &Args, scratch: &common::Scratch) -> anyhow::Result<()> {
+    let transport = scratch.streams();
+    println!(
+        "backend: {} (namespace {})",
+        transport.describe(),
+        scratch.namespace()
+    );
 
     let orders = EventBus::from_arc(transport.clone(), "order-service");
     let billing_bus = EventBus::from_arc(transport.clone(), "billing-service");
@@ -192,15 +185,5 @@ async fn main() -> anyhow::Result<()> {
     );
     billing.shutdown().await.context("billing shutdown")?;
     shipping.shutdown().await.context("shipping shutdown")?;
-    if let Some(redis) = redis {
-        if args.keep {
-            println!(
-                "kept namespace {namespace}: try `cargo run -p eventbus-redis --bin eventbus -- \
-                 --namespace {namespace} lag`"
-            );
-        } else {
-            redis.delete_namespace().await?;
-        }
-    }
     Ok(())
 }
