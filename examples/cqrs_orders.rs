@@ -162,7 +162,6 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(scratch: &common::Scratch) -> anyhow::Result<()> {
-    let customer = "cust_42".to_owned();
     let builder = App::builder("order-service");
     let builder = match scratch.redis() {
         // `builder.redis(t)` would write the read models at the article's exact keys.
@@ -183,6 +182,15 @@ async fn run(scratch: &common::Scratch) -> anyhow::Result<()> {
         .await?;
     println!("order-service on {}", app.events().transport().describe());
 
+    // Whatever happens, the app stops before the namespace is deleted.
+    let outcome = place_and_query(&app, scratch).await;
+    app.shutdown().await?;
+    outcome
+}
+
+/// Orders, a rejection, a shipment, then what the read models say.
+async fn place_and_query(app: &App, scratch: &common::Scratch) -> anyhow::Result<()> {
+    let customer = "cust_42".to_owned();
     let items = vec![
         Item {
             sku: "book".into(),
@@ -294,6 +302,5 @@ async fn run(scratch: &common::Scratch) -> anyhow::Result<()> {
             .await?;
         println!("LRANGE {list_key} 0 -1: {}", list.join(" "));
     }
-    app.shutdown().await?;
     Ok(())
 }

@@ -127,63 +127,72 @@ async fn run(args: &Args, scratch: &common::Scratch) -> anyhow::Result<()> {
         .start()
         .await?;
 
-    for i in 1..=args.orders {
-        let total = if i == args.orders {
-            999.0
-        } else {
-            25.0 * f64::from(i)
-        };
-        let order = OrderCreated {
-            order_id: format!("ord_{i}"),
-            customer_id: format!("cust_{}", i % 2),
-            total,
-        };
-        let id = orders.publish(order).await?;
-        println!("orders    -> OrderCreated ord_{i} (stream id {id})");
-    }
+    // Whatever happens, both subscriptions stop before the namespace is deleted.
+    let outcome = async {
+        for i in 1..=args.orders {
+            let total = if i == args.orders {
+                999.0
+            } else {
+                25.0 * f64::from(i)
+            };
+            let order = OrderCreated {
+                order_id: format!("ord_{i}"),
+                customer_id: format!("cust_{}", i % 2),
+                total,
+            };
+            let id = orders.publish(order).await?;
+            println!("orders    -> OrderCreated ord_{i} (stream id {id})");
+        }
 
-    // Wait for the flow to settle: every payment handled or dead-lettered.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while shipping.stats().handled() + shipping.stats().dead_lettered() < u64::from(args.orders) {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "demo did not settle in 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        // Wait for the flow to settle: every payment handled or dead-lettered.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while shipping.stats().handled() + shipping.stats().dead_lettered() < u64::from(args.orders)
+        {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "demo did not settle in 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
 
-    println!("\nlag:");
-    for lag in transport.lag(None).await? {
+        println!("\nlag:");
+        for lag in transport.lag(None).await? {
+            println!(
+                "  {:<18} {:<28} lag={:<7} pending={}",
+                lag.topic.to_string(),
+                lag.group,
+                lag.lag.map_or("unknown".to_string(), |l| l.to_string()),
+                lag.pending
+            );
+        }
+        println!("\ndead letters of shipping-service:");
+        for dead in transport
+            .dead_letters("shipping-service-consumers", 10)
+            .await?
+        {
+            println!(
+                "  {} from {}:{} after {} deliveries: {}",
+                dead.id,
+                dead.origin_topic,
+                dead.origin_id,
+                dead.reason.delivery_count,
+                dead.reason.error
+            );
+        }
         println!(
-            "  {:<18} {:<28} lag={:<7} pending={}",
-            lag.topic.to_string(),
-            lag.group,
-            lag.lag.map_or("unknown".to_string(), |l| l.to_string()),
-            lag.pending
+            "\nbilling handled {}; shipping handled {}, dead-lettered {} ({} handler calls)",
+            billing.stats().handled(),
+            shipping.stats().handled(),
+            shipping.stats().dead_lettered(),
+            attempts.load(Ordering::SeqCst)
         );
+        anyhow::Ok(())
     }
-    println!("\ndead letters of shipping-service:");
-    for dead in transport
-        .dead_letters("shipping-service-consumers", 10)
-        .await?
-    {
-        println!(
-            "  {} from {}:{} after {} deliveries: {}",
-            dead.id,
-            dead.origin_topic,
-            dead.origin_id,
-            dead.reason.delivery_count,
-            dead.reason.error
-        );
-    }
-    println!(
-        "\nbilling handled {}; shipping handled {}, dead-lettered {} ({} handler calls)",
-        billing.stats().handled(),
-        shipping.stats().handled(),
-        shipping.stats().dead_lettered(),
-        attempts.load(Ordering::SeqCst)
-    );
-    billing.shutdown().await.context("billing shutdown")?;
-    shipping.shutdown().await.context("shipping shutdown")?;
+    .await;
+    let billing = billing.shutdown().await.context("billing shutdown");
+    let shipping = shipping.shutdown().await.context("shipping shutdown");
+    outcome?;
+    billing?;
+    shipping?;
     Ok(())
 }
