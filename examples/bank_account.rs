@@ -148,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let scratch = args.backend.connect("bank_account", |c| c).await?;
+    println!("backend: {}", scratch.describe());
     let (events, store): (EventBus, Arc<dyn EventStore>) = match scratch.redis() {
         Some(t) => (
             EventBus::new(t.clone(), "bank"),

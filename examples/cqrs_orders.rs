@@ -180,7 +180,7 @@ async fn run(scratch: &common::Scratch) -> anyhow::Result<()> {
         .query(get_customer_orders)
         .start()
         .await?;
-    println!("order-service on {}", app.events().transport().describe());
+    println!("backend: {}", scratch.describe());
 
     // Whatever happens, the app stops before the namespace is deleted.
     let outcome = place_and_query(&app, scratch).await;

@@ -135,7 +135,7 @@ async fn run(scratch: &common::Scratch) -> anyhow::Result<()> {
         Some(t) => Arc::new(t.pubsub()),
         None => Arc::new(MemoryPubSub::new()),
     };
-    println!("backend: {}", streams.describe());
+    println!("backend: {}", scratch.describe());
 
     println!("Pub/Sub (at-most-once: only live subscribers hear it):");
     let pubsub_router = router()?;

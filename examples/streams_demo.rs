@@ -65,11 +65,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: &Args, scratch: &common::Scratch) -> anyhow::Result<()> {
     let transport = scratch.streams();
-    println!(
-        "backend: {} (namespace {})",
-        transport.describe(),
-        scratch.namespace()
-    );
+    println!("backend: {}", scratch.describe());
 
     let orders = EventBus::from_arc(transport.clone(), "order-service");
     let billing_bus = EventBus::from_arc(transport.clone(), "billing-service");

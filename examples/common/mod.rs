@@ -108,6 +108,14 @@ impl Scratch {
         &self.url
     }
 
+    /// The backend in a few words: the server and namespace, or `in-memory`.
+    pub fn describe(&self) -> String {
+        match &self.redis {
+            Some(_) => format!("{}, namespace {}", self.streams.describe(), self.namespace),
+            None => self.streams.describe(),
+        }
+    }
+
     /// The key namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
