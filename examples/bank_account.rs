@@ -5,7 +5,11 @@
 //! ```text
 //! cargo run --example bank_account                # against $REDIS_URL (default local)
 //! cargo run --example bank_account -- --in-memory # no Redis needed
+//! cargo run --example bank_account -- --keep      # keep the keys, print their namespace
 //! ```
+//!
+//! Every key it writes (event streams, aggregate streams, snapshots) is in its own
+//! namespace, deleted at the end (also when it fails) unless `--keep`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -18,18 +22,14 @@ use eventbus_core::transport::memory::MemoryTransport;
 use eventbus_core::{
     aggregate, command, command_handler, event, BoxError, CommandBus, CommandError, EventBus,
 };
-use eventbus_redis::{RedisConfig, RedisEventStore};
+use eventbus_redis::RedisEventStore;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
 #[command(about = "eventbus event sourcing demo: a bank account under concurrent commands")]
 struct Args {
-    /// Run on the in-memory backend instead of Redis.
-    #[arg(long)]
-    in_memory: bool,
-    /// Redis URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    url: String,
+    #[command(flatten)]
+    backend: common::Backend,
 }
 
 #[event(name = "Bank.AccountOpened")]
@@ -147,27 +147,23 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let namespace = format!("demo-bank-{}", std::process::id());
-
-    let (events, store, redis): (EventBus, Arc<dyn EventStore>, _) = if args.in_memory {
-        let transport = MemoryTransport::new();
-        let store = Arc::new(MemoryEventStore::new(transport.clone()));
-        (EventBus::new(transport, "bank"), store, None)
-    } else {
-        let config = RedisConfig::new(&args.url)?.namespace(namespace.clone());
-        {
-            let t = common::connect_or_exit(config).await;
-            let store = Arc::new(RedisEventStore::new(&t));
-            (EventBus::new(t.clone(), "bank"), store, Some(t))
+    let scratch = args.backend.connect("bank_account", |c| c).await?;
+    println!("backend: {}", scratch.describe());
+    let (events, store): (EventBus, Arc<dyn EventStore>) = match scratch.redis() {
+        Some(t) => (
+            EventBus::new(t.clone(), "bank"),
+            Arc::new(RedisEventStore::new(t)),
+        ),
+        None => {
+            let transport = MemoryTransport::new();
+            let store = Arc::new(MemoryEventStore::new(transport.clone()));
+            (EventBus::new(transport, "bank"), store)
         }
     };
     let accounts = Repository::<BankAccount>::new(store).max_retries(50);
     let bus = CommandBus::new(events).aggregate(accounts.clone());
-    let outcome = run(&bus, &accounts).await;
-    if let Some(t) = redis {
-        t.delete_namespace().await?;
-    }
-    outcome
+    let outcome = scratch.until_interrupted(run(&bus, &accounts)).await;
+    scratch.finish(outcome).await
 }
 
 async fn run(bus: &CommandBus, accounts: &Repository<BankAccount>) -> anyhow::Result<()> {
@@ -212,7 +208,8 @@ async fn run(bus: &CommandBus, accounts: &Repository<BankAccount>) -> anyhow::Re
         .await
     {
         Err(CommandError::Rejected(e)) => println!("withdraw 1000000 rejected: {e}"),
-        other => anyhow::bail!("expected a rejection, got {other:?}"),
+        Err(e) => anyhow::bail!("withdrawing 1000000 failed instead of being rejected: {e}"),
+        Ok(_) => anyhow::bail!("withdrawing 1000000 was accepted (overdrawn)"),
     }
     bus.dispatch(Withdraw {
         account: account.clone(),
@@ -222,12 +219,13 @@ async fn run(bus: &CommandBus, accounts: &Repository<BankAccount>) -> anyhow::Re
 
     let loaded = accounts.load(&account).await?;
     let replayed = accounts.replay(&account).await?;
+    let origin = match loaded.from_snapshot {
+        Some(version) => format!("loaded from the snapshot at version {version}"),
+        None => "replayed from the first event".to_owned(),
+    };
     println!(
-        "after withdrawing 2500: balance {} at version {} (loaded from the snapshot at version {:?}; full replay gives {})",
-        loaded.state.balance,
-        loaded.version,
-        loaded.from_snapshot,
-        replayed.state.balance
+        "after withdrawing 2500: balance {} at version {} ({origin}; full replay gives {})",
+        loaded.state.balance, loaded.version, replayed.state.balance
     );
     Ok(())
 }

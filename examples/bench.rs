@@ -6,7 +6,8 @@
 //! cargo run --release --example bench -- --smoke     # a few seconds; CI runs this
 //! ```
 //!
-//! Every scenario runs in a fresh key namespace that it deletes afterwards, and checks that
+//! Every scenario runs in a fresh key namespace that it deletes afterwards (a run that fails
+//! midway or is interrupted deletes what its scenarios left), and checks that
 //! every event was handled exactly once and nothing is left pending: a run that loses or
 //! duplicates events exits non-zero. Missed targets are reported, never fatal (timing
 //! depends on the machine). The last line of output is one JSON object with every figure.
@@ -107,6 +108,20 @@ async fn main() -> anyhow::Result<()> {
         args.projection_commands = args.projection_commands.min(500);
         args.reference_requests = args.reference_requests.min(20_000);
     }
+    let outcome = tokio::select! {
+        outcome = run(&args) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if outcome.is_err() {
+        if let Err(e) = support::delete_run_keys(&args.url).await {
+            eprintln!("warning: keys of this run not deleted: {e:#}");
+        }
+    }
+    outcome
+}
+
+/// Runs the scenarios and prints the report.
+async fn run(args: &Args) -> anyhow::Result<()> {
     support::now_us();
     let load_before = support::load_average();
     let probe = support::connect(&args.url, &support::namespace("probe"), 0).await?;

@@ -1,12 +1,18 @@
 //! The reference article's Pattern 5 (CQRS) in Rust: `CreateOrder` → `OrderCreated` → the
 //! read models `orders:summary:{order_id}` (hash) and `customers:{customer_id}:orders`
-//! (list), with the article's key layout and field names → a `GetOrder` query answers from
-//! them. A Python service reading those keys sees the same data.
+//! (list), with the article's key templates and field names → a `GetOrder` query answers
+//! from them. A Python service reading those keys sees the same data.
 //!
 //! ```text
 //! cargo run --example cqrs_orders                # against $REDIS_URL (default local)
 //! cargo run --example cqrs_orders -- --in-memory # no Redis needed
+//! cargo run --example cqrs_orders -- --keep      # keep the keys, print their namespace
 //! ```
+//!
+//! Every key it writes is in its own namespace, deleted at the end (also when it fails)
+//! unless `--keep`. So the read models are under the prefix `{namespace}:read:`
+//! (`{namespace}:read:orders:summary:{order_id}`); a service wired with
+//! `AppBuilderExt::redis` instead writes them at the article's exact keys.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -18,20 +24,13 @@ use eventbus_core::{
     command, command_handler, event, projection, query, query_handler, App, CommandContext,
     CommandError, QueryError, ReadModel, ReadModels, State,
 };
-use eventbus_redis::{AppBuilderExt, RedisConfig};
+use eventbus_redis::AppBuilderExt;
 
 #[derive(Parser)]
 #[command(about = "eventbus CQRS demo (the article's Pattern 5)")]
 struct Args {
-    /// Run on the in-memory backend instead of Redis.
-    #[arg(long)]
-    in_memory: bool,
-    /// Redis URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    url: String,
-    /// Keep the demo's keys in Redis afterwards.
-    #[arg(long)]
-    keep: bool,
+    #[command(flatten)]
+    backend: common::Backend,
 }
 
 /// One order line.
@@ -159,18 +158,19 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let namespace = format!("demo-cqrs-{}", std::process::id());
-    let customer = format!("cust_{}", std::process::id());
+    let scratch = args.backend.connect("cqrs_orders", |c| c).await?;
+    let outcome = scratch.until_interrupted(run(&scratch)).await;
+    scratch.finish(outcome).await
+}
 
+async fn run(scratch: &common::Scratch) -> anyhow::Result<()> {
     let builder = App::builder("order-service");
-    let (builder, redis) = if args.in_memory {
-        (builder.in_memory(), None)
-    } else {
-        let config = RedisConfig::new(&args.url)?.namespace(namespace.clone());
-        {
-            let t = common::connect_or_exit(config).await;
-            (builder.redis(&t), Some(t))
-        }
+    let builder = match scratch.redis() {
+        // Without the prefix, read models are at the article's exact keys.
+        Some(t) => builder
+            .redis(t)
+            .read_model_prefix(scratch.read_model_prefix()),
+        None => builder.in_memory(),
     };
     let app = builder
         .command(create_order)
@@ -181,8 +181,17 @@ async fn main() -> anyhow::Result<()> {
         .query(get_customer_orders)
         .start()
         .await?;
-    println!("order-service on {}", app.events().transport().describe());
+    println!("backend: {}", scratch.describe());
 
+    // Whatever happens, the app stops before the namespace is deleted.
+    let outcome = place_and_query(&app, scratch).await;
+    app.shutdown().await?;
+    outcome
+}
+
+/// Orders, a rejection, a shipment, then what the read models say.
+async fn place_and_query(app: &App, scratch: &common::Scratch) -> anyhow::Result<()> {
+    let customer = "cust_42".to_owned();
     let items = vec![
         Item {
             sku: "book".into(),
@@ -215,7 +224,8 @@ async fn main() -> anyhow::Result<()> {
         Err(CommandError::Rejected(why)) => {
             println!("CreateOrder([])  -> rejected: {why} (nothing published)")
         }
-        other => anyhow::bail!("an empty order should be rejected, got {other:?}"),
+        Err(e) => anyhow::bail!("an empty order failed instead of being rejected: {e}"),
+        Ok(order) => anyhow::bail!("an empty order was accepted as {}", order.order_id),
     }
     let second = app
         .dispatch(CreateOrder {
@@ -266,42 +276,32 @@ async fn main() -> anyhow::Result<()> {
             customer_id: customer.clone(),
         })
         .await?;
-    println!("GetCustomerOrders-> {orders:?}");
+    println!("GetCustomerOrders-> {}", orders.join(", "));
     anyhow::ensure!(
         orders.contains(&second.order_id),
         "the customer list has the second order"
     );
 
-    // What a Python service reading the article's keys sees.
-    let summary_key = OrderSummary::key(&created.order_id);
-    let list_key = format!("customers:{customer}:orders");
-    if let Some(t) = &redis {
-        let client = redis::Client::open(args.url.as_str())?;
+    // What a Python service reading the article's keys sees (here under the prefix).
+    if scratch.redis().is_some() {
+        let prefix = scratch.read_model_prefix();
+        let summary_key = format!("{prefix}{}", OrderSummary::key(&created.order_id));
+        let list_key = format!("{prefix}customers:{customer}:orders");
+        let client = redis::Client::open(scratch.url())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let hash: Vec<(String, String)> = redis::cmd("HGETALL")
             .arg(&summary_key)
             .query_async(&mut conn)
             .await?;
-        println!("HGETALL {summary_key}: {hash:?}");
+        let fields: Vec<String> = hash.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("HGETALL {summary_key}: {}", fields.join(" "));
         let list: Vec<String> = redis::cmd("LRANGE")
             .arg(&list_key)
             .arg(0)
             .arg(-1)
             .query_async(&mut conn)
             .await?;
-        println!("LRANGE {list_key} 0 -1: {list:?}");
-        if !args.keep {
-            let _: i64 = redis::cmd("DEL")
-                .arg(OrderSummary::key(&created.order_id))
-                .arg(OrderSummary::key(&second.order_id))
-                .arg(&list_key)
-                .query_async(&mut conn)
-                .await?;
-        }
-        if !args.keep {
-            t.delete_namespace().await?;
-        }
+        println!("LRANGE {list_key} 0 -1: {}", list.join(" "));
     }
-    app.shutdown().await?;
     Ok(())
 }

@@ -5,7 +5,12 @@
 //! ```text
 //! cargo run --example router                # against $REDIS_URL (default local)
 //! cargo run --example router -- --in-memory # no Redis needed
+//! cargo run --example router -- --keep      # keep the keys, print their namespace
 //! ```
+//!
+//! Every key it writes is in its own namespace, deleted at the end (also when it fails)
+//! unless `--keep`; its Pub/Sub channels are `{namespace}:events:{type}` rather than the
+//! article's `events:{type}`, so it doesn't disturb other services on the server.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -15,23 +20,16 @@ use std::time::Duration;
 
 use clap::Parser;
 use eventbus_core::pubsub::memory::MemoryPubSub;
-use eventbus_core::transport::memory::MemoryTransport;
-use eventbus_core::transport::StreamTransport;
 use eventbus_core::{
     route, Envelope, EventBus, HandlerError, PubSubBus, PubSubTransport, Router, Rule,
 };
-use eventbus_redis::{RedisConfig, RedisTransport};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
 #[command(about = "eventbus router demo: the article's routing on Pub/Sub and on Streams")]
 struct Args {
-    /// Run on the in-memory backends instead of Redis.
-    #[arg(long)]
-    in_memory: bool,
-    /// Redis URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    url: String,
+    #[command(flatten)]
+    backend: common::Backend,
 }
 
 /// Route all Order events.
@@ -118,27 +116,26 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let namespace = format!("demo-router-{}", std::process::id());
-    let mut redis: Option<RedisTransport> = None;
-    let (streams, pubsub): (Arc<dyn StreamTransport>, Arc<dyn PubSubTransport>) = if args.in_memory
-    {
-        (
-            Arc::new(MemoryTransport::new()),
-            Arc::new(MemoryPubSub::new()),
-        )
-    } else {
-        // Channels are `events:{type}` as in the article; this demo uses its own prefix
-        // so it doesn't disturb other services on the server.
-        let config = RedisConfig::new(&args.url)?
-            .namespace(namespace.clone())
-            .channel_prefix(format!("{namespace}:events:"));
-        {
-            let t = common::connect_or_exit(config).await;
-            redis = Some(t.clone());
-            (Arc::new(t.clone()), Arc::new(t.pubsub()))
-        }
+    // Channels are `events:{type}` as in the article; this demo uses its own prefix so it
+    // doesn't disturb other services on the server.
+    let scratch = args
+        .backend
+        .connect("router", |config| {
+            let prefix = format!("{}:events:", config.key_namespace());
+            config.channel_prefix(prefix)
+        })
+        .await?;
+    let outcome = scratch.until_interrupted(run(&scratch)).await;
+    scratch.finish(outcome).await
+}
+
+async fn run(scratch: &common::Scratch) -> anyhow::Result<()> {
+    let streams = scratch.streams();
+    let pubsub: Arc<dyn PubSubTransport> = match scratch.redis() {
+        Some(t) => Arc::new(t.pubsub()),
+        None => Arc::new(MemoryPubSub::new()),
     };
-    println!("backend: {}", streams.describe());
+    println!("backend: {}", scratch.describe());
 
     println!("Pub/Sub (at-most-once: only live subscribers hear it):");
     let pubsub_router = router()?;
@@ -161,8 +158,5 @@ async fn main() -> anyhow::Result<()> {
         "routed {} events on each bus",
         streams_router.stats().routed()
     );
-    if let Some(redis) = redis {
-        redis.delete_namespace().await?;
-    }
     Ok(())
 }

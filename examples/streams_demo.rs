@@ -5,7 +5,11 @@
 //! ```text
 //! cargo run --example streams_demo                # against $REDIS_URL (default local)
 //! cargo run --example streams_demo -- --in-memory # no Redis needed
+//! cargo run --example streams_demo -- --keep      # keep the keys, print their namespace
 //! ```
+//!
+//! Every key it writes is in its own namespace, deleted at the end (also when it fails)
+//! unless `--keep`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -16,26 +20,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use eventbus_core::transport::memory::MemoryTransport;
-use eventbus_core::transport::StreamTransport;
 use eventbus_core::{event, Backoff, Context, Envelope, EventBus, HandlerError, StartFrom};
-use eventbus_redis::{RedisConfig, RedisTransport};
 
 #[derive(Parser)]
 #[command(about = "eventbus Streams demo")]
 struct Args {
-    /// Run on the in-memory backend instead of Redis.
-    #[arg(long)]
-    in_memory: bool,
-    /// Redis URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    url: String,
+    #[command(flatten)]
+    backend: common::Backend,
     /// Orders to publish.
     #[arg(long, default_value_t = 5)]
     orders: u32,
-    /// Keep the demo's keys in Redis afterwards (to look at them with the `eventbus` CLI).
-    #[arg(long)]
-    keep: bool,
 }
 
 /// An order was placed.
@@ -64,19 +58,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let namespace = format!("demo-{}", std::process::id());
-    let mut redis: Option<RedisTransport> = None;
-    let transport: Arc<dyn StreamTransport> = if args.in_memory {
-        Arc::new(MemoryTransport::new())
-    } else {
-        let config = RedisConfig::new(&args.url)?.namespace(namespace.clone());
-        {
-            let t = common::connect_or_exit(config).await;
-            redis = Some(t.clone());
-            Arc::new(t)
-        }
-    };
-    println!("backend: {} (namespace {namespace})", transport.describe());
+    let scratch = args.backend.connect("streams_demo", |c| c).await?;
+    let outcome = scratch.until_interrupted(run(&args, &scratch)).await;
+    scratch.finish(outcome).await
+}
+
+async fn run(args: &Args, scratch: &common::Scratch) -> anyhow::Result<()> {
+    let transport = scratch.streams();
+    println!("backend: {}", scratch.describe());
 
     let orders = EventBus::from_arc(transport.clone(), "order-service");
     let billing_bus = EventBus::from_arc(transport.clone(), "billing-service");
@@ -134,73 +123,72 @@ async fn main() -> anyhow::Result<()> {
         .start()
         .await?;
 
-    for i in 1..=args.orders {
-        let total = if i == args.orders {
-            999.0
-        } else {
-            25.0 * f64::from(i)
-        };
-        let order = OrderCreated {
-            order_id: format!("ord_{i}"),
-            customer_id: format!("cust_{}", i % 2),
-            total,
-        };
-        let id = orders.publish(order).await?;
-        println!("orders    -> OrderCreated ord_{i} (stream id {id})");
-    }
-
-    // Wait for the flow to settle: every payment handled or dead-lettered.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while shipping.stats().handled() + shipping.stats().dead_lettered() < u64::from(args.orders) {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "demo did not settle in 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    println!("\nlag:");
-    for lag in transport.lag(None).await? {
-        println!(
-            "  {:<18} {:<28} lag={:<7} pending={}",
-            lag.topic.to_string(),
-            lag.group,
-            lag.lag.map_or("unknown".to_string(), |l| l.to_string()),
-            lag.pending
-        );
-    }
-    println!("\ndead letters of shipping-service:");
-    for dead in transport
-        .dead_letters("shipping-service-consumers", 10)
-        .await?
-    {
-        println!(
-            "  {} from {}:{} after {} deliveries: {}",
-            dead.id,
-            dead.origin_topic,
-            dead.origin_id,
-            dead.reason.delivery_count,
-            dead.reason.error
-        );
-    }
-    println!(
-        "\nbilling handled {}; shipping handled {}, dead-lettered {} ({} handler calls)",
-        billing.stats().handled(),
-        shipping.stats().handled(),
-        shipping.stats().dead_lettered(),
-        attempts.load(Ordering::SeqCst)
-    );
-    billing.shutdown().await.context("billing shutdown")?;
-    shipping.shutdown().await.context("shipping shutdown")?;
-    if let Some(redis) = redis {
-        if args.keep {
-            println!(
-                "kept namespace {namespace}: try `cargo run -p eventbus-cli -- \
-                 --namespace {namespace} lag`"
-            );
-        } else {
-            redis.delete_namespace().await?;
+    // Whatever happens, both subscriptions stop before the namespace is deleted.
+    let outcome = async {
+        for i in 1..=args.orders {
+            let total = if i == args.orders {
+                999.0
+            } else {
+                25.0 * f64::from(i)
+            };
+            let order = OrderCreated {
+                order_id: format!("ord_{i}"),
+                customer_id: format!("cust_{}", i % 2),
+                total,
+            };
+            let id = orders.publish(order).await?;
+            println!("orders    -> OrderCreated ord_{i} (stream id {id})");
         }
+
+        // Wait for the flow to settle: every payment handled or dead-lettered.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while shipping.stats().handled() + shipping.stats().dead_lettered() < u64::from(args.orders)
+        {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "demo did not settle in 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        println!("\nlag:");
+        for lag in transport.lag(None).await? {
+            println!(
+                "  {:<18} {:<28} lag={:<7} pending={}",
+                lag.topic.to_string(),
+                lag.group,
+                lag.lag.map_or("unknown".to_string(), |l| l.to_string()),
+                lag.pending
+            );
+        }
+        println!("\ndead letters of shipping-service:");
+        for dead in transport
+            .dead_letters("shipping-service-consumers", 10)
+            .await?
+        {
+            println!(
+                "  {} from {}:{} after {} deliveries: {}",
+                dead.id,
+                dead.origin_topic,
+                dead.origin_id,
+                dead.reason.delivery_count,
+                dead.reason.error
+            );
+        }
+        println!(
+            "\nbilling handled {}; shipping handled {}, dead-lettered {} ({} handler calls)",
+            billing.stats().handled(),
+            shipping.stats().handled(),
+            shipping.stats().dead_lettered(),
+            attempts.load(Ordering::SeqCst)
+        );
+        anyhow::Ok(())
     }
+    .await;
+    let billing = billing.shutdown().await.context("billing shutdown");
+    let shipping = shipping.shutdown().await.context("shipping shutdown");
+    outcome?;
+    billing?;
+    shipping?;
     Ok(())
 }

@@ -58,6 +58,7 @@
 //! the Streams guarantees) or on a Pub/Sub subscription.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod app;
 pub mod bus;

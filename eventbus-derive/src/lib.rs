@@ -5,6 +5,8 @@
 //! are collected (`ctxt`) and a failed expansion still emits a fallback impl, so one mistake
 //! doesn't cascade into unrelated errors.
 
+#![deny(rustdoc::broken_intra_doc_links)]
+
 mod aggregate;
 mod args;
 mod attr;

@@ -18,11 +18,11 @@
 //! | saga state (JSON) | `saga:{saga_id}` (not namespaced, as in the article; the prefix is configurable) |
 //! | sagas by status, saga deadlines | `eventbus:saga:index:{state}` (set), `eventbus:saga:deadlines` (sorted set) |
 //! | participant idempotency records | `eventbus:saga:step:{participant}:{saga_id}:{event_type}` |
+//! | Pub/Sub channel of an event type | `events:{event_type}` (not namespaced, as in the article; the prefix is configurable) |
 //!
 //! Read-model keys themselves (`orders:summary:{order_id}`) are *not* namespaced: they are
 //! exactly the projection's key templates (plus an optional prefix), so that other services
 //! read them where the reference article puts them.
-//! | Pub/Sub channel of an event type | `events:{event_type}` (not namespaced, as in the article; the prefix is configurable) |
 //!
 //! Call sites never format keys themselves, so a partitioned layout for Redis Cluster (keys
 //! written by one atomic step sharing a hash tag) can be added here alone.

@@ -53,6 +53,8 @@
 //! TLS (webpki roots, or a private CA with [`RedisConfig::tls_ca_file`]), `rediss://…#insecure`
 //! to skip certificate verification. Errors name the server with its password redacted.
 
+#![deny(rustdoc::broken_intra_doc_links)]
+
 pub mod admin;
 mod app;
 pub mod codec;

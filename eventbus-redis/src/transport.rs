@@ -35,6 +35,28 @@ const REPLAY_PAGE: usize = 100;
 /// Cheap to clone: clones share one multiplexed connection (a `ConnectionManager`, which
 /// reconnects with exponential backoff). Each [`consumer`](StreamTransport::consumer) gets a
 /// dedicated connection for its blocking reads.
+///
+/// ```no_run
+/// use eventbus_core::{event, EventBus, Topic};
+/// use eventbus_redis::{RedisConfig, RedisTransport};
+///
+/// #[event(name = "OrderCreated")]
+/// pub struct OrderCreated { pub order_id: String }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = RedisConfig::new("redis://127.0.0.1:6379")?.namespace("shop");
+/// let transport = RedisTransport::connect(config).await?;
+/// let bus = EventBus::new(transport.clone(), "order-service");
+/// bus.publish(OrderCreated { order_id: "ord_1".into() }).await?;
+///
+/// // Appended to its type's stream and the global one, under the namespace.
+/// let keys = transport.keys();
+/// assert_eq!(keys.stream(&Topic::of_type("OrderCreated")), "shop:stream:OrderCreated");
+/// assert_eq!(keys.stream(&Topic::All), "shop:stream:all");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct RedisTransport {
     inner: Arc<Inner>,

@@ -1,9 +1,9 @@
 //! Command → projection read model: `App::dispatch` of a command whose handler emits an
 //! event, until the `#[projection]` hash it feeds is readable.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{ensure, Context as _};
+use anyhow::ensure;
 use eventbus_core::{command, command_handler, event, projection, App, NoRejection, ReadModel};
 use eventbus_redis::AppBuilderExt;
 
@@ -58,8 +58,11 @@ pub struct ProjectionFigures {
 pub async fn run(url: &str, n: u64, samples: u64) -> anyhow::Result<ProjectionFigures> {
     let namespace = support::namespace("projection");
     let transport = support::connect(url, &namespace, 2 * (n + samples) + 1000).await?;
+    // Read models under the namespace too, so that deleting it deletes them.
+    let prefix = format!("{namespace}:read:");
     let app = App::builder("bench")
         .redis(&transport)
+        .read_model_prefix(&prefix)
         .command(place_bench_order)
         .projection(BenchOrder::projection())
         .start()
@@ -110,7 +113,7 @@ pub async fn run(url: &str, n: u64, samples: u64) -> anyhow::Result<ProjectionFi
     let (handled, dead) = app.projections().iter().fold((0, 0), |(h, d), p| {
         (h + p.stats().handled(), d + p.stats().dead_lettered())
     });
-    let models = count_keys(url, &format!("benchproj:{namespace}-*"), true).await?;
+    let models = support::scan_keys(url, &format!("{prefix}benchproj:*"), false).await?;
     app.shutdown().await?;
     transport.delete_namespace().await?;
     ensure!(
@@ -125,36 +128,4 @@ pub async fn run(url: &str, n: u64, samples: u64) -> anyhow::Result<ProjectionFi
         p99_us: quantile(&latencies, 0.99),
         p999_us: quantile(&latencies, 0.999),
     })
-}
-
-/// Counts (and with `delete`, unlinks) the keys matching `pattern`.
-async fn count_keys(url: &str, pattern: &str, delete: bool) -> anyhow::Result<u64> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .context("raw connection")?;
-    let (mut cursor, mut count) = (0u64, 0u64);
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        count += keys.len() as u64;
-        if delete && !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<u64>(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(count);
-        }
-        cursor = next;
-        tokio::time::sleep(Duration::ZERO).await;
-    }
 }

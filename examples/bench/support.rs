@@ -181,6 +181,43 @@ pub fn namespace(scenario: &str) -> String {
     format!("bench-{}-{scenario}", std::process::id())
 }
 
+/// Deletes every key of this run's namespaces: what scenarios that failed midway left.
+pub async fn delete_run_keys(url: &str) -> anyhow::Result<u64> {
+    scan_keys(url, &format!("{}:*", namespace("*")), true).await
+}
+
+/// Counts (and with `delete`, unlinks) the keys matching `pattern`.
+pub async fn scan_keys(url: &str, pattern: &str, delete: bool) -> anyhow::Result<u64> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("raw connection")?;
+    let (mut cursor, mut count) = (0u64, 0u64);
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        count += keys.len() as u64;
+        if delete && !keys.is_empty() {
+            redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<u64>(&mut conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(count);
+        }
+        cursor = next;
+        tokio::time::sleep(Duration::ZERO).await;
+    }
+}
+
 /// `XLEN` of a key.
 pub async fn xlen(url: &str, key: &str) -> anyhow::Result<u64> {
     let client = redis::Client::open(url)?;

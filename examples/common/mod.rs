@@ -1,6 +1,67 @@
-//! Shared by the examples.
+//! Shared by the examples: the flags every example takes, connecting, and the [`Scratch`]
+//! namespace an example writes in and removes when it ends (unless `--keep`).
 
+// Every example includes this file and uses part of it.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use eventbus_core::transport::memory::MemoryTransport;
+use eventbus_core::transport::StreamTransport;
 use eventbus_redis::{RedisConfig, RedisTransport};
+
+/// The backend flags of every example.
+#[derive(clap::Args, Debug)]
+pub struct Backend {
+    /// Run on the in-memory backend instead of Redis.
+    #[arg(long)]
+    pub in_memory: bool,
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub url: String,
+    /// Key namespace in Redis (default: `example-{name}-{process id}`, fresh for each run).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Keep the keys in Redis afterwards and print their namespace (to inspect them with the
+    /// `eventbus` CLI); without it every key the example wrote is deleted, also on failure.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+impl Backend {
+    /// Connects to Redis in this run's namespace (`configure` may change more of the
+    /// configuration), or to nothing with `--in-memory`.
+    pub async fn connect(
+        &self,
+        example: &str,
+        configure: impl FnOnce(RedisConfig) -> RedisConfig,
+    ) -> anyhow::Result<Scratch> {
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| format!("example-{example}-{:x}", std::process::id()));
+        let redis = if self.in_memory {
+            None
+        } else {
+            let config = RedisConfig::new(&self.url)?.namespace(namespace.clone());
+            Some(connect_or_exit(configure(config)).await)
+        };
+        let streams: Arc<dyn StreamTransport> = match &redis {
+            Some(t) => Arc::new(t.clone()),
+            None => Arc::new(MemoryTransport::new()),
+        };
+        Ok(Scratch {
+            url: self.url.clone(),
+            namespace,
+            keep: self.keep,
+            redis,
+            streams,
+            finished: false,
+        })
+    }
+}
 
 /// Connects, or says in one line what to run and exits with status 2.
 pub async fn connect_or_exit(config: RedisConfig) -> RedisTransport {
@@ -12,6 +73,117 @@ pub async fn connect_or_exit(config: RedisConfig) -> RedisTransport {
                  set REDIS_URL, or run with --in-memory)"
             );
             std::process::exit(2)
+        }
+    }
+}
+
+/// The namespace an example writes in: every key it writes is under `{namespace}:`, read
+/// models included ([`read_model_prefix`](Self::read_model_prefix)).
+///
+/// [`finish`](Self::finish) deletes them (or, with `--keep`, prints the namespace); Ctrl-C
+/// ends the work early through [`until_interrupted`](Self::until_interrupted), and a panic
+/// still deletes them when the guard drops.
+pub struct Scratch {
+    url: String,
+    namespace: String,
+    keep: bool,
+    redis: Option<RedisTransport>,
+    streams: Arc<dyn StreamTransport>,
+    finished: bool,
+}
+
+impl Scratch {
+    /// The stream transport: Redis, or a fresh in-memory one.
+    pub fn streams(&self) -> Arc<dyn StreamTransport> {
+        self.streams.clone()
+    }
+
+    /// The Redis transport, or `None` on the in-memory backend.
+    pub fn redis(&self) -> Option<&RedisTransport> {
+        self.redis.as_ref()
+    }
+
+    /// The Redis URL (for a plain client of the example's own).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The backend in a few words: the server and namespace, or `in-memory`.
+    pub fn describe(&self) -> String {
+        match &self.redis {
+            Some(_) => format!("{}, namespace {}", self.streams.describe(), self.namespace),
+            None => self.streams.describe(),
+        }
+    }
+
+    /// The key namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The prefix of read-model keys, inside the namespace.
+    pub fn read_model_prefix(&self) -> String {
+        format!("{}:read:", self.namespace)
+    }
+
+    /// Runs `work` until it ends or Ctrl-C, which is an error (so the keys still go).
+    pub async fn until_interrupted<T>(
+        &self,
+        work: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        tokio::select! {
+            outcome = work => outcome,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    }
+
+    /// Deletes every key of the namespace, or with `--keep` prints it; then returns
+    /// `outcome` (a failed clean-up fails a run that succeeded, and is reported after
+    /// one that failed).
+    pub async fn finish<T>(mut self, outcome: anyhow::Result<T>) -> anyhow::Result<T> {
+        self.finished = true;
+        let namespace = &self.namespace;
+        match (&self.redis, self.keep) {
+            (Some(_), true) => {
+                println!(
+                    "kept namespace {namespace}: inspect with eventbus --namespace {namespace} lag"
+                );
+            }
+            (None, true) => println!("nothing kept: the in-memory backend ends with the process"),
+            (Some(redis), false) => {
+                let deleted = redis
+                    .delete_namespace()
+                    .await
+                    .with_context(|| format!("deleting namespace {namespace}"));
+                match (deleted, &outcome) {
+                    (Err(e), Ok(_)) => return Err(e),
+                    (Err(e), Err(_)) => eprintln!("warning: {e:#}"),
+                    (Ok(_), _) => {}
+                }
+            }
+            (None, false) => {}
+        }
+        outcome
+    }
+}
+
+impl Drop for Scratch {
+    /// A panic unwound past [`finish`](Self::finish): delete the keys anyway.
+    fn drop(&mut self) {
+        if self.finished || self.keep {
+            return;
+        }
+        if let Some(redis) = self.redis.take() {
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let deleted = tokio::task::block_in_place(|| handle.block_on(redis.delete_namespace()));
+            if let Err(e) = deleted {
+                eprintln!(
+                    "warning: keys of namespace {} not deleted: {e}",
+                    self.namespace
+                );
+            }
         }
     }
 }

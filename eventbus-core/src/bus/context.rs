@@ -27,6 +27,49 @@ pub struct DeliveryInfo {
 
 /// Handed to handlers with each event: delivery facts, and publishing that propagates the
 /// correlation id and names the handled event as the cause.
+///
+/// A billing handler charges each order; the payment it publishes through its context
+/// continues the order's flow:
+///
+/// ```
+/// use eventbus_core::transport::memory::MemoryTransport;
+/// use eventbus_core::{event, Context, Envelope, EventBus, HandlerError};
+///
+/// #[event(name = "OrderCreated")]
+/// pub struct OrderCreated { pub order_id: String }
+///
+/// #[event(name = "PaymentCompleted")]
+/// pub struct PaymentCompleted { pub order_id: String }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = EventBus::new(MemoryTransport::new(), "billing");
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// let subscription = bus
+///     .subscribe()
+///     .on(|e: Envelope<OrderCreated>, ctx: Context| async move {
+///         assert_eq!(ctx.delivery().delivery_count, 1);
+///         ctx.publish(PaymentCompleted { order_id: e.data.order_id }).await?;
+///         Ok(())
+///     })
+///     .on(move |e: Envelope<PaymentCompleted>| {
+///         let tx = tx.clone();
+///         async move { tx.send((e.correlation_id, e.causation_id)).map_err(HandlerError::from) }
+///     })
+///     .start()
+///     .await?;
+///
+/// let order = bus.envelope(OrderCreated { order_id: "ord_1".into() });
+/// let order_id = Some(order.event_id.clone());
+/// bus.publish_envelope(order).await?;
+/// // The payment names the order as its cause, and carries the flow's correlation id
+/// // (the order's id, as the order had none).
+/// let (correlation_id, causation_id) = rx.recv().await.ok_or("no payment")?;
+/// assert_eq!((correlation_id, causation_id), (order_id.clone(), order_id));
+/// subscription.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Context {
     bus: EventBus,

@@ -37,6 +37,41 @@ pub fn group_for_service(service: &str) -> String {
 /// Publishes events and opens subscriptions for one service.
 ///
 /// Cheap to clone; clones share the transport.
+///
+/// Two services on one transport: each event goes to its type's stream, and every service
+/// that subscribes reads it in its own consumer group.
+///
+/// ```
+/// use eventbus_core::transport::memory::MemoryTransport;
+/// use eventbus_core::{event, Envelope, EventBus, HandlerError, StartFrom};
+///
+/// #[event(name = "OrderCreated")]
+/// pub struct OrderCreated { pub order_id: String }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let transport = MemoryTransport::new();
+/// let orders = EventBus::new(transport.clone(), "order-service");
+/// orders.publish(OrderCreated { order_id: "ord_1".into() }).await?;
+///
+/// // Billing starts later, from the beginning of the stream: it still gets the order.
+/// let billing = EventBus::new(transport, "billing-service");
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// let subscription = billing
+///     .subscribe()
+///     .start_from(StartFrom::Beginning)
+///     .on(move |e: Envelope<OrderCreated>| {
+///         let tx = tx.clone();
+///         async move { tx.send((e.source, e.data.order_id)).map_err(HandlerError::from) }
+///     })
+///     .start()
+///     .await?;
+/// let (source, order_id) = rx.recv().await.ok_or("no delivery")?;
+/// assert_eq!((source.as_str(), order_id.as_str()), ("order-service", "ord_1"));
+/// subscription.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct EventBus {
     transport: Arc<dyn StreamTransport>,

@@ -485,6 +485,42 @@ pub struct ShutdownReport {
 
 /// A running subscription. Stop it with [`shutdown`](Self::shutdown); dropping it stops
 /// reading too, and drains in the background.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventbus_core::transport::memory::MemoryTransport;
+/// use eventbus_core::{event, Envelope, EventBus, HandlerError, ShutdownReport};
+///
+/// #[event(name = "OrderCreated")]
+/// pub struct OrderCreated { pub total: f64 }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = EventBus::new(MemoryTransport::new(), "billing");
+/// let subscription = bus
+///     .subscribe()
+///     .on(|e: Envelope<OrderCreated>| async move {
+///         if e.data.total < 0.0 {
+///             // Not worth retrying: straight to the dead letters.
+///             return Err(HandlerError::permanent("negative total"));
+///         }
+///         Ok(())
+///     })
+///     .start()
+///     .await?;
+/// bus.publish(OrderCreated { total: 10.0 }).await?;
+/// bus.publish(OrderCreated { total: -1.0 }).await?;
+///
+/// let stats = subscription.stats();
+/// while stats.handled() + stats.dead_lettered() < 2 {
+///     tokio::time::sleep(Duration::from_millis(5)).await;
+/// }
+/// assert_eq!((stats.handled(), stats.dead_lettered()), (1, 1));
+/// // Drained: nothing abandoned, nothing left pending.
+/// assert_eq!(subscription.shutdown().await?, ShutdownReport::default());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Subscription {
     cancel: CancellationToken,

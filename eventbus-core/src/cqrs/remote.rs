@@ -196,6 +196,36 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 ///
 /// Each client has its own reply stream (`Topic::Replies(instance)`, bounded) read by a
 /// subscription of its own. Start one per process and share it.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventbus_core::transport::memory::MemoryTransport;
+/// use eventbus_core::{command, command_handler, CommandBus, CommandClient, EventBus, NoRejection};
+///
+/// #[command(output = u64)]
+/// pub struct Add { pub a: u64, pub b: u64 }
+///
+/// #[command_handler]
+/// async fn add(cmd: Add) -> Result<u64, NoRejection> {
+///     Ok(cmd.a + cmd.b)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let transport = MemoryTransport::new();
+/// // The math service serves its commands (on every instance: one of them handles each).
+/// let math = CommandBus::new(EventBus::new(transport.clone(), "math")).handle(add);
+/// let serving = math.serve().await?;
+///
+/// // Another service sends one and awaits the reply.
+/// let client = CommandClient::start(EventBus::new(transport, "caller")).await?;
+/// let sum = client.send("math", Add { a: 2, b: 3 }, Duration::from_secs(5)).await?;
+/// assert_eq!(sum, 5);
+/// client.shutdown().await?;
+/// serving.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct CommandClient {
     events: EventBus,
     instance: String,

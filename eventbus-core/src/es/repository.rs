@@ -45,6 +45,57 @@ pub struct Loaded<A> {
 /// Cheap to clone. Register it on a command bus with [`CommandBus::aggregate`] (all handlers
 /// of an aggregate written with `#[command_handler(aggregate)]`) or
 /// [`CommandBus::handle_aggregate`] (one handler).
+///
+/// # Example
+///
+/// A counter that snapshots every second event: loading starts from the newest snapshot.
+///
+/// ```
+/// use std::sync::Arc;
+/// use eventbus_core::es::{MemoryEventStore, Repository};
+/// use eventbus_core::transport::memory::MemoryTransport;
+/// use eventbus_core::{aggregate, command, command_handler, event, CommandBus, EventBus, NoRejection};
+///
+/// #[event]
+/// pub struct Incremented { pub by: u64 }
+///
+/// #[command(output = Incremented)]
+/// pub struct Increment { #[aggregate_id] pub counter: String, pub by: u64 }
+///
+/// #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+/// pub struct Counter { value: u64 }
+///
+/// #[aggregate(name = "Counter")]
+/// impl Counter {
+///     #[apply]
+///     fn incremented(&mut self, e: Incremented) { self.value += e.by; }
+/// }
+///
+/// #[command_handler(aggregate)]
+/// impl Counter {
+///     async fn increment(&self, cmd: Increment) -> Result<Incremented, NoRejection> {
+///         Ok(Incremented { by: cmd.by })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let transport = MemoryTransport::new();
+/// let store = Arc::new(MemoryEventStore::new(transport.clone()));
+/// let counters = Repository::<Counter>::new(store).snapshot_every(2);
+/// let bus = CommandBus::new(EventBus::new(transport, "counting")).aggregate(counters.clone());
+/// for by in [1, 2, 3] {
+///     bus.dispatch(Increment { counter: "c1".into(), by }).await?;
+/// }
+///
+/// // The snapshot at version 2, then the third event …
+/// let loaded = counters.load("c1").await?;
+/// assert_eq!((loaded.state.value, loaded.version, loaded.from_snapshot), (6, 3, Some(2)));
+/// // … which is what replaying every event gives.
+/// assert_eq!(counters.replay("c1").await?.state.value, 6);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Repository<A> {
     store: Arc<dyn EventStore>,
     snapshot_every: u64,

@@ -64,6 +64,49 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// pending, so those are applied before anything newer, and in the order the predecessor
 /// would have applied them (an instance holds at most one read batch: `prefetch` is capped
 /// at `batch_size`; the successor recovers them stream by stream, as a batch is read).
+///
+/// # Example
+///
+/// A projection started after events were published catches up from the start of the
+/// streams:
+///
+/// ```
+/// use std::time::Duration;
+/// use eventbus_core::projection::{ProjectionRunner, ReadModel};
+/// use eventbus_core::transport::memory::MemoryTransport;
+/// use eventbus_core::{event, projection, EventBus, ReadModels};
+///
+/// #[event]
+/// pub struct OrderCreated { pub order_id: String }
+///
+/// #[projection(hash = "orders:status:{order_id}")]
+/// pub struct OrderStatus {
+///     #[set(from = OrderCreated)] pub order_id: String,
+///     #[set(OrderCreated = "created")] pub status: String,
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let transport = MemoryTransport::new();
+/// let models = ReadModels::new(transport.read_models());
+/// let bus = EventBus::new(transport, "order-service");
+/// for id in ["ord_1", "ord_2"] {
+///     bus.publish(OrderCreated { order_id: id.into() }).await?;
+/// }
+///
+/// let runner = ProjectionRunner::new(&bus, &models, OrderStatus::projection())
+///     .lease_ttl(Duration::from_secs(10));
+/// assert_eq!(runner.group(), "order-service-projection-OrderStatus");
+/// let running = runner.start().await?;
+/// while running.stats().acked() < 2 {
+///     tokio::time::sleep(Duration::from_millis(5)).await;
+/// }
+/// let second = OrderStatus::load(&models, "ord_2").await?;
+/// assert_eq!(second.map(|s| s.status).as_deref(), Some("created"));
+/// running.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct ProjectionRunner {
     bus: EventBus,
     models: ReadModels,

@@ -64,6 +64,31 @@ pub use rule::{CompiledRule, IntoRule, Rule};
 ///
 /// Cheap to clone; clones share their [`RouterStats`] (so keep a clone to read the counters
 /// of a router you mounted).
+///
+/// ```
+/// use eventbus_core::{Envelope, Router, Rule};
+/// use serde_json::{json, Value};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), eventbus_core::Error> {
+/// let mut router = Router::new();
+/// router.add(Rule::new("Order.*", |_: Envelope<Value>| async { Ok(()) })?.name("orders"))?;
+/// router.add(
+///     Rule::new("Order.Created", |_: Envelope<Value>| async { Ok(()) })?
+///         .name("high value")
+///         .priority(10)
+///         .filter(|e| e.data["total"].as_f64().unwrap_or(0.0) > 1000.0),
+/// )?;
+///
+/// // Higher priorities first; a filter that says no skips its rule.
+/// let big = Envelope::new("Order.Created", 1, "shop", json!({"total": 1500}));
+/// assert_eq!(router.dispatch(&big).await.matched(), ["high value", "orders"]);
+/// let small = Envelope::new("Order.Created", 1, "shop", json!({"total": 50}));
+/// assert_eq!(router.dispatch(&small).await.matched(), ["orders"]);
+/// assert_eq!(router.stats().routed(), 2);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct Router {
     rules: Vec<CompiledRule>,
