@@ -17,7 +17,6 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::time::Duration;
 
 use clap::Parser;
 use eventbus_core::{
@@ -237,29 +236,27 @@ async fn place_and_query(app: &App, scratch: &common::Scratch) -> anyhow::Result
             }],
         })
         .await?;
-    app.dispatch(ShipOrder {
-        order_id: created.order_id.clone(),
-    })
-    .await?;
+    let shipped = app
+        .dispatch(ShipOrder {
+            order_id: created.order_id.clone(),
+        })
+        .await?;
     println!("ShipOrder        -> OrderShipped {}", created.order_id);
 
-    // Read models are eventually consistent: wait for the projections to catch up.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let summary = loop {
-        let s = app
-            .query(GetOrder {
+    // Read models are eventually consistent; `query_after` reads our own write: it waits
+    // until the projections applied the ShipOrder's event.
+    let summary = app
+        .query_after(
+            &shipped.receipt,
+            GetOrder {
                 order_id: created.order_id.clone(),
-            })
-            .await?;
-        if s.as_ref().is_some_and(|s| s.status == "shipped") {
-            break s;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the read model did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+            },
+        )
+        .await?;
+    anyhow::ensure!(
+        summary.as_ref().is_some_and(|s| s.status == "shipped"),
+        "read-your-writes: the order reads as shipped"
+    );
     if let Some(s) = &summary {
         println!(
             "GetOrder         -> order {} of {}: total {:.2}, status {}, created at {:.3}, shipped at {:.3}",
@@ -272,9 +269,12 @@ async fn place_and_query(app: &App, scratch: &common::Scratch) -> anyhow::Result
         );
     }
     let orders = app
-        .query(GetCustomerOrders {
-            customer_id: customer.clone(),
-        })
+        .query_after(
+            &second.receipt,
+            GetCustomerOrders {
+                customer_id: customer.clone(),
+            },
+        )
         .await?;
     println!("GetCustomerOrders-> {}", orders.join(", "));
     anyhow::ensure!(
