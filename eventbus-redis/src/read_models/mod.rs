@@ -15,6 +15,8 @@ use crate::fence::FencedConsumer;
 use crate::reply;
 use crate::scripts;
 
+mod encode;
+
 /// The keys `PROJECT` takes before the read-model keys.
 const PROJECT_FIXED_KEYS: usize = 5;
 
@@ -135,7 +137,7 @@ impl ReadModelStore for RedisReadModels {
                     targets.len() - 1
                 }
             };
-            for mut c in op.to_commands() {
+            for mut c in encode::commands(op) {
                 if c.len() > 1 {
                     c[1] = (PROJECT_FIXED_KEYS + 1 + index).to_string();
                 }
