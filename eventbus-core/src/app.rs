@@ -75,7 +75,7 @@ impl AppBuilder {
         self
     }
 
-    /// Also serves this service's commands to remote senders (`CommandBus::serve`).
+    /// Also serves this service's commands to remote senders (a [`CommandServer`](crate::CommandServer)).
     pub fn serve_commands(mut self) -> Self {
         self.serve_commands = true;
         self
@@ -109,7 +109,11 @@ impl AppBuilder {
             );
         }
         let serving = if self.serve_commands {
-            Some(commands.serve().await?)
+            Some(
+                crate::cqrs::CommandServer::new(commands.clone())
+                    .start()
+                    .await?,
+            )
         } else {
             None
         };

@@ -83,8 +83,8 @@ pub use bus::{
 };
 pub use cqrs::{
     Command, CommandBus, CommandClient, CommandContext, CommandError, CommandHandler,
-    CommandHandlers, DispatchOptions, Dispatched, Emit, Emitted, NoRejection, Query, QueryBus,
-    QueryContext, QueryError, QueryHandler, QueryHandlers, ReplyStreams, Resources,
+    CommandHandlers, CommandServer, DispatchOptions, Dispatched, Emit, Emitted, NoRejection, Query,
+    QueryBus, QueryContext, QueryError, QueryHandler, QueryHandlers, ReplyStreams, Resources,
     DEFAULT_REPLY_TTL,
 };
 pub use dispatch::{EnvelopeHandler, Payload};

@@ -15,4 +15,4 @@ pub use command::{
 pub use context::Resources;
 pub use emit::{Emit, Emitted};
 pub use query::{Query, QueryBus, QueryContext, QueryError, QueryHandler, QueryHandlers};
-pub use remote::{CommandClient, ReplyStreams, DEFAULT_REPLY_TTL};
+pub use remote::{CommandClient, CommandServer, ReplyStreams, DEFAULT_REPLY_TTL};
