@@ -67,6 +67,7 @@ pub mod envelope;
 pub mod error;
 pub mod es;
 pub mod event;
+mod memory;
 mod panic;
 pub mod pattern;
 pub mod projection;

@@ -1,67 +1,31 @@
 //! [`MemoryReadModels`]: read models in process memory, with the Redis store's semantics.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::time::Instant;
 
-use async_trait::async_trait;
-
 use crate::error::{Error, Result, TransportError, TransportErrorKind};
+use crate::memory::models::Value;
+use crate::memory::{id_le, MemoryServer};
 use crate::projection::{
     Commit, CommitTarget, Committed, ListEnd, ReadModelOp, ReadModelStore, RebuildStep,
 };
-use crate::transport::memory::models::id_le;
-use crate::transport::memory::MemoryTransport;
 use crate::transport::Topic;
 
-/// A stored value, as Redis types it.
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    Hash(BTreeMap<String, String>),
-    List(VecDeque<String>),
-    Set(BTreeSet<String>),
-    Str(String),
-}
-
-/// What the store keeps about one projection.
-#[derive(Debug, Default)]
-struct Meta {
-    checkpoint: HashMap<Topic, String>,
-    rebuild_checkpoint: HashMap<Topic, String>,
-    keys: BTreeSet<String>,
-    rebuild_keys: BTreeSet<String>,
-    rebuilt_upto: HashMap<Topic, String>,
-    /// The lease: its holder's token and when it lapses.
-    lease: Option<(String, Instant)>,
-}
-
-impl Meta {
-    /// Whether `token` holds the lease now.
-    fn leased_to(&self, token: &str) -> bool {
-        self.lease
-            .as_ref()
-            .is_some_and(|(t, until)| t == token && Instant::now() < *until)
-    }
-}
-
-/// The read models of one [`MemoryTransport`].
-#[derive(Debug, Default)]
-pub(crate) struct ModelState {
-    values: HashMap<String, Value>,
-    meta: HashMap<String, Meta>,
-}
-
-/// Read models in memory, sharing a [`MemoryTransport`]'s groups: a commit acknowledges the
-/// entry under the same lock that applies the writes. Made by
-/// [`MemoryTransport::read_models`]; clones and every handle of one transport share the
-/// same read models.
+/// Read models in memory, sharing a
+/// [`MemoryTransport`](crate::transport::memory::MemoryTransport)'s groups: a commit
+/// acknowledges the entry under the same lock that applies the writes. Made by
+/// [`MemoryTransport::read_models`](crate::transport::memory::MemoryTransport::read_models);
+/// clones and every handle of one transport share the same read models.
 ///
 /// Writes follow Redis semantics (`HINCRBY` on a non-integer fails, `WRONGTYPE` on a key of
 /// another type), and a commit that fails writes nothing.
 #[derive(Debug, Clone)]
 pub struct MemoryReadModels {
-    transport: MemoryTransport,
+    server: Arc<MemoryServer>,
     prefix: String,
 }
 
@@ -74,9 +38,10 @@ fn failure(operation: &str, message: String) -> crate::Error {
 }
 
 impl MemoryReadModels {
-    pub(crate) fn new(transport: MemoryTransport) -> Self {
+    /// The read models of `server`.
+    pub(crate) fn new(server: Arc<MemoryServer>) -> Self {
         MemoryReadModels {
-            transport,
+            server,
             prefix: String::new(),
         }
     }
@@ -267,7 +232,7 @@ fn redis_float(v: f64) -> String {
 #[async_trait]
 impl ReadModelStore for MemoryReadModels {
     async fn commit(&self, commit: Commit) -> Result<Committed> {
-        let mut models = self.transport.models();
+        let mut models = self.server.models();
         let models = &mut *models;
         let meta = models.meta.entry(commit.projection.clone()).or_default();
         if let Some(token) = &commit.lease {
@@ -308,7 +273,7 @@ impl ReadModelStore for MemoryReadModels {
                 written.push(own);
             }
         }
-        if !self.transport.ack_if_pending(
+        if !self.server.ack_if_pending(
             &commit.topic,
             &commit.group,
             &commit.consumer,
@@ -339,7 +304,7 @@ impl ReadModelStore for MemoryReadModels {
     }
 
     async fn lease(&self, projection: &str, token: &str, ttl: Duration) -> Result<bool> {
-        let mut models = self.transport.models();
+        let mut models = self.server.models();
         let meta = models.meta.entry(projection.to_owned()).or_default();
         let now = Instant::now();
         let free = match &meta.lease {
@@ -353,7 +318,7 @@ impl ReadModelStore for MemoryReadModels {
     }
 
     async fn release_lease(&self, projection: &str, token: &str) -> Result<()> {
-        let mut models = self.transport.models();
+        let mut models = self.server.models();
         if let Some(meta) = models.meta.get_mut(projection) {
             if meta
                 .lease
@@ -369,12 +334,12 @@ impl ReadModelStore for MemoryReadModels {
     async fn adopt_pending(&self, group: &str, consumer: &str, topics: &[Topic]) -> Result<u64> {
         Ok(topics
             .iter()
-            .map(|topic| self.transport.adopt_pending(topic, group, consumer))
+            .map(|topic| self.server.adopt_pending(topic, group, consumer))
             .sum())
     }
 
     async fn hash(&self, key: &str) -> Result<Option<BTreeMap<String, String>>> {
-        match self.transport.models().values.get(&self.key(key)) {
+        match self.server.models().values.get(&self.key(key)) {
             None => Ok(None),
             Some(Value::Hash(h)) => Ok(Some(h.clone())),
             Some(_) => Err(failure(
@@ -385,7 +350,7 @@ impl ReadModelStore for MemoryReadModels {
     }
 
     async fn list(&self, key: &str, start: i64, stop: i64) -> Result<Vec<String>> {
-        match self.transport.models().values.get(&self.key(key)) {
+        match self.server.models().values.get(&self.key(key)) {
             None => Ok(Vec::new()),
             Some(Value::List(l)) => {
                 let len = l.len() as i64;
@@ -405,7 +370,7 @@ impl ReadModelStore for MemoryReadModels {
     }
 
     async fn members(&self, key: &str) -> Result<BTreeSet<String>> {
-        match self.transport.models().values.get(&self.key(key)) {
+        match self.server.models().values.get(&self.key(key)) {
             None => Ok(BTreeSet::new()),
             Some(Value::Set(s)) => Ok(s.clone()),
             Some(_) => Err(failure("set read", format!("WRONGTYPE {key} is not a set"))),
@@ -413,7 +378,7 @@ impl ReadModelStore for MemoryReadModels {
     }
 
     async fn counter(&self, key: &str) -> Result<Option<i64>> {
-        match self.transport.models().values.get(&self.key(key)) {
+        match self.server.models().values.get(&self.key(key)) {
             None => Ok(None),
             Some(Value::Str(s)) => s
                 .parse()
@@ -433,9 +398,9 @@ impl ReadModelStore for MemoryReadModels {
         topics: &[Topic],
     ) -> Result<()> {
         for topic in topics {
-            self.transport.destroy_group(topic, rebuild_group);
+            self.server.destroy_group(topic, rebuild_group);
         }
-        let mut models = self.transport.models();
+        let mut models = self.server.models();
         let prefix = shadow(projection, "");
         models.values.retain(|k, _| !k.starts_with(&prefix));
         let meta = models.meta.entry(projection.to_owned()).or_default();
@@ -450,11 +415,11 @@ impl ReadModelStore for MemoryReadModels {
         rebuild_group: &str,
         topics: &[Topic],
     ) -> Result<RebuildStep> {
-        let mut models = self.transport.models();
+        let mut models = self.server.models();
         let models = &mut *models;
         let meta = models.meta.entry(projection.to_owned()).or_default();
         for topic in topics {
-            if self.transport.pending_count(topic, rebuild_group) > 0 {
+            if self.server.pending_count(topic, rebuild_group) > 0 {
                 return Ok(RebuildStep::Behind);
             }
             let rebuilt = meta
@@ -483,7 +448,7 @@ impl ReadModelStore for MemoryReadModels {
             if id_le(live, &rebuilt) {
                 *live = rebuilt;
             }
-            self.transport.destroy_group(topic, rebuild_group);
+            self.server.destroy_group(topic, rebuild_group);
         }
         Ok(RebuildStep::Swapped)
     }
@@ -499,6 +464,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::transport::memory::MemoryTransport;
     use crate::transport::{ConsumerSpec, StartFrom, StreamTransport};
     use crate::Envelope;
 
@@ -556,7 +522,7 @@ mod tests {
             .await;
         assert!(failing.is_err());
         assert_eq!(store.hash("h").await.unwrap(), None);
-        assert_eq!(transport.pending_count(&topic, "g"), 1);
+        assert_eq!(store.server.pending_count(&topic, "g"), 1);
         // Applied once; the same entry committed again writes nothing.
         let applied = store
             .commit(commit(vec![text.clone(), incr.clone()]))
@@ -569,7 +535,7 @@ mod tests {
         );
         let h = store.hash("h").await.unwrap().unwrap();
         assert_eq!(h.get("n").map(String::as_str), Some("1"));
-        assert_eq!(transport.pending_count(&topic, "g"), 0);
+        assert_eq!(store.server.pending_count(&topic, "g"), 0);
     }
 
     #[test]

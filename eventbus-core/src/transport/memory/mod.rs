@@ -25,11 +25,10 @@
 //! [`Error::GroupMissing`]: crate::Error::GroupMissing
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::envelope::{now_seconds, EntryId, Envelope};
@@ -40,40 +39,21 @@ use crate::transport::{
 };
 
 mod consumer;
-pub(crate) mod models;
-mod state;
+mod read_models;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
 
 pub use consumer::MemoryConsumer;
 
-use state::{idle, DeadRecord, Entry, Limits, State, StreamId};
+use crate::memory::streams::{idle, DeadRecord, Entry, Limits, State, StreamId};
+use crate::memory::MemoryServer;
 
 /// Default maximum length of each event type's stream.
 pub const DEFAULT_MAX_LEN: usize = 100_000;
 
 /// Default maximum length of the global stream.
 pub const DEFAULT_MAX_LEN_ALL: usize = 500_000;
-
-/// What the transport and its consumers share.
-#[derive(Debug)]
-struct Shared {
-    state: Mutex<State>,
-    /// Woken whenever entries are appended (or everything is flushed).
-    appended: Notify,
-    limits: Limits,
-    /// The read models of [`MemoryTransport::read_models`] (kept by [`MemoryTransport::flush`]).
-    models: Mutex<crate::projection::memory::ModelState>,
-}
-
-impl Shared {
-    /// Locks the state; a poisoned lock is taken over (no operation leaves it inconsistent
-    /// halfway, since none can panic between two writes).
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// An in-process [`StreamTransport`] with the semantics of Redis Streams consumer groups.
 ///
@@ -87,7 +67,7 @@ impl Shared {
 /// ```
 #[derive(Debug, Clone)]
 pub struct MemoryTransport {
-    shared: Arc<Shared>,
+    shared: Arc<MemoryServer>,
 }
 
 impl Default for MemoryTransport {
@@ -173,12 +153,7 @@ impl MemoryTransportBuilder {
     /// Builds the transport.
     pub fn build(self) -> MemoryTransport {
         MemoryTransport {
-            shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
-                appended: Notify::new(),
-                limits: self.limits,
-                models: Mutex::default(),
-            }),
+            shared: Arc::new(MemoryServer::new(self.limits)),
         }
     }
 }

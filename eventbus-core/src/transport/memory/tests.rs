@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::state::StreamId;
 use super::MemoryTransport;
 use crate::envelope::Envelope;
 use crate::error::Error;
+use crate::memory::streams::StreamId;
 use crate::transport::{
     ConsumerSpec, DeadLetterReason, Delivery, StartFrom, StreamConsumer, StreamTransport, Topic,
 };
