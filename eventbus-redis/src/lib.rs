@@ -54,6 +54,7 @@
 //! to skip certificate verification. Errors name the server with its password redacted.
 
 mod app;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod consumer;
@@ -70,6 +71,7 @@ pub mod tail;
 pub mod transport;
 
 pub use app::AppBuilderExt;
+pub use client::RedisClient;
 pub use config::{RedisConfig, DEFAULT_URL};
 pub use consumer::RedisConsumer;
 pub use error::{Error, Result};

@@ -1,6 +1,5 @@
 //! [`RedisTransport`]: the Streams bus on Redis.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,17 +7,15 @@ use eventbus_core::transport::{
     ConsumerInfo, ConsumerSpec, DeadLetter, DeadLetterReason, GroupLag, StartFrom, StreamConsumer,
     StreamTransport, Topic,
 };
-use eventbus_core::{
-    EntryId, Envelope, Error as CoreError, ReplyStreams, Result as CoreResult, TransportErrorKind,
-};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, Cmd, Value};
+use eventbus_core::{EntryId, Envelope, Error as CoreError, ReplyStreams, Result as CoreResult};
+use redis::{Cmd, Value};
 use serde_json::Value as Json;
 
+use crate::client::{Inner, RedisClient};
 use crate::codec;
 use crate::config::RedisConfig;
 use crate::consumer::RedisConsumer;
-use crate::error::{has_code, kind_of, Result, Server};
+use crate::error::{has_code, Result};
 use crate::keys::Keys;
 use crate::reply::{self, RawEntry};
 use crate::scripts;
@@ -37,87 +34,24 @@ const REPLAY_PAGE: usize = 100;
 /// dedicated connection for its blocking reads.
 #[derive(Clone)]
 pub struct RedisTransport {
-    inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) config: RedisConfig,
-    pub(crate) keys: Keys,
-    pub(crate) server: Server,
-    pub(crate) conn: ConnectionManager,
-    server_version: String,
+    client: RedisClient,
 }
 
 impl std::fmt::Debug for RedisTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisTransport")
-            .field("server", &self.inner.server.redacted_url)
-            .field("namespace", &self.inner.keys.namespace())
-            .field("server_version", &self.inner.server_version)
+            .field("server", &self.inner().server.redacted_url)
+            .field("namespace", &self.keys().namespace())
+            .field("server_version", &self.server_version())
             .finish()
     }
 }
 
 impl RedisTransport {
-    /// Connects and checks the server answers (`PING`).
-    ///
-    /// An unreachable server, a wrong password or a missing ACL permission fails here with an
-    /// error naming the server (never the password). Also reads the server version (when the
-    /// ACL user may run `INFO`), and warns (`tracing`) when the eviction policy is
-    /// `allkeys-*` (when it may run `CONFIG GET`), under which Redis may evict whole streams
-    /// together with their consumer groups.
+    /// Connects and checks the server answers (`PING`): [`RedisClient::connect`], then
+    /// [`from_client`](Self::from_client).
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        if config.is_tls() {
-            install_crypto_provider();
-        }
-        let server = Server::new(config.redacted_url(), config.password());
-        let probe_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout_duration()))
-            .set_response_timeout(Some(config.response_timeout_duration()));
-        let mut probe = config
-            .client()
-            .get_multiplexed_async_connection_with_config(&probe_config)
-            .await
-            .map_err(|e| server.transport(&e, "connect"))?;
-        redis::cmd("PING")
-            .query_async::<Value>(&mut probe)
-            .await
-            .map_err(|e| server.transport(&e, "PING"))?;
-
-        let server_version = match redis::cmd("INFO")
-            .arg("server")
-            .query_async::<String>(&mut probe)
-            .await
-        {
-            Ok(info) => info
-                .lines()
-                .find_map(|line| line.strip_prefix("redis_version:"))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default(),
-            // A least-privilege ACL user may not run INFO: the version is only informative.
-            Err(e) if kind_of(&e) == TransportErrorKind::Permission => {
-                tracing::debug!(server = %server.redacted_url, "no permission for INFO: server version unknown");
-                String::new()
-            }
-            Err(e) => return Err(server.transport(&e, "INFO server").into()),
-        };
-        tracing::info!(server = %server.redacted_url, redis_version = %server_version, "connected to Redis");
-        check_eviction_policy(&mut probe, &server).await;
-        drop(probe);
-
-        let conn = manager(&config, Some(config.response_timeout_duration()))
-            .await
-            .map_err(|e| server.transport(&e, "connect"))?;
-        let keys = config.keys();
-        Ok(RedisTransport {
-            inner: Arc::new(Inner {
-                config,
-                keys,
-                server,
-                conn,
-                server_version,
-            }),
-        })
+        RedisClient::connect(config).await.map(Self::from_client)
     }
 
     /// Connects to `REDIS_URL` (default `redis://127.0.0.1:6379`) with default settings.
@@ -125,28 +59,34 @@ impl RedisTransport {
         RedisTransport::connect(RedisConfig::from_env()?).await
     }
 
-    pub(crate) fn inner(&self) -> &Inner {
-        &self.inner
+    /// The Streams bus on `client`'s server and namespace, sharing its connection.
+    pub fn from_client(client: RedisClient) -> Self {
+        RedisTransport { client }
     }
 
-    pub(crate) fn shared(&self) -> Arc<Inner> {
-        self.inner.clone()
+    /// The client it runs on (for the other stores of the same server and namespace).
+    pub fn client(&self) -> &RedisClient {
+        &self.client
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        self.client.inner()
     }
 
     /// The configuration it was connected with.
     pub fn config(&self) -> &RedisConfig {
-        &self.inner.config
+        self.client.config()
     }
 
     /// The key layout.
     pub fn keys(&self) -> &Keys {
-        &self.inner.keys
+        self.client.keys()
     }
 
     /// The server's `redis_version`, as reported by `INFO server` when connecting; empty when
     /// the ACL user may not run `INFO`.
     pub fn server_version(&self) -> &str {
-        &self.inner.server_version
+        self.client.server_version()
     }
 
     /// Opens a consumer with its own connection for blocking reads (the trait's
@@ -157,26 +97,24 @@ impl RedisTransport {
                 "a consumer needs a group, a name and at least one topic (got {spec:?})"
             )));
         }
-        let reader = manager(&self.inner.config, None)
-            .await
-            .map_err(|e| CoreError::Transport(self.inner.server.transport(&e, "connect")))?;
-        Ok(RedisConsumer::new(self.inner.clone(), reader, spec))
+        let reader = self.client.dedicated_connection().await?;
+        Ok(RedisConsumer::new(self.client.clone(), reader, spec))
     }
 
     fn stream_maxlen(&self, topic: &Topic) -> u64 {
         match topic {
-            Topic::Type(event_type) => self.inner.config.stream_maxlen(event_type),
-            Topic::All => self.inner.config.global_stream_maxlen(),
+            Topic::Type(event_type) => self.inner().config.stream_maxlen(event_type),
+            Topic::All => self.inner().config.global_stream_maxlen(),
             Topic::Replies(_) => REPLY_STREAM_MAXLEN,
             // A command stream is bounded like an event type's: by the default per-type limit.
-            _ => self.inner.config.stream_maxlen(""),
+            _ => self.inner().config.stream_maxlen(""),
         }
     }
 
     async fn query(&self, cmd: &Cmd, operation: &str) -> CoreResult<Value> {
-        cmd.query_async(&mut self.inner.conn.clone())
+        cmd.query_async(&mut self.inner().conn.clone())
             .await
-            .map_err(|e| self.inner.server.error(&e, operation, None))
+            .map_err(|e| self.inner().server.error(&e, operation, None))
     }
 
     async fn group_lag(
@@ -185,7 +123,7 @@ impl RedisTransport {
         topic: &Topic,
         only: Option<&str>,
     ) -> CoreResult<Vec<GroupLag>> {
-        let server = &self.inner.server;
+        let server = &self.inner().server;
         let groups = match self
             .query(redis::cmd("XINFO").arg("GROUPS").arg(key), "XINFO GROUPS")
             .await
@@ -225,7 +163,7 @@ impl RedisTransport {
                 .arg(1);
             pipe.cmd("XINFO").arg("CONSUMERS").arg(key).arg(&name);
             let (oldest, consumers): (Value, Value) = pipe
-                .query_async(&mut self.inner.conn.clone())
+                .query_async(&mut self.inner().conn.clone())
                 .await
                 .map_err(|e| server.error(&e, "XPENDING", Some((&topic.to_string(), &name))))?;
             let oldest_pending_idle = reply::pending_rows(&oldest)
@@ -260,7 +198,7 @@ impl RedisTransport {
         DeadLetter {
             id: entry.id.clone(),
             origin_topic: self
-                .inner
+                .inner()
                 .keys
                 .topic_of(origin_stream)
                 .unwrap_or_else(|| Topic::of_type(origin_stream)),
@@ -295,7 +233,7 @@ impl RedisTransport {
             )
             .await?;
         reply::entries(&value)
-            .ok_or_else(|| self.inner.server.protocol("XRANGE", "unexpected reply"))
+            .ok_or_else(|| self.inner().server.protocol("XRANGE", "unexpected reply"))
     }
 
     /// Replays one dead letter; `false` when it is gone or has no fields to replay.
@@ -304,7 +242,7 @@ impl RedisTransport {
     /// strings, so an entry whose fields are not UTF-8 comes back byte for byte. The origin
     /// stream must be one of this namespace's streams.
     async fn replay_one(&self, dlq: &str, letter: &RawEntry) -> CoreResult<bool> {
-        let server = &self.inner.server;
+        let server = &self.inner().server;
         let origin = letter
             .fields
             .iter()
@@ -315,14 +253,14 @@ impl RedisTransport {
             .unwrap_or_default();
         let topic = std::str::from_utf8(origin)
             .ok()
-            .and_then(|key| self.inner.keys.topic_of(key))
+            .and_then(|key| self.inner().keys.topic_of(key))
             .ok_or_else(|| {
                 CoreError::Config(format!(
                     "dead letter {} names origin stream `{}`, which is not a stream of \
                      namespace `{}`: not replayed",
                     letter.id,
                     String::from_utf8_lossy(origin),
-                    self.inner.keys.namespace()
+                    self.inner().keys.namespace()
                 ))
             })?;
         let replayed: Value = scripts::REPLAY
@@ -330,7 +268,7 @@ impl RedisTransport {
             .key(origin)
             .arg(&letter.id)
             .arg(self.stream_maxlen(&topic))
-            .invoke_async(&mut self.inner.conn.clone())
+            .invoke_async(&mut self.inner().conn.clone())
             .await
             .map_err(|e| server.error(&e, "replay dead letter", None))?;
         match replayed {
@@ -357,8 +295,8 @@ impl StreamTransport for RedisTransport {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = &self.inner.keys;
-        let config = &self.inner.config;
+        let keys = &self.inner().keys;
+        let config = &self.inner().config;
         let global = keys.stream(&Topic::All);
         let global_maxlen = config.global_stream_maxlen();
         let mut pipe = redis::Pipeline::with_capacity(events.len() * 2);
@@ -388,15 +326,15 @@ impl StreamTransport for RedisTransport {
             ));
         }
         let ids: Vec<String> = pipe
-            .query_async(&mut self.inner.conn.clone())
+            .query_async(&mut self.inner().conn.clone())
             .await
             .map_err(|e| {
-                self.inner
+                self.inner()
                     .server
                     .error(&e, "publish (MULTI XADD … EXEC)", None)
             })?;
         if ids.len() != events.len() * 2 {
-            return Err(self.inner.server.protocol(
+            return Err(self.inner().server.protocol(
                 "publish",
                 format!("{} ids for {} XADDs", ids.len(), events.len() * 2),
             ));
@@ -412,7 +350,7 @@ impl StreamTransport for RedisTransport {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let key = self.inner.keys.stream(topic);
+        let key = self.inner().keys.stream(topic);
         let maxlen = self.stream_maxlen(topic);
         let existing_only = matches!(topic, Topic::Replies(_));
         let mut pipe = redis::Pipeline::with_capacity(entries.len());
@@ -426,9 +364,9 @@ impl StreamTransport for RedisTransport {
             });
         }
         let ids: Vec<Option<String>> = pipe
-            .query_async(&mut self.inner.conn.clone())
+            .query_async(&mut self.inner().conn.clone())
             .await
-            .map_err(|e| self.inner.server.error(&e, "append (XADD)", None))?;
+            .map_err(|e| self.inner().server.error(&e, "append (XADD)", None))?;
         if ids.iter().any(Option::is_none) {
             tracing::debug!(topic = %topic, "stream is gone: entries dropped");
         }
@@ -436,7 +374,7 @@ impl StreamTransport for RedisTransport {
     }
 
     async fn ensure_group(&self, topic: &Topic, group: &str, start: StartFrom) -> CoreResult<()> {
-        let key = self.inner.keys.stream(topic);
+        let key = self.inner().keys.stream(topic);
         let id = match start {
             StartFrom::New => "$",
             StartFrom::Beginning => "0",
@@ -447,12 +385,12 @@ impl StreamTransport for RedisTransport {
             .arg(group)
             .arg(id)
             .arg("MKSTREAM")
-            .query_async::<Value>(&mut self.inner.conn.clone())
+            .query_async::<Value>(&mut self.inner().conn.clone())
             .await;
         match result {
             Ok(_) => Ok(()),
             Err(e) if has_code(&e, "BUSYGROUP") => Ok(()),
-            Err(e) => Err(self.inner.server.error(&e, "XGROUP CREATE", None)),
+            Err(e) => Err(self.inner().server.error(&e, "XGROUP CREATE", None)),
         }
     }
 
@@ -462,13 +400,13 @@ impl StreamTransport for RedisTransport {
 
     async fn lag(&self, group: Option<&str>) -> CoreResult<Vec<GroupLag>> {
         let mut stream_keys = self
-            .scan(&self.inner.keys.stream_pattern(), Some("stream"))
+            .scan(&self.inner().keys.stream_pattern(), Some("stream"))
             .await?;
         stream_keys.sort();
         stream_keys.dedup();
         let mut out = Vec::new();
         for key in stream_keys {
-            let Some(topic) = self.inner.keys.topic_of(&key) else {
+            let Some(topic) = self.inner().keys.topic_of(&key) else {
                 continue;
             };
             out.extend(self.group_lag(&key, &topic, group).await?);
@@ -478,7 +416,7 @@ impl StreamTransport for RedisTransport {
     }
 
     async fn dead_letters(&self, group: &str, count: usize) -> CoreResult<Vec<DeadLetter>> {
-        let key = self.inner.keys.dead_letters(group);
+        let key = self.inner().keys.dead_letters(group);
         let entries = self.read_dead_letters(&key, "-", count.max(1)).await?;
         Ok(entries
             .iter()
@@ -488,7 +426,7 @@ impl StreamTransport for RedisTransport {
     }
 
     async fn replay_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> CoreResult<usize> {
-        let dlq = self.inner.keys.dead_letters(group);
+        let dlq = self.inner().keys.dead_letters(group);
         let mut replayed = 0;
         match ids {
             Some(ids) => {
@@ -496,8 +434,9 @@ impl StreamTransport for RedisTransport {
                     let entries = self
                         .query(redis::cmd("XRANGE").arg(&dlq).arg(id).arg(id), "XRANGE")
                         .await?;
-                    let entries = reply::entries(&entries)
-                        .ok_or_else(|| self.inner.server.protocol("XRANGE", "unexpected reply"))?;
+                    let entries = reply::entries(&entries).ok_or_else(|| {
+                        self.inner().server.protocol("XRANGE", "unexpected reply")
+                    })?;
                     for entry in &entries {
                         if self.replay_one(&dlq, entry).await? {
                             replayed += 1;
@@ -525,7 +464,7 @@ impl StreamTransport for RedisTransport {
     }
 
     async fn purge_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> CoreResult<usize> {
-        let dlq = self.inner.keys.dead_letters(group);
+        let dlq = self.inner().keys.dead_letters(group);
         let deleted: i64 = match ids {
             Some([]) => 0,
             Some(ids) => {
@@ -541,9 +480,9 @@ impl StreamTransport for RedisTransport {
                     .arg(&dlq)
                     .cmd("DEL")
                     .arg(&dlq)
-                    .query_async(&mut self.inner.conn.clone())
+                    .query_async(&mut self.inner().conn.clone())
                     .await
-                    .map_err(|e| self.inner.server.error(&e, "XLEN+DEL", None))?;
+                    .map_err(|e| self.inner().server.error(&e, "XLEN+DEL", None))?;
                 len
             }
         };
@@ -551,7 +490,7 @@ impl StreamTransport for RedisTransport {
     }
 
     fn describe(&self) -> String {
-        self.inner.server.redacted_url.clone()
+        self.inner().server.redacted_url.clone()
     }
 
     fn reply_streams(&self) -> Option<std::sync::Arc<dyn ReplyStreams>> {
@@ -606,7 +545,7 @@ impl ReplyStreams for RedisTransport {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         self.query(
             redis::cmd("PEXPIRE")
-                .arg(self.inner.keys.stream(topic))
+                .arg(self.inner().keys.stream(topic))
                 .arg(ms),
             "PEXPIRE",
         )
@@ -615,8 +554,11 @@ impl ReplyStreams for RedisTransport {
     }
 
     async fn remove(&self, topic: &Topic) -> CoreResult<()> {
-        self.query(redis::cmd("DEL").arg(self.inner.keys.stream(topic)), "DEL")
-            .await?;
+        self.query(
+            redis::cmd("DEL").arg(self.inner().keys.stream(topic)),
+            "DEL",
+        )
+        .await?;
         Ok(())
     }
 }
@@ -641,68 +583,21 @@ fn parse_consumers(value: &Value) -> Option<Vec<ConsumerInfo>> {
         .collect()
 }
 
-/// A `ConnectionManager` with this configuration's timeouts and reconnect backoff.
-pub(crate) async fn manager(
-    config: &RedisConfig,
-    response_timeout: Option<Duration>,
-) -> redis::RedisResult<ConnectionManager> {
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout_duration()))
-        .set_response_timeout(response_timeout)
-        .set_min_delay(Duration::from_millis(100))
-        .set_max_delay(Duration::from_secs(5))
-        .set_number_of_retries(6);
-    ConnectionManager::new_with_config(config.client().clone(), manager_config).await
-}
-
-async fn check_eviction_policy(conn: &mut redis::aio::MultiplexedConnection, server: &Server) {
-    let reply = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async::<Value>(conn)
-        .await;
-    let policy = match reply {
-        Ok(value) => reply::map(&value)
-            .and_then(|pairs| reply::field(&pairs, "maxmemory-policy").and_then(reply::text)),
-        Err(e) => {
-            tracing::debug!(server = %server.redacted_url, error = %e, "cannot read maxmemory-policy");
-            None
-        }
-    };
-    if let Some(policy) = policy.filter(|p| p.starts_with("allkeys-")) {
-        tracing::warn!(
-            server = %server.redacted_url,
-            maxmemory_policy = %policy,
-            "Redis may evict whole streams together with their consumer groups under this \
-             eviction policy; use noeviction or a volatile-* policy for the event bus"
-        );
-    }
-}
-
-/// Installs rustls' ring provider as the process default, once (an already installed
-/// provider is kept).
-fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 impl RedisTransport {
     /// Deletes every key of this transport's namespace (streams with their groups, dead
     /// letters): for demos and tests that clean up after themselves. Returns how many keys
     /// were deleted. Pub/Sub channels and other namespaces are untouched.
     pub async fn delete_namespace(&self) -> CoreResult<u64> {
         let keys = self
-            .scan(&format!("{}:*", self.inner.keys.namespace()), None)
+            .scan(&format!("{}:*", self.inner().keys.namespace()), None)
             .await?;
         let mut deleted = 0u64;
         for batch in keys.chunks(500) {
             let n: u64 = redis::cmd("UNLINK")
                 .arg(batch)
-                .query_async(&mut self.inner.conn.clone())
+                .query_async(&mut self.inner().conn.clone())
                 .await
-                .map_err(|e| self.inner.server.error(&e, "UNLINK", None))?;
+                .map_err(|e| self.inner().server.error(&e, "UNLINK", None))?;
             deleted += n;
         }
         Ok(deleted)
@@ -710,7 +605,7 @@ impl RedisTransport {
 
     /// Every key matching `pattern` (of `key_type`, when given), by `SCAN` (never `KEYS`).
     async fn scan(&self, pattern: &str, key_type: Option<&str>) -> CoreResult<Vec<String>> {
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.inner().conn.clone();
         let mut cursor = 0u64;
         let mut keys = Vec::new();
         loop {
@@ -726,7 +621,7 @@ impl RedisTransport {
             let (next, batch): (u64, Vec<String>) = cmd
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| self.inner.server.error(&e, "SCAN", None))?;
+                .map_err(|e| self.inner().server.error(&e, "SCAN", None))?;
             keys.extend(batch);
             if next == 0 {
                 return Ok(keys);

@@ -25,7 +25,8 @@ const REGISTRY_ATTEMPTS: usize = 10;
 
 /// Entries one `XAUTOCLAIM` moves when a new lease holder adopts what is pending.
 const ADOPT_PAGE: usize = 100;
-use crate::transport::{Inner, RedisTransport};
+use crate::client::{Inner, RedisClient};
+use crate::transport::RedisTransport;
 
 /// The Redis read-model store of a [`RedisTransport`] (same server, namespace and
 /// connection).
@@ -65,8 +66,13 @@ impl std::fmt::Debug for RedisReadModels {
 impl RedisReadModels {
     /// The store of `transport`'s server and namespace.
     pub fn new(transport: &RedisTransport) -> Self {
+        RedisReadModels::from_client(transport.client())
+    }
+
+    /// The store of `client`'s server and namespace.
+    pub fn from_client(client: &RedisClient) -> Self {
         RedisReadModels {
-            inner: transport.shared(),
+            inner: client.shared(),
             prefix: String::new(),
         }
     }
