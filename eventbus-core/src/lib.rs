@@ -101,7 +101,7 @@ pub use pubsub::{
     PubSubBus, PubSubStats, PubSubSubscription, PubSubSubscriptionBuilder, PubSubTransport,
 };
 pub use router::{CompiledRule, Dispatch, IntoRule, Router, RouterStats, Rule, RuleFailure};
-pub use transport::{StartFrom, StreamConsumer, StreamTransport, Topic};
+pub use transport::{StartFrom, StreamAdmin, StreamConsumer, StreamTransport, Topic};
 
 /// Items used by code the macros generate. Not public API: no stability guarantees.
 #[doc(hidden)]

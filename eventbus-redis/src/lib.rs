@@ -53,6 +53,7 @@
 //! TLS (webpki roots, or a private CA with [`RedisConfig::tls_ca_file`]), `rediss://…#insecure`
 //! to skip certificate verification. Errors name the server with its password redacted.
 
+mod admin;
 mod app;
 pub mod client;
 pub mod codec;

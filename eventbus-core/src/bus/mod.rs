@@ -134,6 +134,7 @@ mod tests {
 
     use super::*;
     use crate::transport::memory::MemoryTransport;
+    use crate::transport::StreamAdmin;
     use crate::HandlerError;
 
     #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -9,7 +9,8 @@ use crate::envelope::Envelope;
 use crate::error::Error;
 use crate::memory::streams::StreamId;
 use crate::transport::{
-    ConsumerSpec, DeadLetterReason, Delivery, StartFrom, StreamConsumer, StreamTransport, Topic,
+    ConsumerSpec, DeadLetterReason, Delivery, StartFrom, StreamAdmin, StreamConsumer,
+    StreamTransport, Topic,
 };
 
 const GROUP: &str = "svc-consumers";

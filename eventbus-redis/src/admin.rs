@@ -1,0 +1,352 @@
+//! The admin side of [`RedisTransport`]: groups' lag, dead letters (browse, replay, purge)
+//! and scans of the namespace.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventbus_core::transport::{
+    ConsumerInfo, DeadLetter, DeadLetterReason, GroupLag, StreamAdmin, Topic,
+};
+use eventbus_core::{EntryId, Error as CoreError, Result as CoreResult};
+use redis::Value;
+
+use crate::codec;
+use crate::reply::{self, RawEntry};
+use crate::scripts;
+use crate::transport::RedisTransport;
+
+/// How many dead letters one `XRANGE` page reads when replaying all of them.
+const REPLAY_PAGE: usize = 100;
+
+#[async_trait]
+impl StreamAdmin for RedisTransport {
+    async fn lag(&self, group: Option<&str>) -> CoreResult<Vec<GroupLag>> {
+        let mut stream_keys = self
+            .scan(&self.inner().keys.stream_pattern(), Some("stream"))
+            .await?;
+        stream_keys.sort();
+        stream_keys.dedup();
+        let mut out = Vec::new();
+        for key in stream_keys {
+            let Some(topic) = self.inner().keys.topic_of(&key) else {
+                continue;
+            };
+            out.extend(self.group_lag(&key, &topic, group).await?);
+        }
+        out.sort_by(|a, b| (&a.topic, &a.group).cmp(&(&b.topic, &b.group)));
+        Ok(out)
+    }
+
+    async fn dead_letters(&self, group: &str, count: usize) -> CoreResult<Vec<DeadLetter>> {
+        let key = self.inner().keys.dead_letters(group);
+        let entries = self.read_dead_letters(&key, "-", count.max(1)).await?;
+        Ok(entries
+            .iter()
+            .take(count)
+            .map(|e| self.parse_dead_letter(e))
+            .collect())
+    }
+
+    async fn replay_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> CoreResult<usize> {
+        let dlq = self.inner().keys.dead_letters(group);
+        let mut replayed = 0;
+        match ids {
+            Some(ids) => {
+                for id in ids {
+                    let entries = self
+                        .query(redis::cmd("XRANGE").arg(&dlq).arg(id).arg(id), "XRANGE")
+                        .await?;
+                    let entries = reply::entries(&entries).ok_or_else(|| {
+                        self.inner().server.protocol("XRANGE", "unexpected reply")
+                    })?;
+                    for entry in &entries {
+                        if self.replay_one(&dlq, entry).await? {
+                            replayed += 1;
+                        }
+                    }
+                }
+            }
+            None => {
+                let mut start = "-".to_owned();
+                loop {
+                    let page = self.read_dead_letters(&dlq, &start, REPLAY_PAGE).await?;
+                    for entry in &page {
+                        if self.replay_one(&dlq, entry).await? {
+                            replayed += 1;
+                        }
+                    }
+                    match page.last() {
+                        Some(last) if page.len() == REPLAY_PAGE => start = format!("({}", last.id),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        Ok(replayed)
+    }
+
+    async fn purge_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> CoreResult<usize> {
+        let dlq = self.inner().keys.dead_letters(group);
+        let deleted: i64 = match ids {
+            Some([]) => 0,
+            Some(ids) => {
+                let value = self
+                    .query(redis::cmd("XDEL").arg(&dlq).arg(ids), "XDEL")
+                    .await?;
+                reply::int(&value).unwrap_or(0)
+            }
+            None => {
+                let (len, _): (i64, i64) = redis::pipe()
+                    .atomic()
+                    .cmd("XLEN")
+                    .arg(&dlq)
+                    .cmd("DEL")
+                    .arg(&dlq)
+                    .query_async(&mut self.inner().conn.clone())
+                    .await
+                    .map_err(|e| self.inner().server.error(&e, "XLEN+DEL", None))?;
+                len
+            }
+        };
+        Ok(usize::try_from(deleted).unwrap_or(0))
+    }
+}
+
+impl RedisTransport {
+    async fn group_lag(
+        &self,
+        key: &str,
+        topic: &Topic,
+        only: Option<&str>,
+    ) -> CoreResult<Vec<GroupLag>> {
+        let server = &self.inner().server;
+        let groups = match self
+            .query(redis::cmd("XINFO").arg("GROUPS").arg(key), "XINFO GROUPS")
+            .await
+        {
+            Ok(groups) => groups,
+            // The stream vanished between SCAN and XINFO.
+            Err(CoreError::Transport(e)) if e.to_string().contains("no such key") => {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(e),
+        };
+        let groups =
+            reply::items(&groups).ok_or_else(|| server.protocol("XINFO GROUPS", "not an array"))?;
+        let mut out = Vec::new();
+        for group in groups {
+            let info =
+                reply::map(group).ok_or_else(|| server.protocol("XINFO GROUPS", "not a map"))?;
+            let Some(name) = reply::field(&info, "name").and_then(reply::text) else {
+                return Err(server.protocol("XINFO GROUPS", "group without a name"));
+            };
+            if only.is_some_and(|g| g != name) {
+                continue;
+            }
+            let pending = reply::field(&info, "pending")
+                .and_then(reply::int)
+                .unwrap_or(0);
+            let lag = reply::field(&info, "lag")
+                .and_then(reply::int)
+                .and_then(|l| u64::try_from(l).ok());
+
+            let mut pipe = redis::pipe();
+            pipe.cmd("XPENDING")
+                .arg(key)
+                .arg(&name)
+                .arg("-")
+                .arg("+")
+                .arg(1);
+            pipe.cmd("XINFO").arg("CONSUMERS").arg(key).arg(&name);
+            let (oldest, consumers): (Value, Value) = pipe
+                .query_async(&mut self.inner().conn.clone())
+                .await
+                .map_err(|e| server.error(&e, "XPENDING", Some((&topic.to_string(), &name))))?;
+            let oldest_pending_idle = reply::pending_rows(&oldest)
+                .and_then(|rows| rows.first().map(|r| Duration::from_millis(r.idle_ms)));
+            let consumers = parse_consumers(&consumers)
+                .ok_or_else(|| server.protocol("XINFO CONSUMERS", "unexpected reply"))?;
+            out.push(GroupLag {
+                topic: topic.clone(),
+                group: name,
+                lag,
+                pending: u64::try_from(pending).unwrap_or(0),
+                oldest_pending_idle,
+                consumers,
+            });
+        }
+        Ok(out)
+    }
+
+    fn parse_dead_letter(&self, entry: &RawEntry) -> DeadLetter {
+        let fields = entry.text_fields();
+        let get = |name: &str| {
+            fields
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        let origin_stream = get("origin_stream");
+        let original: Vec<(String, String)> =
+            serde_json::from_str(get("entry")).unwrap_or_default();
+        DeadLetter {
+            id: entry.id.clone(),
+            origin_topic: self
+                .inner()
+                .keys
+                .topic_of(origin_stream)
+                .unwrap_or_else(|| Topic::of_type(origin_stream)),
+            origin_id: get("origin_id").to_owned(),
+            group: get("group").to_owned(),
+            reason: DeadLetterReason {
+                error: get("error").to_owned(),
+                delivery_count: get("delivery_count").parse().unwrap_or(0),
+                consumer: get("consumer").to_owned(),
+            },
+            dead_lettered_at: get("dead_lettered_at").parse().unwrap_or(0.0),
+            event: codec::decode(&original).ok(),
+            fields: original,
+        }
+    }
+
+    async fn read_dead_letters(
+        &self,
+        key: &str,
+        start: &str,
+        count: usize,
+    ) -> CoreResult<Vec<RawEntry>> {
+        let value = self
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count),
+                "XRANGE",
+            )
+            .await?;
+        reply::entries(&value)
+            .ok_or_else(|| self.inner().server.protocol("XRANGE", "unexpected reply"))
+    }
+
+    /// Replays one dead letter; `false` when it is gone or has no fields to replay.
+    ///
+    /// The original fields are copied inside Redis ([`scripts::REPLAY`]), never through Rust
+    /// strings, so an entry whose fields are not UTF-8 comes back byte for byte. The origin
+    /// stream must be one of this namespace's streams.
+    async fn replay_one(&self, dlq: &str, letter: &RawEntry) -> CoreResult<bool> {
+        let server = &self.inner().server;
+        let origin = letter
+            .fields
+            .iter()
+            .flatten()
+            .rev()
+            .find(|(k, _)| k.as_slice() == b"origin_stream")
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or_default();
+        let topic = std::str::from_utf8(origin)
+            .ok()
+            .and_then(|key| self.inner().keys.topic_of(key))
+            .ok_or_else(|| {
+                CoreError::Config(format!(
+                    "dead letter {} names origin stream `{}`, which is not a stream of \
+                     namespace `{}`: not replayed",
+                    letter.id,
+                    String::from_utf8_lossy(origin),
+                    self.inner().keys.namespace()
+                ))
+            })?;
+        let replayed: Value = scripts::REPLAY
+            .key(dlq)
+            .key(origin)
+            .arg(&letter.id)
+            .arg(self.stream_maxlen(&topic))
+            .invoke_async(&mut self.inner().conn.clone())
+            .await
+            .map_err(|e| server.error(&e, "replay dead letter", None))?;
+        match replayed {
+            Value::Nil | Value::Boolean(false) => Ok(false),
+            Value::Int(_) => {
+                tracing::warn!(
+                    dead_letter = %letter.id,
+                    origin = %topic,
+                    "dead letter has no original fields (trimmed before it was dead-lettered): not replayed"
+                );
+                Ok(false)
+            }
+            other if reply::bytes(&other).is_some() => Ok(true),
+            other => {
+                Err(server.protocol("replay dead letter", format!("unexpected reply {other:?}")))
+            }
+        }
+    }
+
+    /// Deletes every key of this transport's namespace (streams with their groups, dead
+    /// letters): for demos and tests that clean up after themselves. Returns how many keys
+    /// were deleted. Pub/Sub channels and other namespaces are untouched.
+    pub async fn delete_namespace(&self) -> CoreResult<u64> {
+        let keys = self
+            .scan(&format!("{}:*", self.inner().keys.namespace()), None)
+            .await?;
+        let mut deleted = 0u64;
+        for batch in keys.chunks(500) {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(batch)
+                .query_async(&mut self.inner().conn.clone())
+                .await
+                .map_err(|e| self.inner().server.error(&e, "UNLINK", None))?;
+            deleted += n;
+        }
+        Ok(deleted)
+    }
+
+    /// Every key matching `pattern` (of `key_type`, when given), by `SCAN` (never `KEYS`).
+    async fn scan(&self, pattern: &str, key_type: Option<&str>) -> CoreResult<Vec<String>> {
+        let mut conn = self.inner().conn.clone();
+        let mut cursor = 0u64;
+        let mut keys = Vec::new();
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(500);
+            if let Some(t) = key_type {
+                cmd.arg("TYPE").arg(t);
+            }
+            let (next, batch): (u64, Vec<String>) = cmd
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.inner().server.error(&e, "SCAN", None))?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn parse_consumers(value: &Value) -> Option<Vec<ConsumerInfo>> {
+    reply::items(value)?
+        .iter()
+        .map(|c| {
+            let info = reply::map(c)?;
+            Some(ConsumerInfo {
+                name: reply::field(&info, "name").and_then(reply::text)?,
+                pending: reply::field(&info, "pending")
+                    .and_then(reply::int)
+                    .and_then(|p| u64::try_from(p).ok())?,
+                idle: Duration::from_millis(
+                    reply::field(&info, "idle")
+                        .and_then(reply::int)
+                        .and_then(|i| u64::try_from(i).ok())?,
+                ),
+            })
+        })
+        .collect()
+}
