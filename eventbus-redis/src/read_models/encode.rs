@@ -3,9 +3,10 @@
 use eventbus_core::projection::{format_f64, ListEnd, ReadModelOp};
 
 /// The Redis commands of `op`, as argument lists with the key second (`HSET key f v`). A
-/// write with nothing to write (no fields, values or members) is no command at all.
-pub(crate) fn commands(op: &ReadModelOp) -> Vec<Vec<String>> {
-    match op {
+/// write with nothing to write (no fields, values or members) is no command at all; a kind
+/// of write this version does not know is an error (why), never silently dropped.
+pub(crate) fn commands(op: &ReadModelOp) -> Result<Vec<Vec<String>>, String> {
+    Ok(match op {
         ReadModelOp::HashSet { key, fields } if !fields.is_empty() => {
             let pairs = fields.iter().flat_map(|(f, v)| [f.clone(), v.clone()]);
             vec![command("HSET", key, pairs)]
@@ -55,9 +56,14 @@ pub(crate) fn commands(op: &ReadModelOp) -> Vec<Vec<String>> {
             vec![command("SREM", key, members.iter().cloned())]
         }
         ReadModelOp::Incr { key, by } => vec![command("INCRBY", key, [by.to_string()])],
-        // Empty writes, and kinds of write this version does not know.
-        _ => Vec::new(),
-    }
+        // Empty writes (the arms above take the others).
+        ReadModelOp::HashSet { .. }
+        | ReadModelOp::HashDel { .. }
+        | ReadModelOp::ListPush { .. }
+        | ReadModelOp::SetAdd { .. }
+        | ReadModelOp::SetRemove { .. } => Vec::new(),
+        other => return Err(format!("no Redis encoding for {other:?}")),
+    })
 }
 
 /// `name key args…`.
@@ -68,6 +74,7 @@ fn command(name: &str, key: &str, args: impl IntoIterator<Item = String>) -> Vec
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -79,10 +86,16 @@ mod tests {
             end,
             max_len: Some(3),
         };
-        assert_eq!(commands(&push(ListEnd::Front))[0], ["LPUSH", "l", "a"]);
-        assert_eq!(commands(&push(ListEnd::Front))[1], ["LTRIM", "l", "0", "2"]);
         assert_eq!(
-            commands(&push(ListEnd::Back))[1],
+            commands(&push(ListEnd::Front)).unwrap()[0],
+            ["LPUSH", "l", "a"]
+        );
+        assert_eq!(
+            commands(&push(ListEnd::Front)).unwrap()[1],
+            ["LTRIM", "l", "0", "2"]
+        );
+        assert_eq!(
+            commands(&push(ListEnd::Back)).unwrap()[1],
             ["LTRIM", "l", "-3", "-1"]
         );
     }
@@ -93,17 +106,20 @@ mod tests {
             key: "h".into(),
             fields: vec![],
         };
-        assert!(commands(&empty).is_empty());
+        assert!(commands(&empty).unwrap().is_empty());
         let set = ReadModelOp::HashSet {
             key: "h".into(),
             fields: vec![("f".into(), "v".into()), ("g".into(), "w".into())],
         };
-        assert_eq!(commands(&set), [["HSET", "h", "f", "v", "g", "w"]]);
+        assert_eq!(commands(&set).unwrap(), [["HSET", "h", "f", "v", "g", "w"]]);
         let incr = ReadModelOp::HashIncrFloat {
             key: "h".into(),
             field: "f".into(),
             by: 100.0,
         };
-        assert_eq!(commands(&incr), [["HINCRBYFLOAT", "h", "f", "100.0"]]);
+        assert_eq!(
+            commands(&incr).unwrap(),
+            [["HINCRBYFLOAT", "h", "f", "100.0"]]
+        );
     }
 }

@@ -143,7 +143,11 @@ impl ReadModelStore for RedisReadModels {
                     targets.len() - 1
                 }
             };
-            for mut c in encode::commands(op) {
+            let encoded = encode::commands(op).map_err(|reason| CoreError::ReadModelWrite {
+                key: op.key().to_owned(),
+                reason,
+            })?;
+            for mut c in encoded {
                 if c.len() > 1 {
                     c[1] = (PROJECT_FIXED_KEYS + 1 + index).to_string();
                 }
