@@ -17,7 +17,6 @@
 #[path = "common/mod.rs"]
 mod common;
 
-
 use clap::Parser;
 use eventbus_core::{
     command, command_handler, event, projection, query, query_handler, App, CommandContext,

@@ -1,7 +1,7 @@
 //! `eventbus dlq list|replay|purge`: a group's dead letters.
 
 use clap::{Args, Subcommand};
-use eventbus_core::transport::{DeadLetter, StreamTransport};
+use eventbus_core::transport::{DeadLetter, StreamAdmin};
 use eventbus_core::EntryId;
 use eventbus_redis::{group_for_service, RedisTransport};
 use serde_json::{json, Value};

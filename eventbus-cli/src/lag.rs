@@ -1,7 +1,7 @@
 //! `eventbus lag`: lag, pending entries and consumers of every stream and group.
 
 use clap::Args;
-use eventbus_core::transport::{GroupLag, StreamTransport};
+use eventbus_core::transport::{GroupLag, StreamAdmin};
 use eventbus_redis::{group_for_service, RedisTransport};
 use serde_json::{json, Value};
 

@@ -69,6 +69,7 @@ pub mod error;
 pub mod es;
 pub mod event;
 pub mod handler;
+mod memory;
 mod panic;
 pub mod pattern;
 pub mod prelude;
@@ -86,8 +87,8 @@ pub use bus::{
 };
 pub use cqrs::{
     Command, CommandBus, CommandClient, CommandContext, CommandError, CommandHandlers,
-    DispatchOptions, Dispatched, Emit, Emitted, NoRejection, Position, Query, QueryBus,
-    QueryContext, QueryError, QueryHandlers, Receipt, ReplyStreams, DEFAULT_REPLY_TTL,
+    CommandServer, DispatchOptions, Dispatched, Emit, Emitted, NoRejection, Position, Query,
+    QueryBus, QueryContext, QueryError, QueryHandlers, Receipt, ReplyStreams, DEFAULT_REPLY_TTL,
 };
 pub use dispatch::Payload;
 pub use envelope::{EntryId, Envelope, Metadata};
@@ -103,7 +104,7 @@ pub use pubsub::{
     PubSubBus, PubSubStats, PubSubSubscription, PubSubSubscriptionBuilder, PubSubTransport,
 };
 pub use router::{CompiledRule, Dispatch, IntoRule, Router, RouterStats, Rule, RuleFailure};
-pub use transport::{StartFrom, StreamConsumer, StreamTransport, Topic};
+pub use transport::{StartFrom, StreamAdmin, StreamConsumer, StreamTransport, Topic};
 
 /// Items used by code the macros generate. Not public API: no stability guarantees.
 #[doc(hidden)]

@@ -107,8 +107,8 @@ pub fn aggregate(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// ```text
 /// #[command_handler]
-/// async fn create_order(cmd: CreateOrder, ctx: &CommandContext) -> Result<OrderCreated, OrderError> { … }
-/// // register: CommandBus::new(events).handle(create_order)
+/// async fn create_order(cmd: CreateOrder, ctx: CommandContext) -> Result<OrderCreated, OrderError> { … }
+/// // register: App::builder(service).command(create_order), or CommandBus::handle
 ///
 /// #[command_handler]
 /// impl OrderService {
@@ -118,8 +118,11 @@ pub fn aggregate(args: TokenStream, input: TokenStream) -> TokenStream {
 /// // register: CommandBus::new(events).handlers(Arc::new(service))
 /// ```
 ///
-/// The fn becomes a unit struct of the same name implementing `CommandHandler<C>`; its
-/// return type must be `Result<C::Output, C::Error>` of the command.
+/// The fn stays the plain fn it is (callable directly in a unit test); the attribute checks
+/// its shape — async, the command by value first, then extractors by value
+/// (`CommandContext`, `State<T>`) — and that it is a `Handler` of its command, reporting a
+/// mistake at the fn. Its return type must be `Result<C::Output, C::Error>` of the command.
+/// Methods of an impl block take `&self`, the command and optionally `&CommandContext`.
 ///
 /// On an aggregate's impl block, `#[command_handler(aggregate)]` makes every async method
 /// taking `&self` (the current state) and a command (with an `#[aggregate_id]`) a handler
@@ -141,11 +144,13 @@ pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// ```text
 /// #[query_handler]
-/// async fn get_order(q: GetOrder, models: &ReadModels) -> Result<Option<OrderSummary>, Error> { … }
+/// async fn get_order(q: GetOrder, models: State<ReadModels>) -> Result<Option<OrderSummary>, QueryError> { … }
 /// ```
 ///
-/// The optional second parameter is `&QueryContext`, or `&T` for a resource registered with
-/// `QueryBus::resource` (fetched for each call; missing → `QueryError::MissingResource`).
+/// As with `#[command_handler]`, the fn stays a plain fn: the query by value first, then
+/// extractors by value (`QueryContext`, `State<T>` for a resource the app or the
+/// `QueryBus` registered, resolved when the handler is bound). Methods of an impl block
+/// take `&self`, the query, and optionally `&QueryContext` or `&T` for a resource.
 #[proc_macro_attribute]
 pub fn query_handler(args: TokenStream, input: TokenStream) -> TokenStream {
     handler::expand(handler::Bus::Query, args.into(), input.into()).into()

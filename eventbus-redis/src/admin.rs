@@ -1,77 +1,406 @@
-//! Operator queries beyond core's [`StreamTransport`](eventbus_core::StreamTransport) admin
-//! methods (`lag`, dead letters): what a tool such as the `eventbus` CLI needs to explain
-//! what it is about to do — whether a stream exists, how long it is, which groups read it.
-//!
-//! ```no_run
-//! use eventbus_core::transport::Topic;
-//! use eventbus_redis::{RedisConfig, RedisTransport};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let transport = RedisTransport::connect(RedisConfig::from_env()?).await?;
-//! match transport.stream_summary(&Topic::of_type("OrderCreated")).await? {
-//!     Some(s) => println!("{} entries, groups {:?}", s.length, s.groups),
-//!     None => println!("no such stream yet"),
-//! }
-//! # Ok(())
-//! # }
-//! ```
+//! The admin side of [`RedisTransport`]: groups' lag, dead letters (browse, replay, purge)
+//! and scans of the namespace.
 
-use eventbus_core::transport::Topic;
-use eventbus_core::Result as CoreResult;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventbus_core::transport::{
+    ConsumerInfo, DeadLetter, DeadLetterReason, GroupLag, StreamAdmin, Topic,
+};
+use eventbus_core::{EntryId, Error as CoreError, Result as CoreResult};
 use redis::Value;
 
-use crate::reply;
+use crate::codec;
+use crate::reply::{self, RawEntry};
+use crate::scripts;
 use crate::transport::RedisTransport;
 
-/// A stream's length and the consumer groups reading it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StreamSummary {
-    /// Entries in the stream (`XLEN`).
-    pub length: u64,
-    /// Names of its consumer groups, in the server's order.
-    pub groups: Vec<String>,
+/// How many dead letters one `XRANGE` page reads when replaying all of them.
+const REPLAY_PAGE: usize = 100;
+
+#[async_trait]
+impl StreamAdmin for RedisTransport {
+    async fn settled(&self, topic: &Topic, group: &str, ids: &[EntryId]) -> CoreResult<bool> {
+        let (Some(first), Some(last)) = (
+            ids.iter().min_by_key(|id| stream_id(id)),
+            ids.iter().max_by_key(|id| stream_id(id)),
+        ) else {
+            return Ok(true);
+        };
+        let inner = self.inner();
+        let key = inner.keys.stream(topic);
+        let mut pipe = redis::pipe();
+        pipe.cmd("XINFO").arg("GROUPS").arg(&key);
+        pipe.cmd("XPENDING")
+            .arg(&key)
+            .arg(group)
+            .arg(first)
+            .arg(last)
+            .arg(ids.len());
+        let (groups, pending): (Value, Value) = match pipe
+            .query_async(&mut inner.conn.clone())
+            .await
+        {
+            Ok(replies) => replies,
+            // No stream or no group yet: nothing was delivered to the group.
+            Err(e) if matches!(e.code(), Some("NOGROUP") | Some("ERR")) => return Ok(false),
+            Err(e) => {
+                return Err(inner
+                    .server
+                    .error(&e, "XPENDING", Some((&topic.to_string(), group))))
+            }
+        };
+        let server = &inner.server;
+        let delivered = reply::items(&groups)
+            .ok_or_else(|| server.protocol("XINFO GROUPS", "not an array"))?
+            .iter()
+            .filter_map(reply::map)
+            .find(|info| reply::field(info, "name").and_then(reply::text).as_deref() == Some(group))
+            .and_then(|info| reply::field(&info, "last-delivered-id").and_then(reply::text));
+        let Some(delivered) = delivered else {
+            return Ok(false);
+        };
+        if stream_id(&delivered) < stream_id(last) {
+            return Ok(false);
+        }
+        let pending = reply::pending_rows(&pending)
+            .ok_or_else(|| server.protocol("XPENDING", "unexpected reply"))?;
+        Ok(!pending.iter().any(|row| ids.contains(&row.id)))
+    }
+
+    async fn lag(&self, group: Option<&str>) -> CoreResult<Vec<GroupLag>> {
+        let mut stream_keys = self
+            .scan(&self.inner().keys.stream_pattern(), Some("stream"))
+            .await?;
+        stream_keys.sort();
+        stream_keys.dedup();
+        let mut out = Vec::new();
+        for key in stream_keys {
+            let Some(topic) = self.inner().keys.topic_of(&key) else {
+                continue;
+            };
+            out.extend(self.group_lag(&key, &topic, group).await?);
+        }
+        out.sort_by(|a, b| (&a.topic, &a.group).cmp(&(&b.topic, &b.group)));
+        Ok(out)
+    }
+
+    async fn dead_letters(&self, group: &str, count: usize) -> CoreResult<Vec<DeadLetter>> {
+        let key = self.inner().keys.dead_letters(group);
+        let entries = self.read_dead_letters(&key, "-", count.max(1)).await?;
+        Ok(entries
+            .iter()
+            .take(count)
+            .map(|e| self.parse_dead_letter(e))
+            .collect())
+    }
+
+    async fn replay_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> CoreResult<usize> {
+        let dlq = self.inner().keys.dead_letters(group);
+        let mut replayed = 0;
+        match ids {
+            Some(ids) => {
+                for id in ids {
+                    let entries = self
+                        .query(redis::cmd("XRANGE").arg(&dlq).arg(id).arg(id), "XRANGE")
+                        .await?;
+                    let entries = reply::entries(&entries).ok_or_else(|| {
+                        self.inner().server.protocol("XRANGE", "unexpected reply")
+                    })?;
+                    for entry in &entries {
+                        if self.replay_one(&dlq, entry).await? {
+                            replayed += 1;
+                        }
+                    }
+                }
+            }
+            None => {
+                let mut start = "-".to_owned();
+                loop {
+                    let page = self.read_dead_letters(&dlq, &start, REPLAY_PAGE).await?;
+                    for entry in &page {
+                        if self.replay_one(&dlq, entry).await? {
+                            replayed += 1;
+                        }
+                    }
+                    match page.last() {
+                        Some(last) if page.len() == REPLAY_PAGE => start = format!("({}", last.id),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        Ok(replayed)
+    }
+
+    async fn purge_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> CoreResult<usize> {
+        let dlq = self.inner().keys.dead_letters(group);
+        let deleted: i64 = match ids {
+            Some([]) => 0,
+            Some(ids) => {
+                let value = self
+                    .query(redis::cmd("XDEL").arg(&dlq).arg(ids), "XDEL")
+                    .await?;
+                reply::int(&value).unwrap_or(0)
+            }
+            None => {
+                let (len, _): (i64, i64) = redis::pipe()
+                    .atomic()
+                    .cmd("XLEN")
+                    .arg(&dlq)
+                    .cmd("DEL")
+                    .arg(&dlq)
+                    .query_async(&mut self.inner().conn.clone())
+                    .await
+                    .map_err(|e| self.inner().server.error(&e, "XLEN+DEL", None))?;
+                len
+            }
+        };
+        Ok(usize::try_from(deleted).unwrap_or(0))
+    }
 }
 
 impl RedisTransport {
-    /// A topic's stream: its length and groups, or `None` when the stream does not exist.
-    ///
-    /// Runs `XINFO GROUPS` and `XLEN` (ACL: `+xinfo|groups +xlen`, which the documented
-    /// operator role has and the consumer role doesn't). Not atomic: the stream may change
-    /// between the two.
-    pub async fn stream_summary(&self, topic: &Topic) -> CoreResult<Option<StreamSummary>> {
-        let inner = self.inner();
-        let key = inner.keys.stream(topic);
-        let mut conn = inner.conn.clone();
-        let groups: Value = match redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&key)
-            .query_async(&mut conn)
+    async fn group_lag(
+        &self,
+        key: &str,
+        topic: &Topic,
+        only: Option<&str>,
+    ) -> CoreResult<Vec<GroupLag>> {
+        let server = &self.inner().server;
+        let groups = match self
+            .query(redis::cmd("XINFO").arg("GROUPS").arg(key), "XINFO GROUPS")
             .await
         {
             Ok(groups) => groups,
-            Err(e) if e.to_string().contains("no such key") => return Ok(None),
-            Err(e) => return Err(inner.server.error(&e, "XINFO GROUPS", None)),
+            // The stream vanished between SCAN and XINFO.
+            Err(CoreError::Transport(e)) if e.to_string().contains("no such key") => {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(e),
         };
-        let groups = reply::items(&groups)
-            .ok_or_else(|| inner.server.protocol("XINFO GROUPS", "not an array"))?
-            .iter()
-            .map(|g| {
-                reply::map(g)
-                    .and_then(|info| reply::field(&info, "name").and_then(reply::text))
-                    .ok_or_else(|| {
-                        inner
-                            .server
-                            .protocol("XINFO GROUPS", "group without a name")
-                    })
-            })
-            .collect::<CoreResult<Vec<String>>>()?;
-        let length: u64 = redis::cmd("XLEN")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| inner.server.error(&e, "XLEN", None))?;
-        Ok(Some(StreamSummary { length, groups }))
+        let groups =
+            reply::items(&groups).ok_or_else(|| server.protocol("XINFO GROUPS", "not an array"))?;
+        let mut out = Vec::new();
+        for group in groups {
+            let info =
+                reply::map(group).ok_or_else(|| server.protocol("XINFO GROUPS", "not a map"))?;
+            let Some(name) = reply::field(&info, "name").and_then(reply::text) else {
+                return Err(server.protocol("XINFO GROUPS", "group without a name"));
+            };
+            if only.is_some_and(|g| g != name) {
+                continue;
+            }
+            let pending = reply::field(&info, "pending")
+                .and_then(reply::int)
+                .unwrap_or(0);
+            let lag = reply::field(&info, "lag")
+                .and_then(reply::int)
+                .and_then(|l| u64::try_from(l).ok());
+
+            let mut pipe = redis::pipe();
+            pipe.cmd("XPENDING")
+                .arg(key)
+                .arg(&name)
+                .arg("-")
+                .arg("+")
+                .arg(1);
+            pipe.cmd("XINFO").arg("CONSUMERS").arg(key).arg(&name);
+            let (oldest, consumers): (Value, Value) = pipe
+                .query_async(&mut self.inner().conn.clone())
+                .await
+                .map_err(|e| server.error(&e, "XPENDING", Some((&topic.to_string(), &name))))?;
+            let oldest_pending_idle = reply::pending_rows(&oldest)
+                .and_then(|rows| rows.first().map(|r| Duration::from_millis(r.idle_ms)));
+            let consumers = parse_consumers(&consumers)
+                .ok_or_else(|| server.protocol("XINFO CONSUMERS", "unexpected reply"))?;
+            out.push(GroupLag {
+                topic: topic.clone(),
+                group: name,
+                lag,
+                pending: u64::try_from(pending).unwrap_or(0),
+                oldest_pending_idle,
+                consumers,
+            });
+        }
+        Ok(out)
     }
+
+    fn parse_dead_letter(&self, entry: &RawEntry) -> DeadLetter {
+        let fields = entry.text_fields();
+        let get = |name: &str| {
+            fields
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        let origin_stream = get("origin_stream");
+        let original: Vec<(String, String)> =
+            serde_json::from_str(get("entry")).unwrap_or_default();
+        DeadLetter {
+            id: entry.id.clone(),
+            origin_topic: self
+                .inner()
+                .keys
+                .topic_of(origin_stream)
+                .unwrap_or_else(|| Topic::of_type(origin_stream)),
+            origin_id: get("origin_id").to_owned(),
+            group: get("group").to_owned(),
+            reason: DeadLetterReason {
+                error: get("error").to_owned(),
+                delivery_count: get("delivery_count").parse().unwrap_or(0),
+                consumer: get("consumer").to_owned(),
+            },
+            dead_lettered_at: get("dead_lettered_at").parse().unwrap_or(0.0),
+            event: codec::decode(&original).ok(),
+            fields: original,
+        }
+    }
+
+    async fn read_dead_letters(
+        &self,
+        key: &str,
+        start: &str,
+        count: usize,
+    ) -> CoreResult<Vec<RawEntry>> {
+        let value = self
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count),
+                "XRANGE",
+            )
+            .await?;
+        reply::entries(&value)
+            .ok_or_else(|| self.inner().server.protocol("XRANGE", "unexpected reply"))
+    }
+
+    /// Replays one dead letter; `false` when it is gone or has no fields to replay.
+    ///
+    /// The original fields are copied inside Redis ([`scripts::REPLAY`]), never through Rust
+    /// strings, so an entry whose fields are not UTF-8 comes back byte for byte. The origin
+    /// stream must be one of this namespace's streams.
+    async fn replay_one(&self, dlq: &str, letter: &RawEntry) -> CoreResult<bool> {
+        let server = &self.inner().server;
+        let origin = letter
+            .fields
+            .iter()
+            .flatten()
+            .rev()
+            .find(|(k, _)| k.as_slice() == b"origin_stream")
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or_default();
+        let topic = std::str::from_utf8(origin)
+            .ok()
+            .and_then(|key| self.inner().keys.topic_of(key))
+            .ok_or_else(|| {
+                CoreError::Config(format!(
+                    "dead letter {} names origin stream `{}`, which is not a stream of \
+                     namespace `{}`: not replayed",
+                    letter.id,
+                    String::from_utf8_lossy(origin),
+                    self.inner().keys.namespace()
+                ))
+            })?;
+        let replayed: Value = scripts::REPLAY
+            .key(dlq)
+            .key(origin)
+            .arg(&letter.id)
+            .arg(self.stream_maxlen(&topic))
+            .invoke_async(&mut self.inner().conn.clone())
+            .await
+            .map_err(|e| server.error(&e, "replay dead letter", None))?;
+        match replayed {
+            Value::Nil | Value::Boolean(false) => Ok(false),
+            Value::Int(_) => {
+                tracing::warn!(
+                    dead_letter = %letter.id,
+                    origin = %topic,
+                    "dead letter has no original fields (trimmed before it was dead-lettered): not replayed"
+                );
+                Ok(false)
+            }
+            other if reply::bytes(&other).is_some() => Ok(true),
+            other => {
+                Err(server.protocol("replay dead letter", format!("unexpected reply {other:?}")))
+            }
+        }
+    }
+
+    /// Deletes every key of this transport's namespace (streams with their groups, dead
+    /// letters): for demos and tests that clean up after themselves. Returns how many keys
+    /// were deleted. Pub/Sub channels and other namespaces are untouched.
+    pub async fn delete_namespace(&self) -> CoreResult<u64> {
+        let keys = self
+            .scan(&format!("{}:*", self.inner().keys.namespace()), None)
+            .await?;
+        let mut deleted = 0u64;
+        for batch in keys.chunks(500) {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(batch)
+                .query_async(&mut self.inner().conn.clone())
+                .await
+                .map_err(|e| self.inner().server.error(&e, "UNLINK", None))?;
+            deleted += n;
+        }
+        Ok(deleted)
+    }
+
+    /// Every key matching `pattern` (of `key_type`, when given), by `SCAN` (never `KEYS`).
+    async fn scan(&self, pattern: &str, key_type: Option<&str>) -> CoreResult<Vec<String>> {
+        let mut conn = self.inner().conn.clone();
+        let mut cursor = 0u64;
+        let mut keys = Vec::new();
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(500);
+            if let Some(t) = key_type {
+                cmd.arg("TYPE").arg(t);
+            }
+            let (next, batch): (u64, Vec<String>) = cmd
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.inner().server.error(&e, "SCAN", None))?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn parse_consumers(value: &Value) -> Option<Vec<ConsumerInfo>> {
+    reply::items(value)?
+        .iter()
+        .map(|c| {
+            let info = reply::map(c)?;
+            Some(ConsumerInfo {
+                name: reply::field(&info, "name").and_then(reply::text)?,
+                pending: reply::field(&info, "pending")
+                    .and_then(reply::int)
+                    .and_then(|p| u64::try_from(p).ok())?,
+                idle: Duration::from_millis(
+                    reply::field(&info, "idle")
+                        .and_then(reply::int)
+                        .and_then(|i| u64::try_from(i).ok())?,
+                ),
+            })
+        })
+        .collect()
+}
+
+/// A stream entry id as a number pair, for ordering (`None`, below every id, when malformed).
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }

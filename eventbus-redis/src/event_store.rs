@@ -10,10 +10,11 @@ use eventbus_core::{EntryId, Envelope, Error as CoreError, Result as CoreResult}
 use redis::Value;
 use serde_json::Value as Json;
 
+use crate::client::{Inner, RedisClient};
 use crate::codec;
 use crate::reply;
 use crate::scripts;
-use crate::transport::{Inner, RedisTransport};
+use crate::transport::RedisTransport;
 
 /// The event store of a [`RedisTransport`] (same server, namespace, stream limits and
 /// connection).
@@ -62,8 +63,13 @@ impl std::fmt::Debug for RedisEventStore {
 impl RedisEventStore {
     /// The event store of `transport`'s server and namespace.
     pub fn new(transport: &RedisTransport) -> Self {
+        RedisEventStore::from_client(transport.client())
+    }
+
+    /// The event store of `client`'s server and namespace.
+    pub fn from_client(client: &RedisClient) -> Self {
         RedisEventStore {
-            inner: transport.shared(),
+            inner: client.shared(),
         }
     }
 

@@ -12,10 +12,10 @@ use eventbus_core::{EntryId, Error as CoreError, Result as CoreResult};
 use redis::aio::ConnectionManager;
 use redis::Value;
 
+use crate::client::Inner;
 use crate::consumer::{delivery, parse_claimed, MAX_PAGE};
 use crate::reply;
 use crate::scripts;
-use crate::transport::{manager, Inner};
 
 /// Wraps the consumer of a projection's lease holder. `read` (`XREADGROUP … >`) and
 /// `claim_idle` (`XAUTOCLAIM`) run in Lua scripts that first check the lease key holds this
@@ -44,9 +44,7 @@ impl FencedConsumer {
         projection: &str,
         token: &str,
     ) -> CoreResult<Self> {
-        let waiter = manager(&inner.config, None)
-            .await
-            .map_err(|e| CoreError::Transport(inner.server.transport(&e, "connect")))?;
+        let waiter = inner.dedicated_connection().await?;
         let streams = spec
             .topics
             .iter()

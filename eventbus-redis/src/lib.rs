@@ -55,8 +55,9 @@
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
-pub mod admin;
+mod admin;
 mod app;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod consumer;
@@ -70,11 +71,12 @@ pub mod read_models;
 mod reply;
 pub mod sagas;
 mod scripts;
+pub mod summary;
 pub mod tail;
 pub mod transport;
 
-pub use admin::StreamSummary;
 pub use app::{AppBuilderExt, RedisBackend};
+pub use client::RedisClient;
 pub use config::{RedisConfig, DEFAULT_URL};
 pub use consumer::RedisConsumer;
 pub use error::{Error, Result};
@@ -83,6 +85,7 @@ pub use keys::{group_for_service, Keys, SagaKeys};
 pub use pubsub::RedisPubSub;
 pub use read_models::RedisReadModels;
 pub use sagas::RedisSagaStore;
+pub use summary::StreamSummary;
 pub use tail::{StreamTail, TailEntry};
 pub use transport::RedisTransport;
 

@@ -12,11 +12,12 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use serde_json::Value;
 
+use crate::client::{manager, RedisClient};
 use crate::codec;
 use crate::config::RedisConfig;
 use crate::error::{Result, Server};
 use crate::keys::Keys;
-use crate::transport::{manager, RedisTransport};
+use crate::transport::RedisTransport;
 
 /// Pub/Sub on Redis: `PUBLISH events:{event_type}` with the article's six-key JSON message,
 /// `SUBSCRIBE`/`PSUBSCRIBE` on a dedicated connection per subscription.
@@ -90,6 +91,16 @@ impl RedisPubSub {
         }
     }
 
+    /// Pub/Sub on `client`'s server, sharing its connection for publishing.
+    pub fn from_client(client: &RedisClient) -> Self {
+        let inner = client.inner();
+        RedisPubSub::with_connection(
+            inner.config.clone(),
+            inner.server.clone(),
+            inner.conn.clone(),
+        )
+    }
+
     /// The key layout (its channel prefix names the channels).
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
@@ -99,12 +110,7 @@ impl RedisPubSub {
 impl RedisTransport {
     /// Pub/Sub on the same server, sharing this transport's connection for publishing.
     pub fn pubsub(&self) -> RedisPubSub {
-        let inner = self.inner();
-        RedisPubSub::with_connection(
-            inner.config.clone(),
-            inner.server.clone(),
-            inner.conn.clone(),
-        )
+        RedisPubSub::from_client(self.client())
     }
 }
 

@@ -8,9 +8,10 @@ use eventbus_core::saga::{SagaState, SagaStatus, SagaStore, StepClaim, StepKey, 
 use eventbus_core::{Error as CoreError, Result as CoreResult};
 use redis::{Cmd, FromRedisValue, Script};
 
+use crate::client::{Inner, RedisClient};
 use crate::keys::SagaKeys;
 use crate::scripts;
-use crate::transport::{Inner, RedisTransport};
+use crate::transport::RedisTransport;
 
 /// Ids read per `SSCAN` round trip.
 const SCAN_COUNT: usize = 500;
@@ -50,9 +51,14 @@ fn deadline_arg(deadline: Option<f64>) -> String {
 impl RedisSagaStore {
     /// The store of `transport`'s server and namespace, state at `saga:{saga_id}`.
     pub fn new(transport: &RedisTransport) -> Self {
+        RedisSagaStore::from_client(transport.client())
+    }
+
+    /// The store of `client`'s server and namespace, state at `saga:{saga_id}`.
+    pub fn from_client(client: &RedisClient) -> Self {
         RedisSagaStore {
-            inner: transport.shared(),
-            keys: transport.keys().sagas(),
+            inner: client.shared(),
+            keys: client.keys().sagas(),
         }
     }
 

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 
 use crate::codec;
 use crate::reply;
-use crate::transport::{manager, RedisTransport};
+use crate::transport::RedisTransport;
 
 /// An entry read by a [`StreamTail`]: its id, and the event or why it can't be decoded.
 pub type TailEntry = (EntryId, Result<Envelope<Json>, Malformed>);
@@ -37,9 +37,7 @@ impl RedisTransport {
     /// Follows a topic's stream from its beginning or from now on.
     pub async fn tail(&self, topic: &Topic, from: StartFrom) -> CoreResult<StreamTail> {
         let server = &self.inner().server;
-        let mut conn = manager(&self.inner().config, None)
-            .await
-            .map_err(|e| server.transport(&e, "connect"))?;
+        let mut conn = self.client().dedicated_connection().await?;
         let key = self.keys().stream(topic);
         let cursor = match from {
             StartFrom::Beginning => "0-0".to_string(),

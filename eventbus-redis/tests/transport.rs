@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use eventbus_core::transport::{DeadLetterReason, StartFrom, StreamTransport, Topic};
+use eventbus_core::transport::{DeadLetterReason, StartFrom, StreamAdmin, StreamTransport, Topic};
 use eventbus_core::{Envelope, Error, TransportErrorKind};
 use eventbus_redis::{RedisConfig, RedisTransport};
 use serde_json::{json, Value};

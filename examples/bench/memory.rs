@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use eventbus_core::{EventBus, StreamTransport};
+use eventbus_core::{EventBus, StreamAdmin};
 use serde::{Deserialize, Serialize};
 
 use crate::scenarios::{self, Scope, SERVICE, STALL};

@@ -39,7 +39,7 @@ impl Scope {
     /// Checks that the group has nothing pending and nothing unread, then deletes the
     /// namespace.
     pub async fn finish(self, scenario: &str, group: Option<&str>) -> anyhow::Result<()> {
-        use eventbus_core::StreamTransport;
+        use eventbus_core::StreamAdmin;
         let checked = match group {
             Some(group) => {
                 let lags = self.transport.lag(Some(group)).await?;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use eventbus_core::transport::{ConsumerSpec, StartFrom, StreamTransport, Topic};
 use eventbus_core::{
     command, command_handler, event, query, query_handler, CommandBus, CommandContext,
-    CommandError, DispatchOptions, Emitted, Envelope, EventBus, QueryBus, QueryError, State,
+    CommandError, CommandServer, DispatchOptions, Emitted, Envelope, EventBus, QueryBus,
+    QueryError, State,
 };
 use eventbus_redis::{RedisConfig, RedisTransport};
 use eventbus_tests::{both, Backend, RedisServer};
@@ -364,10 +365,10 @@ async fn remote_commands_are_handled_once_by_one_instance(backend: Backend) {
             .consumer_name(format!("math-{who}"))
             .configure(|o| o.batch_size = 4)
             .on_topic(Topic::Commands("math".into()), {
-                let bus = bus.clone();
+                let server = CommandServer::new(bus.clone());
                 move |e: Envelope<Value>, ctx: eventbus_core::Context| {
-                    let bus = bus.clone();
-                    async move { bus.serve_entry(e, ctx).await }
+                    let server = server.clone();
+                    async move { server.handle(e, ctx).await }
                 }
             });
         instances.push(sub.start().await.unwrap());
@@ -440,10 +441,10 @@ async fn remote_command_to_nobody_times_out(backend: Backend) {
         .group("nobody-home-commands")
         .start_from(StartFrom::Beginning)
         .on_topic(Topic::Commands("nobody-home".into()), {
-            let bus = bus.clone();
+            let server = CommandServer::new(bus.clone());
             move |e: Envelope<Value>, ctx: eventbus_core::Context| {
-                let bus = bus.clone();
-                async move { bus.serve_entry(e, ctx).await }
+                let server = server.clone();
+                async move { server.handle(e, ctx).await }
             }
         })
         .start()
@@ -517,11 +518,9 @@ fn reply_stream_is_kept_while_the_client_runs_and_removed_on_shutdown() {
     eventbus_tests::run_on_redis("reply_stream_removed_on_shutdown", |backend| async move {
         let (transport, namespace) = redis_parts(&backend);
         let served: Arc<std::sync::Mutex<Vec<(u8, String)>>> = Arc::default();
-        let server = CommandBus::new(EventBus::from_arc(backend.transport(), "math"))
-            .handle(adder(served, 1))
-            .serve()
-            .await
-            .unwrap();
+        let commands = CommandBus::new(EventBus::from_arc(backend.transport(), "math"))
+            .handle(adder(served, 1));
+        let server = CommandServer::new(commands).start().await.unwrap();
         let ttl = Duration::from_millis(400);
         let client = eventbus_core::CommandClient::start_with(
             EventBus::from_arc(backend.transport(), "caller"),

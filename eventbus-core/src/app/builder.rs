@@ -10,7 +10,7 @@ use crate::app::consistency::Watched;
 use crate::app::App;
 use crate::bus::handler::erase;
 use crate::bus::{Context, EventBus, SubscriptionBuilder};
-use crate::cqrs::{CommandBus, CommandContext, QueryBus, QueryContext};
+use crate::cqrs::{CommandBus, CommandContext, CommandServer, QueryBus, QueryContext};
 use crate::error::{Error, HandlerError, Result};
 use crate::es::{AggregateHandlers, MemoryEventStore, Repository};
 use crate::event::Event;
@@ -394,7 +394,7 @@ impl AppBuilder {
             parts.participant = Some(participant.start().await?);
         }
         if self.serve_commands {
-            parts.serving = Some(wiring.commands.serve().await?);
+            parts.serving = Some(CommandServer::new(wiring.commands.clone()).start().await?);
         }
         Ok(App {
             events,

@@ -10,6 +10,8 @@ mod backoff;
 mod consumer;
 mod context;
 pub(crate) mod handler;
+mod options;
+mod stats;
 mod subscription;
 
 use std::sync::Arc;
@@ -23,11 +25,10 @@ use crate::transport::StreamTransport;
 
 pub use backoff::Backoff;
 pub use context::{Context, DeliveryInfo};
+pub use options::{default_consumer_name, KeyFn, OrderBy, SubscriptionOptions};
+pub use stats::{ShutdownReport, SubscriptionStats};
 pub(crate) use subscription::WrapConsumer;
-pub use subscription::{
-    default_consumer_name, KeyFn, OrderBy, ShutdownReport, Subscription, SubscriptionBuilder,
-    SubscriptionOptions, SubscriptionStats,
-};
+pub use subscription::{Subscription, SubscriptionBuilder};
 
 /// The consumer group of a service: `{service}-consumers`, as in the reference article.
 pub fn group_for_service(service: &str) -> String {
@@ -167,6 +168,7 @@ mod tests {
 
     use super::*;
     use crate::transport::memory::MemoryTransport;
+    use crate::transport::StreamAdmin;
     use crate::HandlerError;
 
     #[derive(Debug, Clone, Serialize, Deserialize)]

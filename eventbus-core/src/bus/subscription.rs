@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::backoff::Backoff;
 use crate::bus::consumer::{self, Runner};
 use crate::bus::handler::{erase, ErasedHandler};
-use crate::bus::{group_for_service, Context, EventBus};
+use crate::bus::options::{OrderBy, SubscriptionOptions};
+use crate::bus::stats::{ShutdownReport, SubscriptionStats};
+use crate::bus::{Context, EventBus};
 use crate::envelope::Envelope;
 use crate::error::{Error, HandlerError, Result};
 use crate::handler::{bind_here, EventMessage, Handler, Message, Resources};
@@ -21,178 +22,6 @@ use crate::transport::{ConsumerSpec, StartFrom, StreamConsumer, Topic};
 
 /// The shortest `claim_idle` accepted.
 const MIN_CLAIM_IDLE: Duration = Duration::from_millis(100);
-
-/// Extracts an ordering key from an event.
-pub type KeyFn = Arc<dyn Fn(&Envelope<Value>) -> Option<String> + Send + Sync>;
-
-/// Which deliveries must be handled one after another, in stream order.
-#[derive(Clone, Default)]
-pub enum OrderBy {
-    /// Entries of one stream are handled in order, one at a time; streams run concurrently.
-    #[default]
-    Stream,
-    /// Entries with the same correlation id are handled in order; flows run concurrently.
-    Correlation,
-    /// Entries with the same key are handled in order (e.g. an order id from the payload);
-    /// `None` keys are unordered.
-    Key(KeyFn),
-    /// No ordering: up to `concurrency` entries at once.
-    Unordered,
-}
-
-impl fmt::Debug for OrderBy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OrderBy::Stream => f.write_str("Stream"),
-            OrderBy::Correlation => f.write_str("Correlation"),
-            OrderBy::Key(_) => f.write_str("Key(..)"),
-            OrderBy::Unordered => f.write_str("Unordered"),
-        }
-    }
-}
-
-/// Tuning of a subscription. Every field has a production default.
-#[derive(Debug, Clone)]
-pub struct SubscriptionOptions {
-    /// Consumer group; default `{service}-consumers`.
-    pub group: String,
-    /// This consumer's name, stable across restarts so that what it left pending is
-    /// recovered; see [`default_consumer_name`].
-    pub consumer: String,
-    /// Where a new group starts.
-    pub start_from: StartFrom,
-    /// Entries read per round trip (`COUNT`).
-    pub batch_size: usize,
-    /// How long a read waits for new entries (`BLOCK`).
-    pub block: Duration,
-    /// Entries read but not yet finished, at most (reading pauses at this bound).
-    pub prefetch: usize,
-    /// Handlers running at once, at most.
-    pub concurrency: usize,
-    /// Which entries are handled in order.
-    pub order_by: OrderBy,
-    /// Deliveries before an entry is dead-lettered.
-    pub max_deliveries: u32,
-    /// Delay between attempts of a failing entry.
-    pub retry_backoff: Backoff,
-    /// Limit on one handler call; `None`: unlimited.
-    pub handler_timeout: Option<Duration>,
-    /// Entries pending longer than this in another consumer are reclaimed. This consumer
-    /// renews its hold on every entry it read and has not settled each third of this, so a
-    /// slow but live consumer keeps what it holds; every consumer of a group must use the
-    /// same value. At least 100 ms.
-    pub claim_idle: Duration,
-    /// How often to look for such entries.
-    pub claim_interval: Duration,
-    /// Remove consumers of the group idle longer than this (only those with nothing
-    /// pending); `None` keeps them.
-    pub remove_idle_consumers_after: Option<Duration>,
-    /// Backoff after a transport error (connection lost, group missing).
-    pub reconnect_backoff: Backoff,
-    /// Take at most this many entries in all, then stop reading (for tools like
-    /// `eventbus consume --count N`); `None`: no limit.
-    pub limit: Option<u64>,
-    /// How long shutdown waits for in-flight handlers before abandoning them (their entries
-    /// stay pending and are redelivered later).
-    pub shutdown_timeout: Duration,
-}
-
-/// A consumer name stable for this host and service: `{service}-{hostname}`, or
-/// `{service}-{hostname}-{suffix}` when `EVENTBUS_CONSUMER_SUFFIX` is set (several processes
-/// of one service on one host must each set their own suffix, or set names explicitly).
-pub fn default_consumer_name(service: &str) -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string());
-    match std::env::var("EVENTBUS_CONSUMER_SUFFIX") {
-        Ok(suffix) if !suffix.is_empty() => format!("{service}-{host}-{suffix}"),
-        _ => format!("{service}-{host}"),
-    }
-}
-
-impl SubscriptionOptions {
-    /// Defaults for a service.
-    pub fn for_service(service: &str) -> Self {
-        SubscriptionOptions {
-            group: group_for_service(service),
-            consumer: default_consumer_name(service),
-            start_from: StartFrom::New,
-            batch_size: 256,
-            block: Duration::from_secs(2),
-            prefetch: 512,
-            concurrency: 32,
-            order_by: OrderBy::Stream,
-            max_deliveries: 5,
-            retry_backoff: Backoff::default(),
-            handler_timeout: None,
-            claim_idle: Duration::from_secs(30),
-            claim_interval: Duration::from_secs(5),
-            remove_idle_consumers_after: Some(Duration::from_secs(24 * 3600)),
-            reconnect_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
-            limit: None,
-            shutdown_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Counters of a running subscription.
-#[derive(Debug, Default)]
-pub struct SubscriptionStats {
-    pub(crate) handled: AtomicU64,
-    pub(crate) failed_attempts: AtomicU64,
-    pub(crate) dead_lettered: AtomicU64,
-    pub(crate) skipped: AtomicU64,
-    pub(crate) claimed: AtomicU64,
-    pub(crate) acked: AtomicU64,
-    pub(crate) transport_errors: AtomicU64,
-    pub(crate) renewed: AtomicU64,
-    pub(crate) lost: AtomicU64,
-    pub(crate) poison: AtomicU64,
-    pub(crate) abandoned: AtomicU64,
-}
-
-macro_rules! stat_getters {
-    ($($name:ident: $doc:literal),* $(,)?) => {
-        impl SubscriptionStats {
-            $(
-                #[doc = $doc]
-                pub fn $name(&self) -> u64 {
-                    self.$name.load(AtomicOrdering::Relaxed)
-                }
-            )*
-        }
-    };
-}
-
-stat_getters! {
-    handled: "Entries every handler handled.",
-    failed_attempts: "Handler attempts that failed (each retry counts).",
-    dead_lettered: "Entries moved to the dead-letter stream.",
-    skipped: "Entries no handler of this subscription takes (acknowledged).",
-    claimed: "Entries reclaimed from idle consumers or recovered from an earlier run.",
-    acked: "Entries acknowledged.",
-    transport_errors: "Transport errors the consumer loop survived.",
-    renewed: "Holds renewed: entries read and not yet settled, kept from other consumers.",
-    lost: "Entries another consumer took before this one started or acknowledged them \
-           (neither was done here).",
-    poison: "Entries dead-lettered before any handler ran because earlier deliveries never \
-             ended (their consumer crashed, was killed or hung).",
-    abandoned: "Handlers cancelled at shutdown after `shutdown_timeout` (their entries stay \
-                pending).",
-}
-
-impl SubscriptionStats {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, AtomicOrdering::Relaxed);
-    }
-}
 
 /// Builds a [`Subscription`]; see [`EventBus::subscribe`].
 pub struct SubscriptionBuilder {
@@ -470,17 +299,6 @@ impl SubscriptionBuilder {
             stats,
         })
     }
-}
-
-/// What a subscription's shutdown left undone.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// Handlers still running at `shutdown_timeout`, cancelled; their entries stay pending.
-    pub abandoned: u64,
-    /// Entries read and not settled (never started, cancelled, or their acknowledgement
-    /// could not be sent): pending, delivered again later.
-    pub left_pending: u64,
 }
 
 /// A running subscription. Stop it with [`shutdown`](Self::shutdown); dropping it stops

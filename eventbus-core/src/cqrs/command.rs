@@ -11,7 +11,6 @@ use serde_json::Value;
 
 use crate::bus::EventBus;
 use crate::cqrs::emit::Emit;
-use crate::cqrs::remote::{self, RemoteInvoker};
 use crate::envelope::{new_id, EntryId, Envelope};
 use crate::error::Error;
 use crate::handler::{bind_here, Bound, Handler, Resources};
@@ -354,7 +353,7 @@ impl CommandBus {
                 C::COMMAND_TYPE
             );
         }
-        Arc::make_mut(&mut self.remote).insert(C::COMMAND_TYPE, remote::invoker::<C>());
+        Arc::make_mut(&mut self.remote).insert(C::COMMAND_TYPE, invoker::<C>());
         self
     }
 
@@ -463,4 +462,61 @@ impl CommandBus {
             Position::of(&events, entry_ids),
         ))
     }
+}
+
+/// Runs a serialized command of one type on a command bus: what a
+/// [`CommandServer`](crate::CommandServer) does with each entry of its command stream.
+pub(crate) type RemoteInvoker = Arc<
+    dyn Fn(CommandBus, Arc<Envelope<serde_json::Value>>) -> BoxFuture<'static, RemoteOutcome>
+        + Send
+        + Sync,
+>;
+
+/// How a serialized command ended, serialized (the command server puts it on the wire).
+pub(crate) enum RemoteOutcome {
+    /// Handled; the output.
+    Handled(serde_json::Value),
+    /// Rejected by its handler; the rejection's message and the rejection.
+    Rejected {
+        message: String,
+        error: serde_json::Value,
+    },
+    /// No handler of this command type.
+    NoHandler,
+    /// Not decoded, not handled or not encoded; why.
+    Failed(String),
+}
+
+/// The invoker of commands of type `C`.
+fn invoker<C: Command>() -> RemoteInvoker {
+    Arc::new(
+        |bus: CommandBus, envelope: Arc<Envelope<serde_json::Value>>| {
+            Box::pin(async move {
+                let command: C = match <C as serde::Deserialize>::deserialize(&envelope.data) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let why = format!("cannot decode command `{}`: {e}", C::COMMAND_TYPE);
+                        return RemoteOutcome::Failed(why);
+                    }
+                };
+                let options = DispatchOptions {
+                    correlation_id: envelope.correlation_id.clone(),
+                    causation_id: envelope.causation_id.clone(),
+                    command_id: Some(envelope.event_id.clone()),
+                };
+                match bus.dispatch_with(command, options).await {
+                    Ok(done) => match serde_json::to_value(&done.output) {
+                        Ok(output) => RemoteOutcome::Handled(output),
+                        Err(e) => RemoteOutcome::Failed(format!("cannot encode the output: {e}")),
+                    },
+                    Err(CommandError::Rejected(rejection)) => RemoteOutcome::Rejected {
+                        message: rejection.to_string(),
+                        error: serde_json::to_value(&rejection).unwrap_or(serde_json::Value::Null),
+                    },
+                    Err(CommandError::NoHandler { .. }) => RemoteOutcome::NoHandler,
+                    Err(other) => RemoteOutcome::Failed(other.to_string()),
+                }
+            })
+        },
+    )
 }

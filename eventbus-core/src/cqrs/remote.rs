@@ -18,14 +18,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use serde::Deserialize as _;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::bus::{Context, EventBus, Subscription};
-use crate::cqrs::command::{Command, CommandBus, CommandError, DispatchOptions};
+use crate::cqrs::command::{Command, CommandBus, CommandError, DispatchOptions, RemoteOutcome};
 use crate::envelope::{new_id, now_seconds, Envelope};
 use crate::error::{Error, HandlerError, Result};
 pub use crate::transport::ReplyStreams;
@@ -47,90 +46,73 @@ impl Drop for KeepAlive {
     }
 }
 
-/// Runs a serialized command of one type on a command bus and encodes the outcome.
-pub(crate) type RemoteInvoker =
-    Arc<dyn Fn(CommandBus, Arc<Envelope<Value>>) -> BoxFuture<'static, Value> + Send + Sync>;
-
-/// The invoker of commands of type `C`.
-pub(crate) fn invoker<C: Command>() -> RemoteInvoker {
-    Arc::new(|bus: CommandBus, envelope: Arc<Envelope<Value>>| {
-        Box::pin(async move {
-            let command_id = envelope.event_id.clone();
-            let command: C = match C::deserialize(&envelope.data) {
-                Ok(c) => c,
-                Err(e) => {
-                    return json!({"command_id": command_id, "status": "failed",
-                        "message": format!("cannot decode command `{}`: {e}", C::COMMAND_TYPE)})
-                }
-            };
-            let options = DispatchOptions {
-                correlation_id: envelope.correlation_id.clone(),
-                causation_id: envelope.causation_id.clone(),
-                command_id: Some(command_id.clone()),
-            };
-            match bus.dispatch_with(command, options).await {
-                Ok(done) => match serde_json::to_value(&done.output) {
-                    Ok(output) => {
-                        json!({"command_id": command_id, "status": "ok", "output": output})
-                    }
-                    Err(e) => json!({"command_id": command_id, "status": "failed",
-                        "message": format!("cannot encode the output: {e}")}),
-                },
-                Err(CommandError::Rejected(rejection)) => json!({
-                    "command_id": command_id,
-                    "status": "rejected",
-                    "message": rejection.to_string(),
-                    "error": serde_json::to_value(&rejection).unwrap_or(Value::Null),
-                }),
-                Err(CommandError::NoHandler { .. }) => {
-                    json!({"command_id": command_id, "status": "no_handler"})
-                }
-                Err(other) => {
-                    json!({"command_id": command_id, "status": "failed", "message": other.to_string()})
-                }
-            }
-        })
-    })
+/// Serves a command bus's commands to remote senders: a subscription in the group
+/// `{service}-commands` on the service's command stream, replying to each sender. Run one on
+/// every instance; each command is handled by one of them.
+///
+/// Delivery is at-least-once like every Streams subscription: an instance that dies after
+/// handling a command but before acknowledging it gets the command handled again by another
+/// instance. Make handlers idempotent by
+/// [`CommandContext::command_id`](crate::CommandContext::command_id), which is the sender's id
+/// and stays the same.
+#[derive(Debug, Clone)]
+pub struct CommandServer {
+    commands: CommandBus,
 }
 
-impl CommandBus {
-    /// Serves this bus's commands to remote senders: a subscription in the group
-    /// `{service}-commands` on the service's command stream. Run it on every instance; each
-    /// command is handled by one of them.
-    ///
-    /// Delivery is at-least-once like every Streams subscription: an instance that dies after
-    /// handling a command but before acknowledging it gets the command handled again by
-    /// another instance. Make handlers idempotent by
-    /// [`CommandContext::command_id`](crate::CommandContext::command_id), which is the
-    /// sender's id and stays the same.
-    pub async fn serve(&self) -> Result<Subscription> {
-        let service = self.events().service().to_string();
-        let bus = self.clone();
-        self.events()
+impl CommandServer {
+    /// A server of `commands` (its handlers, on its event bus's service).
+    pub fn new(commands: CommandBus) -> Self {
+        CommandServer { commands }
+    }
+
+    /// Starts serving: subscribes to the service's command stream in the group
+    /// `{service}-commands`.
+    pub async fn start(self) -> Result<Subscription> {
+        let events = self.commands.events().clone();
+        let service = events.service().to_string();
+        events
             .subscribe()
             .group(format!("{service}-commands"))
             .on_topic(
                 Topic::Commands(service),
                 move |envelope: Envelope<Value>, ctx: Context| {
-                    let bus = bus.clone();
-                    async move { bus.serve_entry(envelope, ctx).await }
+                    let server = self.clone();
+                    async move { server.handle(envelope, ctx).await }
                 },
             )
             .start()
             .await
     }
-}
 
-impl CommandBus {
     /// Handles one entry of a command stream and replies to its sender: the handler
-    /// [`serve`](Self::serve) mounts, for mounting on a subscription configured by hand
+    /// [`start`](Self::start) mounts, for mounting on a subscription configured by hand
     /// (`.on_topic(Topic::Commands(service), …)` in the group `{service}-commands`).
-    pub async fn serve_entry(
+    pub async fn handle(
         &self,
         envelope: Envelope<Value>,
         ctx: Context,
     ) -> Result<(), HandlerError> {
-        serve_one(self.clone(), envelope, ctx).await
+        serve_one(self.commands.clone(), envelope, ctx).await
+    }
+}
+
+/// The reply to command `command_id` that ended with `outcome`, as the wire has it.
+fn reply_data(command_id: &str, outcome: RemoteOutcome) -> Value {
+    match outcome {
+        RemoteOutcome::Handled(output) => {
+            json!({"command_id": command_id, "status": "ok", "output": output})
+        }
+        RemoteOutcome::Rejected { message, error } => json!({
+            "command_id": command_id,
+            "status": "rejected",
+            "message": message,
+            "error": error,
+        }),
+        RemoteOutcome::NoHandler => json!({"command_id": command_id, "status": "no_handler"}),
+        RemoteOutcome::Failed(message) => {
+            json!({"command_id": command_id, "status": "failed", "message": message})
+        }
     }
 }
 
@@ -160,10 +142,11 @@ async fn serve_one(
         // The sender stopped waiting: don't act on a command nobody awaits.
         json!({"command_id": command_id, "status": "failed", "message": "command expired before it was handled"})
     } else {
-        match bus.remote_invoker(&envelope.event_type) {
+        let outcome = match bus.remote_invoker(&envelope.event_type) {
             Some(invoke) => invoke(bus.clone(), envelope.clone()).await,
-            None => json!({"command_id": command_id, "status": "no_handler"}),
-        }
+            None => RemoteOutcome::NoHandler,
+        };
+        reply_data(&command_id, outcome)
     };
     let reply = Envelope::new(REPLY_TYPE, 1, bus.events().service(), data).caused_by(&*envelope);
     let transport = ctx.bus().transport().clone();
@@ -200,7 +183,7 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 /// ```
 /// use std::time::Duration;
 /// use eventbus_core::transport::memory::MemoryTransport;
-/// use eventbus_core::{command, command_handler, CommandBus, CommandClient, EventBus, NoRejection};
+/// use eventbus_core::{command, command_handler, CommandBus, CommandClient, CommandServer, EventBus, NoRejection};
 ///
 /// #[command(output = u64)]
 /// pub struct Add { pub a: u64, pub b: u64 }
@@ -215,7 +198,7 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 /// let transport = MemoryTransport::new();
 /// // The math service serves its commands (on every instance: one of them handles each).
 /// let math = CommandBus::new(EventBus::new(transport.clone(), "math")).handle(add);
-/// let serving = math.serve().await?;
+/// let serving = CommandServer::new(math).start().await?;
 ///
 /// // Another service sends one and awaits the reply.
 /// let client = CommandClient::start(EventBus::new(transport, "caller")).await?;

@@ -1,65 +1,31 @@
 //! [`MemoryReadModels`]: read models in process memory, with the Redis store's semantics.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::time::Instant;
 
-use async_trait::async_trait;
-
 use crate::error::{Error, Result, TransportError, TransportErrorKind};
-use crate::projection::{Commit, CommitTarget, Committed, ReadModelStore, RebuildStep};
-use crate::transport::memory::models::id_le;
-use crate::transport::memory::MemoryTransport;
+use crate::memory::models::Value;
+use crate::memory::{id_le, MemoryServer};
+use crate::projection::{
+    Commit, CommitTarget, Committed, ListEnd, ReadModelOp, ReadModelStore, RebuildStep,
+};
 use crate::transport::Topic;
 
-/// A stored value, as Redis types it.
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    Hash(BTreeMap<String, String>),
-    List(VecDeque<String>),
-    Set(BTreeSet<String>),
-    Str(String),
-}
-
-/// What the store keeps about one projection.
-#[derive(Debug, Default)]
-struct Meta {
-    checkpoint: HashMap<Topic, String>,
-    rebuild_checkpoint: HashMap<Topic, String>,
-    keys: BTreeSet<String>,
-    rebuild_keys: BTreeSet<String>,
-    rebuilt_upto: HashMap<Topic, String>,
-    /// The lease: its holder's token and when it lapses.
-    lease: Option<(String, Instant)>,
-}
-
-impl Meta {
-    /// Whether `token` holds the lease now.
-    fn leased_to(&self, token: &str) -> bool {
-        self.lease
-            .as_ref()
-            .is_some_and(|(t, until)| t == token && Instant::now() < *until)
-    }
-}
-
-/// The read models of one [`MemoryTransport`].
-#[derive(Debug, Default)]
-pub(crate) struct ModelState {
-    values: HashMap<String, Value>,
-    meta: HashMap<String, Meta>,
-}
-
-/// Read models in memory, sharing a [`MemoryTransport`]'s groups: a commit acknowledges the
-/// entry under the same lock that applies the writes. Made by
-/// [`MemoryTransport::read_models`]; clones and every handle of one transport share the
-/// same read models.
+/// Read models in memory, sharing a
+/// [`MemoryTransport`](crate::transport::memory::MemoryTransport)'s groups: a commit
+/// acknowledges the entry under the same lock that applies the writes. Made by
+/// [`MemoryTransport::read_models`](crate::transport::memory::MemoryTransport::read_models);
+/// clones and every handle of one transport share the same read models.
 ///
 /// Writes follow Redis semantics (`HINCRBY` on a non-integer fails, `WRONGTYPE` on a key of
 /// another type), and a commit that fails writes nothing.
 #[derive(Debug, Clone)]
 pub struct MemoryReadModels {
-    transport: MemoryTransport,
+    server: Arc<MemoryServer>,
     prefix: String,
 }
 
@@ -72,9 +38,10 @@ fn failure(operation: &str, message: String) -> crate::Error {
 }
 
 impl MemoryReadModels {
-    pub(crate) fn new(transport: MemoryTransport) -> Self {
+    /// The read models of `server`.
+    pub(crate) fn new(server: Arc<MemoryServer>) -> Self {
         MemoryReadModels {
-            transport,
+            server,
             prefix: String::new(),
         }
     }
@@ -90,105 +57,118 @@ impl MemoryReadModels {
     }
 }
 
-/// Applies Redis commands (as built by `ReadModelOp::to_commands`) to `values`.
-fn apply(values: &mut HashMap<String, Value>, cmd: &[String]) -> Result<()> {
-    let [name, key, args @ ..] = cmd else {
-        return Ok(());
+/// Applies one write to `values`, with the Redis store's semantics: a write to a key of
+/// another kind fails (`WRONGTYPE`), an increment of a value that is not an integer fails,
+/// an emptied hash, list or set disappears, and a write with nothing to write does nothing.
+fn apply(values: &mut HashMap<String, Value>, op: &ReadModelOp) -> Result<()> {
+    let key = op.key();
+    let wrong = |what: &str| failure(what, format!("WRONGTYPE {key} holds another kind of value"));
+    let int = |what: &str, s: &str| {
+        redis_int(s).ok_or_else(|| failure(what, format!("value of {key} is not an integer")))
     };
-    let wrong = || failure(name, format!("WRONGTYPE {key} holds another kind of value"));
-    let int = |s: &str| {
-        redis_int(s).ok_or_else(|| failure(name, format!("value of {key} is not an integer")))
-    };
-    let add = |a: i64, b: i64| {
+    let add = |what: &str, a: i64, b: i64| {
         a.checked_add(b)
-            .ok_or_else(|| failure(name, "increment or decrement would overflow".into()))
+            .ok_or_else(|| failure(what, "increment or decrement would overflow".into()))
     };
-    match name.as_str() {
-        "DEL" => {
+    match op {
+        ReadModelOp::HashSet { fields, .. } if fields.is_empty() => {}
+        ReadModelOp::HashDel { fields, .. } if fields.is_empty() => {}
+        ReadModelOp::ListPush { values: pushed, .. } if pushed.is_empty() => {}
+        ReadModelOp::SetAdd { members, .. } | ReadModelOp::SetRemove { members, .. }
+            if members.is_empty() => {}
+        ReadModelOp::Delete { .. } => {
             values.remove(key);
         }
-        "HSET" | "HINCRBY" | "HINCRBYFLOAT" | "HDEL" => {
+        ReadModelOp::HashSet { .. }
+        | ReadModelOp::HashIncr { .. }
+        | ReadModelOp::HashIncrFloat { .. }
+        | ReadModelOp::HashDel { .. } => {
+            let what = "hash write";
             let entry = values
-                .entry(key.clone())
+                .entry(key.to_owned())
                 .or_insert_with(|| Value::Hash(BTreeMap::new()));
             let Value::Hash(h) = entry else {
-                return Err(wrong());
+                return Err(wrong(what));
             };
-            match (name.as_str(), args) {
-                ("HSET", pairs) => {
-                    for pair in pairs.chunks(2) {
-                        if let [f, v] = pair {
-                            h.insert(f.clone(), v.clone());
-                        }
+            match op {
+                ReadModelOp::HashSet { fields, .. } => {
+                    for (f, v) in fields {
+                        h.insert(f.clone(), v.clone());
                     }
                 }
-                ("HINCRBY", [f, by]) => {
-                    let now = add(int(h.get(f).map_or("0", String::as_str))?, int(by)?)?;
-                    h.insert(f.clone(), now.to_string());
+                ReadModelOp::HashIncr { field, by, .. } => {
+                    let current = int(what, h.get(field).map_or("0", String::as_str))?;
+                    let now = add(what, current, *by)?;
+                    h.insert(field.clone(), now.to_string());
                 }
-                ("HINCRBYFLOAT", [f, by]) => {
-                    let num = |s: &str| {
-                        s.parse::<f64>()
-                            .map_err(|_| failure(name, format!("value of {key} is not a float")))
-                    };
-                    let now = num(h.get(f).map_or("0", String::as_str))? + num(by)?;
+                ReadModelOp::HashIncrFloat { field, by, .. } => {
+                    let current = h.get(field).map_or("0", String::as_str);
+                    let current = current
+                        .parse::<f64>()
+                        .map_err(|_| failure(what, format!("value of {key} is not a float")))?;
+                    let now = current + by;
                     if !now.is_finite() {
                         return Err(failure(
-                            name,
+                            what,
                             "increment would produce NaN or Infinity".into(),
                         ));
                     }
-                    h.insert(f.clone(), redis_float(now));
+                    h.insert(field.clone(), redis_float(now));
                 }
-                ("HDEL", fields) => {
+                ReadModelOp::HashDel { fields, .. } => {
                     for f in fields {
                         h.remove(f);
                     }
                 }
-                _ => return Err(failure(name, "wrong number of arguments".into())),
+                _ => {}
             }
             if h.is_empty() {
                 values.remove(key);
             }
         }
-        "LPUSH" | "RPUSH" | "LTRIM" | "LREM" => {
+        ReadModelOp::ListPush { .. } | ReadModelOp::ListRemove { .. } => {
             let entry = values
-                .entry(key.clone())
+                .entry(key.to_owned())
                 .or_insert_with(|| Value::List(VecDeque::new()));
             let Value::List(l) = entry else {
-                return Err(wrong());
+                return Err(wrong("list write"));
             };
-            match (name.as_str(), args) {
-                ("LPUSH", vals) => vals.iter().for_each(|v| l.push_front(v.clone())),
-                ("RPUSH", vals) => vals.iter().for_each(|v| l.push_back(v.clone())),
-                ("LTRIM", [start, stop]) => {
-                    let (start, stop) = (int(start)?, int(stop)?);
-                    let len = l.len() as i64;
-                    let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
-                    let (s, e) = (norm(start), norm(stop).min(len - 1));
-                    if s > e {
-                        l.clear();
-                    } else {
-                        l.truncate(e as usize + 1);
-                        l.drain(..s as usize);
+            match op {
+                ReadModelOp::ListPush {
+                    values: pushed,
+                    end,
+                    max_len,
+                    ..
+                } => {
+                    match end {
+                        ListEnd::Front => pushed.iter().for_each(|v| l.push_front(v.clone())),
+                        ListEnd::Back => pushed.iter().for_each(|v| l.push_back(v.clone())),
+                    }
+                    if let Some(max) = max_len {
+                        // Keep the `max` values nearest the end pushed to (`LTRIM`).
+                        let (start, stop) = match end {
+                            ListEnd::Front => (0, *max as i64 - 1),
+                            ListEnd::Back => (-(*max as i64), -1),
+                        };
+                        trim(l, start, stop);
                     }
                 }
-                ("LREM", [_, value]) => l.retain(|v| v != value),
-                _ => return Err(failure(name, "wrong number of arguments".into())),
+                ReadModelOp::ListRemove { value, .. } => l.retain(|v| v != value),
+                _ => {}
             }
             if l.is_empty() {
                 values.remove(key);
             }
         }
-        "SADD" | "SREM" => {
+        ReadModelOp::SetAdd { members, .. } | ReadModelOp::SetRemove { members, .. } => {
             let entry = values
-                .entry(key.clone())
+                .entry(key.to_owned())
                 .or_insert_with(|| Value::Set(BTreeSet::new()));
             let Value::Set(s) = entry else {
-                return Err(wrong());
+                return Err(wrong("set write"));
             };
-            for m in args {
-                if name == "SADD" {
+            for m in members {
+                if matches!(op, ReadModelOp::SetAdd { .. }) {
                     s.insert(m.clone());
                 } else {
                     s.remove(m);
@@ -198,21 +178,32 @@ fn apply(values: &mut HashMap<String, Value>, cmd: &[String]) -> Result<()> {
                 values.remove(key);
             }
         }
-        "INCRBY" => {
-            let [by] = args else {
-                return Err(failure(name, "wrong number of arguments".into()));
-            };
+        ReadModelOp::Incr { by, .. } => {
+            let what = "counter increment";
             let current = match values.get(key) {
                 None => 0,
-                Some(Value::Str(s)) => int(s)?,
-                Some(_) => return Err(wrong()),
+                Some(Value::Str(s)) => int(what, s)?,
+                Some(_) => return Err(wrong(what)),
             };
-            let now = add(current, int(by)?)?;
-            values.insert(key.clone(), Value::Str(now.to_string()));
+            let now = add(what, current, *by)?;
+            values.insert(key.to_owned(), Value::Str(now.to_string()));
         }
-        other => return Err(failure(other, "unsupported command".into())),
     }
     Ok(())
+}
+
+/// Keeps the values from `start` to `stop` (inclusive; negative counts from the end), the
+/// way `LTRIM` does.
+fn trim(l: &mut VecDeque<String>, start: i64, stop: i64) {
+    let len = l.len() as i64;
+    let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
+    let (s, e) = (norm(start), norm(stop).min(len - 1));
+    if s > e {
+        l.clear();
+    } else {
+        l.truncate(e as usize + 1);
+        l.drain(..s as usize);
+    }
 }
 
 /// Parses an integer the way Redis does (`string2ll`): no sign `+`, no leading zeros, no
@@ -241,7 +232,7 @@ fn redis_float(v: f64) -> String {
 #[async_trait]
 impl ReadModelStore for MemoryReadModels {
     async fn commit(&self, commit: Commit) -> Result<Committed> {
-        let mut models = self.transport.models();
+        let mut models = self.server.models();
         let models = &mut *models;
         let meta = models.meta.entry(commit.projection.clone()).or_default();
         if let Some(token) = &commit.lease {
@@ -267,26 +258,22 @@ impl ReadModelStore for MemoryReadModels {
                 } else {
                     shadow(&commit.projection, &own)
                 };
-                for mut cmd in op.to_commands() {
-                    if cmd.len() > 1 {
-                        cmd[1] = target.clone();
-                    }
-                    let current = match touched.get(&target) {
-                        Some(v) => v.clone(),
-                        None => models.values.get(&target).cloned(),
-                    };
-                    let mut scratch: HashMap<String, Value> =
-                        current.map(|v| (target.clone(), v)).into_iter().collect();
-                    apply(&mut scratch, &cmd).map_err(|e| Error::ReadModelWrite {
-                        key: own.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    touched.insert(target.clone(), scratch.remove(&target));
-                }
+                let current = match touched.get(&target) {
+                    Some(v) => v.clone(),
+                    None => models.values.get(&target).cloned(),
+                };
+                let mut scratch: HashMap<String, Value> =
+                    current.map(|v| (target.clone(), v)).into_iter().collect();
+                let op = op.clone().with_key(target.clone());
+                apply(&mut scratch, &op).map_err(|e| Error::ReadModelWrite {
+                    key: own.clone(),
+                    reason: e.to_string(),
+                })?;
+                touched.insert(target.clone(), scratch.remove(&target));
                 written.push(own);
             }
         }
-        if !self.transport.ack_if_pending(
+        if !self.server.ack_if_pending(
             &commit.topic,
             &commit.group,
             &commit.consumer,
@@ -317,7 +304,7 @@ impl ReadModelStore for MemoryReadModels {
     }
 
     async fn lease(&self, projection: &str, token: &str, ttl: Duration) -> Result<bool> {
-        let mut models = self.transport.models();
+        let mut models = self.server.models();
         let meta = models.meta.entry(projection.to_owned()).or_default();
         let now = Instant::now();
         let free = match &meta.lease {
@@ -331,7 +318,7 @@ impl ReadModelStore for MemoryReadModels {
     }
 
     async fn release_lease(&self, projection: &str, token: &str) -> Result<()> {
-        let mut models = self.transport.models();
+        let mut models = self.server.models();
         if let Some(meta) = models.meta.get_mut(projection) {
             if meta
                 .lease
@@ -347,20 +334,23 @@ impl ReadModelStore for MemoryReadModels {
     async fn adopt_pending(&self, group: &str, consumer: &str, topics: &[Topic]) -> Result<u64> {
         Ok(topics
             .iter()
-            .map(|topic| self.transport.adopt_pending(topic, group, consumer))
+            .map(|topic| self.server.adopt_pending(topic, group, consumer))
             .sum())
     }
 
     async fn hash(&self, key: &str) -> Result<Option<BTreeMap<String, String>>> {
-        match self.transport.models().values.get(&self.key(key)) {
+        match self.server.models().values.get(&self.key(key)) {
             None => Ok(None),
             Some(Value::Hash(h)) => Ok(Some(h.clone())),
-            Some(_) => Err(failure("HGETALL", format!("WRONGTYPE {key} is not a hash"))),
+            Some(_) => Err(failure(
+                "hash read",
+                format!("WRONGTYPE {key} is not a hash"),
+            )),
         }
     }
 
     async fn list(&self, key: &str, start: i64, stop: i64) -> Result<Vec<String>> {
-        match self.transport.models().values.get(&self.key(key)) {
+        match self.server.models().values.get(&self.key(key)) {
             None => Ok(Vec::new()),
             Some(Value::List(l)) => {
                 let len = l.len() as i64;
@@ -372,26 +362,32 @@ impl ReadModelStore for MemoryReadModels {
                     l.range(s as usize..=e as usize).cloned().collect()
                 })
             }
-            Some(_) => Err(failure("LRANGE", format!("WRONGTYPE {key} is not a list"))),
+            Some(_) => Err(failure(
+                "list read",
+                format!("WRONGTYPE {key} is not a list"),
+            )),
         }
     }
 
     async fn members(&self, key: &str) -> Result<BTreeSet<String>> {
-        match self.transport.models().values.get(&self.key(key)) {
+        match self.server.models().values.get(&self.key(key)) {
             None => Ok(BTreeSet::new()),
             Some(Value::Set(s)) => Ok(s.clone()),
-            Some(_) => Err(failure("SMEMBERS", format!("WRONGTYPE {key} is not a set"))),
+            Some(_) => Err(failure("set read", format!("WRONGTYPE {key} is not a set"))),
         }
     }
 
     async fn counter(&self, key: &str) -> Result<Option<i64>> {
-        match self.transport.models().values.get(&self.key(key)) {
+        match self.server.models().values.get(&self.key(key)) {
             None => Ok(None),
             Some(Value::Str(s)) => s
                 .parse()
                 .map(Some)
-                .map_err(|_| failure("GET", format!("{key} is not an integer"))),
-            Some(_) => Err(failure("GET", format!("WRONGTYPE {key} is not a counter"))),
+                .map_err(|_| failure("counter read", format!("{key} is not an integer"))),
+            Some(_) => Err(failure(
+                "counter read",
+                format!("WRONGTYPE {key} is not a counter"),
+            )),
         }
     }
 
@@ -402,9 +398,9 @@ impl ReadModelStore for MemoryReadModels {
         topics: &[Topic],
     ) -> Result<()> {
         for topic in topics {
-            self.transport.destroy_group(topic, rebuild_group);
+            self.server.destroy_group(topic, rebuild_group);
         }
-        let mut models = self.transport.models();
+        let mut models = self.server.models();
         let prefix = shadow(projection, "");
         models.values.retain(|k, _| !k.starts_with(&prefix));
         let meta = models.meta.entry(projection.to_owned()).or_default();
@@ -419,11 +415,11 @@ impl ReadModelStore for MemoryReadModels {
         rebuild_group: &str,
         topics: &[Topic],
     ) -> Result<RebuildStep> {
-        let mut models = self.transport.models();
+        let mut models = self.server.models();
         let models = &mut *models;
         let meta = models.meta.entry(projection.to_owned()).or_default();
         for topic in topics {
-            if self.transport.pending_count(topic, rebuild_group) > 0 {
+            if self.server.pending_count(topic, rebuild_group) > 0 {
                 return Ok(RebuildStep::Behind);
             }
             let rebuilt = meta
@@ -452,7 +448,7 @@ impl ReadModelStore for MemoryReadModels {
             if id_le(live, &rebuilt) {
                 *live = rebuilt;
             }
-            self.transport.destroy_group(topic, rebuild_group);
+            self.server.destroy_group(topic, rebuild_group);
         }
         Ok(RebuildStep::Swapped)
     }
@@ -468,7 +464,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::projection::ReadModelOp;
+    use crate::transport::memory::MemoryTransport;
     use crate::transport::{ConsumerSpec, StartFrom, StreamTransport};
     use crate::Envelope;
 
@@ -526,7 +522,7 @@ mod tests {
             .await;
         assert!(failing.is_err());
         assert_eq!(store.hash("h").await.unwrap(), None);
-        assert_eq!(transport.pending_count(&topic, "g"), 1);
+        assert_eq!(store.server.pending_count(&topic, "g"), 1);
         // Applied once; the same entry committed again writes nothing.
         let applied = store
             .commit(commit(vec![text.clone(), incr.clone()]))
@@ -539,27 +535,41 @@ mod tests {
         );
         let h = store.hash("h").await.unwrap().unwrap();
         assert_eq!(h.get("n").map(String::as_str), Some("1"));
-        assert_eq!(transport.pending_count(&topic, "g"), 0);
+        assert_eq!(store.server.pending_count(&topic, "g"), 0);
     }
 
     #[test]
     fn trims_and_floats_like_redis() {
         let mut values = HashMap::new();
-        let cmd = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         for v in ["a", "b", "c", "d"] {
-            apply(&mut values, &cmd(&["LPUSH", "l", v])).unwrap();
+            let push = ReadModelOp::ListPush {
+                key: "l".into(),
+                values: vec![v.into()],
+                end: ListEnd::Front,
+                max_len: Some(2),
+            };
+            apply(&mut values, &push).unwrap();
         }
-        apply(&mut values, &cmd(&["LTRIM", "l", "0", "1"])).unwrap();
         assert_eq!(
             values.get("l"),
             Some(&Value::List(["d", "c"].map(String::from).into()))
         );
-        apply(&mut values, &cmd(&["HINCRBYFLOAT", "h", "f", "1.5"])).unwrap();
-        apply(&mut values, &cmd(&["HINCRBYFLOAT", "h", "f", "0.5"])).unwrap();
+        for by in [1.5, 0.5] {
+            let incr = ReadModelOp::HashIncrFloat {
+                key: "h".into(),
+                field: "f".into(),
+                by,
+            };
+            apply(&mut values, &incr).unwrap();
+        }
         let Some(Value::Hash(h)) = values.get("h") else {
             panic!("not a hash")
         };
         assert_eq!(h.get("f").map(String::as_str), Some("2"));
-        assert!(apply(&mut values, &cmd(&["SADD", "h", "x"])).is_err());
+        let add = ReadModelOp::SetAdd {
+            key: "h".into(),
+            members: vec!["x".into()],
+        };
+        assert!(apply(&mut values, &add).is_err());
     }
 }

@@ -133,99 +133,6 @@ impl ReadModelOp {
         }
         self
     }
-
-    /// The Redis commands of this write, as argument lists (what the Redis store sends; the
-    /// in-memory store has the same semantics).
-    pub fn to_commands(&self) -> Vec<Vec<String>> {
-        let s = |v: &str| v.to_owned();
-        match self {
-            ReadModelOp::HashSet { key, fields } => {
-                if fields.is_empty() {
-                    return Vec::new();
-                }
-                let mut c = vec![s("HSET"), key.clone()];
-                for (f, v) in fields {
-                    c.push(f.clone());
-                    c.push(v.clone());
-                }
-                vec![c]
-            }
-            ReadModelOp::HashIncr { key, field, by } => {
-                vec![vec![
-                    s("HINCRBY"),
-                    key.clone(),
-                    field.clone(),
-                    by.to_string(),
-                ]]
-            }
-            ReadModelOp::HashIncrFloat { key, field, by } => {
-                vec![vec![
-                    s("HINCRBYFLOAT"),
-                    key.clone(),
-                    field.clone(),
-                    format_f64(*by),
-                ]]
-            }
-            ReadModelOp::HashDel { key, fields } => {
-                if fields.is_empty() {
-                    return Vec::new();
-                }
-                let mut c = vec![s("HDEL"), key.clone()];
-                c.extend(fields.iter().cloned());
-                vec![c]
-            }
-            ReadModelOp::Delete { key } => vec![vec![s("DEL"), key.clone()]],
-            ReadModelOp::ListPush {
-                key,
-                values,
-                end,
-                max_len,
-            } => {
-                if values.is_empty() {
-                    return Vec::new();
-                }
-                let cmd = match end {
-                    ListEnd::Front => "LPUSH",
-                    ListEnd::Back => "RPUSH",
-                };
-                let mut push = vec![s(cmd), key.clone()];
-                push.extend(values.iter().cloned());
-                let mut out = vec![push];
-                if let Some(max) = max_len {
-                    let (start, stop) = match end {
-                        ListEnd::Front => (0, *max as i64 - 1),
-                        ListEnd::Back => (-(*max as i64), -1),
-                    };
-                    out.push(vec![
-                        s("LTRIM"),
-                        key.clone(),
-                        start.to_string(),
-                        stop.to_string(),
-                    ]);
-                }
-                out
-            }
-            ReadModelOp::ListRemove { key, value } => {
-                vec![vec![s("LREM"), key.clone(), s("0"), value.clone()]]
-            }
-            ReadModelOp::SetAdd { key, members } | ReadModelOp::SetRemove { key, members } => {
-                if members.is_empty() {
-                    return Vec::new();
-                }
-                let cmd = if matches!(self, ReadModelOp::SetAdd { .. }) {
-                    "SADD"
-                } else {
-                    "SREM"
-                };
-                let mut c = vec![s(cmd), key.clone()];
-                c.extend(members.iter().cloned());
-                vec![c]
-            }
-            ReadModelOp::Incr { key, by } => {
-                vec![vec![s("INCRBY"), key.clone(), by.to_string()]]
-            }
-        }
-    }
 }
 
 /// Formats a float the way JSON (and Python's `str`) does: `99.5`, `100.0`, `1e-7`.
@@ -267,27 +174,13 @@ mod tests {
     }
 
     #[test]
-    fn bounded_pushes_trim_from_the_far_end() {
-        let op = ReadModelOp::ListPush {
-            key: "l".into(),
-            values: vec!["a".into()],
-            end: ListEnd::Front,
-            max_len: Some(3),
-        };
-        assert_eq!(op.to_commands()[1], ["LTRIM", "l", "0", "2"]);
+    fn a_write_moves_to_another_key() {
         let op = ReadModelOp::ListPush {
             key: "l".into(),
             values: vec!["a".into()],
             end: ListEnd::Back,
             max_len: Some(3),
         };
-        assert_eq!(op.to_commands()[1], ["LTRIM", "l", "-3", "-1"]);
-        assert_eq!(op.clone().with_key("m".into()).key(), "m");
-        assert!(ReadModelOp::HashSet {
-            key: "h".into(),
-            fields: vec![]
-        }
-        .to_commands()
-        .is_empty());
+        assert_eq!(op.with_key("m".into()).key(), "m");
     }
 }

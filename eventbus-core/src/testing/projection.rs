@@ -11,7 +11,7 @@ use crate::envelope::Envelope;
 use crate::event::Event;
 use crate::projection::{Projection, ProjectionRunner, ReadModelStore, ReadModels};
 use crate::transport::memory::MemoryTransport;
-use crate::transport::{DeadLetter, StreamTransport};
+use crate::transport::{DeadLetter, StreamAdmin};
 
 /// How long [`ProjectionTest::run`] waits for the projection to take every event.
 const RUN_LIMIT: Duration = Duration::from_secs(10);

@@ -175,12 +175,14 @@ pub struct ConsumerInfo {
     pub idle: Duration,
 }
 
-/// A backend for the Streams event bus.
+/// A backend for the Streams event bus: the hot path — publishing, and opening the
+/// consumers that read, acknowledge and claim. Looking after the streams (lag, dead letters)
+/// is its [`StreamAdmin`] side.
 ///
 /// Implementations must be wire-faithful: [`publish`](Self::publish) appends each event to
 /// its type's stream and to the global stream in one atomic step.
 #[async_trait]
-pub trait StreamTransport: Send + Sync + 'static {
+pub trait StreamTransport: StreamAdmin + Send + Sync + 'static {
     /// Appends events, each to its type's stream and to the global stream atomically, in one
     /// batch. Returns each event's id in its type's stream, in order.
     async fn publish(&self, events: &[Envelope<Value>]) -> Result<Vec<EntryId>>;
@@ -196,6 +198,22 @@ pub trait StreamTransport: Send + Sync + 'static {
     /// Opens a consumer. Redis backends give it its own connection for blocking reads.
     async fn consumer(&self, spec: ConsumerSpec) -> Result<Box<dyn StreamConsumer>>;
 
+    /// A short human-readable name of the backend and server (no password).
+    fn describe(&self) -> String;
+
+    /// The life cycle of remote commands' reply streams on this backend, when it stores
+    /// streams that would otherwise outlive their client (see [`ReplyStreams`]). `None`
+    /// (the default): nothing to clean up.
+    fn reply_streams(&self) -> Option<std::sync::Arc<dyn ReplyStreams>> {
+        None
+    }
+}
+
+/// The admin path of a backend: what operators and tools (`eventbus lag`, `eventbus dlq`)
+/// and the projection rebuild look at — the groups' lag, and the dead letters (browse,
+/// replay, purge). Nothing here runs per delivery.
+#[async_trait]
+pub trait StreamAdmin: Send + Sync + 'static {
     /// Health of every group (or of one) on every stream.
     async fn lag(&self, group: Option<&str>) -> Result<Vec<GroupLag>>;
 
@@ -215,16 +233,6 @@ pub trait StreamTransport: Send + Sync + 'static {
     /// the group and is no longer pending (handled and acknowledged, or dead-lettered). A
     /// group that doesn't exist has settled nothing. Read-your-writes waits on this.
     async fn settled(&self, topic: &Topic, group: &str, ids: &[EntryId]) -> Result<bool>;
-
-    /// A short human-readable name of the backend and server (no password).
-    fn describe(&self) -> String;
-
-    /// The life cycle of remote commands' reply streams on this backend, when it stores
-    /// streams that would otherwise outlive their client (see [`ReplyStreams`]). `None`
-    /// (the default): nothing to clean up.
-    fn reply_streams(&self) -> Option<std::sync::Arc<dyn ReplyStreams>> {
-        None
-    }
 }
 
 /// The life of a [`CommandClient`](crate::CommandClient)'s reply stream on a backend that stores it (a Redis key):

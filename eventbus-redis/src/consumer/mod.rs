@@ -61,7 +61,7 @@ pub(crate) const MAX_PAGE: usize = 1000;
 fn connection_lost(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()
 }
-use crate::transport::Inner;
+use crate::client::{Inner, RedisClient};
 
 /// A consumer of a group on Redis, made by
 /// [`RedisTransport::consumer`](eventbus_core::StreamTransport::consumer).
@@ -86,7 +86,8 @@ impl std::fmt::Debug for RedisConsumer {
 }
 
 impl RedisConsumer {
-    pub(crate) fn new(inner: Arc<Inner>, reader: ConnectionManager, spec: ConsumerSpec) -> Self {
+    pub(crate) fn new(client: RedisClient, reader: ConnectionManager, spec: ConsumerSpec) -> Self {
+        let inner = client.shared();
         let streams = spec
             .topics
             .iter()

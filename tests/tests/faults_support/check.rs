@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use eventbus_core::transport::{StreamTransport, Topic};
+use eventbus_core::transport::{StreamAdmin, Topic};
 use eventbus_redis::RedisTransport;
 
 use super::procs::Procs;

@@ -9,7 +9,7 @@ pub mod server;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use eventbus_core::transport::{StreamTransport, Topic};
+use eventbus_core::transport::{StreamAdmin, Topic};
 
 use check::check;
 use eventbus_redis::{RedisConfig, RedisTransport};

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::dead_letter::DEAD_LETTER_ATTEMPTS;
 use super::holdings::{self, Renewal};
 use super::{InflightKey, Runner};
-use crate::bus::subscription::SubscriptionStats;
+use crate::bus::stats::SubscriptionStats;
 use crate::envelope::EntryId;
 use crate::transport::Topic;
 

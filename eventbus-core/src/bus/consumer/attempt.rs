@@ -12,7 +12,7 @@ use super::holdings::{self, Renewal};
 use super::{acker, dead_letter, Job, Runner};
 use crate::bus::context::{Context, DeliveryInfo};
 use crate::bus::handler::ErasedHandler;
-use crate::bus::subscription::SubscriptionStats;
+use crate::bus::stats::SubscriptionStats;
 use crate::envelope::Envelope;
 use crate::error::HandlerError;
 use crate::transport::{Delivery, Topic};

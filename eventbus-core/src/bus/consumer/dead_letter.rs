@@ -1,7 +1,7 @@
 //! Moving an entry to the group's dead-letter stream, with the reason.
 
 use super::Runner;
-use crate::bus::subscription::SubscriptionStats;
+use crate::bus::stats::SubscriptionStats;
 use crate::transport::{DeadLetterReason, Topic};
 
 /// Attempts at dead-lettering before leaving the entry pending for a later delivery.

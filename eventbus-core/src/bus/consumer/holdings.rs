@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{InflightKey, Runner};
-use crate::bus::subscription::SubscriptionStats;
+use crate::bus::stats::SubscriptionStats;
 use crate::envelope::EntryId;
 use crate::transport::Topic;
 

@@ -9,7 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::{attempt, Job, Runner};
-use crate::bus::subscription::OrderBy;
+use crate::bus::options::OrderBy;
 use crate::transport::{Delivery, Topic};
 
 /// Starts holding a delivery and hands it to its lane. `false` when this consumer holds the

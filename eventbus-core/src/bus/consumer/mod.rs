@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::handler::ErasedHandler;
-use crate::bus::subscription::{ShutdownReport, SubscriptionOptions, SubscriptionStats};
+use crate::bus::options::SubscriptionOptions;
+use crate::bus::stats::{ShutdownReport, SubscriptionStats};
 use crate::bus::EventBus;
 use crate::envelope::EntryId;
 use crate::transport::{ConsumerSpec, Delivery, StreamConsumer, Topic};

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::{lanes, Runner};
-use crate::bus::subscription::SubscriptionStats;
+use crate::bus::stats::SubscriptionStats;
 use crate::envelope::EntryId;
 use crate::error::{Error, Result};
 use crate::transport::{Delivery, Topic};

@@ -6,10 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::state::{group_missing, idle, StreamId};
 use super::{check_spec, MemoryTransport};
 use crate::envelope::EntryId;
 use crate::error::{Error, Result};
+use crate::memory::streams::{group_missing, idle, StreamId};
 use crate::transport::{Claimed, ConsumerSpec, DeadLetterReason, Delivery, StreamConsumer, Topic};
 
 /// How many PEL entries `claim_idle` examines per entry it may return (Redis' `XAUTOCLAIM`

@@ -25,55 +25,35 @@
 //! [`Error::GroupMissing`]: crate::Error::GroupMissing
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use crate::envelope::{now_seconds, EntryId, Envelope};
 use crate::error::{Error, Result};
 use crate::transport::{
-    ConsumerInfo, ConsumerSpec, DeadLetter, DeadLetterReason, GroupLag, Malformed, ReplyStreams,
-    StartFrom, StreamConsumer, StreamTransport, Topic,
+    ConsumerSpec, DeadLetter, DeadLetterReason, Malformed, ReplyStreams, StartFrom, StreamConsumer,
+    StreamTransport, Topic,
 };
 
+mod admin;
 mod consumer;
-pub(crate) mod models;
-mod state;
+mod read_models;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
 
 pub use consumer::MemoryConsumer;
 
-use state::{idle, DeadRecord, Entry, Limits, State, StreamId};
+use crate::memory::streams::{DeadRecord, Entry, Limits, State, StreamId};
+use crate::memory::MemoryServer;
 
 /// Default maximum length of each event type's stream.
 pub const DEFAULT_MAX_LEN: usize = 100_000;
 
 /// Default maximum length of the global stream.
 pub const DEFAULT_MAX_LEN_ALL: usize = 500_000;
-
-/// What the transport and its consumers share.
-#[derive(Debug)]
-struct Shared {
-    state: Mutex<State>,
-    /// Woken whenever entries are appended (or everything is flushed).
-    appended: Notify,
-    limits: Limits,
-    /// The read models of [`MemoryTransport::read_models`] (kept by [`MemoryTransport::flush`]).
-    models: Mutex<crate::projection::memory::ModelState>,
-}
-
-impl Shared {
-    /// Locks the state; a poisoned lock is taken over (no operation leaves it inconsistent
-    /// halfway, since none can panic between two writes).
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// An in-process [`StreamTransport`] with the semantics of Redis Streams consumer groups.
 ///
@@ -87,7 +67,7 @@ impl Shared {
 /// ```
 #[derive(Debug, Clone)]
 pub struct MemoryTransport {
-    shared: Arc<Shared>,
+    shared: Arc<MemoryServer>,
 }
 
 impl Default for MemoryTransport {
@@ -173,12 +153,7 @@ impl MemoryTransportBuilder {
     /// Builds the transport.
     pub fn build(self) -> MemoryTransport {
         MemoryTransport {
-            shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
-                appended: Notify::new(),
-                limits: self.limits,
-                models: Mutex::default(),
-            }),
+            shared: Arc::new(MemoryServer::new(self.limits)),
         }
     }
 }
@@ -311,94 +286,6 @@ impl StreamTransport for MemoryTransport {
 
     async fn consumer(&self, spec: ConsumerSpec) -> Result<Box<dyn StreamConsumer>> {
         Ok(Box::new(MemoryConsumer::new(self.clone(), spec)?))
-    }
-
-    async fn settled(&self, topic: &Topic, group: &str, ids: &[EntryId]) -> Result<bool> {
-        let ids = ids
-            .iter()
-            .map(|id| StreamId::parse(id))
-            .collect::<Result<Vec<_>>>()?;
-        let state = self.shared.lock();
-        let Some(g) = state.streams.get(topic).and_then(|s| s.groups.get(group)) else {
-            return Ok(false);
-        };
-        Ok(ids
-            .iter()
-            .all(|id| *id <= g.last_delivered && !g.pel.contains_key(id)))
-    }
-
-    async fn lag(&self, group: Option<&str>) -> Result<Vec<GroupLag>> {
-        let state = self.shared.lock();
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for (topic, stream) in &state.streams {
-            for (name, g) in &stream.groups {
-                if group.is_some_and(|wanted| wanted != name) {
-                    continue;
-                }
-                let consumers = g
-                    .consumers
-                    .iter()
-                    .map(|(consumer, seen)| ConsumerInfo {
-                        name: consumer.clone(),
-                        pending: g.pending_of(consumer),
-                        idle: idle(now, *seen),
-                    })
-                    .collect();
-                out.push(GroupLag {
-                    topic: topic.clone(),
-                    group: name.clone(),
-                    lag: g.lag(stream.entries_added),
-                    pending: g.pel.len() as u64,
-                    oldest_pending_idle: g.pel.values().next().map(|p| idle(now, p.last_delivery)),
-                    consumers,
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    async fn dead_letters(&self, group: &str, count: usize) -> Result<Vec<DeadLetter>> {
-        let state = self.shared.lock();
-        let Some(dead) = state.dead.get(group) else {
-            return Ok(Vec::new());
-        };
-        Ok(dead
-            .records
-            .values()
-            .take(count)
-            .map(|r| r.letter.clone())
-            .collect())
-    }
-
-    /// Dead letters whose entry was already gone when they were dead-lettered (no event, no
-    /// fields) cannot be replayed: they stay until purged.
-    async fn replay_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> Result<usize> {
-        let replayed = {
-            let mut state = self.shared.lock();
-            let Some(dead) = state.dead.get_mut(group) else {
-                return Ok(0);
-            };
-            let records = dead.take(ids, |r| r.entry.is_some());
-            for record in &records {
-                if let Some(entry) = &record.entry {
-                    self.append(&mut state, &record.letter.origin_topic, entry.clone());
-                }
-            }
-            records.len()
-        };
-        if replayed > 0 {
-            self.shared.appended.notify_waiters();
-        }
-        Ok(replayed)
-    }
-
-    async fn purge_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> Result<usize> {
-        let mut state = self.shared.lock();
-        Ok(state
-            .dead
-            .get_mut(group)
-            .map_or(0, |dead| dead.take(ids, |_| true).len()))
     }
 
     fn describe(&self) -> String {

@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::state::StreamId;
 use super::MemoryTransport;
 use crate::envelope::Envelope;
 use crate::error::Error;
+use crate::memory::streams::StreamId;
 use crate::transport::{
-    ConsumerSpec, DeadLetterReason, Delivery, StartFrom, StreamConsumer, StreamTransport, Topic,
+    ConsumerSpec, DeadLetterReason, Delivery, StartFrom, StreamAdmin, StreamConsumer,
+    StreamTransport, Topic,
 };
 
 const GROUP: &str = "svc-consumers";

@@ -1,26 +1,56 @@
-//! What the in-memory read-model store needs from the transport: acknowledging an entry only
-//! while it is pending for a consumer, and looking at or dropping a group, under the
-//! transport's lock.
+//! The in-memory server: what Redis holds for the Redis backend, held in process memory —
+//! streams with their consumer groups and dead letters ([`streams`]), and read models
+//! ([`models`]). Two façades wrap one server:
+//! [`MemoryTransport`](crate::transport::memory::MemoryTransport) (streams) and
+//! [`MemoryReadModels`](crate::projection::memory::MemoryReadModels) (read models, committed
+//! atomically with the acknowledgement of the entry that made them). Neither façade knows the
+//! other; both know the server.
 
-use std::sync::MutexGuard;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
 
 use crate::error::Result;
-use crate::projection::memory::{MemoryReadModels, ModelState};
 use crate::transport::Topic;
 
-use super::state::StreamId;
-use super::MemoryTransport;
+pub(crate) mod models;
+pub(crate) mod streams;
 
-impl MemoryTransport {
-    /// A read-model store sharing this transport's streams and groups (the store
-    /// acknowledges entries atomically with its writes). Every call returns a handle on the
-    /// same read models.
-    pub fn read_models(&self) -> MemoryReadModels {
-        MemoryReadModels::new(self.clone())
+use models::ModelState;
+use streams::{Limits, State, StreamId};
+
+/// What the in-memory backends share: the streams (behind one lock, with a wake-up for
+/// appends) and the read models (behind another).
+#[derive(Debug)]
+pub(crate) struct MemoryServer {
+    state: Mutex<State>,
+    /// Woken whenever entries are appended (or everything is flushed).
+    pub(crate) appended: Notify,
+    pub(crate) limits: Limits,
+    /// The read models (kept by a flush of the streams).
+    models: Mutex<ModelState>,
+}
+
+impl MemoryServer {
+    /// An empty server whose streams are trimmed to `limits`.
+    pub(crate) fn new(limits: Limits) -> Self {
+        MemoryServer {
+            state: Mutex::new(State::default()),
+            appended: Notify::new(),
+            limits,
+            models: Mutex::default(),
+        }
     }
 
+    /// Locks the streams; a poisoned lock is taken over (no operation leaves them
+    /// inconsistent halfway, since none can panic between two writes).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Locks the read models (taken over when poisoned, like [`lock`](Self::lock)).
     pub(crate) fn models(&self) -> MutexGuard<'_, ModelState> {
-        self.shared.models.lock().unwrap_or_else(|e| e.into_inner())
+        self.models.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Acknowledges `id` if it is pending for `consumer`; `Ok(false)` otherwise.
@@ -33,7 +63,7 @@ impl MemoryTransport {
         id: &str,
     ) -> Result<bool> {
         let id = StreamId::parse(id)?;
-        let mut state = self.shared.lock();
+        let mut state = self.lock();
         let stream = state.stream_of_group(topic, group)?;
         let Some(g) = stream.groups.get_mut(group) else {
             return Ok(false);
@@ -47,7 +77,7 @@ impl MemoryTransport {
 
     /// Entries pending in `group` on `topic` (0 when the group doesn't exist).
     pub(crate) fn pending_count(&self, topic: &Topic, group: &str) -> usize {
-        let state = self.shared.lock();
+        let state = self.lock();
         state
             .streams
             .get(topic)
@@ -58,7 +88,7 @@ impl MemoryTransport {
     /// Moves every entry pending in `group` on `topic` to `consumer`, without counting a
     /// delivery (`XAUTOCLAIM … 0 JUSTID`). Returns how many moved.
     pub(crate) fn adopt_pending(&self, topic: &Topic, group: &str, consumer: &str) -> u64 {
-        let mut state = self.shared.lock();
+        let mut state = self.lock();
         let Some(g) = state
             .streams
             .get_mut(topic)
@@ -83,7 +113,7 @@ impl MemoryTransport {
 
     /// Drops `group` from `topic`'s stream, like `XGROUP DESTROY`.
     pub(crate) fn destroy_group(&self, topic: &Topic, group: &str) {
-        let mut state = self.shared.lock();
+        let mut state = self.lock();
         if let Some(s) = state.streams.get_mut(topic) {
             s.groups.remove(group);
         }

@@ -15,6 +15,8 @@ use crate::fence::FencedConsumer;
 use crate::reply;
 use crate::scripts;
 
+mod encode;
+
 /// The keys `PROJECT` takes before the read-model keys.
 const PROJECT_FIXED_KEYS: usize = 5;
 
@@ -23,7 +25,8 @@ const REGISTRY_ATTEMPTS: usize = 10;
 
 /// Entries one `XAUTOCLAIM` moves when a new lease holder adopts what is pending.
 const ADOPT_PAGE: usize = 100;
-use crate::transport::{Inner, RedisTransport};
+use crate::client::{Inner, RedisClient};
+use crate::transport::RedisTransport;
 
 /// The Redis read-model store of a [`RedisTransport`] (same server, namespace and
 /// connection).
@@ -63,8 +66,13 @@ impl std::fmt::Debug for RedisReadModels {
 impl RedisReadModels {
     /// The store of `transport`'s server and namespace.
     pub fn new(transport: &RedisTransport) -> Self {
+        RedisReadModels::from_client(transport.client())
+    }
+
+    /// The store of `client`'s server and namespace.
+    pub fn from_client(client: &RedisClient) -> Self {
         RedisReadModels {
-            inner: transport.shared(),
+            inner: client.shared(),
             prefix: String::new(),
         }
     }
@@ -135,7 +143,11 @@ impl ReadModelStore for RedisReadModels {
                     targets.len() - 1
                 }
             };
-            for mut c in op.to_commands() {
+            let encoded = encode::commands(op).map_err(|reason| CoreError::ReadModelWrite {
+                key: op.key().to_owned(),
+                reason,
+            })?;
+            for mut c in encoded {
                 if c.len() > 1 {
                     c[1] = (PROJECT_FIXED_KEYS + 1 + index).to_string();
                 }

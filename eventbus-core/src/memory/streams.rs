@@ -1,4 +1,4 @@
-//! The data behind [`super::MemoryTransport`]: streams, consumer groups and dead letters,
+//! The data behind the in-memory server ([`super::MemoryServer`]): streams, consumer groups and dead letters,
 //! with synchronous operations that mirror the Redis Streams commands. Everything here runs
 //! under the transport's lock; time is passed in so the operations stay pure.
 
