@@ -19,7 +19,7 @@ use crate::transport::RedisTransport;
 #[derive(Debug)]
 pub enum RedisBackend {
     /// Connect with this configuration when the app starts.
-    Config(RedisConfig),
+    Config(Box<RedisConfig>),
     /// Use this connected transport.
     Transport(RedisTransport),
     /// A URL that did not parse: the app's start fails with this error.
@@ -29,7 +29,7 @@ pub enum RedisBackend {
 impl From<&str> for RedisBackend {
     fn from(url: &str) -> Self {
         match RedisConfig::new(url) {
-            Ok(config) => RedisBackend::Config(config),
+            Ok(config) => RedisBackend::Config(Box::new(config)),
             Err(e) => RedisBackend::Invalid(e),
         }
     }
@@ -43,7 +43,7 @@ impl From<String> for RedisBackend {
 
 impl From<RedisConfig> for RedisBackend {
     fn from(config: RedisConfig) -> Self {
-        RedisBackend::Config(config)
+        RedisBackend::Config(Box::new(config))
     }
 }
 
@@ -63,7 +63,7 @@ impl From<&RedisTransport> for RedisBackend {
 impl Backend for RedisBackend {
     async fn connect(self: Box<Self>, read_model_prefix: &str) -> eventbus_core::Result<Connected> {
         let transport = match *self {
-            RedisBackend::Config(config) => RedisTransport::connect(config).await?,
+            RedisBackend::Config(config) => RedisTransport::connect(*config).await?,
             RedisBackend::Transport(transport) => transport,
             RedisBackend::Invalid(e) => return Err(e.into()),
         };

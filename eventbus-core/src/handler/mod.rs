@@ -128,10 +128,12 @@ pub(crate) fn bind_here<Ctx, Args, H: Handler<Ctx, Args>>(
     }
 }
 
+type Binder<Ctx, M> = dyn FnOnce(&Resources) -> Result<Bound<Ctx, M>, MissingState> + Send;
+
 /// A handler registered but not yet bound: resolved when the app is built, against every
 /// resource registered by then; a missing one names the line that registered the handler.
 pub(crate) struct Unbound<Ctx, M: Message<Ctx>> {
-    binder: Box<dyn FnOnce(&Resources) -> Result<Bound<Ctx, M>, MissingState> + Send>,
+    binder: Box<Binder<Ctx, M>>,
     at: &'static Location<'static>,
 }
 
