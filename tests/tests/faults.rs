@@ -1,8 +1,9 @@
 //! Fault injection: publishers and consumers of the real `fault-worker` binary against a
 //! private `redis-server` (AOF on), with one fault per scenario; then the invariants (see
-//! `faults_support::check`): every published event handled at least once, none handled by
-//! two live consumers, the projection applied every event exactly once, dead letters hold
-//! exactly the poison, nothing left pending.
+//! `faults_support::check`): every event published (twice only by a failed publish its
+//! publisher retried), every published event handled at least once, no stream entry
+//! handled by two live consumers, the projection applied every entry exactly once, dead
+//! letters hold exactly the poison, nothing left pending.
 //!
 //! Each scenario takes 10–20 s; `EVENTBUS_FAULTS_LONG=1 cargo test -p eventbus-tests --test
 //! faults -- --nocapture` runs ten times the events with five times the fault window.

@@ -11,12 +11,18 @@
 //! `publish` publishes the events with sequence numbers `A..B` (`FaultEvent { seq, poison }`)
 //! in batches of one `MULTI`/`EXEC` each. It is resumable: before its first batch and after
 //! every failed one it reads the stream back and skips the sequence numbers already there,
-//! so a publisher that was killed, or whose batch failed after the server applied it, never
-//! publishes a number twice. It exits 0 once every number of its range is in the stream.
+//! so a publisher that was killed, or whose batch failed after the server applied it,
+//! usually doesn't publish a number twice. Publishing is at-least-once all the same: when
+//! the read-back fails too (the server is still down) the batch is retried as it was, and a
+//! batch the server applied before its reply was lost is then in the stream twice (new
+//! envelopes, so new event ids). Every failed batch is logged to stderr as
+//! `publish failed (N), retrying seqs 3,4,5: error`, which is what excuses such duplicates
+//! in the checks. It exits 0 once every number of its range is in the stream.
 //!
 //! `consume` runs a subscription of the group `faults-group` under a stable consumer name,
 //! and the projection [`Applied`] (one counter per sequence number, incremented once per
-//! applied event). Its handler appends `seq event_id entry_id consumer pid` to the log file
+//! applied event, and one per event id in the hash `applied-events:{seq}`, so that the
+//! checks tell the entries of a number published twice apart). Its handler appends `seq event_id entry_id consumer pid` to the log file
 //! with one `write(2)` before returning `Ok` (a line written survives `SIGKILL`), sleeps past
 //! the claim idle time on every `--slow-every`-th event (`--work-ms` on the others), and aborts the process on a poison
 //! event. On `SIGTERM` it shuts down gracefully and exits 0.
@@ -28,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventbus_core::projection::ProjectionRunner;
+use eventbus_core::projection::ReadModelOp;
 use eventbus_core::transport::{StartFrom, Topic};
 use eventbus_core::{event, projection, Context, Envelope, EventBus, HandlerError, OrderBy};
 use eventbus_core::{Backoff, ReadModel, ReadModels};
@@ -43,9 +50,36 @@ struct FaultEvent {
     poison: bool,
 }
 
-/// One counter per event: `applied:{seq}` is 1 when the projection applied it exactly once.
+/// One counter per sequence number: `applied:{seq}` is the number of entries of that
+/// number the projection applied (1 unless it was published twice).
 #[projection(counter = "applied:{seq}", on = FaultEvent)]
+struct AppliedSeqs;
+
+/// The projection run: [`AppliedSeqs`]'s counter, and `HINCRBY applied-events:{seq}
+/// {event_id} 1`, so that each entry of a number published twice (by a retried batch: new
+/// envelopes, new event ids) is counted on its own.
 struct Applied;
+
+impl ReadModel for Applied {
+    const NAME: &'static str = "Applied";
+
+    fn event_types() -> Vec<&'static str> {
+        AppliedSeqs::event_types()
+    }
+
+    fn apply(event: &Envelope<serde_json::Value>) -> Result<Vec<ReadModelOp>, HandlerError> {
+        let mut ops = AppliedSeqs::apply(event)?;
+        let seq = event.data["seq"]
+            .as_u64()
+            .ok_or_else(|| HandlerError::permanent("FaultEvent without a seq"))?;
+        ops.push(ReadModelOp::HashIncr {
+            key: format!("applied-events:{seq}"),
+            field: event.event_id.clone(),
+            by: 1,
+        });
+        Ok(ops)
+    }
+}
 
 /// The consumer group of the handlers.
 const GROUP: &str = "faults-group";
@@ -232,11 +266,20 @@ async fn publish(args: &Args) -> Result<(), String> {
             }
             Err(e) => {
                 failures += 1;
-                eprintln!("fault-worker: publish failed ({failures}): {e}");
+                // One line, parsed by the checks: the numbers this retry may publish twice.
+                let list: Vec<String> = todo.iter().map(u64::to_string).collect();
+                eprintln!(
+                    "fault-worker: publish failed ({failures}), retrying seqs {}: {e}",
+                    list.join(",")
+                );
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(10)))).await;
                 // The batch may have been applied before the error reached us: read back.
-                if let Ok(seqs) = published_seqs(url, ns).await {
-                    done = seqs;
+                match published_seqs(url, ns).await {
+                    Ok(seqs) => done = seqs,
+                    Err(e) => eprintln!(
+                        "fault-worker: read back after the failed publish: {e}; retrying the \
+                         batch as it was"
+                    ),
                 }
             }
         }

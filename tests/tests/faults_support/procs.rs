@@ -103,6 +103,11 @@ impl Procs {
         self.dir.join(format!("{slot}.log"))
     }
 
+    /// The stderr of a slot's processes (every lifetime appends to it).
+    pub fn stderr_path(&self, slot: &str) -> PathBuf {
+        self.dir.join(format!("{slot}.stderr"))
+    }
+
     /// Adds a slot and starts its process.
     pub fn add(&mut self, slot: &str, role: Role, args: Vec<String>) {
         self.slots.insert(
@@ -126,7 +131,7 @@ impl Procs {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(format!("{slot}.stderr")))
+            .open(self.stderr_path(slot))
             .expect("open the worker's stderr file");
         let child = Command::new(WORKER)
             .args(&s.args)

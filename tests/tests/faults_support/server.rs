@@ -1,6 +1,8 @@
-//! A private `redis-server` with AOF on (`appendfsync always`), on a port in 7300–7399, that
-//! can be killed and restarted on the same port and data directory, and dies (by pid) when
-//! dropped, even when the test panics.
+//! A private `redis-server` with AOF on (`appendfsync always`), on a port in 27300–27399,
+//! that can be killed and restarted on the same port and data directory, and dies (by pid)
+//! when dropped, even when the test panics. The range is shared with other private servers
+//! on the machine (other checkouts run this suite too), so a port is taken only once the
+//! server answering on it reports our child's pid.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,14 +20,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server on the first free port of 7300–7399 (after those this process used).
+    /// Starts a server on the first free port of 27300–27399 (after those this process used).
     pub async fn start() -> Server {
         let dir =
             std::env::temp_dir().join(format!("faults-redis-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("create the server's directory");
         for _ in 0..100 {
             let offset = NEXT_PORT.fetch_add(1, Ordering::SeqCst) % 100;
-            let port = 7300 + offset;
+            let port = 27300 + offset;
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
                 continue;
             }
@@ -38,7 +40,7 @@ impl Server {
                 return server;
             }
         }
-        panic!("no free port in 7300–7399 for a private redis-server");
+        panic!("no free port in 27300–27399 for a private redis-server");
     }
 
     async fn spawn(&mut self) -> bool {
@@ -66,7 +68,9 @@ impl Server {
                     return false;
                 }
             }
-            if ping(&self.url()).await {
+            // Another process's server on the port would answer too: check it is ours.
+            let pid = self.child.as_ref().map(Child::id);
+            if pid.is_some() && server_pid(&self.url()).await == pid {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -108,8 +112,13 @@ impl Drop for Server {
     }
 }
 
-async fn ping(url: &str) -> bool {
-    command(url, &["PING"]).await.is_ok()
+/// `process_id` from `INFO server`: which process answers on the URL.
+async fn server_pid(url: &str) -> Option<u32> {
+    let info = command(url, &["INFO", "server"]).await.ok()?;
+    let text: String = redis::from_redis_value(info).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Runs one command on a fresh connection (chaos must not depend on a connection it kills).
