@@ -44,6 +44,41 @@ impl Wiring {
 
 /// Builds an [`App`]; see [`App::builder`].
 ///
+/// ```
+/// use eventbus_core::prelude::*;
+///
+/// #[event]
+/// #[derive(Debug, Clone)]
+/// pub struct Pinged { pub n: u32 }
+///
+/// #[command(output = Pinged)]
+/// pub struct Ping { pub n: u32 }
+///
+/// #[command_handler]
+/// async fn ping(cmd: Ping) -> Result<Pinged, NoRejection> {
+///     Ok(Pinged { n: cmd.n })
+/// }
+///
+/// struct Log(std::sync::Mutex<Vec<u32>>);
+///
+/// async fn record(event: Pinged, log: State<Log>) -> Result<(), HandlerError> {
+///     log.0.lock().map_err(|e| HandlerError::permanent(e.to_string()))?.push(event.n);
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let app = App::builder("pinger")
+///     .in_memory()
+///     .command(ping)
+///     .on(record) // takes `State<Log>`: registered below, bound when the app starts
+///     .state(Log(std::sync::Mutex::new(Vec::new())))
+///     .start()
+///     .await?;
+/// app.dispatch(Ping { n: 7 }).await?;
+/// app.shutdown().await?; // stops intake, drains the handlers in flight, acks
+/// # Ok(()) }
+/// ```
+///
 /// Registrations are checked when they are made: a second handler for one command or
 /// query panics at the caller's line. Handlers are bound to their [`State`](crate::State)
 /// when the app starts (so `.state` may come before or after them); a `State<T>` never

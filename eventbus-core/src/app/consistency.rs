@@ -43,27 +43,16 @@ pub(crate) async fn settle(
             }
         }
     }
-    let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_millis(1);
-    while let Some((projection, topic, ids)) = waits.last() {
-        if transport
-            .settled(topic, &projection.group, ids)
-            .await
-            .map_err(failed)?
-        {
-            waits.pop();
-            continue;
-        }
-        if Instant::now() >= deadline {
-            return Err(QueryError::NotCaughtUp {
-                projection: projection.name.clone(),
-                waited: limit,
-            });
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-    Ok(())
+    wait_each(
+        limit,
+        waits,
+        |wait| wait.0,
+        |(projection, topic, ids)| {
+            let transport = transport.clone();
+            async move { transport.settled(&topic, &projection.group, &ids).await }
+        },
+    )
+    .await
 }
 
 /// Waits until every watched projection has settled everything its streams held when the
@@ -73,19 +62,38 @@ pub(crate) async fn catch_up(
     watched: &[Watched],
     limit: Duration,
 ) -> std::result::Result<(), QueryError> {
+    wait_each(
+        limit,
+        watched.iter(),
+        |projection| *projection,
+        |projection| {
+            let transport = transport.clone();
+            async move { caught_up(transport.as_ref(), projection).await }
+        },
+    )
+    .await
+}
+
+/// Waits until `done` holds for each item in turn, pausing 1 ms doubling to 50 ms between
+/// checks, for at most `limit` in all; past it, the projection of the item still waited for
+/// did not catch up.
+async fn wait_each<'w, T, Fut>(
+    limit: Duration,
+    items: impl IntoIterator<Item = T>,
+    projection: impl Fn(&T) -> &'w Watched,
+    done: impl Fn(T) -> Fut,
+) -> std::result::Result<(), QueryError>
+where
+    T: Clone,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_millis(1);
-    for projection in watched {
-        loop {
-            if caught_up(transport.as_ref(), projection)
-                .await
-                .map_err(failed)?
-            {
-                break;
-            }
+    for item in items {
+        while !done(item.clone()).await.map_err(failed)? {
             if Instant::now() >= deadline {
                 return Err(QueryError::NotCaughtUp {
-                    projection: projection.name.clone(),
+                    projection: projection(&item).name.clone(),
                     waited: limit,
                 });
             }
