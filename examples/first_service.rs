@@ -1,4 +1,5 @@
-//! The README's "Your first service", verbatim: an order service on Redis.
+//! The README's "Your first service", verbatim: an order service on Redis. A service, not a
+//! demo: it runs until Ctrl-C and keeps what it wrote (so it takes no `--keep`).
 use eventbus_redis::prelude::*;
 
 #[event(name = "OrderCreated")]
