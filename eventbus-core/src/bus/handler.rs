@@ -1,4 +1,5 @@
-//! Event handlers in the form the consumer loop runs them: bound, with the event type erased.
+//! Event handlers: what they take as their message (an event, its `Envelope<E>`, or an
+//! `Envelope<Value>`), and the erased form the consumer loop runs.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use serde_json::Value;
 use crate::bus::Context;
 use crate::envelope::Envelope;
 use crate::error::HandlerError;
+use crate::event::Event;
 use crate::handler::{Bound, Message};
 
 /// A handler with its event type erased, as the consumer loop runs it.
@@ -25,4 +27,52 @@ where
     M: Message<Context, Raw = Arc<Envelope<Value>>, Output = Result<(), HandlerError>>,
 {
     Arc::new(move |raw, ctx| bound.call(raw, ctx))
+}
+
+/// An event message of one type: what `.on(handler)` subscribes to.
+pub trait EventMessage: Message<Context, Raw = Arc<Envelope<Value>>> {
+    /// The event type name (the stream it is read from).
+    const EVENT_TYPE: &'static str;
+}
+
+type EventOutput = Result<(), HandlerError>;
+
+fn decode<E: Event>(raw: &Envelope<Value>) -> Result<Envelope<E>, EventOutput> {
+    raw.decode::<E>()
+        .map_err(|e| Err(HandlerError::permanent(e.to_string())))
+}
+
+impl<E: Event> Message<Context> for Envelope<E> {
+    type Raw = Arc<Envelope<Value>>;
+    type Output = EventOutput;
+
+    fn from_raw(raw: Self::Raw) -> Result<Self, EventOutput> {
+        decode(&raw)
+    }
+}
+
+impl<E: Event> EventMessage for Envelope<E> {
+    const EVENT_TYPE: &'static str = E::EVENT_TYPE;
+}
+
+impl<E: Event> Message<Context> for E {
+    type Raw = Arc<Envelope<Value>>;
+    type Output = EventOutput;
+
+    fn from_raw(raw: Self::Raw) -> Result<Self, EventOutput> {
+        decode(&raw).map(|envelope| envelope.data)
+    }
+}
+
+impl<E: Event> EventMessage for E {
+    const EVENT_TYPE: &'static str = E::EVENT_TYPE;
+}
+
+impl Message<Context> for Envelope<Value> {
+    type Raw = Arc<Envelope<Value>>;
+    type Output = EventOutput;
+
+    fn from_raw(raw: Self::Raw) -> Result<Self, EventOutput> {
+        Ok(Envelope::clone(&raw))
+    }
 }

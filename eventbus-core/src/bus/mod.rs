@@ -10,6 +10,7 @@ mod backoff;
 mod consumer;
 mod context;
 pub(crate) mod handler;
+pub use handler::EventMessage;
 mod options;
 mod stats;
 mod subscription;

@@ -11,13 +11,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::backoff::Backoff;
 use crate::bus::consumer::{self, Runner};
+use crate::bus::handler::EventMessage;
 use crate::bus::handler::{erase, ErasedHandler};
 use crate::bus::options::{OrderBy, SubscriptionOptions};
 use crate::bus::stats::{ShutdownReport, SubscriptionStats};
 use crate::bus::{Context, EventBus};
 use crate::envelope::Envelope;
 use crate::error::{Error, HandlerError, Result};
-use crate::handler::{bind_here, EventMessage, Handler, Message, Resources};
+use crate::handler::{bind_here, Handler, Message, Resources};
 use crate::transport::{ConsumerSpec, StartFrom, StreamConsumer, Topic};
 
 /// The shortest `claim_idle` accepted.

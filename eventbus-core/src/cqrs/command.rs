@@ -83,6 +83,15 @@ impl CommandContext {
 
 crate::handler::context_extractor!(CommandContext);
 
+impl<C: Command> crate::handler::Message<CommandContext> for C {
+    type Raw = C;
+    type Output = Result<C::Output, C::Error>;
+
+    fn from_raw(raw: C) -> Result<Self, Self::Output> {
+        Ok(raw)
+    }
+}
+
 /// A type whose methods handle several commands (an impl block under `#[command_handler]`),
 /// registered all at once with [`CommandBus::handlers`].
 pub trait CommandHandlers: Send + Sync + 'static {

@@ -44,6 +44,15 @@ impl QueryContext {
 
 crate::handler::context_extractor!(QueryContext);
 
+impl<Q: Query> crate::handler::Message<QueryContext> for Q {
+    type Raw = Q;
+    type Output = Result<Q::Output, QueryError>;
+
+    fn from_raw(raw: Q) -> Result<Self, Self::Output> {
+        Ok(raw)
+    }
+}
+
 /// A type whose methods answer several queries (an impl block under `#[query_handler]`),
 /// registered all at once with [`QueryBus::handlers`].
 pub trait QueryHandlers: Send + Sync + 'static {

@@ -49,7 +49,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-pub use message::{EventMessage, Message};
+pub use message::Message;
 pub(crate) use state::context_extractor;
 pub use state::{FromContext, MissingState, Resources, State};
 
