@@ -38,10 +38,11 @@ pub const DEFAULT_CHANNEL_PREFIX: &str = "events:";
 
 /// The name of the global stream's last key segment (`{ns}:stream:all`).
 const ALL: &str = "all";
-/// Prefix of a service's command stream (`{ns}:stream:cmd:{service}`).
-const COMMANDS: &str = "cmd:";
-/// Prefix of a client instance's reply stream (`{ns}:stream:reply:{instance}`).
-const REPLIES: &str = "reply:";
+
+/// The prefixes of the named streams the runtime keeps (remote commands' `cmd:{service}`
+/// and `reply:{instance}`), which no event type may start with: a stream key is read back
+/// as a named topic by these.
+const NAMED: [&str; 2] = ["cmd:", "reply:"];
 
 /// Builds the keys of one namespace.
 ///
@@ -159,9 +160,8 @@ impl Keys {
         match topic {
             Topic::Type(event_type) => format!("{}{event_type}", self.stream_prefix),
             Topic::All => format!("{}{ALL}", self.stream_prefix),
-            // Event type names can't contain ':', so these never collide with a type stream.
-            Topic::Commands(service) => format!("{}{COMMANDS}{service}", self.stream_prefix),
-            Topic::Replies(instance) => format!("{}{REPLIES}{instance}", self.stream_prefix),
+            // Event type names can't contain ':', so a name never meets a type stream.
+            Topic::Named(name) => format!("{}{name}", self.stream_prefix),
             other => format!("{}{other}", self.stream_prefix),
         }
     }
@@ -188,11 +188,8 @@ impl Keys {
     /// The topic of a stream key of this namespace, or `None` for any other key.
     pub fn topic_of(&self, key: &str) -> Option<Topic> {
         let rest = key.strip_prefix(&self.stream_prefix)?;
-        if let Some(service) = rest.strip_prefix(COMMANDS) {
-            return Some(Topic::Commands(service.to_string()));
-        }
-        if let Some(instance) = rest.strip_prefix(REPLIES) {
-            return Some(Topic::Replies(instance.to_string()));
+        if NAMED.iter().any(|prefix| rest.starts_with(prefix)) {
+            return Some(Topic::Named(rest.to_string()));
         }
         match rest {
             "" => None,
@@ -405,6 +402,8 @@ mod tests {
             Topic::of_type("Order.Created"),
             Topic::of_type("a:b"),
             Topic::All,
+            Topic::Named("cmd:billing".into()),
+            Topic::Named("reply:caller-1".into()),
         ] {
             assert_eq!(keys.topic_of(&keys.stream(&topic)), Some(topic));
         }

@@ -115,12 +115,46 @@ impl RedisTransport {
         Ok(RedisConsumer::new(self.client.clone(), reader, spec))
     }
 
+    /// Appends to `topic`'s stream, trimmed to about `maxlen`; with `existing_only`, never
+    /// creates the stream (`XADD … NOMKSTREAM`): entries for a stream that is gone are dropped
+    /// and only the ids of appended entries are returned.
+    async fn append_to(
+        &self,
+        topic: &Topic,
+        entries: &[Envelope<Json>],
+        maxlen: u64,
+        existing_only: bool,
+    ) -> CoreResult<Vec<EntryId>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.inner().keys.stream(topic);
+        let mut pipe = redis::Pipeline::with_capacity(entries.len());
+        for entry in entries {
+            let encoded = codec::Encoded::new(entry)?;
+            let size = encoded.size() + key.len() + 64;
+            pipe.add_command(if existing_only {
+                xadd_existing(&key, maxlen, &encoded.fields(), size)
+            } else {
+                xadd(&key, maxlen, &encoded.fields(), None, size)
+            });
+        }
+        let ids: Vec<Option<String>> = pipe
+            .query_async(&mut self.inner().conn.clone())
+            .await
+            .map_err(|e| self.inner().server.error(&e, "append (XADD)", None))?;
+        if ids.iter().any(Option::is_none) {
+            tracing::debug!(topic = %topic, "stream is gone: entries dropped");
+        }
+        Ok(ids.into_iter().flatten().collect())
+    }
+
     pub(crate) fn stream_maxlen(&self, topic: &Topic) -> u64 {
         match topic {
             Topic::Type(event_type) => self.inner().config.stream_maxlen(event_type),
             Topic::All => self.inner().config.global_stream_maxlen(),
-            Topic::Replies(_) => REPLY_STREAM_MAXLEN,
-            // A command stream is bounded like an event type's: by the default per-type limit.
+            // A named stream (remote commands) is bounded like an event type's: by the
+            // default per-type limit.
             _ => self.inner().config.stream_maxlen(""),
         }
     }
@@ -185,35 +219,10 @@ impl StreamTransport for RedisTransport {
         Ok(ids.into_iter().step_by(2).collect())
     }
 
-    /// Appends to `topic`'s stream. A reply stream ([`Topic::Replies`]) is never created
-    /// here (`XADD … NOMKSTREAM`): a reply to a client whose stream is gone (shut down, or
-    /// expired after its process died) is dropped, and only the ids of appended entries are
-    /// returned.
+    /// Appends to `topic`'s stream.
     async fn append(&self, topic: &Topic, entries: &[Envelope<Json>]) -> CoreResult<Vec<EntryId>> {
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let key = self.inner().keys.stream(topic);
-        let maxlen = self.stream_maxlen(topic);
-        let existing_only = matches!(topic, Topic::Replies(_));
-        let mut pipe = redis::Pipeline::with_capacity(entries.len());
-        for entry in entries {
-            let encoded = codec::Encoded::new(entry)?;
-            let size = encoded.size() + key.len() + 64;
-            pipe.add_command(if existing_only {
-                xadd_existing(&key, maxlen, &encoded.fields(), size)
-            } else {
-                xadd(&key, maxlen, &encoded.fields(), None, size)
-            });
-        }
-        let ids: Vec<Option<String>> = pipe
-            .query_async(&mut self.inner().conn.clone())
+        self.append_to(topic, entries, self.stream_maxlen(topic), false)
             .await
-            .map_err(|e| self.inner().server.error(&e, "append (XADD)", None))?;
-        if ids.iter().any(Option::is_none) {
-            tracing::debug!(topic = %topic, "stream is gone: entries dropped");
-        }
-        Ok(ids.into_iter().flatten().collect())
     }
 
     async fn ensure_group(&self, topic: &Topic, group: &str, start: StartFrom) -> CoreResult<()> {
@@ -290,7 +299,7 @@ fn xadd_existing(key: &str, maxlen: u64, fields: &[(&str, &str)], size: usize) -
 }
 
 /// A client's reply stream is kept with `PEXPIRE` while the client runs and deleted (with its
-/// group) when it shuts down; appends to it never create it (see `append`).
+/// group) when it shuts down; replies to it never create it (see `reply`).
 #[async_trait]
 impl ReplyStreams for RedisTransport {
     async fn keep_alive(&self, topic: &Topic, ttl: Duration) -> CoreResult<()> {
@@ -312,5 +321,10 @@ impl ReplyStreams for RedisTransport {
         )
         .await?;
         Ok(())
+    }
+
+    async fn reply(&self, topic: &Topic, entries: &[Envelope<Json>]) -> CoreResult<Vec<EntryId>> {
+        self.append_to(topic, entries, REPLY_STREAM_MAXLEN, true)
+            .await
     }
 }

@@ -330,7 +330,7 @@ async fn client_shutdown_removes_its_reply_stream(backend: Backend) {
     )
     .await
     .unwrap();
-    let topic = Topic::Replies(client.instance().to_owned());
+    let topic = eventbus_core::cqrs::reply_topic(client.instance());
     let listed =
         |lag: Vec<eventbus_core::transport::GroupLag>| lag.iter().any(|l| l.topic == topic);
     assert!(listed(backend.transport().lag(None).await.unwrap()));
@@ -343,8 +343,8 @@ async fn client_shutdown_removes_its_reply_stream(backend: Backend) {
         serde_json::json!({"command_id": "x"}),
     );
     let ids = backend
-        .transport()
-        .append(&topic, std::slice::from_ref(&late))
+        .reply_streams()
+        .reply(&topic, std::slice::from_ref(&late))
         .await
         .unwrap();
     assert!(ids.is_empty(), "a late reply is dropped");
@@ -364,7 +364,7 @@ async fn remote_commands_are_handled_once_by_one_instance(backend: Backend) {
             .group("math-commands")
             .consumer_name(format!("math-{who}"))
             .configure(|o| o.batch_size = 4)
-            .on_topic(Topic::Commands("math".into()), {
+            .on_topic(eventbus_core::cqrs::command_topic("math"), {
                 let server = CommandServer::new(bus.clone());
                 move |e: Envelope<Value>, ctx: eventbus_core::Context| {
                     let server = server.clone();
@@ -440,7 +440,7 @@ async fn remote_command_to_nobody_times_out(backend: Backend) {
         .subscribe()
         .group("nobody-home-commands")
         .start_from(StartFrom::Beginning)
-        .on_topic(Topic::Commands("nobody-home".into()), {
+        .on_topic(eventbus_core::cqrs::command_topic("nobody-home"), {
             let server = CommandServer::new(bus.clone());
             move |e: Envelope<Value>, ctx: eventbus_core::Context| {
                 let server = server.clone();
@@ -529,7 +529,7 @@ fn reply_stream_is_kept_while_the_client_runs_and_removed_on_shutdown() {
         )
         .await
         .unwrap();
-        let reply_topic = Topic::Replies(client.instance().to_owned());
+        let reply_topic = eventbus_core::cqrs::reply_topic(client.instance());
         let key = eventbus_tests::stream_key(&namespace, &reply_topic);
         let (exists, pttl) = key_state(&key).await;
         assert!(exists && pttl > 0 && pttl <= 400, "{exists} {pttl}");
@@ -554,10 +554,13 @@ fn reply_stream_is_kept_while_the_client_runs_and_removed_on_shutdown() {
             "math",
             serde_json::json!({"command_id": "x"}),
         );
-        let ids = transport
-            .append(&reply_topic, std::slice::from_ref(&late))
-            .await
-            .unwrap();
+        let ids = eventbus_core::ReplyStreams::reply(
+            &transport,
+            &reply_topic,
+            std::slice::from_ref(&late),
+        )
+        .await
+        .unwrap();
         assert!(ids.is_empty());
         assert_eq!(
             key_state(&key).await,
@@ -582,7 +585,10 @@ fn reply_stream_of_a_dropped_client_expires() {
         )
         .await
         .unwrap();
-        let key = eventbus_tests::stream_key(&namespace, &Topic::Replies(client.instance().into()));
+        let key = eventbus_tests::stream_key(
+            &namespace,
+            &eventbus_core::cqrs::reply_topic(client.instance()),
+        );
         drop(client);
         let (exists, pttl) = key_state(&key).await;
         assert!(exists && pttl > 0 && pttl <= 500, "{exists} {pttl}");
@@ -605,7 +611,10 @@ fn a_plain_client_cleans_up_its_reply_stream() {
             eventbus_core::CommandClient::start(EventBus::from_arc(backend.transport(), "caller"))
                 .await
                 .unwrap();
-        let key = eventbus_tests::stream_key(&namespace, &Topic::Replies(client.instance().into()));
+        let key = eventbus_tests::stream_key(
+            &namespace,
+            &eventbus_core::cqrs::reply_topic(client.instance()),
+        );
         let (exists, pttl) = key_state(&key).await;
         let ttl = eventbus_core::DEFAULT_REPLY_TTL.as_millis() as i64;
         assert!(exists && pttl > 0 && pttl <= ttl, "{exists} {pttl}");

@@ -13,4 +13,6 @@ pub use command::{
 };
 pub use emit::{Emit, Emitted};
 pub use query::{Query, QueryBus, QueryContext, QueryError, QueryHandlers};
-pub use remote::{CommandClient, CommandServer, ReplyStreams, DEFAULT_REPLY_TTL};
+pub use remote::{
+    command_topic, reply_topic, CommandClient, CommandServer, ReplyStreams, DEFAULT_REPLY_TTL,
+};

@@ -2,11 +2,11 @@
 //! exactly one instance of that service (its consumer group), the reply returned to the
 //! sender over the sender's reply stream.
 //!
-//! Wire: the command is an entry of `Topic::Commands(service)` (Redis
+//! Wire: the command is an entry of the service's command stream ([`command_topic`]: Redis
 //! `{ns}:stream:cmd:{service}`) in the event envelope format: `event_type` = the command
 //! type, `event_id` = the command id, `data` = the command, `metadata.reply_to` = the sender's
 //! instance, `metadata.deadline` = when the sender stops waiting (Unix seconds). The reply is
-//! an entry of `Topic::Replies(instance)` with `event_type` `CommandReply` and `data`
+//! an entry of the sender's reply stream ([`reply_topic`]: `{ns}:stream:reply:{instance}`) with `event_type` `CommandReply` and `data`
 //! `{"command_id", "status": "ok"|"rejected"|"no_handler"|"failed", "output"|"error"|"message"}`.
 //!
 //! A client's reply stream lives as long as the client: with [`ReplyStreams`] (Redis:
@@ -29,6 +29,17 @@ use crate::envelope::{new_id, now_seconds, Envelope};
 use crate::error::{Error, HandlerError, Result};
 pub use crate::transport::ReplyStreams;
 use crate::transport::{StartFrom, Topic};
+
+/// The stream a service's commands are sent on (`cmd:{service}`), read by its group
+/// `{service}-commands`.
+pub fn command_topic(service: &str) -> Topic {
+    Topic::Named(format!("cmd:{service}"))
+}
+
+/// The stream a client instance's replies come back on (`reply:{instance}`).
+pub fn reply_topic(instance: &str) -> Topic {
+    Topic::Named(format!("reply:{instance}"))
+}
 
 /// The event type of reply entries.
 const REPLY_TYPE: &str = "CommandReply";
@@ -75,7 +86,7 @@ impl CommandServer {
             .subscribe()
             .group(format!("{service}-commands"))
             .on_topic(
-                Topic::Commands(service),
+                command_topic(&service),
                 move |envelope: Envelope<Value>, ctx: Context| {
                     let server = self.clone();
                     async move { server.handle(envelope, ctx).await }
@@ -87,7 +98,7 @@ impl CommandServer {
 
     /// Handles one entry of a command stream and replies to its sender: the handler
     /// [`start`](Self::start) mounts, for mounting on a subscription configured by hand
-    /// (`.on_topic(Topic::Commands(service), …)` in the group `{service}-commands`).
+    /// (`.on_topic(command_topic(service), …)` in the group `{service}-commands`).
     pub async fn handle(
         &self,
         envelope: Envelope<Value>,
@@ -150,15 +161,15 @@ async fn serve_one(
     };
     let reply = Envelope::new(REPLY_TYPE, 1, bus.events().service(), data).caused_by(&*envelope);
     let transport = ctx.bus().transport().clone();
+    let streams = transport.reply_streams();
+    let topic = reply_topic(&reply_to);
     let mut last = None;
     for attempt in 1..=REPLY_ATTEMPTS {
-        match transport
-            .append(
-                &Topic::Replies(reply_to.clone()),
-                std::slice::from_ref(&reply),
-            )
-            .await
-        {
+        let sent = match &streams {
+            Some(streams) => streams.reply(&topic, std::slice::from_ref(&reply)).await,
+            None => transport.append(&topic, std::slice::from_ref(&reply)).await,
+        };
+        match sent {
             Ok(_) => return Ok(()),
             Err(e) => {
                 tracing::warn!(command_id = %envelope.event_id, error = %e, attempt, "cannot send command reply");
@@ -177,7 +188,7 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 
 /// Sends commands to other services and awaits their replies.
 ///
-/// Each client has its own reply stream (`Topic::Replies(instance)`, bounded) read by a
+/// Each client has its own reply stream ([`reply_topic`], bounded) read by a
 /// subscription of its own. Start one per process and share it.
 ///
 /// ```
@@ -263,27 +274,24 @@ impl CommandClient {
             .consumer_name(instance.clone())
             .start_from(StartFrom::Beginning)
             .configure(|o| o.remove_idle_consumers_after = None)
-            .on_topic(
-                Topic::Replies(instance.clone()),
-                move |reply: Envelope<Value>| {
-                    let p = p.clone();
-                    async move {
-                        let waiter = reply
-                            .data
-                            .get("command_id")
-                            .and_then(Value::as_str)
-                            .and_then(|id| p.lock().unwrap_or_else(|e| e.into_inner()).remove(id));
-                        // No waiter: the sender timed out already; the reply is dropped.
-                        if let Some(waiter) = waiter {
-                            let _ = waiter.send(reply.data);
-                        }
-                        Ok::<(), HandlerError>(())
+            .on_topic(reply_topic(&instance), move |reply: Envelope<Value>| {
+                let p = p.clone();
+                async move {
+                    let waiter = reply
+                        .data
+                        .get("command_id")
+                        .and_then(Value::as_str)
+                        .and_then(|id| p.lock().unwrap_or_else(|e| e.into_inner()).remove(id));
+                    // No waiter: the sender timed out already; the reply is dropped.
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(reply.data);
                     }
-                },
-            )
+                    Ok::<(), HandlerError>(())
+                }
+            })
             .start()
             .await?;
-        let topic = Topic::Replies(instance.clone());
+        let topic = reply_topic(&instance);
         let keep_alive = match &streams {
             Some(streams) => {
                 if let Err(e) = streams.keep_alive(&topic, ttl).await {
@@ -363,10 +371,7 @@ impl CommandClient {
         let sent = self
             .events
             .transport()
-            .append(
-                &Topic::Commands(service.to_string()),
-                std::slice::from_ref(&envelope),
-            )
+            .append(&command_topic(service), std::slice::from_ref(&envelope))
             .await;
         if let Err(e) = sent {
             self.pending().remove(&command_id);
@@ -393,7 +398,7 @@ impl CommandClient {
         drop(self._keep_alive);
         self.replies.shutdown().await?;
         if let Some(streams) = &self.streams {
-            streams.remove(&Topic::Replies(self.instance)).await?;
+            streams.remove(&reply_topic(&self.instance)).await?;
         }
         Ok(())
     }

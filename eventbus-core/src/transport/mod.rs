@@ -21,8 +21,9 @@ use crate::error::Result;
 
 pub mod memory;
 
-/// A stream a subscription reads: one event type's stream, the global stream, or the
-/// command and reply streams of remote commands.
+/// A stream a subscription reads: one event type's stream, the global stream, or a stream
+/// named by whoever uses it (remote commands name theirs; see
+/// [`CommandClient`](crate::CommandClient)).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Topic {
@@ -30,10 +31,9 @@ pub enum Topic {
     Type(String),
     /// The global stream every event is also appended to.
     All,
-    /// The commands sent to a service (read by its group `{service}-commands`).
-    Commands(String),
-    /// The replies to commands sent by one client instance.
-    Replies(String),
+    /// A stream that is no event type's, by name. A name holds a `:`, which an event type
+    /// never does, so it can't meet a type's stream.
+    Named(String),
 }
 
 impl Topic {
@@ -48,8 +48,7 @@ impl fmt::Display for Topic {
         match self {
             Topic::Type(t) => f.write_str(t),
             Topic::All => f.write_str("all"),
-            Topic::Commands(s) => write!(f, "cmd:{s}"),
-            Topic::Replies(i) => write!(f, "reply:{i}"),
+            Topic::Named(name) => f.write_str(name),
         }
     }
 }
@@ -250,6 +249,11 @@ pub trait ReplyStreams: Send + Sync + 'static {
 
     /// Removes `topic`'s stream with its group (the client shut down).
     async fn remove(&self, topic: &Topic) -> Result<()>;
+
+    /// Appends replies to `topic`'s stream only if the stream exists, keeping it short: a
+    /// reply to a client that is gone (shut down, or expired after its process died) is
+    /// dropped, never recreating its stream. Returns the ids of what was appended.
+    async fn reply(&self, topic: &Topic, entries: &[Envelope<Value>]) -> Result<Vec<EntryId>>;
 }
 
 /// One consumer of a group: the primitives the consumer loop is built from.
