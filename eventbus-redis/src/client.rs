@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventbus_core::{Error as CoreError, Result as CoreResult, TransportErrorKind};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Value};
 
 use crate::config::RedisConfig;
+use crate::conn::Conn;
 use crate::error::{kind_of, Result, Server};
 use crate::keys::Keys;
 use crate::reply;
@@ -47,7 +48,7 @@ pub(crate) struct Inner {
     pub(crate) config: RedisConfig,
     pub(crate) keys: Keys,
     pub(crate) server: Server,
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: Conn,
     server_version: String,
 }
 
@@ -74,14 +75,7 @@ impl RedisClient {
             install_crypto_provider();
         }
         let server = Server::new(config.redacted_url(), config.password());
-        let probe_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout_duration()))
-            .set_response_timeout(Some(config.response_timeout_duration()));
-        let mut probe = config
-            .client()
-            .get_multiplexed_async_connection_with_config(&probe_config)
-            .await
-            .map_err(|e| server.transport(&e, "connect"))?;
+        let mut probe = probe(&config, &server).await?;
         redis::cmd("PING")
             .query_async::<Value>(&mut probe)
             .await
@@ -89,10 +83,12 @@ impl RedisClient {
 
         let server_version = match redis::cmd("INFO")
             .arg("server")
-            .query_async::<String>(&mut probe)
+            .query_async::<Value>(&mut probe)
             .await
         {
-            Ok(info) => info
+            // A cluster answers per master (a map of node to text): any master will do.
+            Ok(info) => info_text(&info)
+                .unwrap_or_default()
                 .lines()
                 .find_map(|line| line.strip_prefix("redis_version:"))
                 .map(|v| v.trim().to_owned())
@@ -106,11 +102,16 @@ impl RedisClient {
         };
         tracing::info!(server = %server.redacted_url, redis_version = %server_version, "connected to Redis");
         check_eviction_policy(&mut probe, &server).await;
-        drop(probe);
 
-        let conn = manager(&config, Some(config.response_timeout_duration()))
-            .await
-            .map_err(|e| server.transport(&e, "connect"))?;
+        let conn = match &probe {
+            // A cluster connection routes by slot and follows the topology: share it.
+            Conn::Cluster(_) => probe.clone(),
+            Conn::Single(_) | Conn::Plain(_) => Conn::Single(
+                manager(&config, Some(config.response_timeout_duration()))
+                    .await
+                    .map_err(|e| server.transport(&e, "connect"))?,
+            ),
+        };
         let keys = config.keys();
         Ok(RedisClient {
             inner: Arc::new(Inner {
@@ -153,7 +154,7 @@ impl RedisClient {
     }
 
     /// A connection of its own (see [`Inner::dedicated_connection`]).
-    pub(crate) async fn dedicated_connection(&self) -> CoreResult<ConnectionManager> {
+    pub(crate) async fn dedicated_connection(&self) -> CoreResult<Conn> {
         self.inner.dedicated_connection().await
     }
 }
@@ -161,10 +162,17 @@ impl RedisClient {
 impl Inner {
     /// A connection of its own (for blocking reads, which must not stall the shared one),
     /// with the configured timeouts and reconnect backoff and no response timeout.
-    pub(crate) async fn dedicated_connection(&self) -> CoreResult<ConnectionManager> {
-        manager(&self.config, None)
-            .await
-            .map_err(|e| CoreError::Transport(self.server.transport(&e, "connect")))
+    /// A connection of its own, without a response timeout (for blocking reads): a new
+    /// reconnecting connection to the node, or a new cluster connection.
+    pub(crate) async fn dedicated_connection(&self) -> CoreResult<Conn> {
+        let connected = match self.config.cluster_client() {
+            Some(client) => match client {
+                Ok(client) => client.get_async_connection().await.map(Conn::Cluster),
+                Err(e) => Err(e),
+            },
+            None => manager(&self.config, None).await.map(Conn::Single),
+        };
+        connected.map_err(|e| CoreError::Transport(self.server.transport(&e, "connect")))
     }
 }
 
@@ -182,7 +190,7 @@ pub(crate) async fn manager(
     ConnectionManager::new_with_config(config.client().clone(), manager_config).await
 }
 
-async fn check_eviction_policy(conn: &mut redis::aio::MultiplexedConnection, server: &Server) {
+async fn check_eviction_policy(conn: &mut impl ConnectionLike, server: &Server) {
     let reply = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
@@ -213,4 +221,34 @@ fn install_crypto_provider() {
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// The first connection: a multiplexed one to the node (for the checks made once), or the
+/// cluster connection.
+async fn probe(config: &RedisConfig, server: &Server) -> Result<Conn> {
+    let connected = match config.cluster_client() {
+        Some(client) => match client {
+            Ok(client) => client.get_async_connection().await.map(Conn::Cluster),
+            Err(e) => Err(e),
+        },
+        None => {
+            let probe_config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout_duration()))
+                .set_response_timeout(Some(config.response_timeout_duration()));
+            config
+                .client()
+                .get_multiplexed_async_connection_with_config(&probe_config)
+                .await
+                .map(Conn::Plain)
+        }
+    };
+    connected.map_err(|e| server.transport(&e, "connect").into())
+}
+
+/// The text of an `INFO` reply: a node's, or the first master's of a cluster's per-node map.
+fn info_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Map(nodes) => nodes.first().and_then(|(_, info)| reply::text(info)),
+        other => reply::text(other),
+    }
 }

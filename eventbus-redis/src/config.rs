@@ -57,6 +57,8 @@ pub struct RedisConfig {
     connect_timeout: Duration,
     response_timeout: Duration,
     tls_ca_file: Option<PathBuf>,
+    /// The seed nodes of a cluster (`redis+cluster://`), `None` for a single node.
+    cluster: Option<Vec<redis::ConnectionInfo>>,
 }
 
 impl RedisConfig {
@@ -77,9 +79,35 @@ impl RedisConfig {
                     .to_owned(),
             ));
         }
-        let client = Client::open(url).map_err(|e| invalid(e.to_string()))?;
-        let redacted_url = redact(&client);
+        let (client, redacted_url, cluster) = match cluster_nodes(url) {
+            Some((scheme, nodes)) => {
+                let clients = nodes
+                    .iter()
+                    .map(|node| Client::open(node.as_str()).map_err(|e| invalid(e.to_string())))
+                    .collect::<Result<Vec<_>>>()?;
+                let hosts: Vec<String> = clients
+                    .iter()
+                    .map(|c| c.get_connection_info().addr().to_string())
+                    .collect();
+                let infos = clients
+                    .iter()
+                    .map(|c| c.get_connection_info().clone())
+                    .collect();
+                let first = clients
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| invalid("a cluster URL names at least one node".to_owned()))?;
+                let redacted = format!("{scheme}+cluster://{}", hosts.join(","));
+                (first, redacted, Some(infos))
+            }
+            None => {
+                let client = Client::open(url).map_err(|e| invalid(e.to_string()))?;
+                let redacted_url = redact(&client);
+                (client, redacted_url, None)
+            }
+        };
         Ok(RedisConfig {
+            cluster,
             client,
             redacted_url,
             namespace: DEFAULT_NAMESPACE.to_owned(),
@@ -270,6 +298,34 @@ impl RedisConfig {
         &self.client
     }
 
+    /// Whether the URL names a cluster (`redis+cluster://`, `rediss+cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A cluster client on the configured seed nodes, with this configuration's timeouts
+    /// (and private CA), or `None` for a single node.
+    pub(crate) fn cluster_client(
+        &self,
+    ) -> Option<redis::RedisResult<redis::cluster::ClusterClient>> {
+        let nodes = self.cluster.as_ref()?;
+        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.response_timeout);
+        if let Some(path) = &self.tls_ca_file {
+            match std::fs::read(path) {
+                Ok(pem) => {
+                    builder = builder.certs(TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    })
+                }
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+        Some(builder.build())
+    }
+
     /// The password, only to scrub it from messages.
     pub(crate) fn password(&self) -> Option<&str> {
         self.client
@@ -390,6 +446,31 @@ fn scrub_userinfo(url: &str, message: &str) -> String {
         }
     }
     out
+}
+
+/// The scheme and per-node URLs of a cluster URL:
+/// `redis+cluster://[user:password@]host:port[,host:port…][/…][#insecure]` becomes
+/// `redis://[user:password@]host:port[…]` for every node (`rediss` with `rediss+cluster`).
+fn cluster_nodes(url: &str) -> Option<(&'static str, Vec<String>)> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        ("redis", rest)
+    } else {
+        ("rediss", url.strip_prefix("rediss+cluster://")?)
+    };
+    let (userinfo, hosts_and_tail) = match rest.rfind('@') {
+        Some(at) => (&rest[..=at], &rest[at + 1..]),
+        None => ("", rest),
+    };
+    let end = hosts_and_tail
+        .find(['/', '?', '#'])
+        .unwrap_or(hosts_and_tail.len());
+    let (hosts, tail) = hosts_and_tail.split_at(end);
+    let nodes = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|host| format!("{scheme}://{userinfo}{host}{tail}"))
+        .collect();
+    Some((scheme, nodes))
 }
 
 #[cfg(test)]

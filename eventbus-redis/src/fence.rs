@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::conn::Conn;
 use async_trait::async_trait;
 use eventbus_core::transport::{
     Claimed, ConsumerSpec, DeadLetterReason, Delivery, StreamConsumer, Topic,
 };
 use eventbus_core::{EntryId, Error as CoreError, Result as CoreResult};
-use redis::aio::ConnectionManager;
 use redis::Value;
 
 use crate::client::Inner;
@@ -29,7 +29,7 @@ use crate::scripts;
 pub(crate) struct FencedConsumer {
     inner: Arc<Inner>,
     delegate: Box<dyn StreamConsumer>,
-    waiter: ConnectionManager,
+    waiter: Conn,
     spec: ConsumerSpec,
     streams: Vec<(Topic, String)>,
     lease: String,

@@ -60,6 +60,7 @@ mod app;
 pub mod client;
 pub mod codec;
 pub mod config;
+mod conn;
 pub mod consumer;
 pub mod error;
 pub mod event_store;

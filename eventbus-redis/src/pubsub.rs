@@ -9,12 +9,12 @@ use async_trait::async_trait;
 use eventbus_core::pubsub::{PubSubMessage, PubSubSpec, PubSubStream, PubSubTransport, Via};
 use eventbus_core::{Envelope, Result as CoreResult};
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use serde_json::Value;
 
 use crate::client::{manager, RedisClient};
 use crate::codec;
 use crate::config::RedisConfig;
+use crate::conn::Conn;
 use crate::error::{Result, Server};
 use crate::keys::Keys;
 use crate::transport::RedisTransport;
@@ -52,7 +52,7 @@ struct Inner {
     config: RedisConfig,
     keys: Keys,
     server: Server,
-    conn: ConnectionManager,
+    conn: Conn,
 }
 
 impl std::fmt::Debug for RedisPubSub {
@@ -69,9 +69,17 @@ impl RedisPubSub {
     /// password.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let server = Server::new(config.redacted_url(), config.password());
-        let mut conn = manager(&config, Some(config.response_timeout_duration()))
-            .await
-            .map_err(|e| server.transport(&e, "connect"))?;
+        let connected = match config.cluster_client() {
+            // Classic Pub/Sub on a cluster: a publish on any node reaches every subscriber.
+            Some(client) => match client {
+                Ok(client) => client.get_async_connection().await.map(Conn::Cluster),
+                Err(e) => Err(e),
+            },
+            None => manager(&config, Some(config.response_timeout_duration()))
+                .await
+                .map(Conn::Single),
+        };
+        let mut conn = connected.map_err(|e| server.transport(&e, "connect"))?;
         redis::cmd("PING")
             .query_async::<redis::Value>(&mut conn)
             .await
@@ -79,7 +87,7 @@ impl RedisPubSub {
         Ok(RedisPubSub::with_connection(config, server, conn))
     }
 
-    fn with_connection(config: RedisConfig, server: Server, conn: ConnectionManager) -> Self {
+    fn with_connection(config: RedisConfig, server: Server, conn: Conn) -> Self {
         let keys = config.keys();
         RedisPubSub {
             inner: Arc::new(Inner {

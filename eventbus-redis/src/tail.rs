@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use crate::conn::Conn;
 use eventbus_core::transport::{Malformed, StartFrom, Topic};
 use eventbus_core::{EntryId, Envelope, Result as CoreResult};
-use redis::aio::ConnectionManager;
 use redis::Value;
 use serde_json::Value as Json;
 
@@ -21,7 +21,7 @@ pub struct StreamTail {
     transport: RedisTransport,
     key: String,
     cursor: EntryId,
-    conn: ConnectionManager,
+    conn: Conn,
 }
 
 impl std::fmt::Debug for StreamTail {

@@ -8,6 +8,10 @@
 //! none recreates a key) before deleting the namespace once more. A missing Redis fails the
 //! test loudly; it never skips.
 
+mod cluster;
+
+pub use cluster::RedisCluster;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::conn::Conn;
 use async_trait::async_trait;
 use eventbus_core::envelope::now_seconds;
 use eventbus_core::transport::{
     Claimed, ConsumerSpec, DeadLetterReason, Delivery, StreamConsumer, Topic,
 };
 use eventbus_core::{EntryId, Error as CoreError, Result as CoreResult};
-use redis::aio::ConnectionManager;
 use redis::{RedisError, Value};
 
 use crate::codec;
@@ -70,7 +70,7 @@ use crate::client::{Inner, RedisClient};
 /// other commands; everything else uses the transport's shared multiplexed connection.
 pub struct RedisConsumer {
     inner: Arc<Inner>,
-    reader: ConnectionManager,
+    reader: Conn,
     spec: ConsumerSpec,
     /// `(topic, stream key)` of every topic read.
     streams: Vec<(Topic, String)>,
@@ -86,7 +86,7 @@ impl std::fmt::Debug for RedisConsumer {
 }
 
 impl RedisConsumer {
-    pub(crate) fn new(client: RedisClient, reader: ConnectionManager, spec: ConsumerSpec) -> Self {
+    pub(crate) fn new(client: RedisClient, reader: Conn, spec: ConsumerSpec) -> Self {
         let inner = client.shared();
         let streams = spec
             .topics
@@ -118,7 +118,7 @@ impl RedisConsumer {
         &self.spec.consumer
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
 
@@ -140,7 +140,7 @@ impl RedisConsumer {
     /// manager reconnects on the first failure. Every command sent here is safe to repeat.
     async fn retry_once<T, F, Fut>(&self, operation: &str, topic: &Topic, f: F) -> CoreResult<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         match f(self.conn()).await {

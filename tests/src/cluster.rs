@@ -1,0 +1,87 @@
+//! A local Redis Cluster of 3 masters and 3 replicas for the tests: every node a
+//! `redis-server --cluster-enabled yes` of the test's own on free ports, joined with
+//! `redis-cli --cluster create … --cluster-replicas 1`, stopped (by pid) when dropped.
+
+use std::time::Duration;
+
+use crate::RedisServer;
+
+/// A running cluster; dropping it stops every node.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl RedisCluster {
+    /// Starts 6 nodes, creates the cluster, and waits until every node reports
+    /// `cluster_state:ok`.
+    pub async fn start() -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            let bus = free_port().to_string();
+            nodes.push(
+                RedisServer::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .await,
+            );
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let status = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("`redis-cli` must be on the PATH to create a cluster");
+        assert!(
+            status.success(),
+            "redis-cli --cluster create failed: {status}"
+        );
+        let cluster = RedisCluster { nodes };
+        for _ in 0..200 {
+            if cluster.nodes.iter().all(|n| cluster_ok(n.port())) {
+                return cluster;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the cluster on {addresses:?} did not reach cluster_state:ok in 20 s");
+    }
+
+    /// `redis+cluster://` with the first three nodes as seeds.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .take(3)
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// The nodes' ports.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(RedisServer::port).collect()
+    }
+}
+
+fn cluster_ok(port: u16) -> bool {
+    std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "cluster", "info"])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok"))
+}
