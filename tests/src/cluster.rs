@@ -18,7 +18,8 @@ fn free_port() -> u16 {
 
 impl RedisCluster {
     /// Starts 6 nodes, creates the cluster, and waits until every node reports
-    /// `cluster_state:ok`.
+    /// `cluster_state:ok` and every replica is in sync with its master (so that killing a
+    /// master fails over to it).
     pub async fn start() -> Self {
         let mut nodes = Vec::new();
         for _ in 0..6 {
@@ -33,6 +34,8 @@ impl RedisCluster {
                     "2000",
                     "--cluster-config-file",
                     "nodes.conf",
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ])
                 .await,
             );
@@ -54,7 +57,8 @@ impl RedisCluster {
         );
         let cluster = RedisCluster { nodes };
         for _ in 0..200 {
-            if cluster.nodes.iter().all(|n| cluster_ok(n.port())) {
+            if cluster.nodes.iter().all(|n| cluster_ok(n.port())) && cluster.synced_replicas() == 3
+            {
                 return cluster;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -76,6 +80,42 @@ impl RedisCluster {
     /// The nodes' ports.
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(RedisServer::port).collect()
+    }
+
+    /// The port of the master holding `key` (the node that answers `EXISTS` with 1; the
+    /// others answer `MOVED`).
+    pub fn owner_of(&self, key: &str) -> Option<u16> {
+        self.nodes.iter().map(RedisServer::port).find(|port| {
+            std::process::Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "exists", key])
+                .output()
+                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "1")
+        })
+    }
+
+    /// SIGKILLs the node on `port` (its replica takes over after `cluster-node-timeout`).
+    pub fn kill(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port() == port) {
+            node.kill();
+        }
+    }
+}
+
+impl RedisCluster {
+    /// How many nodes are replicas with their link to the master up.
+    fn synced_replicas(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                std::process::Command::new("redis-cli")
+                    .args(["-p", &n.port().to_string(), "info", "replication"])
+                    .output()
+                    .is_ok_and(|out| {
+                        let info = String::from_utf8_lossy(&out.stdout);
+                        info.contains("role:slave") && info.contains("master_link_status:up")
+                    })
+            })
+            .count()
     }
 }
 

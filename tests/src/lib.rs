@@ -547,6 +547,12 @@ impl RedisServer {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// SIGKILLs the server (a crash: nothing is flushed).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for RedisServer {

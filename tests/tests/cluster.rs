@@ -20,21 +20,6 @@ use serde_json::{json, Value};
 
 const TYPES: [&str; 3] = ["Cluster.Alpha", "Cluster.Beta", "Cluster.Gamma"];
 
-/// The master (by port) holding `key`: the node that answers `EXISTS` for it (the others
-/// answer `MOVED`).
-fn owner(cluster: &RedisCluster, key: &str) -> u16 {
-    cluster
-        .ports()
-        .into_iter()
-        .find(|port| {
-            std::process::Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "exists", key])
-                .output()
-                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "1")
-        })
-        .unwrap_or_else(|| panic!("no node holds {key}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_per_type_consumes_streams_spread_over_the_masters() {
     let cluster = RedisCluster::start().await;
@@ -82,7 +67,7 @@ async fn a_subscription_per_type_consumes_streams_spread_over_the_masters() {
         assert_eq!(ids.len(), 50);
         appended.push((event_type, ids));
     }
-    let masters: BTreeSet<u16> = keys.iter().map(|k| owner(&cluster, k)).collect();
+    let masters: BTreeSet<u16> = keys.iter().filter_map(|k| cluster.owner_of(k)).collect();
     assert!(
         masters.len() > 1,
         "the streams {keys:?} live on one master only"
@@ -119,6 +104,90 @@ async fn a_subscription_per_type_consumes_streams_spread_over_the_masters() {
             .await
             .unwrap());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consuming_goes_on_after_the_master_of_the_stream_is_killed() {
+    let mut cluster = RedisCluster::start().await;
+    let config = RedisConfig::new(&cluster.url())
+        .unwrap()
+        .namespace("failover");
+    let transport = RedisTransport::connect(config).await.unwrap();
+    let topic = Topic::of_type("Cluster.Failover");
+    let bus = EventBus::new(transport.clone(), "failover-consumer");
+    let seen: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let handled = seen.clone();
+    let subscription = bus
+        .subscribe()
+        .start_from(StartFrom::Beginning)
+        .configure(|o| {
+            o.reconnect_backoff =
+                eventbus_core::Backoff::new(Duration::from_millis(50), Duration::from_millis(500))
+        })
+        .on_raw("Cluster.Failover", move |event: Envelope<Value>| {
+            let handled = handled.clone();
+            async move {
+                handled
+                    .lock()
+                    .unwrap()
+                    .insert(event.data["n"].as_u64().unwrap_or(u64::MAX));
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+
+    // A publisher that retries what failed, as a service would.
+    let publish = |n: u64| {
+        let (transport, topic) = (transport.clone(), topic.clone());
+        async move {
+            let event = Envelope::new("Cluster.Failover", 1, "test", json!({ "n": n }));
+            let started = tokio::time::Instant::now();
+            loop {
+                match transport.append(&topic, std::slice::from_ref(&event)).await {
+                    Ok(_) => return started.elapsed(),
+                    Err(e) => {
+                        eprintln!("append {n} failed, retrying: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                }
+            }
+        }
+    };
+    for n in 0..100 {
+        publish(n).await;
+    }
+    eventually(Duration::from_secs(10), "the first 100", || async {
+        seen.lock().unwrap().len() == 100
+    })
+    .await;
+    let key = transport.client().keys().stream(&topic);
+    let master = cluster.owner_of(&key).expect("a master holds the stream");
+    cluster.kill(master);
+    let killed = tokio::time::Instant::now();
+    let mut longest = Duration::ZERO;
+    for n in 100..200 {
+        longest = longest.max(publish(n).await);
+    }
+    let published = killed.elapsed();
+    eventually(
+        Duration::from_secs(30),
+        "all 200 after the failover",
+        || async { seen.lock().unwrap().len() == 200 },
+    )
+    .await;
+    println!(
+        "failover: master {master} killed; the next 100 appends took {published:?} \
+         (longest wait {longest:?}); all 200 handled {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(
+        cluster.owner_of(&key).is_some_and(|p| p != master),
+        "the replica took over the stream"
+    );
+    assert_eq!(*seen.lock().unwrap(), (0..200).collect(), "nothing lost");
+    subscription.shutdown().await.unwrap();
 }
 
 #[test]
