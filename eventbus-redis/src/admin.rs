@@ -351,31 +351,15 @@ impl RedisTransport {
         Ok(deleted)
     }
 
-    /// Every key matching `pattern` (of `key_type`, when given), by `SCAN` (never `KEYS`).
+    /// Every key matching `pattern` (of `key_type`, when given), by `SCAN` (never `KEYS`),
+    /// on every master of a cluster.
     async fn scan(&self, pattern: &str, key_type: Option<&str>) -> CoreResult<Vec<String>> {
-        let mut conn = self.inner().conn.clone();
-        let mut cursor = 0u64;
-        let mut keys = Vec::new();
-        loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(500);
-            if let Some(t) = key_type {
-                cmd.arg("TYPE").arg(t);
-            }
-            let (next, batch): (u64, Vec<String>) = cmd
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.inner().server.error(&e, "SCAN", None))?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
-        }
+        self.inner()
+            .conn
+            .clone()
+            .scan(pattern, key_type)
+            .await
+            .map_err(|e| self.inner().server.error(&e, "SCAN", None))
     }
 }
 

@@ -4,7 +4,8 @@
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 /// A connection to a single node or to a cluster; cheap to clone (clones share it).
 #[derive(Clone)]
@@ -46,4 +47,89 @@ impl ConnectionLike for Conn {
             Conn::Plain(c) => c.get_db(),
         }
     }
+}
+
+impl Conn {
+    /// Every key `SCAN` finds for `pattern` (of `key_type`, when given): on the node, or on
+    /// every master of a cluster, each scanned to the end.
+    pub(crate) async fn scan(
+        &mut self,
+        pattern: &str,
+        key_type: Option<&str>,
+    ) -> RedisResult<Vec<String>> {
+        let mut keys = Vec::new();
+        match self {
+            Conn::Cluster(cluster) => {
+                for (host, port) in masters(cluster).await? {
+                    let route =
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                    let mut cursor = 0u64;
+                    loop {
+                        let reply = cluster
+                            .route_command(scan_cmd(cursor, pattern, key_type), route.clone())
+                            .await?;
+                        let (next, batch): (u64, Vec<String>) = redis::from_redis_value(reply)?;
+                        keys.extend(batch);
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+            }
+            node => {
+                let mut cursor = 0u64;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = scan_cmd(cursor, pattern, key_type)
+                        .query_async(node)
+                        .await?;
+                    keys.extend(batch);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
+/// One `SCAN` step.
+fn scan_cmd(cursor: u64, pattern: &str, key_type: Option<&str>) -> Cmd {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(500);
+    if let Some(t) = key_type {
+        cmd.arg("TYPE").arg(t);
+    }
+    cmd
+}
+
+/// The masters of a cluster (host, port), from `CLUSTER SLOTS`: each slot range names its
+/// master first.
+async fn masters(cluster: &mut ClusterConnection) -> RedisResult<Vec<(String, u16)>> {
+    let ranges: Vec<Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(cluster)
+        .await?;
+    let mut masters: Vec<(String, u16)> = Vec::new();
+    for range in ranges {
+        let Value::Array(parts) = range else { continue };
+        let Some(Value::Array(master)) = parts.get(2) else {
+            continue;
+        };
+        let (Some(host), Some(port)) = (master.first(), master.get(1)) else {
+            continue;
+        };
+        let host: String = redis::from_redis_value(host.clone())?;
+        let port: u16 = redis::from_redis_value(port.clone())?;
+        if !masters.contains(&(host.clone(), port)) {
+            masters.push((host, port));
+        }
+    }
+    Ok(masters)
 }

@@ -93,6 +93,15 @@ async fn a_subscription_per_type_consumes_streams_spread_over_the_masters() {
             "{event_type} in stream order"
         );
     }
+    // `lag` scans every master: all three groups, caught up.
+    let lags = transport.lag(None).await.unwrap();
+    for event_type in TYPES {
+        let lag = lags
+            .iter()
+            .find(|l| l.group == format!("g-{event_type}"))
+            .unwrap_or_else(|| panic!("no lag row for {event_type}: {lags:?}"));
+        assert_eq!((lag.lag, lag.pending), (Some(0), 0), "{lag:?}");
+    }
     // Nothing left pending: each group acknowledged every entry (on its stream's master).
     for (event_type, ids) in appended {
         assert!(transport
