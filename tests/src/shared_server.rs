@@ -62,7 +62,10 @@ pub fn redis_url() -> String {
         match throwaway() {
             Ok(url) => url,
             Err(reason) => {
-                eprintln!(
+                // Written to stderr itself, not through `eprintln!`, which the test harness
+                // captures and loses on exit.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "error: no Redis answers at {wanted} and the tests could not start one: \
                      {reason}. Install redis-server (Debian/Ubuntu: `apt install redis-server`, \
                      macOS: `brew install redis`) or set REDIS_URL to a running Redis."
