@@ -3,8 +3,8 @@
 //! consistent by optimistic concurrency (a conflict reloads and decides again).
 //!
 //! ```text
-//! cargo run --example bank_account                # against $REDIS_URL (default local)
-//! cargo run --example bank_account -- --in-memory # no Redis needed
+//! cargo run --example bank_account                # $REDIS_URL, else a local Redis, else in memory
+//! cargo run --example bank_account -- --in-memory # in memory even if a Redis answers
 //! cargo run --example bank_account -- --keep      # keep the keys, print their namespace
 //! ```
 //!

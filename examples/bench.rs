@@ -1,5 +1,6 @@
 //! Throughput and latency of the Streams bus on Redis, next to `redis-benchmark` against the
-//! same server in the same run.
+//! same server in the same run. Redis only: a benchmark of the server never falls back to the
+//! in-memory backend.
 //!
 //! ```text
 //! cargo run --release --example bench -- --url redis://127.0.0.1:6379 --events 200000

@@ -4,8 +4,8 @@
 //! from them. A Python service reading those keys sees the same data.
 //!
 //! ```text
-//! cargo run --example cqrs_orders                # against $REDIS_URL (default local)
-//! cargo run --example cqrs_orders -- --in-memory # no Redis needed
+//! cargo run --example cqrs_orders                # $REDIS_URL, else a local Redis, else in memory
+//! cargo run --example cqrs_orders -- --in-memory # in memory even if a Redis answers
 //! cargo run --example cqrs_orders -- --keep      # keep the keys, print their namespace
 //! ```
 //!

@@ -5,12 +5,13 @@
 //! cargo run --example order_saga                        # ord_1 succeeds, ord_2's payment is declined
 //! cargo run --example order_saga -- --fail shipping     # ord_2 fails at shipping instead
 //! cargo run --example order_saga -- --timeout shipping  # ord_2's shipment never answers in time
-//! cargo run --example order_saga -- --in-memory         # no Redis needed
+//! cargo run --example order_saga -- --in-memory         # in memory even if a Redis answers
 //! cargo run --example order_saga -- --namespace demo1 --keep   # keep the keys to inspect them
 //! cargo run --example order_saga -- --namespace demo1 --resume # finish what a killed run left
 //! ```
 //!
-//! Against Redis (`REDIS_URL`, default local) every key the demo writes lives under its
+//! With no Redis answering at 127.0.0.1:6379 and neither `REDIS_URL` nor `--url` set, it runs
+//! in memory and says so. Against Redis every key the demo writes lives under its
 //! namespace (`--namespace`, default `demo-saga-{pid}`): the streams and groups, the
 //! participants' records, and the saga state, which the store puts at `{ns}:saga:{id}`
 //! instead of the article's un-namespaced `saga:{id}` (`RedisSagaStore::with_state_prefix`).
@@ -58,7 +59,7 @@ struct Args {
     /// Make this step answer too late for the second order (its timeout is 2 s).
     #[arg(long, value_enum, conflicts_with = "fail")]
     timeout: Option<Step>,
-    /// Run on the in-memory backend instead of Redis.
+    /// Run on the in-memory backend, even with `--url` or `REDIS_URL` set.
     #[arg(long)]
     in_memory: bool,
     /// Keep the demo's keys in Redis for inspection (prints the namespace).
@@ -70,9 +71,10 @@ struct Args {
     /// Start no saga: carry on the unfinished sagas a killed run left in `--namespace`.
     #[arg(long, requires = "namespace")]
     resume: bool,
-    /// Redis URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    url: String,
+    /// Redis URL (must answer). Without it or `REDIS_URL`: the Redis at
+    /// redis://127.0.0.1:6379 if one answers, else the in-memory backend.
+    #[arg(long, env = "REDIS_URL")]
+    url: Option<String>,
 }
 
 /// The saga data.
@@ -473,14 +475,21 @@ struct Backend {
 }
 
 async fn backend(args: &Args, namespace: &str) -> anyhow::Result<Backend> {
-    if args.in_memory {
+    let wants_redis = args.keep || args.namespace.is_some() || args.resume;
+    let url = common::redis_url(
+        "order_saga",
+        args.in_memory,
+        args.url.as_deref(),
+        wants_redis,
+    );
+    let Some(url) = url else {
         return Ok(Backend {
             transport: Arc::new(MemoryTransport::new()),
             store: Arc::new(MemorySagaStore::new()),
             redis: None,
         });
-    }
-    let config = RedisConfig::new(&args.url)?.namespace(namespace);
+    };
+    let config = RedisConfig::new(&url)?.namespace(namespace);
     let transport = common::connect_or_exit(config).await;
     // Saga state under the namespace too, not at the article's shared `saga:{id}`.
     let store = RedisSagaStore::new(&transport).with_state_prefix(format!("{namespace}:saga:"));

@@ -3,8 +3,8 @@
 //! `Payment.Failed` at priority 5.
 //!
 //! ```text
-//! cargo run --example router                # against $REDIS_URL (default local)
-//! cargo run --example router -- --in-memory # no Redis needed
+//! cargo run --example router                # $REDIS_URL, else a local Redis, else in memory
+//! cargo run --example router -- --in-memory # in memory even if a Redis answers
 //! cargo run --example router -- --keep      # keep the keys, print their namespace
 //! ```
 //!

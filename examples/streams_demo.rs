@@ -3,8 +3,8 @@
 //! dead-letters, and the lag report shows where everything stands.
 //!
 //! ```text
-//! cargo run --example streams_demo                # against $REDIS_URL (default local)
-//! cargo run --example streams_demo -- --in-memory # no Redis needed
+//! cargo run --example streams_demo                # $REDIS_URL, else a local Redis, else in memory
+//! cargo run --example streams_demo -- --in-memory # in memory even if a Redis answers
 //! cargo run --example streams_demo -- --keep      # keep the keys, print their namespace
 //! ```
 //!

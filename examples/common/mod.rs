@@ -10,17 +10,21 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use eventbus_core::transport::memory::MemoryTransport;
 use eventbus_core::transport::StreamTransport;
-use eventbus_redis::{RedisConfig, RedisTransport};
+use eventbus_redis::{RedisConfig, RedisTransport, DEFAULT_URL};
+
+/// The address of [`DEFAULT_URL`], probed before an example falls back to memory.
+const DEFAULT_ADDR: &str = "127.0.0.1:6379";
 
 /// The backend flags of every example.
 #[derive(clap::Args, Debug)]
 pub struct Backend {
-    /// Run on the in-memory backend instead of Redis.
+    /// Run on the in-memory backend, even with `--url` or `REDIS_URL` set.
     #[arg(long)]
     pub in_memory: bool,
-    /// Redis URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub url: String,
+    /// Redis URL (must answer). Without it or `REDIS_URL`: the Redis at
+    /// redis://127.0.0.1:6379 if one answers, else the in-memory backend.
+    #[arg(long, env = "REDIS_URL")]
+    pub url: Option<String>,
     /// Key namespace in Redis (default: `example-{name}-{process id}`, fresh for each run).
     #[arg(long)]
     pub namespace: Option<String>,
@@ -42,18 +46,21 @@ impl Backend {
             .namespace
             .clone()
             .unwrap_or_else(|| format!("example-{example}-{:x}", std::process::id()));
-        let redis = if self.in_memory {
-            None
-        } else {
-            let config = RedisConfig::new(&self.url)?.namespace(namespace.clone());
-            Some(connect_or_exit(configure(config)).await)
+        let wants_redis = self.keep || self.namespace.is_some();
+        let url = redis_url(example, self.in_memory, self.url.as_deref(), wants_redis);
+        let redis = match &url {
+            None => None,
+            Some(url) => {
+                let config = RedisConfig::new(url)?.namespace(namespace.clone());
+                Some(connect_or_exit(configure(config)).await)
+            }
         };
         let streams: Arc<dyn StreamTransport> = match &redis {
             Some(t) => Arc::new(t.clone()),
             None => Arc::new(MemoryTransport::new()),
         };
         Ok(Scratch {
-            url: self.url.clone(),
+            url: url.unwrap_or_default(),
             namespace,
             keep: self.keep,
             redis,
@@ -61,6 +68,36 @@ impl Backend {
             finished: false,
         })
     }
+}
+
+/// The Redis an example runs on, or `None` for the in-memory backend: none with
+/// `--in-memory`; the `--url` (or `REDIS_URL`) given, which must then answer; else the local
+/// default when something answers there or `wants_redis` (flags that only make sense on
+/// Redis); else none, saying so in one line that tells how to use a Redis instead.
+pub fn redis_url(
+    example: &str,
+    in_memory: bool,
+    url: Option<&str>,
+    wants_redis: bool,
+) -> Option<String> {
+    if in_memory {
+        return None;
+    }
+    if let Some(url) = url.filter(|u| !u.is_empty()) {
+        return Some(url.to_owned());
+    }
+    let answers = DEFAULT_ADDR.parse().is_ok_and(|addr| {
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500)).is_ok()
+    });
+    if answers || wants_redis {
+        return Some(DEFAULT_URL.to_owned());
+    }
+    eprintln!(
+        "note: no Redis at {DEFAULT_URL}, running on the in-memory backend \
+         (to use a Redis: REDIS_URL=redis://host:port cargo run --example {example}, \
+         or -- --url redis://host:port)"
+    );
+    None
 }
 
 /// Connects, or says in one line what to run and exits with status 2.
@@ -103,7 +140,7 @@ impl Scratch {
         self.redis.as_ref()
     }
 
-    /// The Redis URL (for a plain client of the example's own).
+    /// The Redis URL (for a plain client of the example's own); empty in memory.
     pub fn url(&self) -> &str {
         &self.url
     }

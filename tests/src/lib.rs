@@ -6,7 +6,8 @@
 //! `{namespace}:*` when dropped, which unwinding does too, and [`both!`] runs each Redis
 //! variant on a runtime of its own that it shuts down (stopping every background task, so
 //! none recreates a key) before deleting the namespace once more. A missing Redis fails the
-//! test loudly; it never skips.
+//! test loudly; it never skips. [`redis_url`] is the server of the whole run: the one at
+//! `REDIS_URL` (or the default address) when it answers, else a throwaway `redis-server`.
 
 mod cluster;
 
@@ -23,10 +24,9 @@ use eventbus_core::transport::{StreamTransport, Topic};
 use eventbus_core::PubSubTransport;
 use eventbus_redis::{RedisConfig, RedisPubSub, RedisSagaStore, RedisTransport};
 
-/// `REDIS_URL`, or the local default.
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
-}
+mod shared_server;
+
+pub use shared_server::redis_url;
 
 /// A unique namespace for a test.
 pub fn namespace(test: &str) -> String {

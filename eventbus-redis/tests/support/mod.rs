@@ -9,13 +9,8 @@ use eventbus_core::transport::{ConsumerSpec, StreamConsumer, Topic};
 use eventbus_redis::{RedisConfig, RedisTransport};
 use redis::aio::MultiplexedConnection;
 
-/// The server the tests run against.
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned())
-}
+/// The server the tests run against: the workspace's, started for the run if none answers.
+pub use eventbus_tests::redis_url;
 
 /// A test's key namespace: deletes every key under it (`SCAN` + `UNLINK`, on a blocking
 /// connection in a thread of its own) when dropped, whether the test passed or panicked.
