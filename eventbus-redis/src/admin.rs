@@ -68,6 +68,11 @@ impl StreamAdmin for RedisTransport {
         Ok(!pending.iter().any(|row| ids.contains(&row.id)))
     }
 
+    async fn lag_of(&self, topic: &Topic, group: &str) -> CoreResult<Option<GroupLag>> {
+        let key = self.inner().keys.stream(topic);
+        Ok(self.group_lag(&key, topic, Some(group)).await?.pop())
+    }
+
     async fn lag(&self, group: Option<&str>) -> CoreResult<Vec<GroupLag>> {
         let mut stream_keys = self
             .scan(&self.inner().keys.stream_pattern(), Some("stream"))

@@ -105,13 +105,15 @@ where
 }
 
 async fn caught_up(transport: &dyn StreamTransport, projection: &Watched) -> Result<bool> {
-    let lags = transport.lag(Some(&projection.group)).await?;
-    Ok(projection.topics.iter().all(|topic| {
+    for topic in &projection.topics {
         // A stream nobody published to yet has no group: nothing to catch up on.
-        lags.iter()
-            .filter(|l| &l.topic == topic)
-            .all(|l| l.lag == Some(0) && l.pending == 0)
-    }))
+        if let Some(lag) = transport.lag_of(topic, &projection.group).await? {
+            if lag.lag != Some(0) || lag.pending != 0 {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }
 
 fn failed(e: crate::Error) -> QueryError {

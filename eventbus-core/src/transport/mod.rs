@@ -216,6 +216,10 @@ pub trait StreamAdmin: Send + Sync + 'static {
     /// Health of every group (or of one) on every stream.
     async fn lag(&self, group: Option<&str>) -> Result<Vec<GroupLag>>;
 
+    /// Health of `group` on `topic`'s stream alone, without looking at any other stream
+    /// (`None`: no such stream, or no such group on it).
+    async fn lag_of(&self, topic: &Topic, group: &str) -> Result<Option<GroupLag>>;
+
     /// Dead letters of a group, oldest first.
     async fn dead_letters(&self, group: &str, count: usize) -> Result<Vec<DeadLetter>>;
 

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use super::MemoryTransport;
 use crate::envelope::EntryId;
 use crate::error::Result;
-use crate::memory::streams::{idle, StreamId};
+use crate::memory::streams::{idle, Group, Stream, StreamId};
 use crate::transport::{ConsumerInfo, DeadLetter, GroupLag, StreamAdmin, Topic};
 
 #[async_trait]
@@ -31,29 +31,20 @@ impl StreamAdmin for MemoryTransport {
         let mut out = Vec::new();
         for (topic, stream) in &state.streams {
             for (name, g) in &stream.groups {
-                if group.is_some_and(|wanted| wanted != name) {
-                    continue;
+                if group.is_none_or(|wanted| wanted == name) {
+                    out.push(group_lag(topic, name, g, stream, now));
                 }
-                let consumers = g
-                    .consumers
-                    .iter()
-                    .map(|(consumer, seen)| ConsumerInfo {
-                        name: consumer.clone(),
-                        pending: g.pending_of(consumer),
-                        idle: idle(now, *seen),
-                    })
-                    .collect();
-                out.push(GroupLag {
-                    topic: topic.clone(),
-                    group: name.clone(),
-                    lag: g.lag(stream.entries_added),
-                    pending: g.pel.len() as u64,
-                    oldest_pending_idle: g.pel.values().next().map(|p| idle(now, p.last_delivery)),
-                    consumers,
-                });
             }
         }
         Ok(out)
+    }
+
+    async fn lag_of(&self, topic: &Topic, group: &str) -> Result<Option<GroupLag>> {
+        let state = self.shared.lock();
+        Ok(state.streams.get(topic).and_then(|stream| {
+            let g = stream.groups.get(group)?;
+            Some(group_lag(topic, group, g, stream, Instant::now()))
+        }))
     }
 
     async fn dead_letters(&self, group: &str, count: usize) -> Result<Vec<DeadLetter>> {
@@ -97,5 +88,26 @@ impl StreamAdmin for MemoryTransport {
             .dead
             .get_mut(group)
             .map_or(0, |dead| dead.take(ids, |_| true).len()))
+    }
+}
+
+/// The health of group `name` (`g`) on `topic`'s `stream`, as of `now`.
+fn group_lag(topic: &Topic, name: &str, g: &Group, stream: &Stream, now: Instant) -> GroupLag {
+    let consumers = g
+        .consumers
+        .iter()
+        .map(|(consumer, seen)| ConsumerInfo {
+            name: consumer.clone(),
+            pending: g.pending_of(consumer),
+            idle: idle(now, *seen),
+        })
+        .collect();
+    GroupLag {
+        topic: topic.clone(),
+        group: name.to_owned(),
+        lag: g.lag(stream.entries_added),
+        pending: g.pel.len() as u64,
+        oldest_pending_idle: g.pel.values().next().map(|p| idle(now, p.last_delivery)),
+        consumers,
     }
 }
