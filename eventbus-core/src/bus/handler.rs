@@ -26,7 +26,7 @@ pub(crate) fn erase<M>(bound: Bound<Context, M>) -> ErasedHandler
 where
     M: Message<Context, Raw = Arc<Envelope<Value>>, Output = Result<(), HandlerError>>,
 {
-    Arc::new(move |raw, ctx| bound.call(raw, ctx))
+    bound.into_fn()
 }
 
 /// An event message of one type: what `.on(handler)` subscribes to.

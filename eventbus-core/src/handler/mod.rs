@@ -113,6 +113,11 @@ impl<Ctx, M: Message<Ctx>> Bound<Ctx, M> {
     pub fn call(&self, raw: M::Raw, ctx: Ctx) -> BoxFuture<'static, M::Output> {
         (self.call)(raw, ctx)
     }
+
+    /// The bound function itself, for a runtime that stores handlers of one raw shape.
+    pub(crate) fn into_fn(self) -> Arc<BoundFn<Ctx, M>> {
+        self.call
+    }
 }
 
 /// Binds `handler`, panicking at the caller's line when an extractor's resource is missing.
