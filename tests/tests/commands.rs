@@ -140,7 +140,7 @@ async fn accepted_command_publishes_its_events_correlated(backend: Backend) {
     let (created, reserved) = &out.output;
     assert_eq!(created.total, 15.5);
     assert_eq!(reserved.order_id, created.order_id);
-    assert_eq!(out.entry_ids.len(), 2);
+    assert_eq!(out.entry_ids().count(), 2);
 
     let events = published(&backend.transport()).await;
     assert_eq!(events.len(), 2);

@@ -214,8 +214,6 @@ pub struct Dispatched<T> {
     pub output: T,
     /// The command's id (the events' causation id).
     pub command_id: String,
-    /// Entry ids of the published events, in order.
-    pub entry_ids: Vec<EntryId>,
     /// Where the published events landed (for read-your-writes).
     pub receipt: Receipt,
 }
@@ -234,11 +232,15 @@ impl<T> Dispatched<T> {
         self.output
     }
 
+    /// Entry ids of the published events, in order.
+    pub fn entry_ids(&self) -> impl Iterator<Item = &EntryId> {
+        self.receipt.positions.iter().map(|p| &p.entry_id)
+    }
+
     fn new(output: T, command_id: String, positions: Vec<Position>) -> Self {
         Dispatched {
             output,
             command_id,
-            entry_ids: positions.iter().map(|p| p.entry_id.clone()).collect(),
             receipt: Receipt { positions },
         }
     }
