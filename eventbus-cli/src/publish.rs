@@ -45,9 +45,11 @@ impl PublishArgs {
         let data: Value = serde_json::from_str(&self.data)
             .map_err(|e| format!("the event data is not valid JSON: {e}"))?;
         if !data.is_object() {
-            return Err(
-                format!("the event data must be a JSON object, not {}", kind(&data)).into(),
-            );
+            return Err(format!(
+                "the event data must be a JSON object, not {}",
+                eventbus_redis::codec::json_kind(&data)
+            )
+            .into());
         }
         Ok(data)
     }
@@ -70,17 +72,6 @@ fn check_event_type(event_type: &str) -> CliResult {
         }
     }
     Ok(())
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 pub(crate) async fn run(transport: RedisTransport, args: PublishArgs) -> CliResult {

@@ -257,7 +257,8 @@ fn take_id(metadata: &mut Metadata, key: &str) -> Result<Option<String>, Malform
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
+/// What kind of JSON value `value` is, for messages ("a string", "an array", …).
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
