@@ -97,8 +97,8 @@ pub(crate) fn expand(bus: Bus, args: TokenStream, input: TokenStream) -> TokenSt
     quote! { #errors #out }
 }
 
-/// Checks a handler signature: async, `(message)` or `(message, &Extra)`, a return type.
-fn parse_signature(cx: &mut Ctxt, bus: Bus, sig: &Signature, method: bool) -> Option<Parsed> {
+/// Checks what every handler is: an `async fn`, not generic. Reports each breach.
+fn async_and_not_generic(cx: &mut Ctxt, bus: Bus, sig: &Signature) -> bool {
     let mut ok = true;
     if sig.asyncness.is_none() {
         cx.error_spanned_by(
@@ -114,6 +114,12 @@ fn parse_signature(cx: &mut Ctxt, bus: Bus, sig: &Signature, method: bool) -> Op
         );
         ok = false;
     }
+    ok
+}
+
+/// Checks a handler signature: async, `(message)` or `(message, &Extra)`, a return type.
+fn parse_signature(cx: &mut Ctxt, bus: Bus, sig: &Signature, method: bool) -> Option<Parsed> {
+    let mut ok = async_and_not_generic(cx, bus, sig);
     let mut inputs = sig.inputs.iter().peekable();
     if method {
         match inputs.next() {
@@ -313,21 +319,7 @@ fn expand_fn(cx: &mut Ctxt, bus: Bus, f: ItemFn) -> TokenStream {
 /// Checks a handler fn: async, not generic, the message by value, then extractors by
 /// value, and a return type.
 fn check_fn(cx: &mut Ctxt, bus: Bus, sig: &Signature) -> bool {
-    let mut ok = true;
-    if sig.asyncness.is_none() {
-        cx.error_spanned_by(
-            sig.fn_token,
-            format!("a {} handler must be an `async fn`", bus.what()),
-        );
-        ok = false;
-    }
-    if !sig.generics.params.is_empty() {
-        cx.error_spanned_by(
-            &sig.generics,
-            format!("a {} handler cannot be generic", bus.what()),
-        );
-        ok = false;
-    }
+    let mut ok = async_and_not_generic(cx, bus, sig);
     let mut params = sig.inputs.iter();
     match params.next() {
         Some(FnArg::Typed(pt)) if matches!(*pt.ty, Type::Reference(_)) => {
