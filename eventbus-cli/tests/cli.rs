@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{
@@ -243,20 +243,7 @@ async fn consume_reclaims_what_a_dead_consumer_left_pending() {
 #[tokio::test]
 async fn sigterm_acks_what_was_printed_and_exits_zero() {
     let ns = Namespace::new("sigterm");
-    // Create the group first so nothing published next is missed.
-    let mut child = cli(&ns, &["consume", "--service", "svc", "--type", "Tick"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("consuming"), "{line}");
-    for i in 0..3 {
-        publish(&ns, "Tick", &format!(r#"{{"n":{i}}}"#), &[]);
-    }
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (mut child, mut stdout, _stderr) = consuming_three_ticks(&ns);
     for _ in 0..3 {
         let mut l = String::new();
         stdout.read_line(&mut l).unwrap();
@@ -268,14 +255,7 @@ async fn sigterm_acks_what_was_printed_and_exits_zero() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let code = loop {
-        if let Some(code) = child.try_wait().unwrap() {
-            break code;
-        }
-        assert!(Instant::now() < deadline, "consume did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = wait_exit(&mut child, Duration::from_secs(15), "consume after SIGTERM");
     assert!(code.success(), "exit status {code}");
     assert_eq!(pending(&ns, "Tick", "svc-consumers").await, 0);
 }
@@ -331,6 +311,26 @@ fn invalid_json_is_rejected_before_publishing() {
 }
 
 /// Waits for a child to exit within `limit`; kills it and fails otherwise.
+/// `consume` of `Tick` as `svc` (its group created before anything is published, so nothing
+/// is missed), then three `Tick`s published: the process, its stdout, and its stderr (kept
+/// open while the caller holds it).
+fn consuming_three_ticks(ns: &str) -> (Child, BufReader<ChildStdout>, BufReader<ChildStderr>) {
+    let mut child = cli(ns, &["consume", "--service", "svc", "--type", "Tick"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("consuming"), "{line}");
+    for i in 0..3 {
+        publish(ns, "Tick", &format!(r#"{{"n":{i}}}"#), &[]);
+    }
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    (child, stdout, stderr)
+}
+
 fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
@@ -388,20 +388,8 @@ async fn xlen(key: &str) -> i64 {
 #[tokio::test]
 async fn closed_stdout_stops_consume_and_leaves_the_rest_to_the_group() {
     let ns = Namespace::new("closed_stdout");
-    let mut child = cli(&ns, &["consume", "--service", "svc", "--type", "Tick"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("consuming"), "{line}");
-    for i in 0..3 {
-        publish(&ns, "Tick", &format!(r#"{{"n":{i}}}"#), &[]);
-    }
+    let (mut child, mut stdout, _stderr) = consuming_three_ticks(&ns);
     // `| head -n 3`: read three lines, then close the pipe.
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
     for i in 0..3 {
         let mut l = String::new();
         stdout.read_line(&mut l).unwrap();
