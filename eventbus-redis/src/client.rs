@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub(crate) keys: Keys,
     pub(crate) server: Server,
     pub(crate) conn: Conn,
+    /// What is known of the namespace's partitions.
+    pub(crate) partitions: crate::partition::Directory,
     server_version: String,
 }
 
@@ -119,6 +121,7 @@ impl RedisClient {
                 keys,
                 server,
                 conn,
+                partitions: Default::default(),
                 server_version,
             }),
         })

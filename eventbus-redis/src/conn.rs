@@ -7,6 +7,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
+use crate::partition::slot::{Master, SLOTS};
+
 /// A connection to a single node or to a cluster; cheap to clone (clones share it).
 #[derive(Clone)]
 pub(crate) enum Conn {
@@ -50,6 +52,18 @@ impl ConnectionLike for Conn {
 }
 
 impl Conn {
+    /// The masters of the cluster with the slots they serve (`CLUSTER SLOTS`); a single node
+    /// serves every slot.
+    pub(crate) async fn cluster_masters(&mut self) -> RedisResult<Vec<Master>> {
+        match self {
+            Conn::Cluster(cluster) => slot_masters(cluster).await,
+            _ => Ok(vec![Master {
+                address: String::new(),
+                ranges: vec![(0, SLOTS - 1)],
+            }]),
+        }
+    }
+
     /// Every key `SCAN` finds for `pattern` (of `key_type`, when given): on the node, or on
     /// every master of a cluster, each scanned to the end.
     pub(crate) async fn scan(
@@ -109,17 +123,28 @@ fn scan_cmd(cursor: u64, pattern: &str, key_type: Option<&str>) -> Cmd {
     cmd
 }
 
-/// The masters of a cluster (host, port), from `CLUSTER SLOTS`: each slot range names its
-/// master first.
+/// The masters of a cluster (host, port), from `CLUSTER SLOTS`.
 async fn masters(cluster: &mut ClusterConnection) -> RedisResult<Vec<(String, u16)>> {
-    let ranges: Vec<Value> = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query_async(cluster)
-        .await?;
-    let mut masters: Vec<(String, u16)> = Vec::new();
+    Ok(slot_masters(cluster)
+        .await?
+        .into_iter()
+        .filter_map(|m| {
+            let (host, port) = m.address.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect())
+}
+
+/// The masters of a cluster with their slot ranges, from `CLUSTER SLOTS`: each slot range
+/// names its master first.
+async fn slot_masters<C: ConnectionLike + Send>(conn: &mut C) -> RedisResult<Vec<Master>> {
+    let ranges: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+    let mut masters: Vec<Master> = Vec::new();
     for range in ranges {
         let Value::Array(parts) = range else { continue };
-        let Some(Value::Array(master)) = parts.get(2) else {
+        let (Some(first), Some(last), Some(Value::Array(master))) =
+            (parts.first(), parts.get(1), parts.get(2))
+        else {
             continue;
         };
         let (Some(host), Some(port)) = (master.first(), master.get(1)) else {
@@ -127,8 +152,15 @@ async fn masters(cluster: &mut ClusterConnection) -> RedisResult<Vec<(String, u1
         };
         let host: String = redis::from_redis_value(host.clone())?;
         let port: u16 = redis::from_redis_value(port.clone())?;
-        if !masters.contains(&(host.clone(), port)) {
-            masters.push((host, port));
+        let first: u16 = redis::from_redis_value(first.clone())?;
+        let last: u16 = redis::from_redis_value(last.clone())?;
+        let address = format!("{host}:{port}");
+        match masters.iter_mut().find(|m| m.address == address) {
+            Some(m) => m.ranges.push((first, last)),
+            None => masters.push(Master {
+                address,
+                ranges: vec![(first, last)],
+            }),
         }
     }
     Ok(masters)

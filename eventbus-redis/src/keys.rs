@@ -200,6 +200,84 @@ impl Keys {
 }
 
 impl Keys {
+    /// The stream of one partition of a partitioned topic: the topic's stream key followed
+    /// by the partition's hash tag, `{ns}:stream:{event_type}:{tag}` (`{ns}:stream:all:{tag}`
+    /// for the global stream's share), so that a partition's type stream, its share of the
+    /// global stream and its dead letters share a cluster slot.
+    ///
+    /// ```
+    /// use eventbus_core::Topic;
+    /// let keys = eventbus_redis::Keys::default();
+    /// assert_eq!(keys.partition_stream(&Topic::of_type("OrderCreated"), "p3.41"), "eventbus:stream:OrderCreated:{p3.41}");
+    /// assert_eq!(keys.partition_stream(&Topic::All, "p3.41"), "eventbus:stream:all:{p3.41}");
+    /// ```
+    pub fn partition_stream(&self, topic: &Topic, tag: &str) -> String {
+        format!("{}:{{{tag}}}", self.stream(topic))
+    }
+
+    /// The dead-letter stream of a group for the entries of one partition (hash tag `tag`):
+    /// `{ns}:dlq:{group}:{tag}`; `None`: the unpartitioned `{ns}:dlq:{group}`.
+    pub fn partition_dead_letters(&self, group: &str, tag: Option<&str>) -> String {
+        match tag {
+            Some(tag) => format!("{}:{{{tag}}}", self.dead_letters(group)),
+            None => self.dead_letters(group),
+        }
+    }
+
+    /// The `SCAN MATCH` pattern of every dead-letter stream of a group, partitioned or not.
+    pub fn dead_letters_pattern(&self, group: &str) -> String {
+        let mut pattern = escape_glob(&self.dead_letters(group));
+        pattern.push('*');
+        pattern
+    }
+
+    /// The metadata of an event type's topic (a hash; field `partitions`):
+    /// `{ns}:topic:{event_type}`.
+    pub fn topic_meta(&self, event_type: &str) -> String {
+        format!("{}:topic:{event_type}", self.namespace)
+    }
+
+    /// The `SCAN MATCH` pattern of every topic's metadata: `{ns}:topic:*`.
+    pub fn topic_meta_pattern(&self) -> String {
+        format!("{}:topic:*", escape_glob(&self.namespace))
+    }
+
+    /// The hash tags of the namespace's partitions, partition `i` at index `i` (a list):
+    /// `{ns}:partitions`.
+    pub fn partition_tags(&self) -> String {
+        format!("{}:partitions", self.namespace)
+    }
+
+    /// The live consumers of a group that share partitions (a sorted set; member: consumer
+    /// name, score: when its membership expires, in ms): `{ns}:members:{group}`.
+    pub fn members(&self, group: &str) -> String {
+        format!("{}:members:{group}", self.namespace)
+    }
+
+    /// The lease on one partition of a topic for a group: whoever holds it is the one
+    /// consumer of the group reading the partition (`{ns}:lease:{group}:{topic}:{index}`, a
+    /// string holding the consumer's name, with a time to live).
+    pub fn lease(&self, group: &str, topic: &Topic, index: u32) -> String {
+        format!("{}:lease:{group}:{topic}:{index}", self.namespace)
+    }
+
+    /// The topic of a stream key of this namespace and the partition hash tag it carries
+    /// (`None` for an unpartitioned stream), or `None` for any other key.
+    pub fn parse_stream(&self, key: &str) -> Option<(Topic, Option<String>)> {
+        if let Some(open) = key.rfind(":{") {
+            if key.ends_with('}') {
+                let tag = &key[open + 2..key.len() - 1];
+                if !tag.is_empty() && !tag.contains(['{', '}']) {
+                    let topic = self.topic_of(&key[..open])?;
+                    return Some((topic, Some(tag.to_owned())));
+                }
+            }
+        }
+        self.topic_of(key).map(|t| (t, None))
+    }
+}
+
+impl Keys {
     /// The checkpoint of a projection (last entry id applied, per event type):
     /// `{ns}:projection:{name}:checkpoint`; `…:rebuild:checkpoint` for a rebuild's.
     pub fn projection_checkpoint(&self, name: &str, rebuild: bool) -> String {
@@ -410,6 +488,41 @@ mod tests {
         assert_eq!(keys.topic_of("test:ns:dlq:g"), None);
         assert_eq!(keys.topic_of("test:ns:stream:"), None);
         assert_eq!(keys.topic_of("other:stream:X"), None);
+    }
+
+    #[test]
+    fn partition_keys_share_their_tag() {
+        let keys = Keys::new("ns");
+        let t = Topic::of_type("Order.Created");
+        let stream = keys.partition_stream(&t, "p2.7");
+        assert_eq!(stream, "ns:stream:Order.Created:{p2.7}");
+        assert_eq!(
+            keys.partition_dead_letters("g", Some("p2.7")),
+            "ns:dlq:g:{p2.7}"
+        );
+        assert_eq!(keys.partition_dead_letters("g", None), "ns:dlq:g");
+        assert_eq!(
+            keys.parse_stream(&stream),
+            Some((t.clone(), Some("p2.7".into())))
+        );
+        assert_eq!(
+            keys.parse_stream(&keys.partition_stream(&Topic::All, "p0")),
+            Some((Topic::All, Some("p0".into())))
+        );
+        assert_eq!(
+            keys.parse_stream("ns:stream:X"),
+            Some((Topic::of_type("X"), None))
+        );
+        assert_eq!(keys.parse_stream("ns:dlq:g:{p1}"), None);
+        use crate::partition::slot::slot_of;
+        assert_eq!(
+            slot_of(&stream),
+            slot_of(&keys.partition_stream(&Topic::All, "p2.7"))
+        );
+        assert_eq!(
+            slot_of(&stream),
+            slot_of(&keys.partition_dead_letters("billing", Some("p2.7")))
+        );
     }
 
     #[test]

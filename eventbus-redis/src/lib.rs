@@ -66,6 +66,7 @@ pub mod error;
 pub mod event_store;
 mod fence;
 pub mod keys;
+pub mod partition;
 pub mod prelude;
 pub mod pubsub;
 pub mod read_models;

@@ -14,6 +14,8 @@ use crate::config::RedisConfig;
 use crate::consumer::RedisConsumer;
 use crate::error::{has_code, Result};
 use crate::keys::Keys;
+use crate::partition::{self, Directory};
+use crate::reply;
 
 /// Entries kept in a client's reply stream (replies are read within the command timeout).
 const REPLY_STREAM_MAXLEN: u64 = 10_000;
@@ -149,6 +151,93 @@ impl RedisTransport {
         Ok(ids.into_iter().flatten().collect())
     }
 
+    /// Appends events of one partition, each to its type's partition stream and to the
+    /// global stream's share, in one `MULTI`/`EXEC` (then `WAIT`, when publishes wait for
+    /// replicas). Returns their ids in their type's streams.
+    async fn publish_partition(
+        &self,
+        index: u32,
+        tags: &[String],
+        events: Vec<&Envelope<Json>>,
+    ) -> CoreResult<Vec<EntryId>> {
+        let inner = self.inner();
+        let config = &inner.config;
+        let global = Directory::part_of(inner, &Topic::All, index, tags).key;
+        let global_maxlen = config.global_stream_maxlen();
+        let mut pipe = redis::Pipeline::with_capacity(events.len() * 2 + 3);
+        pipe.cmd("MULTI").ignore();
+        // (event type, its stream, its MAXLEN) of the previous event: batches are usually
+        // of one type.
+        let mut current: Option<(&str, String, u64)> = None;
+        for event in &events {
+            let encoded = codec::Encoded::new(event)?;
+            let (_, stream, maxlen) = match current {
+                Some(ref c) if c.0 == event.event_type => c,
+                _ => current.insert((
+                    event.event_type.as_str(),
+                    Directory::part_of(inner, &Topic::of_type(&event.event_type), index, tags).key,
+                    config.stream_maxlen(&event.event_type),
+                )),
+            };
+            let fields = encoded.fields();
+            let size = encoded.size() + stream.len() + 64;
+            pipe.add_command(xadd(stream, *maxlen, &fields, None, size))
+                .ignore();
+            pipe.add_command(xadd(
+                &global,
+                global_maxlen,
+                &fields,
+                Some(stream),
+                size + global.len() + stream.len(),
+            ))
+            .ignore();
+        }
+        pipe.cmd("EXEC");
+        let wait = config.publish_replicas();
+        if let Some((replicas, timeout)) = wait {
+            pipe.cmd("WAIT").arg(replicas).arg(
+                u64::try_from(timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            );
+        }
+        let mut replies: Vec<Value> = pipe
+            .query_async(&mut inner.conn.clone())
+            .await
+            .map_err(|e| inner.server.error(&e, "publish (MULTI XADD … EXEC)", None))?;
+        if let (Some((replicas, timeout)), Some(acked)) = (wait, replies.pop()) {
+            let acked = reply::int(&acked).unwrap_or(0);
+            if acked < i64::from(replicas) {
+                return Err(CoreError::Transport(eventbus_core::TransportError::new(
+                    eventbus_core::TransportErrorKind::Timeout,
+                    &inner.server.redacted_url,
+                    "publish (WAIT)",
+                    format!(
+                        "appended, but only {acked} of {replicas} replicas acknowledged within \
+                         {} ms: the events may be lost if the master fails now (a retry \
+                         appends them again, with the same event ids)",
+                        timeout.as_millis()
+                    ),
+                )));
+            }
+        }
+        let ids: Vec<String> = match replies.pop() {
+            Some(exec) => redis::from_redis_value(exec).map_err(|e| {
+                inner
+                    .server
+                    .protocol("publish", format!("unexpected EXEC reply: {e}"))
+            })?,
+            None => Vec::new(),
+        };
+        if ids.len() != events.len() * 2 {
+            return Err(inner.server.protocol(
+                "publish",
+                format!("{} ids for {} XADDs", ids.len(), events.len() * 2),
+            ));
+        }
+        Ok(ids.into_iter().step_by(2).collect())
+    }
+
     pub(crate) fn stream_maxlen(&self, topic: &Topic) -> u64 {
         match topic {
             Topic::Type(event_type) => self.inner().config.stream_maxlen(event_type),
@@ -172,51 +261,49 @@ impl StreamTransport for RedisTransport {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = &self.inner().keys;
-        let config = &self.inner().config;
-        let global = keys.stream(&Topic::All);
-        let global_maxlen = config.global_stream_maxlen();
-        let mut pipe = redis::Pipeline::with_capacity(events.len() * 2);
-        pipe.atomic();
-        // (event type, its stream, its MAXLEN) of the previous event: batches are usually
-        // of one type.
-        let mut current: Option<(&str, String, u64)> = None;
+        let inner = self.inner();
+        // Where each event goes: its partition, and whether its ids are qualified with it.
+        let mut counts: Vec<(&str, u32)> = Vec::new();
+        let mut placed = Vec::with_capacity(events.len());
         for event in events {
-            let encoded = codec::Encoded::new(event)?;
-            let (_, stream, maxlen) = match current {
-                Some(ref c) if c.0 == event.event_type => c,
-                _ => current.insert((
-                    event.event_type.as_str(),
-                    keys.type_stream(&event.event_type),
-                    config.stream_maxlen(&event.event_type),
-                )),
+            let count = match counts.iter().find(|(t, _)| *t == event.event_type) {
+                Some((_, count)) => *count,
+                None => {
+                    let count = Directory::count(inner, &event.event_type).await?;
+                    counts.push((event.event_type.as_str(), count));
+                    count
+                }
             };
-            let fields = encoded.fields();
-            let size = encoded.size() + stream.len() + 64;
-            pipe.add_command(xadd(stream, *maxlen, &fields, None, size));
-            pipe.add_command(xadd(
-                &global,
-                global_maxlen,
-                &fields,
-                Some(stream),
-                size + global.len() + stream.len(),
-            ));
+            let index = inner.partitions.partition_of(event, count);
+            placed.push((index, Directory::partitioned(inner, count)));
         }
-        let ids: Vec<String> = pipe
-            .query_async(&mut self.inner().conn.clone())
-            .await
-            .map_err(|e| {
-                self.inner()
-                    .server
-                    .error(&e, "publish (MULTI XADD … EXEC)", None)
-            })?;
-        if ids.len() != events.len() * 2 {
-            return Err(self.inner().server.protocol(
-                "publish",
-                format!("{} ids for {} XADDs", ids.len(), events.len() * 2),
-            ));
+        let max = placed.iter().map(|(i, _)| *i).max().unwrap_or(0);
+        let tags = if inner.config.is_cluster() || max > 0 {
+            Directory::tags(inner, max + 1).await?
+        } else {
+            Vec::new()
+        };
+        // One atomic step per partition: a partition's type streams and its share of the
+        // global stream share a slot.
+        let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+        for (position, (index, _)) in placed.iter().enumerate() {
+            match groups.iter_mut().find(|(i, _)| i == index) {
+                Some((_, members)) => members.push(position),
+                None => groups.push((*index, vec![position])),
+            }
         }
-        Ok(ids.into_iter().step_by(2).collect())
+        let replies = futures_util::future::join_all(groups.iter().map(|(index, members)| {
+            let chosen: Vec<&Envelope<Json>> = members.iter().map(|&m| &events[m]).collect();
+            self.publish_partition(*index, &tags, chosen)
+        }))
+        .await;
+        let mut ids = vec![String::new(); events.len()];
+        for ((index, members), reply) in groups.iter().zip(replies) {
+            for (&position, id) in members.iter().zip(reply?) {
+                ids[position] = partition::qualify(*index, &id, placed[position].1);
+            }
+        }
+        Ok(ids)
     }
 
     /// Appends to `topic`'s stream.
@@ -226,24 +313,23 @@ impl StreamTransport for RedisTransport {
     }
 
     async fn ensure_group(&self, topic: &Topic, group: &str, start: StartFrom) -> CoreResult<()> {
-        let key = self.inner().keys.stream(topic);
+        let inner = self.inner();
+        let count = Directory::topic_count(inner, topic).await?;
+        let parts = Directory::parts(inner, topic, count).await?;
         let id = match start {
             StartFrom::New => "$",
             StartFrom::Beginning => "0",
         };
-        let result = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&key)
-            .arg(group)
-            .arg(id)
-            .arg("MKSTREAM")
-            .query_async::<Value>(&mut self.inner().conn.clone())
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if has_code(&e, "BUSYGROUP") => Ok(()),
-            Err(e) => Err(self.inner().server.error(&e, "XGROUP CREATE", None)),
+        for result in futures_util::future::join_all(
+            parts
+                .iter()
+                .map(|part| create_group(inner, &part.key, group, id)),
+        )
+        .await
+        {
+            result?;
         }
+        Ok(())
     }
 
     async fn consumer(&self, spec: ConsumerSpec) -> CoreResult<Box<dyn StreamConsumer>> {
@@ -256,6 +342,28 @@ impl StreamTransport for RedisTransport {
 
     fn reply_streams(&self) -> Option<std::sync::Arc<dyn ReplyStreams>> {
         Some(std::sync::Arc::new(self.clone()))
+    }
+}
+
+/// Creates `group` on the stream at `key` at `id` (creating the stream), unless it exists.
+pub(crate) async fn create_group(
+    inner: &Inner,
+    key: &str,
+    group: &str,
+    id: &str,
+) -> CoreResult<()> {
+    let result = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg(group)
+        .arg(id)
+        .arg("MKSTREAM")
+        .query_async::<Value>(&mut inner.conn.clone())
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if has_code(&e, "BUSYGROUP") => Ok(()),
+        Err(e) => Err(inner.server.error(&e, "XGROUP CREATE", None)),
     }
 }
 
