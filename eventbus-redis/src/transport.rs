@@ -120,6 +120,9 @@ impl RedisTransport {
     /// Appends to `topic`'s stream, trimmed to about `maxlen`; with `existing_only`, never
     /// creates the stream (`XADD … NOMKSTREAM`): entries for a stream that is gone are dropped
     /// and only the ids of appended entries are returned.
+    ///
+    /// An event type's topic is partitioned like a publish: each entry goes to the partition
+    /// of its key (ids qualified with it when the topic is partitioned).
     async fn append_to(
         &self,
         topic: &Topic,
@@ -130,15 +133,66 @@ impl RedisTransport {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let key = self.inner().keys.stream(topic);
+        let inner = self.inner();
+        let count = match topic {
+            Topic::Type(_) => Directory::topic_count(inner, topic).await?,
+            _ => 1,
+        };
+        let parts = Directory::parts(inner, topic, count).await?;
+        let partitioned = parts.len() > 1 || parts.iter().any(|p| p.tag.is_some());
+        if !partitioned {
+            let all: Vec<&Envelope<Json>> = entries.iter().collect();
+            return self
+                .append_to_key(
+                    topic,
+                    &inner.keys.stream(topic),
+                    &all,
+                    maxlen,
+                    existing_only,
+                )
+                .await;
+        }
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (position, entry) in entries.iter().enumerate() {
+            let index = inner.partitions.partition_of(entry, count) as usize;
+            match groups.iter_mut().find(|(i, _)| *i == index) {
+                Some((_, members)) => members.push(position),
+                None => groups.push((index, vec![position])),
+            }
+        }
+        let mut ids = vec![None; entries.len()];
+        for (index, members) in groups {
+            let Some(part) = parts.get(index) else {
+                continue;
+            };
+            let chosen: Vec<&Envelope<Json>> = members.iter().map(|&m| &entries[m]).collect();
+            let appended = self
+                .append_to_key(topic, &part.key, &chosen, maxlen, existing_only)
+                .await?;
+            for (&position, id) in members.iter().zip(appended) {
+                ids[position] = Some(partition::qualify(part.index, &id, true));
+            }
+        }
+        Ok(ids.into_iter().flatten().collect())
+    }
+
+    /// Appends entries to the stream at `key` in one pipeline (see [`append_to`](Self::append_to)).
+    async fn append_to_key(
+        &self,
+        topic: &Topic,
+        key: &str,
+        entries: &[&Envelope<Json>],
+        maxlen: u64,
+        existing_only: bool,
+    ) -> CoreResult<Vec<EntryId>> {
         let mut pipe = redis::Pipeline::with_capacity(entries.len());
         for entry in entries {
             let encoded = codec::Encoded::new(entry)?;
             let size = encoded.size() + key.len() + 64;
             pipe.add_command(if existing_only {
-                xadd_existing(&key, maxlen, &encoded.fields(), size)
+                xadd_existing(key, maxlen, &encoded.fields(), size)
             } else {
-                xadd(&key, maxlen, &encoded.fields(), None, size)
+                xadd(key, maxlen, &encoded.fields(), None, size)
             });
         }
         let ids: Vec<Option<String>> = pipe
@@ -201,12 +255,17 @@ impl RedisTransport {
                     .max(1),
             );
         }
-        let mut replies: Vec<Value> = pipe
+        let reply: Value = pipe
             .query_async(&mut inner.conn.clone())
             .await
             .map_err(|e| inner.server.error(&e, "publish (MULTI XADD … EXEC)", None))?;
-        if let (Some((replicas, timeout)), Some(acked)) = (wait, replies.pop()) {
-            let acked = reply::int(&acked).unwrap_or(0);
+        // The replies of EXEC (and WAIT).
+        let mut replies = match reply {
+            Value::Array(replies) => replies,
+            other => vec![other],
+        };
+        if let Some((replicas, timeout)) = wait {
+            let acked = replies.pop().as_ref().and_then(reply::int).unwrap_or(0);
             if acked < i64::from(replicas) {
                 return Err(CoreError::Transport(eventbus_core::TransportError::new(
                     eventbus_core::TransportErrorKind::Timeout,
@@ -236,6 +295,39 @@ impl RedisTransport {
             ));
         }
         Ok(ids.into_iter().step_by(2).collect())
+    }
+
+    /// Sets an event type's partition count (a count only grows). Temporary: replaced by
+    /// the topics API.
+    pub async fn create_topic(&self, event_type: &str, partitions: u32) -> CoreResult<u32> {
+        Directory::set_count(self.inner(), event_type, partitions).await
+    }
+
+    /// Which consumer of `group` holds the lease on each partition of `topic`, by partition
+    /// (`None`: nobody). A topic whose consumers don't share partitions (one partition on a
+    /// single node) has no leases: all `None`.
+    pub async fn partition_owners(
+        &self,
+        group: &str,
+        topic: &Topic,
+    ) -> CoreResult<Vec<Option<String>>> {
+        let inner = self.inner();
+        let count = Directory::topic_count(inner, topic).await?;
+        let owners = futures_util::future::join_all((0..count).map(|index| {
+            let mut conn = inner.conn.clone();
+            let key = inner.keys.lease(group, topic, index);
+            async move {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<Option<String>>(&mut conn)
+                    .await
+            }
+        }))
+        .await;
+        owners
+            .into_iter()
+            .map(|owner| owner.map_err(|e| inner.server.error(&e, "GET lease", None)))
+            .collect()
     }
 
     pub(crate) fn stream_maxlen(&self, topic: &Topic) -> u64 {

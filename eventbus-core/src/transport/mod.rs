@@ -324,4 +324,11 @@ pub trait StreamConsumer: Send + Sync + 'static {
     /// Removes consumers of the group idle longer than `idle` that hold no pending entries
     /// (never one with pending entries: that would lose them). Returns their names.
     async fn remove_idle_consumers(&self, topic: &Topic, idle: Duration) -> Result<Vec<String>>;
+
+    /// Leaves the group, after the consumer loop gave back what it held: a backend whose
+    /// consumers share partitions hands this one's partitions to the others at once
+    /// instead of when its membership expires. The default does nothing.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }

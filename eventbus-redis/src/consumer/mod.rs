@@ -14,9 +14,12 @@ use redis::{RedisError, Value};
 
 use crate::codec;
 use crate::error::Server;
+use crate::partition::{self, Part};
 use crate::reply::{self, RawEntry};
 use crate::scripts;
 
+mod read;
+pub(crate) mod share;
 pub(crate) mod steps;
 
 /// A delivery of an entry as read; `None` for an entry deleted while pending.
@@ -62,18 +65,24 @@ fn connection_lost(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()
 }
 use crate::client::{Inner, RedisClient};
+use share::Sharing;
 
 /// A consumer of a group on Redis, made by
 /// [`RedisTransport::consumer`](eventbus_core::StreamTransport::consumer).
 ///
 /// Blocking reads (`XREADGROUP … BLOCK`) go over a dedicated connection, so they never stall
 /// other commands; everything else uses the transport's shared multiplexed connection.
+///
+/// On a partitioned topic (more than one partition, or any topic on a cluster) the
+/// consumers of a group share the partitions: see [`share`](self::share) for the protocol.
+/// Entry ids of such a topic are qualified with their partition (`"{partition}/{id}"`).
 pub struct RedisConsumer {
     inner: Arc<Inner>,
     reader: Conn,
     spec: ConsumerSpec,
-    /// `(topic, stream key)` of every topic read.
-    streams: Vec<(Topic, String)>,
+    sharing: Arc<Sharing>,
+    /// Whose turn it is to be blocked on (cluster reads).
+    rotation: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for RedisConsumer {
@@ -85,19 +94,23 @@ impl std::fmt::Debug for RedisConsumer {
     }
 }
 
+impl Drop for RedisConsumer {
+    fn drop(&mut self) {
+        self.sharing.stop.cancel();
+    }
+}
+
 impl RedisConsumer {
     pub(crate) fn new(client: RedisClient, reader: Conn, spec: ConsumerSpec) -> Self {
         let inner = client.shared();
-        let streams = spec
-            .topics
-            .iter()
-            .map(|t| (t.clone(), inner.keys.stream(t)))
-            .collect();
+        let sharing = Arc::new(Sharing::new(&inner, &spec.topics));
+        sharing.start(inner.clone(), spec.group.clone(), spec.consumer.clone());
         RedisConsumer {
             inner,
             reader,
             spec,
-            streams,
+            sharing,
+            rotation: Default::default(),
         }
     }
 
@@ -135,6 +148,33 @@ impl RedisConsumer {
         parse_claimed(topic, value).ok_or_else(|| self.protocol(operation))
     }
 
+    /// The partition stream of an entry of `topic`, and its unqualified id.
+    fn locate(&self, topic: &Topic, id: &str) -> CoreResult<(Part, String, bool)> {
+        self.sharing.locate(topic, id).ok_or_else(|| {
+            CoreError::Config(format!(
+                "entry {id} is of no partition of {topic} that consumer {} reads",
+                self.name()
+            ))
+        })
+    }
+
+    /// Groups qualified ids of `topic` by partition stream.
+    fn by_part<T: Clone>(
+        &self,
+        topic: &Topic,
+        items: &[(EntryId, T)],
+    ) -> CoreResult<Vec<(Part, bool, Vec<(String, T)>)>> {
+        let mut out: Vec<(Part, bool, Vec<(String, T)>)> = Vec::new();
+        for (id, extra) in items {
+            let (part, raw, partitioned) = self.locate(topic, id)?;
+            match out.iter_mut().find(|(p, _, _)| p.index == part.index) {
+                Some((_, _, ids)) => ids.push((raw, extra.clone())),
+                None => out.push((part, partitioned, vec![(raw, extra.clone())])),
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs a command on the shared connection, once more on a fresh connection when the
     /// connection was lost (a server `timeout`, `CLIENT KILL`, a failover): the connection
     /// manager reconnects on the first failure. Every command sent here is safe to repeat.
@@ -153,84 +193,92 @@ impl RedisConsumer {
         .map_err(|e| self.error(&e, operation, topic))
     }
 
-    /// The topic a stream key of a reply belongs to.
-    fn topic_of_key(&self, key: &str) -> Option<&Topic> {
-        self.streams.iter().find(|(_, k)| k == key).map(|(t, _)| t)
+    /// Runs one claim-shaped script page on a partition stream and qualifies its ids.
+    async fn claim_page<F>(
+        &self,
+        topic: &Topic,
+        part: &Part,
+        partitioned: bool,
+        operation: &str,
+        script: &redis::Script,
+        args: F,
+    ) -> CoreResult<Claimed>
+    where
+        F: Fn(&mut redis::ScriptInvocation<'_>),
+    {
+        let value: Value = self
+            .retry_once(operation, topic, |mut conn| {
+                let mut invocation = script.key(&part.key);
+                args(&mut invocation);
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        let mut claimed = self.claimed(topic, &value, operation)?;
+        if partitioned {
+            if let Some(i) = self.sharing.topic_index(topic) {
+                self.sharing.taken(
+                    i,
+                    part.index,
+                    claimed.deliveries.iter().map(|d| d.entry_id.clone()),
+                );
+            }
+            for d in &mut claimed.deliveries {
+                d.entry_id = partition::qualify(part.index, &d.entry_id, true);
+            }
+            for id in &mut claimed.deleted {
+                *id = partition::qualify(part.index, id, true);
+            }
+        }
+        Ok(claimed)
     }
+}
 
-    /// The topic named in a `NOGROUP` reply to a multi-stream read, or the first topic.
-    fn topic_in_error(&self, error: &RedisError) -> &Topic {
-        let text = error.to_string();
-        self.streams
-            .iter()
-            .find(|(_, key)| text.contains(&format!("'{key}'")))
-            .or(self.streams.first())
-            .map(|(t, _)| t)
-            .unwrap_or(&Topic::All)
-    }
+/// Splits a partition-qualified cursor `"{partition}/{cursor}"`.
+fn split_cursor(cursor: &str) -> (u32, String) {
+    let (index, rest) = partition::split_id(cursor);
+    let rest = if rest.is_empty() { "0-0" } else { rest };
+    (index, rest.to_owned())
 }
 
 #[async_trait]
 impl StreamConsumer for RedisConsumer {
     async fn read(&self, count: usize, block: Duration) -> CoreResult<Vec<Delivery>> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(self.group())
-            .arg(self.name())
-            .arg("COUNT")
-            .arg(count.max(1));
-        if !block.is_zero() {
-            cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+        let result = read::read(self, count, block).await;
+        if result.is_err() {
+            // A read whose reply was lost left entries pending here unseen.
+            self.sharing.restart_takeovers();
         }
-        cmd.arg("STREAMS");
-        for (_, key) in &self.streams {
-            cmd.arg(key);
-        }
-        for _ in &self.streams {
-            cmd.arg(">");
-        }
-        let limit = block + self.inner.config.response_timeout_duration();
-        let mut reader = self.reader.clone();
-        let value: Value = match tokio::time::timeout(limit, cmd.query_async(&mut reader)).await {
-            Ok(Ok(value)) => value,
-            Ok(Err(e)) => return Err(self.error(&e, "XREADGROUP", self.topic_in_error(&e))),
-            Err(_) => {
-                return Err(self.server().timeout(
-                    "XREADGROUP",
-                    format!("no reply within {} ms", limit.as_millis()),
-                ))
-            }
-        };
-        let streams = reply::into_streams(value).ok_or_else(|| self.protocol("XREADGROUP"))?;
-        let mut deliveries = Vec::new();
-        for (key, entries) in streams {
-            let Some(topic) = self.topic_of_key(&key) else {
-                continue;
-            };
-            deliveries.extend(entries.into_iter().filter_map(|e| delivery(topic, e, 1)));
-        }
-        Ok(deliveries)
+        result
     }
 
     async fn recover_own(&self, topic: &Topic, after: &str, count: usize) -> CoreResult<Claimed> {
-        let key = self.inner.keys.stream(topic);
+        let (parts, partitioned) = self.sharing.held_parts(topic);
+        let part = match parts.first() {
+            // A partition's pending entries are taken over when its lease is taken.
+            Some(part) if !partitioned => part.clone(),
+            _ => {
+                return Ok(Claimed {
+                    next_cursor: "0-0".to_owned(),
+                    ..Claimed::default()
+                })
+            }
+        };
         let after = if after.is_empty() { "0-0" } else { after };
-        let value: Value = self
-            .retry_once(
-                "recover own pending (XPENDING+XCLAIM)",
-                topic,
-                |mut conn| {
-                    let mut invocation = steps::RECOVER.key(&key);
-                    invocation
-                        .arg(self.group())
-                        .arg(self.name())
-                        .arg(after)
-                        .arg(count.clamp(1, MAX_PAGE));
-                    async move { invocation.invoke_async(&mut conn).await }
-                },
-            )
-            .await?;
-        self.claimed(topic, &value, "recover own pending")
+        self.claim_page(
+            topic,
+            &part,
+            false,
+            "recover own pending (XPENDING+XCLAIM)",
+            &steps::RECOVER,
+            |invocation| {
+                invocation
+                    .arg(self.group())
+                    .arg(self.name())
+                    .arg(after)
+                    .arg(count.clamp(1, MAX_PAGE));
+            },
+        )
+        .await
     }
 
     async fn claim_idle(
@@ -240,39 +288,74 @@ impl StreamConsumer for RedisConsumer {
         cursor: &str,
         count: usize,
     ) -> CoreResult<Claimed> {
-        let key = self.inner.keys.stream(topic);
-        let cursor = if cursor.is_empty() { "0-0" } else { cursor };
-        let value: Value = self
-            .retry_once("XAUTOCLAIM", topic, |mut conn| {
-                let mut invocation = steps::CLAIM.key(&key);
-                invocation
-                    .arg(self.group())
-                    .arg(self.name())
-                    .arg(min_idle.as_millis() as u64)
-                    .arg(cursor)
-                    .arg(count.clamp(1, MAX_PAGE));
-                async move { invocation.invoke_async(&mut conn).await }
-            })
+        let (parts, partitioned) = self.sharing.held_parts(topic);
+        let (from, cursor) = split_cursor(cursor);
+        // One held partition per call, from the cursor's; the cursor moves on to the next.
+        let Some(position) = parts.iter().position(|p| p.index >= from) else {
+            return Ok(Claimed {
+                next_cursor: "0-0".to_owned(),
+                ..Claimed::default()
+            });
+        };
+        let part = &parts[position];
+        let cursor = if part.index == from {
+            cursor
+        } else {
+            "0-0".to_owned()
+        };
+        let mut claimed = self
+            .claim_page(
+                topic,
+                part,
+                partitioned,
+                "XAUTOCLAIM",
+                &steps::CLAIM,
+                |invocation| {
+                    invocation
+                        .arg(self.group())
+                        .arg(self.name())
+                        .arg(min_idle.as_millis() as u64)
+                        .arg(&cursor)
+                        .arg(count.clamp(1, MAX_PAGE));
+                },
+            )
             .await?;
-        self.claimed(topic, &value, "XAUTOCLAIM")
+        claimed.next_cursor = match (claimed.next_cursor.as_str(), parts.get(position + 1)) {
+            ("0-0", Some(next)) => format!("{}/0-0", next.index),
+            ("0-0", None) => "0-0".to_owned(),
+            (rest, _) if partitioned => format!("{}/{rest}", part.index),
+            (rest, _) => rest.to_owned(),
+        };
+        Ok(claimed)
     }
 
     async fn renew(&self, topic: &Topic, ids: &[EntryId]) -> CoreResult<Vec<EntryId>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let key = self.inner.keys.stream(topic);
+        let items: Vec<(EntryId, ())> = ids.iter().map(|id| (id.clone(), ())).collect();
         let mut lost = Vec::new();
-        for chunk in ids.chunks(MAX_PAGE) {
-            let value: Value = self
-                .retry_once("renew (XCLAIM JUSTID)", topic, |mut conn| {
-                    let mut invocation = steps::RENEW.key(&key);
-                    invocation.arg(self.group()).arg(self.name()).arg(chunk);
-                    async move { invocation.invoke_async(&mut conn).await }
-                })
-                .await?;
-            let ids = reply::items(&value).ok_or_else(|| self.protocol("renew"))?;
-            lost.extend(ids.iter().filter_map(reply::text));
+        for (part, partitioned, ids) in self.by_part(topic, &items)? {
+            let ids: Vec<String> = ids.into_iter().map(|(id, ())| id).collect();
+            for chunk in ids.chunks(MAX_PAGE) {
+                let value: Value = self
+                    .retry_once("renew (XCLAIM JUSTID)", topic, |mut conn| {
+                        let mut invocation = steps::RENEW.key(&part.key);
+                        invocation.arg(self.group()).arg(self.name()).arg(chunk);
+                        async move { invocation.invoke_async(&mut conn).await }
+                    })
+                    .await?;
+                let gone: Vec<String> = reply::items(&value)
+                    .ok_or_else(|| self.protocol("renew"))?
+                    .iter()
+                    .filter_map(reply::text)
+                    .collect();
+                self.sharing.settled(topic, part.index, &gone);
+                lost.extend(
+                    gone.iter()
+                        .map(|id| partition::qualify(part.index, id, partitioned)),
+                );
+            }
         }
         Ok(lost)
     }
@@ -283,31 +366,34 @@ impl StreamConsumer for RedisConsumer {
         entries: &[(EntryId, u32)],
         idle: Duration,
     ) -> CoreResult<()> {
-        let key = self.inner.keys.stream(topic);
-        for chunk in entries.chunks(MAX_PAGE / 2) {
-            let _: Value = self
-                .retry_once("give back (XCLAIM IDLE RETRYCOUNT)", topic, |mut conn| {
-                    let mut invocation = steps::GIVE_BACK.key(&key);
-                    invocation
-                        .arg(self.group())
-                        .arg(self.name())
-                        .arg(idle.as_millis() as u64);
-                    for (id, count) in chunk {
-                        invocation.arg(id).arg(*count);
-                    }
-                    async move { invocation.invoke_async(&mut conn).await }
-                })
-                .await?;
+        for (part, _, entries) in self.by_part(topic, entries)? {
+            for chunk in entries.chunks(MAX_PAGE / 2) {
+                let _: Value = self
+                    .retry_once("give back (XCLAIM IDLE RETRYCOUNT)", topic, |mut conn| {
+                        let mut invocation = steps::GIVE_BACK.key(&part.key);
+                        invocation
+                            .arg(self.group())
+                            .arg(self.name())
+                            .arg(idle.as_millis() as u64);
+                        for (id, count) in chunk {
+                            invocation.arg(id).arg(*count);
+                        }
+                        async move { invocation.invoke_async(&mut conn).await }
+                    })
+                    .await?;
+                let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+                self.sharing.settled(topic, part.index, &ids);
+            }
         }
         Ok(())
     }
 
     async fn redeliver(&self, topic: &Topic, id: &str) -> CoreResult<Option<Delivery>> {
-        let key = self.inner.keys.stream(topic);
+        let (part, raw, partitioned) = self.locate(topic, id)?;
         let value: Value = self
             .retry_once("redeliver (XCLAIM)", topic, |mut conn| {
-                let mut invocation = scripts::REDELIVER.key(&key);
-                invocation.arg(self.group()).arg(self.name()).arg(id);
+                let mut invocation = scripts::REDELIVER.key(&part.key);
+                invocation.arg(self.group()).arg(self.name()).arg(&raw);
                 async move { invocation.invoke_async(&mut conn).await }
             })
             .await?;
@@ -323,31 +409,62 @@ impl StreamConsumer for RedisConsumer {
             .get(1)
             .and_then(reply::entry)
             .ok_or_else(|| self.protocol("redeliver"))?;
-        Ok(delivery(
-            topic,
-            entry,
-            u32::try_from(count).unwrap_or(u32::MAX),
-        ))
+        Ok(
+            delivery(topic, entry, u32::try_from(count).unwrap_or(u32::MAX)).map(|mut d| {
+                d.entry_id = partition::qualify(part.index, &d.entry_id, partitioned);
+                d
+            }),
+        )
     }
 
     async fn ack(&self, acks: &[(Topic, Vec<EntryId>)]) -> CoreResult<()> {
-        let mut pipe = redis::pipe();
+        // One XACK per partition stream; a pipeline per slot (a cluster pipeline cannot
+        // span slots), all at once.
+        let mut per_stream: Vec<(Topic, Part, Vec<String>)> = Vec::new();
         for (topic, ids) in acks.iter().filter(|(_, ids)| !ids.is_empty()) {
-            pipe.cmd("XACK")
-                .arg(self.inner.keys.stream(topic))
-                .arg(self.group())
-                .arg(ids)
-                .ignore();
+            let items: Vec<(EntryId, ())> = ids.iter().map(|id| (id.clone(), ())).collect();
+            for (part, _, ids) in self.by_part(topic, &items)? {
+                per_stream.push((
+                    topic.clone(),
+                    part,
+                    ids.into_iter().map(|(id, ())| id).collect(),
+                ));
+            }
         }
-        if pipe.is_empty() {
+        if per_stream.is_empty() {
             return Ok(());
         }
-        let topic = acks.first().map(|(t, _)| t.clone()).unwrap_or(Topic::All);
-        self.retry_once("XACK", &topic, |mut conn| {
-            let pipe = &pipe;
-            async move { pipe.query_async::<()>(&mut conn).await }
-        })
-        .await
+        let batches: Vec<Vec<&(Topic, Part, Vec<String>)>> = if self.inner.config.is_cluster() {
+            per_stream.iter().map(|s| vec![s]).collect()
+        } else {
+            vec![per_stream.iter().collect()]
+        };
+        let results = futures_util::future::join_all(batches.iter().map(|batch| {
+            let mut pipe = redis::pipe();
+            for (_, part, ids) in batch {
+                pipe.cmd("XACK")
+                    .arg(&part.key)
+                    .arg(self.group())
+                    .arg(ids)
+                    .ignore();
+            }
+            let topic = batch
+                .first()
+                .map(|(t, _, _)| t.clone())
+                .unwrap_or(Topic::All);
+            async move {
+                self.retry_once("XACK", &topic, |mut conn| {
+                    let pipe = &pipe;
+                    async move { pipe.query_async::<()>(&mut conn).await }
+                })
+                .await
+            }
+        }))
+        .await;
+        for (topic, part, ids) in &per_stream {
+            self.sharing.settled(topic, part.index, ids);
+        }
+        results.into_iter().collect()
     }
 
     async fn dead_letter(
@@ -356,25 +473,29 @@ impl StreamConsumer for RedisConsumer {
         id: &str,
         reason: &DeadLetterReason,
     ) -> CoreResult<()> {
-        let key = self.inner.keys.stream(topic);
-        let dlq = self.inner.keys.dead_letters(self.group());
+        let (part, raw, _) = self.locate(topic, id)?;
+        let dlq = self
+            .inner
+            .keys
+            .partition_dead_letters(self.group(), part.tag.as_deref());
         let at = codec::format_timestamp(now_seconds());
         self.retry_once("dead letter (XADD+XACK)", topic, |mut conn| {
-            let mut invocation = scripts::DEAD_LETTER.key(&key);
+            let mut invocation = scripts::DEAD_LETTER.key(&part.key);
             invocation
                 .key(&dlq)
                 .arg(self.group())
-                .arg(id)
+                .arg(&raw)
                 .arg(&reason.consumer)
                 .arg(&reason.error)
                 .arg(reason.delivery_count)
                 .arg(&at)
-                .arg(&key)
+                .arg(&part.key)
                 .arg(self.inner.config.dead_letter_stream_maxlen())
                 .arg(self.name());
             async move { invocation.invoke_async::<Value>(&mut conn).await }
         })
         .await?;
+        self.sharing.settled(topic, part.index, &[raw]);
         Ok(())
     }
 
@@ -383,11 +504,38 @@ impl StreamConsumer for RedisConsumer {
         topic: &Topic,
         idle: Duration,
     ) -> CoreResult<Vec<String>> {
-        let key = self.inner.keys.stream(topic);
+        let mut removed = Vec::new();
+        for part in self.sharing.parts(topic) {
+            for name in self.remove_idle_on(topic, &part.key, idle).await? {
+                if !removed.contains(&name) {
+                    removed.push(name);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn close(&self) -> CoreResult<()> {
+        self.sharing
+            .close(&self.inner, self.group(), self.name())
+            .await;
+        Ok(())
+    }
+}
+
+impl RedisConsumer {
+    /// Removes the group's consumers of one stream idle longer than `idle` with nothing
+    /// pending.
+    async fn remove_idle_on(
+        &self,
+        topic: &Topic,
+        key: &str,
+        idle: Duration,
+    ) -> CoreResult<Vec<String>> {
         let value: Value = self
             .retry_once("XINFO CONSUMERS", topic, |mut conn| {
                 let mut cmd = redis::cmd("XINFO");
-                cmd.arg("CONSUMERS").arg(&key).arg(self.group());
+                cmd.arg("CONSUMERS").arg(key).arg(self.group());
                 async move { cmd.query_async(&mut conn).await }
             })
             .await?;
@@ -406,7 +554,7 @@ impl StreamConsumer for RedisConsumer {
             }
             let deleted: i64 = self
                 .retry_once("XGROUP DELCONSUMER", topic, |mut conn| {
-                    let mut invocation = scripts::REMOVE_CONSUMER.key(&key);
+                    let mut invocation = scripts::REMOVE_CONSUMER.key(key);
                     invocation.arg(self.group()).arg(&name);
                     async move { invocation.invoke_async(&mut conn).await }
                 })

@@ -229,6 +229,9 @@ pub(crate) async fn run(runner: Arc<Runner>) -> ShutdownReport {
     let left = runner.holdings().take_all_back();
     let left_pending = left.len() as u64;
     give_back(&runner, left).await;
+    if let Err(e) = runner.consumer.close().await {
+        tracing::warn!(group = %runner.spec.group, consumer = %runner.spec.consumer, error = %e, "could not leave the group; its partitions move on when its membership expires");
+    }
     ShutdownReport {
         abandoned: runner.stats.abandoned(),
         left_pending,

@@ -1,0 +1,131 @@
+//! Partitioned topics on a single node: keyed events spread over the partitions, the
+//! consumers of a group share them, and every key's events arrive once and in order — also
+//! while consumers join and leave.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly.
+
+mod partitions_support;
+
+use std::time::Duration;
+
+use eventbus_redis::{RedisConfig, RedisTransport};
+use eventbus_tests::NamespaceGuard;
+use partitions_support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn transport(test: &str) -> (RedisTransport, NamespaceGuard) {
+    let namespace = eventbus_tests::namespace(test);
+    let guard = NamespaceGuard::new(namespace.clone());
+    let url = eventbus_tests::redis_url();
+    let transport = RedisTransport::connect(RedisConfig::new(&url).unwrap().namespace(namespace))
+        .await
+        .unwrap();
+    (transport, guard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_events_spread_over_partitions_and_arrive_once_in_order_per_key() {
+    let (transport, _guard) = transport("partitions-keyed").await;
+    assert_eq!(transport.create_topic("Part.Keyed", 4).await.unwrap(), 4);
+    let seen = Seen::default();
+    let mut consumers = Vec::new();
+    for name in ["c1", "c2"] {
+        consumers.push(consumer(&transport, "Part.Keyed", "g", name, &seen).await);
+    }
+    wait_for_owners(&transport, "g", "Part.Keyed", 2).await;
+    let ids = publish(&transport, &keyed_events("Part.Keyed", 20, 0, 20)).await;
+    assert_eq!(partitions_of(&ids), (0..4).collect(), "{ids:?}");
+    wait_for(&seen, 400, WAIT).await;
+    for c in consumers {
+        c.shutdown().await.unwrap();
+    }
+    let per_consumer = assert_once_in_order(&seen, 20, 20);
+    assert_eq!(
+        per_consumer.len(),
+        2,
+        "both consumers got partitions: {per_consumer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_joining_and_leaving_take_partitions_over_without_duplicates() {
+    let (transport, _guard) = transport("partitions-rebalance").await;
+    transport.create_topic("Part.Moves", 6).await.unwrap();
+    let seen = Seen::default();
+    let first = consumer(&transport, "Part.Moves", "g", "c1", &seen).await;
+    publish(&transport, &keyed_events("Part.Moves", 12, 0, 10)).await;
+    wait_for(&seen, 120, WAIT).await;
+
+    // Two more join while events keep coming: partitions move to them.
+    let second = consumer(&transport, "Part.Moves", "g", "c2", &seen).await;
+    let third = consumer(&transport, "Part.Moves", "g", "c3", &seen).await;
+    wait_for_owners(&transport, "g", "Part.Moves", 3).await;
+    for round in 0..10 {
+        publish(
+            &transport,
+            &keyed_events("Part.Moves", 12, 10 + round * 2, 2),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait_for(&seen, 360, WAIT).await;
+
+    // The first leaves: the others take its partitions at once.
+    first.shutdown().await.unwrap();
+    let before = seen.lock().unwrap().len();
+    wait_for_owners(&transport, "g", "Part.Moves", 2).await;
+    publish(&transport, &keyed_events("Part.Moves", 12, 30, 10)).await;
+    wait_for(&seen, 480, WAIT).await;
+    second.shutdown().await.unwrap();
+    third.shutdown().await.unwrap();
+
+    let per_consumer = assert_once_in_order(&seen, 12, 40);
+    assert_eq!(per_consumer.len(), 3, "{per_consumer:?}");
+    let after: Vec<String> = seen.lock().unwrap()[before..]
+        .iter()
+        .map(|(c, _, _)| c.clone())
+        .collect();
+    assert!(
+        !after.iter().any(|c| c == "c1"),
+        "c1 handled nothing after it left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_consumers_partitions_and_pending_entries_are_taken_over() {
+    let (transport, _guard) = transport("partitions-takeover").await;
+    transport.create_topic("Part.Dies", 4).await.unwrap();
+    let seen = Seen::default();
+    let survivor = consumer(&transport, "Part.Dies", "g", "survivor", &seen).await;
+    // A consumer that reads and never settles, then vanishes without leaving: its leases
+    // and membership expire.
+    let ghost = {
+        use eventbus_core::transport::{ConsumerSpec, Topic};
+        use eventbus_core::StreamTransport;
+        transport
+            .consumer(ConsumerSpec {
+                group: "g".into(),
+                consumer: "ghost".into(),
+                topics: vec![Topic::of_type("Part.Dies")],
+            })
+            .await
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    publish(&transport, &keyed_events("Part.Dies", 8, 0, 10)).await;
+    let mut read_by_ghost = 0;
+    for _ in 0..20 {
+        read_by_ghost += ghost
+            .read(100, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .len();
+    }
+    assert!(read_by_ghost > 0, "the ghost held some partitions");
+    drop(ghost);
+    wait_for(&seen, 80, Duration::from_secs(60)).await;
+    survivor.shutdown().await.unwrap();
+    let per_consumer = assert_once_in_order(&seen, 8, 10);
+    assert_eq!(per_consumer.len(), 1, "{per_consumer:?}");
+}
