@@ -15,10 +15,10 @@ pub type Metadata = Map<String, Value>;
 /// The metadata entry holding an event's explicit partition key (a JSON string).
 ///
 /// On a partitioned topic, events with the same key land in one partition and keep their
-/// order. Without it, the publisher falls back to the aggregate id
-/// ([`META_AGGREGATE_ID`](crate::es::META_AGGREGATE_ID)), then to round-robin; see
-/// [`Envelope::partition_key`]. Set it with [`Envelope::with_partition_key`], or declare it on
-/// the event type with `#[event(partition_key = field)]` ([`Event::partition_key`]).
+/// order. Without it, the publisher falls back to the aggregate id ([`META_AGGREGATE_ID`]),
+/// then to round-robin; see [`Envelope::partition_key`]. Set it with
+/// [`Envelope::with_partition_key`], or declare it on the event type with
+/// `#[event(partition_key = field)]` ([`Event::partition_key`]).
 pub const META_PARTITION_KEY: &str = "partition_key";
 
 /// The stream id Redis (or the in-memory transport) gave an entry, e.g. `1700000000000-0`.
@@ -119,9 +119,9 @@ impl<T> Envelope<T> {
     }
 
     /// The key that picks this event's partition on a partitioned topic: the explicit key
-    /// ([`META_PARTITION_KEY`]) if set, else the aggregate id
-    /// ([`META_AGGREGATE_ID`](crate::es::META_AGGREGATE_ID)) an event-sourced aggregate
-    /// stamps, else `None` (the publisher then spreads events round-robin).
+    /// ([`META_PARTITION_KEY`]) if set, else the aggregate id ([`META_AGGREGATE_ID`]) an
+    /// event-sourced aggregate stamps, else `None` (the publisher then spreads events
+    /// round-robin).
     ///
     /// Only JSON strings count: an entry holding a number or anything else is ignored, as if
     /// absent, so that `7` and `"7"` can't silently pick different partitions.
