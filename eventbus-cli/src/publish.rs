@@ -25,6 +25,10 @@ pub(crate) struct PublishArgs {
     /// Schema version of the payload (1 or more).
     #[arg(long, default_value_t = 1)]
     schema_version: u32,
+    /// Partition key: on a partitioned topic, events with the same key land in one partition
+    /// and keep their order (default: none, round-robin).
+    #[arg(long)]
+    key: Option<String>,
 }
 
 impl PublishArgs {
@@ -37,8 +41,27 @@ impl PublishArgs {
                 "the schema version must be 1 or more (consumers dead-letter version 0)".into(),
             );
         }
+        if self.key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return Err("the partition key is empty".into());
+        }
         self.data()?;
         Ok(())
+    }
+
+    /// The envelope to publish: the payload with the ids and partition key given.
+    fn envelope(&self) -> CliResult<Envelope> {
+        let mut envelope = Envelope::new(
+            &self.event_type,
+            self.schema_version,
+            &self.source,
+            self.data()?,
+        );
+        envelope.correlation_id.clone_from(&self.correlation_id);
+        envelope.causation_id.clone_from(&self.causation_id);
+        if let Some(key) = &self.key {
+            envelope = envelope.with_partition_key(key);
+        }
+        Ok(envelope)
     }
 
     fn data(&self) -> CliResult<Value> {
@@ -75,15 +98,7 @@ fn check_event_type(event_type: &str) -> CliResult {
 }
 
 pub(crate) async fn run(transport: RedisTransport, args: PublishArgs) -> CliResult {
-    let data = args.data()?;
-    let mut envelope = Envelope::new(
-        args.event_type,
-        args.schema_version,
-        args.source.clone(),
-        data,
-    );
-    envelope.correlation_id = args.correlation_id;
-    envelope.causation_id = args.causation_id;
+    let envelope = args.envelope()?;
     let bus = EventBus::new(transport, args.source);
     let ids = bus.publish_raw(&[envelope]).await?;
     let id = ids.first().ok_or("the server returned no entry id")?;
@@ -102,6 +117,7 @@ mod tests {
             correlation_id: None,
             causation_id: None,
             schema_version,
+            key: None,
         }
     }
 
@@ -126,5 +142,35 @@ mod tests {
         assert!(refusal("X", "3", 1).contains("not a number"));
         assert!(refusal("X", "null", 1).contains("not null"));
         assert!(refusal("X", "{nope", 1).contains("not valid JSON"));
+        let blank_key = PublishArgs {
+            key: Some(" ".to_owned()),
+            ..args("X", "{}", 1)
+        };
+        assert!(blank_key.check().is_err());
+    }
+
+    #[test]
+    fn key_sets_the_partition_key_metadata() {
+        let keyed = PublishArgs {
+            key: Some("customer-9".to_owned()),
+            correlation_id: Some("c1".to_owned()),
+            ..args("OrderPlaced", r#"{"n":1}"#, 2)
+        };
+        let envelope = keyed.envelope().unwrap();
+        assert_eq!(
+            envelope.metadata[eventbus_core::META_PARTITION_KEY],
+            "customer-9"
+        );
+        assert_eq!(envelope.partition_key(), Some("customer-9"));
+        assert_eq!(
+            (envelope.event_type.as_str(), envelope.version),
+            ("OrderPlaced", 2)
+        );
+        assert_eq!(envelope.correlation_id.as_deref(), Some("c1"));
+        assert_eq!(envelope.data, serde_json::json!({"n": 1}));
+
+        let unkeyed = args("OrderPlaced", "{}", 1).envelope().unwrap();
+        assert!(unkeyed.metadata.is_empty());
+        assert_eq!(unkeyed.partition_key(), None);
     }
 }

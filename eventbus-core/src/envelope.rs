@@ -6,10 +6,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::es::META_AGGREGATE_ID;
 use crate::event::Event;
 
 /// Free-form metadata carried with an event (JSON object).
 pub type Metadata = Map<String, Value>;
+
+/// The metadata entry holding an event's explicit partition key (a JSON string).
+///
+/// On a partitioned topic, events with the same key land in one partition and keep their
+/// order. Without it, the publisher falls back to the aggregate id ([`META_AGGREGATE_ID`]),
+/// then to round-robin; see [`Envelope::partition_key`]. Set it with
+/// [`Envelope::with_partition_key`], or declare it on the event type with
+/// `#[event(partition_key = field)]` ([`Event::partition_key`]).
+pub const META_PARTITION_KEY: &str = "partition_key";
 
 /// The stream id Redis (or the in-memory transport) gave an entry, e.g. `1700000000000-0`.
 pub type EntryId = String;
@@ -53,6 +63,16 @@ pub fn now_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The metadata a typed event declares about itself: its partition key, if any, under
+/// [`META_PARTITION_KEY`]. Every envelope built from a typed event starts with it.
+pub(crate) fn event_metadata<E: Event>(event: &E) -> Metadata {
+    let mut metadata = Metadata::new();
+    if let Some(key) = event.partition_key() {
+        metadata.insert(META_PARTITION_KEY.into(), key.into());
+    }
+    metadata
+}
+
 impl<T> Envelope<T> {
     /// Wraps `data` in a new envelope with a fresh id and the current time.
     pub fn new(
@@ -92,6 +112,35 @@ impl<T> Envelope<T> {
         self
     }
 
+    /// Sets the explicit partition key ([`META_PARTITION_KEY`]), replacing any the event
+    /// declared.
+    pub fn with_partition_key(self, key: impl Into<String>) -> Self {
+        self.with_metadata(META_PARTITION_KEY, key.into())
+    }
+
+    /// The key that picks this event's partition on a partitioned topic: the explicit key
+    /// ([`META_PARTITION_KEY`]) if set, else the aggregate id ([`META_AGGREGATE_ID`]) an
+    /// event-sourced aggregate stamps, else `None` (the publisher then spreads events
+    /// round-robin).
+    ///
+    /// Only JSON strings count: an entry holding a number or anything else is ignored, as if
+    /// absent, so that `7` and `"7"` can't silently pick different partitions.
+    ///
+    /// ```
+    /// use eventbus_core::Envelope;
+    ///
+    /// let env = Envelope::new("OrderShipped", 1, "shop", ())
+    ///     .with_metadata("aggregate_id", "order-1");
+    /// assert_eq!(env.partition_key(), Some("order-1"));
+    /// assert_eq!(env.with_partition_key("customer-9").partition_key(), Some("customer-9"));
+    /// assert_eq!(Envelope::new("Tick", 1, "clock", ()).partition_key(), None);
+    /// ```
+    pub fn partition_key(&self) -> Option<&str> {
+        [META_PARTITION_KEY, META_AGGREGATE_ID]
+            .into_iter()
+            .find_map(|key| self.metadata.get(key).and_then(Value::as_str))
+    }
+
     /// Makes this envelope a consequence of `cause`: same correlation id (or the cause's
     /// event id when the cause has none), and the cause's event id as causation id.
     pub fn caused_by<U>(mut self, cause: &Envelope<U>) -> Self {
@@ -122,9 +171,14 @@ impl<T> Envelope<T> {
 }
 
 impl<E: Event> Envelope<E> {
-    /// Wraps a typed event, taking its type name and version from [`Event`].
+    /// Wraps a typed event, taking its type name and version from [`Event`], and its
+    /// partition key ([`Event::partition_key`], stored under [`META_PARTITION_KEY`]) when it
+    /// declares one.
     pub fn from_event(source: impl Into<String>, event: E) -> Self {
-        Envelope::new(E::EVENT_TYPE, E::VERSION, source, event)
+        Envelope {
+            metadata: event_metadata(&event),
+            ..Envelope::new(E::EVENT_TYPE, E::VERSION, source, event)
+        }
     }
 
     /// Encodes the payload as JSON, for transports.
@@ -297,6 +351,87 @@ mod tests {
         let old = Envelope::new("Ping", 1, "s", serde_json::json!({"n": 1}));
         let err = old.decode::<Ping>().unwrap_err().to_string();
         assert!(err.contains("no upcaster from version 1 to 2"), "{err}");
+    }
+
+    #[crate::event(partition_key = customer_id)]
+    struct OrderPlaced {
+        order_id: String,
+        customer_id: u64,
+    }
+
+    #[crate::event(partition_key = region)]
+    struct Shipped {
+        region: Option<String>,
+    }
+
+    #[test]
+    fn derived_partition_key_goes_into_the_metadata() {
+        let placed = OrderPlaced {
+            order_id: "o1".into(),
+            customer_id: 42,
+        };
+        assert_eq!(placed.partition_key().as_deref(), Some("42"));
+        let env = Envelope::from_event("shop", placed);
+        assert_eq!(env.metadata[META_PARTITION_KEY], serde_json::json!("42"));
+        assert_eq!(env.partition_key(), Some("42"));
+        assert_eq!(env.data.order_id, "o1");
+        // The key survives the trip to the wire form.
+        assert_eq!(env.into_raw().unwrap().partition_key(), Some("42"));
+
+        let north = Envelope::from_event(
+            "s",
+            Shipped {
+                region: Some("north".into()),
+            },
+        );
+        assert_eq!(north.partition_key(), Some("north"));
+        let nowhere = Envelope::from_event("s", Shipped { region: None });
+        assert!(nowhere.metadata.is_empty());
+        assert_eq!(nowhere.partition_key(), None);
+    }
+
+    #[test]
+    fn command_outputs_carry_the_partition_key() {
+        use crate::cqrs::Emit;
+
+        let mut out = Vec::new();
+        let placed = |customer_id| OrderPlaced {
+            order_id: "o".into(),
+            customer_id,
+        };
+        (placed(1), Ping { n: 1 }, placed(2))
+            .emit("shop", &mut out)
+            .unwrap();
+        let keys: Vec<_> = out.iter().map(Envelope::partition_key).collect();
+        assert_eq!(keys, [Some("1"), None, Some("2")]);
+        assert_eq!(out[0].event_type, "OrderPlaced");
+    }
+
+    #[test]
+    fn explicit_key_wins_over_the_aggregate_id() {
+        let by_aggregate = Envelope::new("A", 1, "s", ()).with_metadata(META_AGGREGATE_ID, "agg-1");
+        assert_eq!(by_aggregate.partition_key(), Some("agg-1"));
+        let explicit = by_aggregate.clone().with_partition_key("k");
+        assert_eq!(explicit.partition_key(), Some("k"));
+        assert_eq!(
+            explicit.metadata[META_PARTITION_KEY],
+            serde_json::json!("k")
+        );
+
+        // Only strings are keys: a number is ignored, as if absent.
+        let numeric = by_aggregate.with_metadata(META_PARTITION_KEY, 7);
+        assert_eq!(numeric.partition_key(), Some("agg-1"));
+        let only_numeric = Envelope::new("A", 1, "s", ()).with_metadata(META_PARTITION_KEY, 7);
+        assert_eq!(only_numeric.partition_key(), None);
+    }
+
+    #[test]
+    fn no_key_is_none() {
+        let env = Envelope::from_event("svc", Ping { n: 1 });
+        assert!(env.metadata.is_empty());
+        assert_eq!(env.partition_key(), None);
+        let other = Envelope::new("A", 1, "s", ()).with_metadata("tenant", "t1");
+        assert_eq!(other.partition_key(), None);
     }
 
     #[test]

@@ -48,6 +48,44 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// How payloads of older schema versions are upgraded on read, one version at a time
     /// (see [`Upcaster`]). Empty by default: an older version is then a decode error.
     const UPCASTERS: &'static [Upcaster] = &[];
+
+    /// The explicit partition key of this event, if it has one: on a partitioned topic,
+    /// events with the same key land in one partition and keep their order. `None` by
+    /// default, which leaves the choice to the aggregate id, then round-robin (see
+    /// [`Envelope::partition_key`](crate::Envelope::partition_key)).
+    ///
+    /// Envelopes built from the event ([`Envelope::from_event`](crate::Envelope::from_event),
+    /// [`EventBus::publish`](crate::EventBus::publish), a command's output) store it in their
+    /// metadata under [`META_PARTITION_KEY`](crate::envelope::META_PARTITION_KEY).
+    ///
+    /// Declare it with `#[event(partition_key = field)]`, or by hand:
+    ///
+    /// ```
+    /// use eventbus_core::{event, Envelope, Event};
+    ///
+    /// #[event(partition_key = customer_id)]
+    /// pub struct OrderPlaced { pub order_id: String, pub customer_id: u64 }
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct StockMoved { sku: String, warehouse: String }
+    ///
+    /// impl Event for StockMoved {
+    ///     const EVENT_TYPE: &'static str = "StockMoved";
+    ///     const VERSION: u32 = 1;
+    ///
+    ///     fn partition_key(&self) -> Option<String> {
+    ///         Some(format!("{}@{}", self.sku, self.warehouse))
+    ///     }
+    /// }
+    ///
+    /// let placed = OrderPlaced { order_id: "o1".into(), customer_id: 42 };
+    /// assert_eq!(Envelope::from_event("shop", placed).partition_key(), Some("42"));
+    /// let moved = StockMoved { sku: "tea".into(), warehouse: "north".into() };
+    /// assert_eq!(Envelope::from_event("stock", moved).partition_key(), Some("tea@north"));
+    /// ```
+    fn partition_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The signature of an upcaster: the payload of one schema version in, the next one's out.

@@ -60,6 +60,10 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+// Lets unit tests use the macros, whose code names `::eventbus_core`.
+#[cfg(test)]
+extern crate self as eventbus_core;
+
 pub mod app;
 pub mod bus;
 pub mod cqrs;
@@ -91,7 +95,7 @@ pub use cqrs::{
     QueryBus, QueryContext, QueryError, QueryHandlers, Receipt, ReplyStreams, DEFAULT_REPLY_TTL,
 };
 pub use dispatch::Payload;
-pub use envelope::{EntryId, Envelope, Metadata};
+pub use envelope::{EntryId, Envelope, Metadata, META_PARTITION_KEY};
 pub use error::{BoxError, Error, HandlerError, Result, TransportError, TransportErrorKind};
 pub use event::{Event, Upcaster};
 pub use eventbus_derive::{

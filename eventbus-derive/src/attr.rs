@@ -16,9 +16,11 @@ pub(crate) struct EventArgs {
     pub(crate) version: Option<LitInt>,
     /// `upcasters = [v1_to_v2, …]`: the n-th upgrades version n to n + 1.
     pub(crate) upcasters: Option<syn::ExprArray>,
+    /// `partition_key = field`: the field whose `to_string()` is the event's partition key.
+    pub(crate) partition_key: Option<syn::Ident>,
 }
 
-/// Parses `name = "…", version = N`, recording every problem in `cx`.
+/// Parses `name = "…", version = N, upcasters = […], partition_key = field`, recording every problem in `cx`.
 pub(crate) fn parse_event_args(cx: &mut Ctxt, args: TokenStream) -> EventArgs {
     let mut out = EventArgs::default();
     let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args) {
@@ -30,7 +32,11 @@ pub(crate) fn parse_event_args(cx: &mut Ctxt, args: TokenStream) -> EventArgs {
     };
     for meta in metas {
         let Meta::NameValue(nv) = &meta else {
-            cx.error_spanned_by(&meta, "expected `name = \"...\"` or `version = N`");
+            cx.error_spanned_by(
+                &meta,
+                "expected `name = \"...\"`, `version = N`, `upcasters = [...]` or \
+                 `partition_key = field`",
+            );
             continue;
         };
         let Some(key) = nv.path.get_ident() else {
@@ -81,10 +87,27 @@ pub(crate) fn parse_event_args(cx: &mut Ctxt, args: TokenStream) -> EventArgs {
                     ),
                 }
             }
+            "partition_key" => {
+                if out.partition_key.is_some() {
+                    cx.error_spanned_by(key, "duplicate event attribute `partition_key`");
+                    continue;
+                }
+                match &nv.value {
+                    Expr::Path(p) if p.qself.is_none() && p.path.get_ident().is_some() => {
+                        out.partition_key = p.path.get_ident().cloned();
+                    }
+                    other => cx.error_spanned_by(
+                        other,
+                        "`partition_key` must be the name of a field, e.g. \
+                         `partition_key = customer_id`",
+                    ),
+                }
+            }
             _ => cx.error_spanned_by(
                 key,
                 format!(
-                    "unknown event attribute `{key}`; expected `name`, `version` or `upcasters`"
+                    "unknown event attribute `{key}`; expected `name`, `version`, `upcasters` \
+                     or `partition_key`"
                 ),
             ),
         }

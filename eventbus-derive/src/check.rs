@@ -1,6 +1,8 @@
 //! Validation of `#[event]` input.
 
-use syn::{Expr, ExprLit, ExprUnary, Lit, LitInt, LitStr, UnOp};
+use syn::{
+    Data, DeriveInput, Expr, ExprLit, ExprUnary, Field, Fields, Ident, Lit, LitInt, LitStr, UnOp,
+};
 
 use crate::ctxt::Ctxt;
 
@@ -44,6 +46,56 @@ pub(crate) fn version(cx: &mut Ctxt, lit: &LitInt) -> Option<u32> {
             None
         }
     }
+}
+
+/// Checks that `partition_key = name` names a field of a struct event with named fields;
+/// returns that field. Every error is spanned on `name`.
+pub(crate) fn partition_key_field<'a>(
+    cx: &mut Ctxt,
+    name: &Ident,
+    item: &'a DeriveInput,
+) -> Option<&'a Field> {
+    let fields = match &item.data {
+        Data::Struct(s) => &s.fields,
+        Data::Enum(_) => {
+            cx.error_spanned_by(
+                name,
+                "`partition_key` names a field of a struct event; for an enum, implement \
+                 `eventbus_core::Event::partition_key` by hand",
+            );
+            return None;
+        }
+        // Already reported: an event can't be a union.
+        Data::Union(_) => return None,
+    };
+    let Fields::Named(named) = fields else {
+        cx.error_spanned_by(
+            name,
+            format!(
+                "`partition_key` names a field, and `{}` has no named fields; implement \
+                 `eventbus_core::Event::partition_key` by hand",
+                item.ident
+            ),
+        );
+        return None;
+    };
+    let found = named.named.iter().find(|f| f.ident.as_ref() == Some(name));
+    if found.is_none() {
+        let names: Vec<String> = named
+            .named
+            .iter()
+            .filter_map(|f| f.ident.as_ref().map(|i| format!("`{i}`")))
+            .collect();
+        cx.error_spanned_by(
+            name,
+            format!(
+                "`{}` has no field `{name}` to use as partition key; its fields are {}",
+                item.ident,
+                names.join(", ")
+            ),
+        );
+    }
+    found
 }
 
 /// Checks a routing pattern with the rules of `eventbus_core::Pattern::parse`; returns it

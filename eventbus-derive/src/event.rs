@@ -1,8 +1,9 @@
 //! Expansion of `#[event]`.
 
 use proc_macro2::TokenStream;
-use quote::quote;
-use syn::{Data, DeriveInput, Generics, Ident};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Data, DeriveInput, Field, GenericArgument, PathArguments, Type};
 
 use crate::attr::parse_event_args;
 use crate::check;
@@ -39,8 +40,16 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         .unwrap_or(1);
 
     let upcasters = upcasters(&mut cx, args.upcasters.as_ref(), version);
+    let partition_key = args
+        .partition_key
+        .as_ref()
+        .and_then(|name| check::partition_key_field(&mut cx, name, &item))
+        .map(partition_key);
     let with_serde = add_serde(&item);
-    let event_impl = impl_event(&item.ident, &item.generics, &name, version, upcasters);
+    let key_method = partition_key.as_ref().map(|k| &k.method);
+    let items = quote!(#upcasters #key_method);
+    let key_bound = partition_key.as_ref().map(|k| &k.bound);
+    let event_impl = impl_event(&item, &name, version, items, key_bound);
     let errors = cx.finish().map(|e| e.to_compile_error());
     if matches!(item.data, Data::Union(_)) {
         // Serde can't derive for unions: emit the item untouched, with the error.
@@ -78,25 +87,82 @@ fn upcasters(cx: &mut Ctxt, list: Option<&syn::ExprArray>, version: u32) -> Toke
     }
 }
 
-/// `impl Event for Type`, inside an anonymous const.
+/// The partition key an event reads from one of its fields.
+struct PartitionKey {
+    /// `fn partition_key(&self)`, for the `impl Event`.
+    method: TokenStream,
+    /// `KeyType: ToString`, which a generic event needs in its where clause.
+    bound: TokenStream,
+}
+
+/// Reads `field` with `ToString`: `Some(key)` always, or, for a field whose type is written
+/// `Option<T>`, `Some(key)` when the field is `Some`.
+fn partition_key(field: &Field) -> PartitionKey {
+    let name = &field.ident;
+    let inner = option_inner(&field.ty);
+    let key_type = inner.unwrap_or(&field.ty);
+    // Spanned on the field's type: a type without `Display` is reported there.
+    let to_string = quote_spanned!(key_type.span()=> ::std::string::ToString::to_string);
+    let key = match inner {
+        Some(_) => quote! {
+            ::core::option::Option::map(::core::option::Option::as_ref(&self.#name), #to_string)
+        },
+        None => quote!(::core::option::Option::Some(#to_string(&self.#name))),
+    };
+    PartitionKey {
+        method: quote! {
+            fn partition_key(&self) -> ::core::option::Option<::std::string::String> {
+                #key
+            }
+        },
+        bound: quote!(#key_type: ::std::string::ToString),
+    }
+}
+
+/// `T` when `ty` is written `Option<T>` (by any path: `Option`, `std::option::Option`).
+fn option_inner(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first() {
+        Some(GenericArgument::Type(inner)) if last.ident == "Option" && args.args.len() == 1 => {
+            Some(inner)
+        }
+        _ => None,
+    }
+}
+
+/// `impl Event for Type` with the trait `items` given (constants, methods), inside an
+/// anonymous const.
 fn impl_event(
-    ident: &Ident,
-    generics: &Generics,
+    item: &DeriveInput,
     name: &str,
     version: u32,
-    upcasters: TokenStream,
+    items: TokenStream,
+    key_bound: Option<&TokenStream>,
 ) -> TokenStream {
+    let (ident, generics) = (&item.ident, &item.generics);
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
-    // A generic event is an event for the parameters that make it serializable.
+    // A generic event is an event for the parameters that make it serializable (and its
+    // partition key displayable).
     let where_clause = if generics.params.is_empty() {
         quote!(#where_clause)
     } else {
+        let key_bound = key_bound.map(|bound| quote!(, #bound));
         let bounds = quote! {
             Self: ::eventbus_core::__private::serde::Serialize
                 + ::eventbus_core::__private::serde::de::DeserializeOwned
                 + ::core::marker::Send
                 + ::core::marker::Sync
                 + 'static
+            #key_bound
         };
         match where_clause {
             Some(w) if !w.predicates.is_empty() => {
@@ -112,7 +178,7 @@ fn impl_event(
             impl #impl_generics ::eventbus_core::Event for #ident #ty_generics #where_clause {
                 const EVENT_TYPE: &'static ::core::primitive::str = #name;
                 const VERSION: ::core::primitive::u32 = #version;
-                #upcasters
+                #items
             }
         };
     }

@@ -40,6 +40,17 @@ use proc_macro::TokenStream;
 /// - `upcasters = [v1_to_v2, v2_to_v3]`: functions `fn(Value) -> Result<Value, BoxError>`
 ///   upgrading older payloads on read, the n-th from version n to n + 1
 ///   (`eventbus_core::Upcaster`).
+/// - `partition_key = field`: the field whose `to_string()` is the event's partition key
+///   (`eventbus_core::Event::partition_key`), so any `Display` field works. On a partitioned
+///   topic, events with the same key land in one partition and keep their order; without a
+///   key, the aggregate id decides, else round-robin. A field of type `Option<T>` gives a key
+///   only when it is `Some`. Structs with named fields only: for an enum or a tuple struct,
+///   implement `partition_key` by hand.
+///
+/// ```text
+/// #[event(partition_key = customer_id)]      // all of one customer's orders, in order
+/// pub struct OrderPlaced { pub order_id: String, pub customer_id: u64 }
+/// ```
 ///
 /// `Serialize`/`Deserialize` are derived unless the type already derives them; serde
 /// attributes (`#[serde(rename_all = "…")]`, `#[serde(tag = "…")]`) work as usual.

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::envelope::Envelope;
+use crate::envelope::{event_metadata, Envelope};
 use crate::error::Result;
 use crate::event::Event;
 
@@ -27,7 +27,10 @@ impl<E: Event> Emit for E {
             event_type: E::EVENT_TYPE.to_string(),
             source,
         })?;
-        out.push(Envelope::new(E::EVENT_TYPE, E::VERSION, source, data));
+        out.push(Envelope {
+            metadata: event_metadata(self),
+            ..Envelope::new(E::EVENT_TYPE, E::VERSION, source, data)
+        });
         Ok(())
     }
 }

@@ -66,6 +66,8 @@ pub use repository::{
     Loaded, Repository, DEFAULT_MAX_RETRIES, DEFAULT_PAGE_SIZE, META_AGGREGATE_ID,
     META_AGGREGATE_TYPE, META_AGGREGATE_VERSION,
 };
+// Next to the aggregate id it takes precedence over when picking a partition.
+pub use crate::envelope::META_PARTITION_KEY;
 pub use store::{EventStore, Snapshot, StoredEvent};
 
 #[cfg(test)]

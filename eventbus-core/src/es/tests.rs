@@ -120,6 +120,8 @@ async fn commands_append_to_the_stream_and_publish() {
     );
     assert_eq!(stored[2].event.metadata[META_AGGREGATE_VERSION], json!(3));
     assert_eq!(stored[2].event.metadata[META_AGGREGATE_ID], json!("c1"));
+    // No explicit key: the aggregate id picks the partition.
+    assert_eq!(stored[2].event.partition_key(), Some("c1"));
 
     let consumer = transport
         .consumer(ConsumerSpec {

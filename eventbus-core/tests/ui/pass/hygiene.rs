@@ -8,6 +8,8 @@ use ::eventbus_core::event;
 type Result<T> = ::core::result::Result<T, ()>;
 type Option = ();
 type Vec = ();
+type String = ();
+trait ToString {}
 struct Event;
 mod serde {}
 mod core {}
@@ -18,7 +20,24 @@ pub struct Shadowed {
     pub value: i64,
 }
 
+#[event(partition_key = key)]
+pub struct Keyed {
+    pub key: i64,
+    pub region: ::core::option::Option<u8>,
+}
+
+#[event(partition_key = region)]
+pub struct KeyedMaybe {
+    pub region: ::core::option::Option<u8>,
+}
+
 fn main() {
+    let keyed = Keyed { key: 3, region: ::core::option::Option::None };
+    let key = <Keyed as ::eventbus_core::Event>::partition_key(&keyed);
+    assert_eq!(key.as_deref(), ::core::option::Option::Some("3"));
+    let maybe = KeyedMaybe { region: ::core::option::Option::Some(9) };
+    let key = <KeyedMaybe as ::eventbus_core::Event>::partition_key(&maybe);
+    assert_eq!(key.as_deref(), ::core::option::Option::Some("9"));
     assert_eq!(<Shadowed as ::eventbus_core::Event>::EVENT_TYPE, "Shadowed");
     assert_eq!(<Shadowed as ::eventbus_core::Event>::VERSION, 4);
 }
