@@ -36,9 +36,6 @@ pub const PARTITION_COUNT_TTL: Duration = Duration::from_secs(5);
 /// The most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 1024;
 
-/// The metadata entry holding an event's explicit partition key.
-const META_PARTITION_KEY: &str = "partition_key";
-
 /// One partition's stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Part {
@@ -98,13 +95,6 @@ pub fn partition_for_key(key: &str, count: u32) -> u32 {
     (key_hash(key) % u64::from(count.max(1))) as u32
 }
 
-/// An event's partition key: its explicit key, else its aggregate id.
-pub(crate) fn key_of(event: &Envelope<Json>) -> Option<&str> {
-    [META_PARTITION_KEY, eventbus_core::es::META_AGGREGATE_ID]
-        .iter()
-        .find_map(|k| event.metadata.get(*k).and_then(Json::as_str))
-}
-
 impl Directory {
     /// Whether a topic of `count` partitions uses partition leases and qualified ids: on a
     /// cluster always, on a single node when it has more than one partition.
@@ -117,7 +107,7 @@ impl Directory {
         if count <= 1 {
             return 0;
         }
-        match key_of(event) {
+        match event.partition_key() {
             Some(key) => partition_for_key(key, count),
             None => (self.next.fetch_add(1, Ordering::Relaxed) % u64::from(count)) as u32,
         }

@@ -33,7 +33,7 @@ pub fn keyed_events(
                     "partition-test",
                     json!({ "key": key, "seq": seq }),
                 )
-                .with_metadata("partition_key", key.clone()),
+                .with_partition_key(key.clone()),
             );
         }
     }
