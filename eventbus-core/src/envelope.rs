@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::es::META_AGGREGATE_ID;
 use crate::event::Event;
 
 /// Free-form metadata carried with an event (JSON object).
@@ -20,6 +19,10 @@ pub type Metadata = Map<String, Value>;
 /// [`Envelope::with_partition_key`], or declare it on the event type with
 /// `#[event(partition_key = field)]` ([`Event::partition_key`]).
 pub const META_PARTITION_KEY: &str = "partition_key";
+
+/// Metadata key naming the aggregate id on events appended by an event-sourced repository
+/// (also the partition key of events that have no explicit one).
+pub const META_AGGREGATE_ID: &str = "aggregate_id";
 
 /// The stream id Redis (or the in-memory transport) gave an entry, e.g. `1700000000000-0`.
 pub type EntryId = String;

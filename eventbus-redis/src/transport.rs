@@ -12,7 +12,7 @@ use crate::client::{Inner, RedisClient};
 use crate::codec;
 use crate::config::RedisConfig;
 use crate::consumer::RedisConsumer;
-use crate::error::{has_code, Result};
+use crate::error::Result;
 use crate::keys::Keys;
 use crate::partition::{self, Directory};
 use crate::reply;
@@ -303,6 +303,17 @@ impl RedisTransport {
         Directory::set_count(self.inner(), event_type, partitions).await
     }
 
+    /// The stream keys of `topic`'s partitions, partition 0 first.
+    pub async fn partition_streams(&self, topic: &Topic) -> CoreResult<Vec<String>> {
+        let inner = self.inner();
+        let count = Directory::topic_count(inner, topic).await?;
+        Ok(Directory::parts(inner, topic, count)
+            .await?
+            .into_iter()
+            .map(|part| part.key)
+            .collect())
+    }
+
     /// Which consumer of `group` holds the lease on each partition of `topic`, by partition
     /// (`None`: nobody). A topic whose consumers don't share partitions (one partition on a
     /// single node) has no leases: all `None`.
@@ -415,7 +426,7 @@ impl StreamTransport for RedisTransport {
         for result in futures_util::future::join_all(
             parts
                 .iter()
-                .map(|part| create_group(inner, &part.key, group, id)),
+                .map(|part| partition::create_group(inner, &part.key, group, id)),
         )
         .await
         {
@@ -434,28 +445,6 @@ impl StreamTransport for RedisTransport {
 
     fn reply_streams(&self) -> Option<std::sync::Arc<dyn ReplyStreams>> {
         Some(std::sync::Arc::new(self.clone()))
-    }
-}
-
-/// Creates `group` on the stream at `key` at `id` (creating the stream), unless it exists.
-pub(crate) async fn create_group(
-    inner: &Inner,
-    key: &str,
-    group: &str,
-    id: &str,
-) -> CoreResult<()> {
-    let result = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(key)
-        .arg(group)
-        .arg(id)
-        .arg("MKSTREAM")
-        .query_async::<Value>(&mut inner.conn.clone())
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) if has_code(&e, "BUSYGROUP") => Ok(()),
-        Err(e) => Err(inner.server.error(&e, "XGROUP CREATE", None)),
     }
 }
 

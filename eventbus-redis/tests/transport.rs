@@ -719,7 +719,8 @@ async fn wrong_password_is_an_auth_error_without_the_password() {
     let url = redis_url().replacen("redis://", &format!("redis://{user}:wrong-pass-2@"), 1);
     let result = RedisTransport::connect(RedisConfig::new(&url).unwrap()).await;
 
-    // A user without the stream commands gets a permission error naming the operation.
+    // A user without the stream commands (but reading partition counts) gets a permission
+    // error naming the operation.
     // (It may run MULTI: redis-rs 1.8.1 panics in debug builds when MULTI itself is refused,
     // subtracting with overflow in its transaction bookkeeping.)
     let limited = format!("{user}-limited");
@@ -736,7 +737,9 @@ async fn wrong_password_is_an_auth_error_without_the_password() {
                 .arg("+hello")
                 .arg("+client")
                 .arg("+multi")
-                .arg("+exec"),
+                .arg("+exec")
+                .arg("+hget")
+                .arg("+lrange"),
         )
         .await;
     let url = redis_url().replacen("redis://", &format!("redis://{limited}:right-pass-3@"), 1);

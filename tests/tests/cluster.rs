@@ -1,202 +1,140 @@
-//! eventbus on a real Redis Cluster (3 masters, 3 replicas, started by the test): the
-//! connection (`redis+cluster://`), and a subscription per event type reading, handling and
-//! acknowledging entries whose streams live on different masters.
-//!
-//! This is the first part of cluster support: single-stream steps. Publishing an event to
-//! its type stream and the global stream in one step needs the partitioned, hash-tagged
-//! layout that comes next.
+//! eventbus on a real Redis Cluster (3 masters, 3 replicas, started by the test): a
+//! partitioned topic spread over the masters, keyed events consumed once and in order per
+//! key by consumers sharing the partitions, and publishing and consuming that go on by
+//! themselves after a master is killed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
+mod partitions_support;
+
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eventbus_core::transport::{StartFrom, StreamAdmin, Topic};
-use eventbus_core::{Envelope, EventBus, StreamTransport};
+use eventbus_core::transport::{StreamAdmin, Topic};
+use eventbus_core::StreamTransport;
 use eventbus_redis::{RedisConfig, RedisTransport};
 use eventbus_tests::{eventually, RedisCluster};
-use serde_json::{json, Value};
+use partitions_support::*;
 
-const TYPES: [&str; 3] = ["Cluster.Alpha", "Cluster.Beta", "Cluster.Gamma"];
+const WAIT: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscription_per_type_consumes_streams_spread_over_the_masters() {
-    let cluster = RedisCluster::start().await;
+async fn connect(cluster: &RedisCluster, namespace: &str) -> RedisTransport {
     let config = RedisConfig::new(&cluster.url())
         .unwrap()
-        .namespace("clustertest");
+        .namespace(namespace);
     assert!(config.is_cluster());
-    let transport = RedisTransport::connect(config).await.unwrap();
-    let keys: Vec<String> = TYPES
-        .iter()
-        .map(|t| transport.client().keys().stream(&Topic::of_type(*t)))
-        .collect();
-
-    let bus = EventBus::new(transport.clone(), "cluster-consumer");
-    let seen: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
-    let mut subscriptions = Vec::new();
-    for event_type in TYPES {
-        let seen = seen.clone();
-        subscriptions.push(
-            bus.subscribe()
-                .group(format!("g-{event_type}"))
-                .start_from(StartFrom::Beginning)
-                .on_raw(event_type, move |event: Envelope<Value>| {
-                    let seen = seen.clone();
-                    async move {
-                        let n = event.data["n"].as_u64().unwrap_or(u64::MAX);
-                        seen.lock().unwrap().push((event.event_type.clone(), n));
-                        Ok(())
-                    }
-                })
-                .start()
-                .await
-                .unwrap(),
-        );
-    }
-    let mut appended = Vec::new();
-    for event_type in TYPES {
-        let events: Vec<Envelope<Value>> = (0..50)
-            .map(|n| Envelope::new(event_type, 1, "cluster-test", json!({ "n": n })))
-            .collect();
-        let ids = transport
-            .append(&Topic::of_type(event_type), &events)
-            .await
-            .unwrap();
-        assert_eq!(ids.len(), 50);
-        appended.push((event_type, ids));
-    }
-    let masters: BTreeSet<u16> = keys.iter().filter_map(|k| cluster.owner_of(k)).collect();
-    assert!(
-        masters.len() > 1,
-        "the streams {keys:?} live on one master only"
-    );
-    eventually(Duration::from_secs(20), "150 events handled", || async {
-        seen.lock().unwrap().len() >= 150
-    })
-    .await;
-    for subscription in subscriptions {
-        subscription.shutdown().await.unwrap();
-    }
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 150, "each entry handled once");
-    for event_type in TYPES {
-        let order: Vec<u64> = seen
-            .iter()
-            .filter(|(t, _)| t == event_type)
-            .map(|(_, n)| *n)
-            .collect();
-        assert_eq!(
-            order,
-            (0..50).collect::<Vec<_>>(),
-            "{event_type} in stream order"
-        );
-    }
-    // `lag` scans every master: all three groups, caught up.
-    let lags = transport.lag(None).await.unwrap();
-    for event_type in TYPES {
-        let lag = lags
-            .iter()
-            .find(|l| l.group == format!("g-{event_type}"))
-            .unwrap_or_else(|| panic!("no lag row for {event_type}: {lags:?}"));
-        assert_eq!((lag.lag, lag.pending), (Some(0), 0), "{lag:?}");
-    }
-    // Nothing left pending: each group acknowledged every entry (on its stream's master).
-    for (event_type, ids) in appended {
-        assert!(transport
-            .settled(
-                &Topic::of_type(event_type),
-                &format!("g-{event_type}"),
-                &ids
-            )
-            .await
-            .unwrap());
-    }
+    RedisTransport::connect(config).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consuming_goes_on_after_the_master_of_the_stream_is_killed() {
-    let mut cluster = RedisCluster::start().await;
-    let config = RedisConfig::new(&cluster.url())
-        .unwrap()
-        .namespace("failover");
-    let transport = RedisTransport::connect(config).await.unwrap();
-    let topic = Topic::of_type("Cluster.Failover");
-    let bus = EventBus::new(transport.clone(), "failover-consumer");
-    let seen: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
-    let handled = seen.clone();
-    let subscription = bus
-        .subscribe()
-        .start_from(StartFrom::Beginning)
-        .configure(|o| {
-            o.reconnect_backoff =
-                eventbus_core::Backoff::new(Duration::from_millis(50), Duration::from_millis(500))
-        })
-        .on_raw("Cluster.Failover", move |event: Envelope<Value>| {
-            let handled = handled.clone();
-            async move {
-                handled
-                    .lock()
-                    .unwrap()
-                    .insert(event.data["n"].as_u64().unwrap_or(u64::MAX));
-                Ok(())
-            }
-        })
-        .start()
-        .await
-        .unwrap();
+async fn a_six_partition_topic_spreads_over_the_masters_and_keyed_events_arrive_once_in_order() {
+    let cluster = RedisCluster::start().await;
+    let transport = connect(&cluster, "clustertest").await;
+    let topic = Topic::of_type("Cluster.Orders");
+    assert_eq!(
+        transport.create_topic("Cluster.Orders", 6).await.unwrap(),
+        6
+    );
 
-    // A publisher that retries what failed, as a service would.
-    let publish = |n: u64| {
-        let (transport, topic) = (transport.clone(), topic.clone());
+    let seen = Seen::default();
+    let mut consumers = Vec::new();
+    for name in ["c1", "c2", "c3"] {
+        consumers.push(consumer(&transport, "Cluster.Orders", "g", name, &seen).await);
+    }
+    wait_for_owners(&transport, "g", "Cluster.Orders", 3).await;
+    let ids = publish(&transport, &keyed_events("Cluster.Orders", 20, 0, 30)).await;
+    assert_eq!(partitions_of(&ids), (0..6).collect());
+    let streams = transport.partition_streams(&topic).await.unwrap();
+    assert_eq!(streams.len(), 6);
+    let homes: Vec<Option<u16>> = streams.iter().map(|k| cluster.owner_of(k)).collect();
+    let masters: BTreeSet<u16> = homes.iter().flatten().copied().collect();
+    assert_eq!(
+        masters.len(),
+        3,
+        "6 partitions over the 3 masters: {streams:?} on {homes:?}"
+    );
+    wait_for(&seen, 600, WAIT).await;
+    for c in consumers {
+        c.shutdown().await.unwrap();
+    }
+    let per_consumer = assert_once_in_order(&seen, 20, 30);
+    assert_eq!(per_consumer.len(), 3, "{per_consumer:?}");
+
+    // Every partition's group is caught up, on whichever master it lives.
+    let lag = transport.lag_of(&topic, "g").await.unwrap().unwrap();
+    assert_eq!((lag.lag, lag.pending), (Some(0), 0), "{lag:?}");
+    assert!(transport.settled(&topic, "g", &ids).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_and_consuming_go_on_after_a_master_is_killed() {
+    let mut cluster = RedisCluster::start().await;
+    let transport = connect(&cluster, "failover").await;
+    let topic = Topic::of_type("Cluster.Failover");
+    transport.create_topic("Cluster.Failover", 6).await.unwrap();
+    let seen = Seen::default();
+    let consumers = vec![
+        consumer(&transport, "Cluster.Failover", "g", "c1", &seen).await,
+        consumer(&transport, "Cluster.Failover", "g", "c2", &seen).await,
+    ];
+    wait_for_owners(&transport, "g", "Cluster.Failover", 2).await;
+
+    // A publisher that retries what failed, as a service would; one key per round.
+    let keys = 6;
+    let publish_round = |seq: u64| {
+        let transport = transport.clone();
         async move {
-            let event = Envelope::new("Cluster.Failover", 1, "test", json!({ "n": n }));
+            let events = keyed_events("Cluster.Failover", keys, seq, 1);
             let started = tokio::time::Instant::now();
             loop {
-                match transport.append(&topic, std::slice::from_ref(&event)).await {
+                match transport.publish(&events).await {
                     Ok(_) => return started.elapsed(),
                     Err(e) => {
-                        eprintln!("append {n} failed, retrying: {e}");
+                        eprintln!("publish {seq} failed, retrying: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await
                     }
                 }
             }
         }
     };
-    for n in 0..100 {
-        publish(n).await;
+    for seq in 0..50 {
+        publish_round(seq).await;
     }
-    eventually(Duration::from_secs(10), "the first 100", || async {
-        seen.lock().unwrap().len() == 100
-    })
-    .await;
-    let key = transport.client().keys().stream(&topic);
-    let master = cluster.owner_of(&key).expect("a master holds the stream");
+    wait_for(&seen, 50 * keys, WAIT).await;
+    let streams = transport.partition_streams(&topic).await.unwrap();
+    let master = cluster
+        .owner_of(&streams[0])
+        .expect("a master holds partition 0");
     cluster.kill(master);
     let killed = tokio::time::Instant::now();
     let mut longest = Duration::ZERO;
-    for n in 100..200 {
-        longest = longest.max(publish(n).await);
+    for seq in 50..100 {
+        longest = longest.max(publish_round(seq).await);
     }
     let published = killed.elapsed();
-    eventually(
-        Duration::from_secs(30),
-        "all 200 after the failover",
-        || async { seen.lock().unwrap().len() == 200 },
-    )
+    eventually(WAIT, "every event after the failover", || async {
+        let seen = seen.lock().unwrap();
+        let distinct: BTreeSet<(&String, u64)> = seen.iter().map(|(_, k, s)| (k, *s)).collect();
+        distinct.len() == 100 * keys
+    })
     .await;
-    println!(
-        "failover: master {master} killed; the next 100 appends took {published:?} \
-         (longest wait {longest:?}); all 200 handled {:?} after the kill",
-        killed.elapsed()
-    );
+    let handled = killed.elapsed();
     assert!(
-        cluster.owner_of(&key).is_some_and(|p| p != master),
-        "the replica took over the stream"
+        cluster.owner_of(&streams[0]).is_some_and(|p| p != master),
+        "the replica took over partition 0"
     );
-    assert_eq!(*seen.lock().unwrap(), (0..200).collect(), "nothing lost");
-    subscription.shutdown().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let duplicates = seen.len() - 100 * keys;
+    println!(
+        "failover: master {master} killed; the next 50 publishes ({} events) took \
+         {published:?} (longest wait {longest:?}); all {} events handled {handled:?} after \
+         the kill; {duplicates} handled twice",
+        50 * keys,
+        100 * keys
+    );
+    for c in consumers {
+        c.shutdown().await.unwrap();
+    }
 }
 
 #[test]

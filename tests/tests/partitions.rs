@@ -129,3 +129,58 @@ async fn a_dead_consumers_partitions_and_pending_entries_are_taken_over() {
     let per_consumer = assert_once_in_order(&seen, 8, 10);
     assert_eq!(per_consumer.len(), 1, "{per_consumer:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_all_subscription_reads_every_partition_of_the_global_stream() {
+    use eventbus_core::transport::StartFrom;
+    use eventbus_core::{Envelope, EventBus, StreamTransport};
+    use serde_json::Value;
+    use std::sync::{Arc, Mutex};
+
+    let (transport, _guard) = transport("partitions-all").await;
+    transport.create_topic("Part.Wide", 3).await.unwrap();
+    // One partitioned type and one of a single partition share the global stream.
+    let mut events = keyed_events("Part.Wide", 6, 0, 5);
+    events.extend(keyed_events("Part.Narrow", 2, 0, 5));
+    let ids = transport.publish(&events).await.unwrap();
+    assert_eq!(partitions_of(&ids), (0..3).collect());
+    let seen: Arc<Mutex<Vec<(String, String, u64)>>> = Arc::default();
+    let recorded = seen.clone();
+    let bus = EventBus::new(transport.clone(), "partition-test");
+    let all = bus
+        .subscribe()
+        .group("audit")
+        .start_from(StartFrom::Beginning)
+        .on_all(move |event: Envelope<Value>| {
+            let recorded = recorded.clone();
+            async move {
+                recorded.lock().unwrap().push((
+                    event.event_type.clone(),
+                    event.data["key"].as_str().unwrap_or_default().to_owned(),
+                    event.data["seq"].as_u64().unwrap_or(u64::MAX),
+                ));
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    wait_for(&seen, 40, WAIT).await;
+    all.shutdown().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 40, "each event once: {seen:?}");
+    for event_type in ["Part.Wide", "Part.Narrow"] {
+        for key in 0..6 {
+            let seqs: Vec<u64> = seen
+                .iter()
+                .filter(|(t, k, _)| t == event_type && *k == format!("key-{key}"))
+                .map(|(_, _, s)| *s)
+                .collect();
+            if event_type == "Part.Narrow" && key >= 2 {
+                assert!(seqs.is_empty());
+            } else {
+                assert_eq!(seqs, (0..5).collect::<Vec<_>>(), "{event_type} key-{key}");
+            }
+        }
+    }
+}

@@ -24,8 +24,7 @@ pub const DEFAULT_PAGE_SIZE: usize = 256;
 
 /// Metadata key naming the aggregate type on events appended by a repository.
 pub const META_AGGREGATE_TYPE: &str = "aggregate_type";
-/// Metadata key naming the aggregate id on events appended by a repository.
-pub const META_AGGREGATE_ID: &str = "aggregate_id";
+pub use crate::envelope::META_AGGREGATE_ID;
 /// Metadata key holding the aggregate version an event produced.
 pub const META_AGGREGATE_VERSION: &str = "aggregate_version";
 

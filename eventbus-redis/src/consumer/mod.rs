@@ -252,6 +252,9 @@ impl StreamConsumer for RedisConsumer {
     }
 
     async fn recover_own(&self, topic: &Topic, after: &str, count: usize) -> CoreResult<Claimed> {
+        self.sharing
+            .ensure_ready(&self.inner, self.group(), self.name())
+            .await?;
         let (parts, partitioned) = self.sharing.held_parts(topic);
         let part = match parts.first() {
             // A partition's pending entries are taken over when its lease is taken.
@@ -288,6 +291,9 @@ impl StreamConsumer for RedisConsumer {
         cursor: &str,
         count: usize,
     ) -> CoreResult<Claimed> {
+        self.sharing
+            .ensure_ready(&self.inner, self.group(), self.name())
+            .await?;
         let (parts, partitioned) = self.sharing.held_parts(topic);
         let (from, cursor) = split_cursor(cursor);
         // One held partition per call, from the cursor's; the cursor moves on to the next.

@@ -26,10 +26,9 @@ pub(super) async fn read(
     count: usize,
     block: Duration,
 ) -> CoreResult<Vec<Delivery>> {
-    if !c.sharing.ready() {
-        tokio::time::sleep(block.min(Duration::from_millis(50))).await;
-        return Ok(Vec::new());
-    }
+    c.sharing
+        .ensure_ready(&c.inner, c.group(), c.name())
+        .await?;
     if let Some(taken) = takeover(c, count).await? {
         return Ok(taken);
     }

@@ -24,8 +24,7 @@ use redis::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Inner;
-use crate::partition::{self, scripts, Directory, Part};
-use crate::transport::create_group;
+use crate::partition::{self, create_group, scripts, Directory, Part};
 
 /// How often a consumer renews its membership and leases and looks at the assignment.
 pub(crate) const TICK: Duration = Duration::from_secs(1);
@@ -78,6 +77,8 @@ pub(crate) struct Sharing {
     pub(crate) stop: CancellationToken,
     /// The background renewal.
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// One round at a time (the background one, or the first read's).
+    round: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -118,7 +119,25 @@ impl Sharing {
             }),
             stop: CancellationToken::new(),
             task: Mutex::new(None),
+            round: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Makes sure the assignment has been looked at once (the first read waits for it).
+    pub(crate) async fn ensure_ready(
+        &self,
+        inner: &Inner,
+        group: &str,
+        me: &str,
+    ) -> CoreResult<()> {
+        if self.ready() {
+            return Ok(());
+        }
+        let _round = self.round.lock().await;
+        if self.ready() {
+            return Ok(());
+        }
+        tick(inner, self, group, me).await
     }
 
     /// Starts renewing membership and leases in the background.
@@ -280,7 +299,11 @@ fn now_ms() -> u64 {
 /// Renews membership and leases every [`TICK`] until stopped.
 async fn run(inner: Arc<Inner>, sharing: Arc<Sharing>, group: String, me: String) {
     loop {
-        if let Err(e) = tick(&inner, &sharing, &group, &me).await {
+        let result = {
+            let _round = sharing.round.lock().await;
+            tick(&inner, &sharing, &group, &me).await
+        };
+        if let Err(e) = result {
             tracing::warn!(group, consumer = me, error = %e, "could not renew partition leases; retrying");
         }
         tokio::select! {

@@ -27,6 +27,7 @@ use redis::Value;
 use serde_json::Value as Json;
 
 use crate::client::Inner;
+use crate::error::has_code;
 use crate::reply;
 
 /// How long a topic's partition count is cached before it is read again: a partition count
@@ -230,6 +231,28 @@ impl Directory {
         lock(&inner.partitions.counts).insert(event_type.to_owned(), (now, Instant::now()));
         *lock(&inner.partitions.global) = None;
         Ok(now)
+    }
+}
+
+/// Creates `group` on the stream at `key` at `id` (creating the stream), unless it exists.
+pub(crate) async fn create_group(
+    inner: &Inner,
+    key: &str,
+    group: &str,
+    id: &str,
+) -> CoreResult<()> {
+    let result = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg(group)
+        .arg(id)
+        .arg("MKSTREAM")
+        .query_async::<Value>(&mut inner.conn.clone())
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if has_code(&e, "BUSYGROUP") => Ok(()),
+        Err(e) => Err(inner.server.error(&e, "XGROUP CREATE", None)),
     }
 }
 
