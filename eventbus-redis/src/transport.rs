@@ -297,12 +297,6 @@ impl RedisTransport {
         Ok(ids.into_iter().step_by(2).collect())
     }
 
-    /// Sets an event type's partition count (a count only grows). Temporary: replaced by
-    /// the topics API.
-    pub async fn create_topic(&self, event_type: &str, partitions: u32) -> CoreResult<u32> {
-        Directory::set_count(self.inner(), event_type, partitions).await
-    }
-
     /// Which consumer of `group` holds the lease on each partition of `topic`, by partition
     /// (`None`: nobody). A topic whose consumers don't share partitions (one partition on a
     /// single node) has no leases: all `None`.
