@@ -569,7 +569,7 @@ fn parse_consumers(value: &Value) -> Option<Vec<ConsumerInfo>> {
 }
 
 /// A stream entry id as a number pair, for ordering (`None`, below every id, when malformed).
-fn stream_id(id: &str) -> Option<(u64, u64)> {
+pub(crate) fn stream_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
