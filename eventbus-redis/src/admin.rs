@@ -313,13 +313,10 @@ impl RedisTransport {
             let plain = !qualified.contains('/');
             let (index, id) = partition::split_id(qualified);
             // A plain id is partition 0's: the plain stream, or partition 0's tagged one.
-            let Some((_, key)) = streams
-                .iter()
-                .find(|(i, _)| match i {
-                    None => plain,
-                    Some(i) => *i == index,
-                })
-            else {
+            let Some((_, key)) = streams.iter().find(|(i, _)| match i {
+                None => plain,
+                Some(i) => *i == index,
+            }) else {
                 continue;
             };
             match targets.iter_mut().find(|(k, _)| k == key) {
