@@ -189,7 +189,7 @@ fn a_tail_merges_every_partition_by_id_in_order_per_key() {
         }
         let read_ids: Vec<String> = read.iter().map(|(id, _)| id.clone()).collect();
         let mut expected = ids.clone();
-        expected.sort_by_key(|id| plain(id));
+        expected.sort_by_key(|id| order(id));
         assert_eq!(read_ids, expected, "every entry once, oldest first");
         let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for (_, event) in &read {
@@ -205,6 +205,12 @@ fn a_tail_merges_every_partition_by_id_in_order_per_key() {
             assert_eq!(ns, sorted, "key {key} in publish order");
         }
     });
+}
+
+/// How a tail orders entries: by stream id, then by partition.
+fn order(id: &str) -> ((u64, u64), u32) {
+    let partition = id.split_once('/').map_or(0, |(p, _)| p.parse().unwrap());
+    (plain(id), partition)
 }
 
 /// The stream id of a qualified id as numbers, for ordering.
@@ -339,4 +345,75 @@ fn dead_letters_are_listed_replayed_and_purged_across_partitions() {
         assert!(transport.dead_letters(GROUP, 10).await.unwrap().is_empty());
         assert_eq!(transport.purge_dead_letters(GROUP, None).await.unwrap(), 0);
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_six_partition_topic_spreads_over_the_three_masters() {
+    // The cluster is the test's own: stopping it (on drop, also on failure) removes every key.
+    let cluster = eventbus_tests::RedisCluster::start().await;
+    let config = eventbus_redis::RedisConfig::new(&cluster.url())
+        .unwrap()
+        .namespace("partition-ops");
+    let transport = RedisTransport::connect(config).await.unwrap();
+    assert_eq!(transport.create_topic(TYPE, 6).await.unwrap(), 6);
+    let topic = Topic::of_type(TYPE);
+    transport
+        .ensure_group(&topic, GROUP, StartFrom::Beginning)
+        .await
+        .unwrap();
+    let events: Vec<Envelope<serde_json::Value>> = (0..60u64)
+        .map(|n| {
+            Envelope::new(TYPE, 1, "ops-test", json!({ "n": n }))
+                .with_metadata("partition_key", format!("k{}", n % 12))
+        })
+        .collect();
+    let ids = transport.publish(&events).await.unwrap();
+
+    let topics = transport.topics().await.unwrap();
+    let info = topics.iter().find(|t| t.topic == topic).unwrap();
+    assert_eq!(info.partitions.len(), 6);
+    assert_eq!(info.length(), 60);
+    assert!(info.partitions.iter().all(|p| p.tag.is_some()));
+    let nodes: std::collections::BTreeSet<&str> = info
+        .partitions
+        .iter()
+        .map(|p| p.node.as_deref().expect("a master serves every partition"))
+        .collect();
+    assert_eq!(nodes.len(), 3, "{info:?}");
+    for p in &info.partitions {
+        let port: u16 = p
+            .node
+            .as_deref()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(cluster.owner_of(&p.stream), Some(port), "{p:?}");
+    }
+
+    // Lag per partition, read on each partition's master.
+    let lags = transport.lag(Some(GROUP)).await.unwrap();
+    let partitions: Vec<Option<u32>> = lags
+        .iter()
+        .filter(|l| l.topic == topic)
+        .map(|l| l.partition)
+        .collect();
+    assert_eq!(partitions, (0..6).map(Some).collect::<Vec<_>>());
+    let total = transport.lag_of(&topic, GROUP).await.unwrap().unwrap();
+    assert_eq!(total.lag, Some(60));
+
+    // A tail polls the six streams, one per slot.
+    let mut tail = transport.tail(&topic, StartFrom::Beginning).await.unwrap();
+    let mut read = Vec::new();
+    while read.len() < ids.len() {
+        let batch = tail.next_batch(50, Duration::from_secs(2)).await.unwrap();
+        assert!(!batch.is_empty(), "read {} of {}", read.len(), ids.len());
+        read.extend(batch.into_iter().map(|(id, _)| id));
+    }
+    let mut expected = ids.clone();
+    expected.sort_by_key(|id| order(id));
+    assert_eq!(read, expected);
+    assert!(!transport.settled(&topic, GROUP, &ids).await.unwrap());
 }
