@@ -395,7 +395,7 @@ impl RedisTransport {
     }
 
     /// A dead letter as stored; its origin id qualified with its partition when it comes
-    /// from a partition's own stream (as the entry's id was handed out).
+    /// from a partitioned topic (as the entry's id was handed out).
     async fn parse_dead_letter(
         &self,
         entry: &RawEntry,
@@ -417,10 +417,14 @@ impl RedisTransport {
             .parse_stream(origin_stream)
             .unwrap_or_else(|| (Topic::of_type(origin_stream), None));
         let mut origin_id = get("origin_id").to_owned();
-        if let Some(tag) = tag {
-            if let Some(index) = partitions.index_of(self, &tag).await? {
-                origin_id = partition::qualify(index, &origin_id, true);
-            }
+        let index = match tag {
+            Some(tag) => partitions.index_of(self, &tag).await?,
+            // Partition 0 of a partitioned topic on a single node is its plain stream.
+            None if Directory::topic_count(self.inner(), &origin_topic).await? > 1 => Some(0),
+            None => None,
+        };
+        if let Some(index) = index {
+            origin_id = partition::qualify(index, &origin_id, true);
         }
         let original: Vec<(String, String)> =
             serde_json::from_str(get("entry")).unwrap_or_default();
