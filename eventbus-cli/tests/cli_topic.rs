@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{json_lines, ok, publish, raw_connection, run, Namespace};
+use support::{billing_dlq, json_lines, ok, publish, raw_connection, run, Namespace};
 
 #[test]
 fn topic_create_and_list_show_partitions_and_where_they_live() {
@@ -143,10 +143,7 @@ async fn dlq_and_lag_work_across_partitions() {
     ];
     assert_eq!(json_lines(&ok(&run(&ns, &consume))).len(), 8);
 
-    let letters = json_lines(&ok(&run(
-        &ns,
-        &["dlq", "list", "--service", "billing", "--json"],
-    )));
+    let letters = billing_dlq(&ns, "list", &[]);
     let mut partitions: Vec<&str> = letters
         .iter()
         .map(|d| {
@@ -173,28 +170,15 @@ async fn dlq_and_lag_work_across_partitions() {
         "{lag}"
     );
 
-    let first = letters[0]["id"].as_str().unwrap();
-    let replayed = ok(&run(
-        &ns,
-        &[
-            "dlq",
-            "replay",
-            "--service",
-            "billing",
-            "--id",
-            first,
-            "--json",
-        ],
-    ));
-    assert_eq!(json_lines(&replayed), [serde_json::json!({"replayed": 1})]);
-    let purged = ok(&run(
-        &ns,
-        &["dlq", "purge", "--service", "billing", "--json"],
-    ));
-    assert_eq!(json_lines(&purged), [serde_json::json!({"purged": 1})]);
-    let left = ok(&run(
-        &ns,
-        &["dlq", "list", "--service", "billing", "--json"],
-    ));
-    assert!(left.trim().is_empty(), "{left}");
+    // Partition 1's dead letter, by its qualified id; then the rest purged.
+    let qualified = letters
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .find(|id| id.starts_with("1/"))
+        .unwrap();
+    let replayed = billing_dlq(&ns, "replay", &[qualified]);
+    assert_eq!(replayed, [serde_json::json!({"replayed": 1})]);
+    let purged = billing_dlq(&ns, "purge", &[]);
+    assert_eq!(purged, [serde_json::json!({"purged": 1})]);
+    assert!(billing_dlq(&ns, "list", &[]).is_empty());
 }

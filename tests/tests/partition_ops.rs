@@ -24,22 +24,34 @@ fn redis(backend: &Backend) -> RedisTransport {
     }
 }
 
-/// Creates the 4-partition topic with its group and publishes [`EVENTS`] events over 8 keys.
-/// Returns their ids.
-async fn four_partitions(transport: &RedisTransport) -> Vec<String> {
-    assert_eq!(transport.create_topic(TYPE, 4).await.unwrap(), 4);
-    let topic = Topic::of_type(TYPE);
+/// Creates the topic with `partitions` partitions and its group, and publishes `events`
+/// events over `keys` keys. Returns their ids.
+async fn keyed_topic(
+    transport: &RedisTransport,
+    partitions: u32,
+    events: u64,
+    keys: u64,
+) -> Vec<String> {
+    assert_eq!(
+        transport.create_topic(TYPE, partitions).await.unwrap(),
+        partitions
+    );
     transport
-        .ensure_group(&topic, GROUP, StartFrom::Beginning)
+        .ensure_group(&Topic::of_type(TYPE), GROUP, StartFrom::Beginning)
         .await
         .unwrap();
-    let events: Vec<Envelope<serde_json::Value>> = (0..EVENTS)
+    let events: Vec<Envelope<serde_json::Value>> = (0..events)
         .map(|n| {
             Envelope::new(TYPE, 1, "ops-test", json!({ "n": n }))
-                .with_metadata("partition_key", format!("k{}", n % 8))
+                .with_metadata("partition_key", format!("k{}", n % keys))
         })
         .collect();
     transport.publish(&events).await.unwrap()
+}
+
+/// The 4-partition topic: [`EVENTS`] events over 8 keys.
+async fn four_partitions(transport: &RedisTransport) -> Vec<String> {
+    keyed_topic(transport, 4, EVENTS, 8).await
 }
 
 #[test]
@@ -355,19 +367,8 @@ async fn on_a_cluster_a_six_partition_topic_spreads_over_the_three_masters() {
         .unwrap()
         .namespace("partition-ops");
     let transport = RedisTransport::connect(config).await.unwrap();
-    assert_eq!(transport.create_topic(TYPE, 6).await.unwrap(), 6);
+    let ids = keyed_topic(&transport, 6, 60, 12).await;
     let topic = Topic::of_type(TYPE);
-    transport
-        .ensure_group(&topic, GROUP, StartFrom::Beginning)
-        .await
-        .unwrap();
-    let events: Vec<Envelope<serde_json::Value>> = (0..60u64)
-        .map(|n| {
-            Envelope::new(TYPE, 1, "ops-test", json!({ "n": n }))
-                .with_metadata("partition_key", format!("k{}", n % 12))
-        })
-        .collect();
-    let ids = transport.publish(&events).await.unwrap();
 
     let topics = transport.topics().await.unwrap();
     let info = topics.iter().find(|t| t.topic == topic).unwrap();
