@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use eventbus_redis::{RedisConfig, RedisTransport, DEFAULT_URL};
 
 use crate::output::{CliError, CliResult};
-use crate::{consume, dlq, lag, publish, saga, tail};
+use crate::{consume, dlq, lag, publish, saga, tail, topic};
 
 /// The help heading of the options every command takes, apart from the command's own.
 const GLOBAL: &str = "Global options";
@@ -20,7 +20,8 @@ const GLOBAL: &str = "Global options";
     about = "Inspect and drive an eventbus on Redis"
 )]
 struct Cli {
-    /// Redis URL (`redis://[user:password@]host:port/db`, `rediss://` for TLS); unset or
+    /// Redis URL (`redis://[user:password@]host:port/db`, `rediss://` for TLS,
+    /// `redis+cluster://host:port[,host:port…]` for a cluster); unset or
     /// empty: `redis://127.0.0.1:6379`. Percent-encode `#`, `/`, `?` and `@` in a password.
     #[arg(
         long,
@@ -60,6 +61,11 @@ enum Command {
     /// Follow a stream without a consumer group, printing events as JSON lines (or
     /// `--format pretty`).
     Tail(tail::TailArgs),
+    /// Partitioned topics: create one, list them with where their partitions live.
+    Topic {
+        #[command(subcommand)]
+        action: topic::TopicAction,
+    },
 }
 
 /// Parses the arguments, runs the command and reports how it went.
@@ -87,6 +93,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Dlq { action } => dlq::run(transport, action).await,
         Command::Saga(args) => saga::run(transport, args).await,
         Command::Tail(args) => tail::run(transport, args).await,
+        Command::Topic { action } => topic::run(transport, action).await,
     }
 }
 

@@ -25,6 +25,7 @@ mod output;
 mod publish;
 mod saga;
 mod tail;
+mod topic;
 
 use std::process::ExitCode;
 

@@ -36,8 +36,12 @@ pub(crate) async fn run(transport: RedisTransport, args: TailArgs) -> CliResult 
         StartFrom::New
     };
     let mut tail = transport.tail(&topic, from).await?;
-    // Best effort: a user without `XINFO GROUPS` gets no hint.
-    if let Ok(None) = transport.stream_summary(&topic).await {
+    // Best effort: a user without `XINFO GROUPS` gets no hint. A partitioned topic (several
+    // streams, or a tagged one) gets none either: its partitions are made as events arrive.
+    let plain = tail
+        .streams()
+        .eq([transport.keys().stream(&topic).as_str()]);
+    if plain && matches!(transport.stream_summary(&topic).await, Ok(None)) {
         eprintln!(
             "eventbus: stream `{topic}` (key `{}`) does not exist yet; waiting for its first event",
             transport.keys().stream(&topic)

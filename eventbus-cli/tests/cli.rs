@@ -9,8 +9,8 @@ use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{
-    cli, consume_one_order, dead_letter_malformed, jobs_left_pending, json_lines, ok, publish,
-    raw_connection, redis_url, run, Namespace, BIN,
+    billing_dlq, cli, consume_one_order, dead_letter_malformed, jobs_left_pending, json_lines, ok,
+    publish, raw_connection, redis_url, run, Namespace, BIN,
 };
 
 /// The keys of a test's namespace.
@@ -485,19 +485,7 @@ async fn dlq_replay_copies_fields_that_are_not_utf8_byte_for_byte() {
     );
 
     let id = listed[0]["id"].as_str().unwrap();
-    let replayed = ok(&run(
-        &ns,
-        &[
-            "dlq",
-            "replay",
-            "--service",
-            "billing",
-            "--id",
-            id,
-            "--json",
-        ],
-    ));
-    assert_eq!(json_lines(&replayed)[0]["replayed"], 1);
+    assert_eq!(billing_dlq(&ns, "replay", &[id])[0]["replayed"], 1);
     assert_eq!(xlen(&format!("{ns}:dlq:billing-consumers")).await, 0);
 
     let entries: Vec<(String, Fields)> = redis::cmd("XRANGE")

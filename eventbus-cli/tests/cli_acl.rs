@@ -302,4 +302,15 @@ async fn each_role_works_with_exactly_the_documented_acl() {
         &["dlq", "list", "--service", "worker", "--json"],
     ));
     assert!(listed.is_empty());
+    // The operator creates and lists partitioned topics.
+    acl.ok("operator", &["topic", "create", "Job", "--partitions", "2"]);
+    let topics = lines(&acl.ok("operator", &["topic", "list", "--json"]));
+    let job = topics[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic"] == "Job")
+        .unwrap();
+    assert_eq!(job["partitions"].as_array().unwrap().len(), 2);
+    acl.ok("operator", &["lag"]);
 }

@@ -1,6 +1,7 @@
 //! The admin side of [`RedisTransport`]: groups' lag, dead letters (browse, replay, purge)
 //! and scans of the namespace.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use eventbus_core::{EntryId, Error as CoreError, Result as CoreResult};
 use redis::Value;
 
 use crate::codec;
+use crate::partition::{self, Directory};
 use crate::reply::{self, RawEntry};
 use crate::scripts;
 use crate::transport::RedisTransport;
@@ -20,7 +22,196 @@ const REPLAY_PAGE: usize = 100;
 
 #[async_trait]
 impl StreamAdmin for RedisTransport {
+    /// Ids may be qualified with their partition (`{partition}/{id}`, as a partitioned topic
+    /// hands them out); each partition's stream is checked for its own.
     async fn settled(&self, topic: &Topic, group: &str, ids: &[EntryId]) -> CoreResult<bool> {
+        let mut by_partition: BTreeMap<u32, Vec<EntryId>> = BTreeMap::new();
+        for id in ids {
+            let (index, id) = partition::split_id(id);
+            by_partition.entry(index).or_default().push(id.to_owned());
+        }
+        let Some(last) = by_partition.keys().next_back().copied() else {
+            return Ok(true);
+        };
+        let inner = self.inner();
+        let count = Directory::topic_count(inner, topic).await?.max(last + 1);
+        let parts = Directory::parts(inner, topic, count).await?;
+        for (index, ids) in &by_partition {
+            let Some(part) = parts.iter().find(|p| p.index == *index) else {
+                return Ok(false);
+            };
+            if !self.settled_on(&part.key, topic, group, ids).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The group's health summed over every partition of the topic.
+    async fn lag_of(&self, topic: &Topic, group: &str) -> CoreResult<Option<GroupLag>> {
+        let inner = self.inner();
+        let count = Directory::topic_count(inner, topic).await?;
+        let mut rows = Vec::new();
+        for part in Directory::parts(inner, topic, count).await? {
+            rows.extend(self.group_lag(&part.key, topic, None, Some(group)).await?);
+        }
+        Ok(GroupLag::total(rows))
+    }
+
+    async fn lag(&self, group: Option<&str>) -> CoreResult<Vec<GroupLag>> {
+        let mut stream_keys = self
+            .scan(&self.inner().keys.stream_pattern(), Some("stream"))
+            .await?;
+        stream_keys.sort();
+        stream_keys.dedup();
+        let mut partitions = Partitions::default();
+        let mut out = Vec::new();
+        for key in stream_keys {
+            let Some((topic, tag)) = self.inner().keys.parse_stream(&key) else {
+                continue;
+            };
+            let partition = match tag {
+                Some(tag) => partitions.index_of(self, &tag).await?,
+                // Partition 0 of a partitioned topic on a single node is its plain stream.
+                None if Directory::topic_count(self.inner(), &topic).await? > 1 => Some(0),
+                None => None,
+            };
+            out.extend(self.group_lag(&key, &topic, partition, group).await?);
+        }
+        out.sort_by(|a, b| {
+            (&a.topic, &a.group, a.partition).cmp(&(&b.topic, &b.group, b.partition))
+        });
+        Ok(out)
+    }
+
+    /// Dead letters of every partition, merged oldest first; the ids of those of a
+    /// partition's own dead-letter stream are qualified with the partition.
+    async fn dead_letters(&self, group: &str, count: usize) -> CoreResult<Vec<DeadLetter>> {
+        let mut partitions = Partitions::default();
+        let mut letters = Vec::new();
+        for (index, key) in self.dead_letter_streams(group, &mut partitions).await? {
+            for entry in self.read_dead_letters(&key, "-", count.max(1)).await? {
+                let order = stream_id(&entry.id);
+                let mut letter = self.parse_dead_letter(&entry, &mut partitions).await?;
+                if let Some(index) = index {
+                    letter.id = partition::qualify(index, &letter.id, true);
+                }
+                letters.push((order, letter));
+            }
+        }
+        letters.sort_by_key(|(order, _)| *order);
+        Ok(letters
+            .into_iter()
+            .take(count)
+            .map(|(_, letter)| letter)
+            .collect())
+    }
+
+    async fn replay_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> CoreResult<usize> {
+        let mut replayed = 0;
+        for (dlq, ids) in self.dead_letter_targets(group, ids).await? {
+            match ids {
+                Some(ids) => {
+                    for id in ids {
+                        let entries = self
+                            .query(redis::cmd("XRANGE").arg(&dlq).arg(&id).arg(&id), "XRANGE")
+                            .await?;
+                        let entries = reply::entries(&entries).ok_or_else(|| {
+                            self.inner().server.protocol("XRANGE", "unexpected reply")
+                        })?;
+                        for entry in &entries {
+                            if self.replay_one(&dlq, entry).await? {
+                                replayed += 1;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    let mut start = "-".to_owned();
+                    loop {
+                        let page = self.read_dead_letters(&dlq, &start, REPLAY_PAGE).await?;
+                        for entry in &page {
+                            if self.replay_one(&dlq, entry).await? {
+                                replayed += 1;
+                            }
+                        }
+                        match page.last() {
+                            Some(last) if page.len() == REPLAY_PAGE => {
+                                start = format!("({}", last.id)
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        }
+        Ok(replayed)
+    }
+
+    async fn purge_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> CoreResult<usize> {
+        let mut deleted = 0i64;
+        for (dlq, ids) in self.dead_letter_targets(group, ids).await? {
+            deleted += match ids {
+                Some(ids) => {
+                    let value = self
+                        .query(redis::cmd("XDEL").arg(&dlq).arg(&ids), "XDEL")
+                        .await?;
+                    reply::int(&value).unwrap_or(0)
+                }
+                None => {
+                    let (len, _): (i64, i64) = redis::pipe()
+                        .atomic()
+                        .cmd("XLEN")
+                        .arg(&dlq)
+                        .cmd("DEL")
+                        .arg(&dlq)
+                        .query_async(&mut self.inner().conn.clone())
+                        .await
+                        .map_err(|e| self.inner().server.error(&e, "XLEN+DEL", None))?;
+                    len
+                }
+            };
+        }
+        Ok(usize::try_from(deleted).unwrap_or(0))
+    }
+}
+
+/// The namespace's partition tags, loaded when first needed, to tell a tag's partition.
+#[derive(Default)]
+struct Partitions {
+    tags: Option<Vec<String>>,
+}
+
+impl Partitions {
+    /// The partition of a hash tag; `None` when the namespace has no such tag.
+    async fn index_of(&mut self, transport: &RedisTransport, tag: &str) -> CoreResult<Option<u32>> {
+        let find = |tags: &[String]| {
+            tags.iter()
+                .position(|t| t == tag)
+                .and_then(|i| u32::try_from(i).ok())
+        };
+        if let Some(index) = self.tags.as_deref().and_then(find) {
+            return Ok(Some(index));
+        }
+        // Not known yet (or created since): read the list again.
+        let inner = transport.inner();
+        let count = Directory::global_count(inner).await?;
+        let tags = Directory::tags(inner, count).await?;
+        let index = find(&tags);
+        self.tags = Some(tags);
+        Ok(index)
+    }
+}
+
+impl RedisTransport {
+    /// Whether `group` is done with `ids` (plain stream ids) of the stream at `key`.
+    async fn settled_on(
+        &self,
+        key: &str,
+        topic: &Topic,
+        group: &str,
+        ids: &[EntryId],
+    ) -> CoreResult<bool> {
         let (Some(first), Some(last)) = (
             ids.iter().min_by_key(|id| stream_id(id)),
             ids.iter().max_by_key(|id| stream_id(id)),
@@ -28,11 +219,10 @@ impl StreamAdmin for RedisTransport {
             return Ok(true);
         };
         let inner = self.inner();
-        let key = inner.keys.stream(topic);
         let mut pipe = redis::pipe();
-        pipe.cmd("XINFO").arg("GROUPS").arg(&key);
+        pipe.cmd("XINFO").arg("GROUPS").arg(key);
         pipe.cmd("XPENDING")
-            .arg(&key)
+            .arg(key)
             .arg(group)
             .arg(first)
             .arg(last)
@@ -68,108 +258,80 @@ impl StreamAdmin for RedisTransport {
         Ok(!pending.iter().any(|row| ids.contains(&row.id)))
     }
 
-    async fn lag_of(&self, topic: &Topic, group: &str) -> CoreResult<Option<GroupLag>> {
-        let key = self.inner().keys.stream(topic);
-        Ok(self.group_lag(&key, topic, Some(group)).await?.pop())
-    }
-
-    async fn lag(&self, group: Option<&str>) -> CoreResult<Vec<GroupLag>> {
-        let mut stream_keys = self
-            .scan(&self.inner().keys.stream_pattern(), Some("stream"))
+    /// Every dead-letter stream of a group (the plain one, and one per partition hash tag),
+    /// with the partition of a tagged one (`None`: the plain one, whose ids are plain).
+    async fn dead_letter_streams(
+        &self,
+        group: &str,
+        partitions: &mut Partitions,
+    ) -> CoreResult<Vec<(Option<u32>, String)>> {
+        let keys = &self.inner().keys;
+        let plain = keys.dead_letters(group);
+        let mut found = self
+            .scan(&keys.dead_letters_pattern(group), Some("stream"))
             .await?;
-        stream_keys.sort();
-        stream_keys.dedup();
+        found.sort();
+        found.dedup();
         let mut out = Vec::new();
-        for key in stream_keys {
-            let Some(topic) = self.inner().keys.topic_of(&key) else {
+        for key in found {
+            if key == plain {
+                out.push((None, key));
+                continue;
+            }
+            // `{dlq}:{tag}`; any other key is another group's whose name starts alike.
+            let Some(tag) = key
+                .strip_prefix(&plain)
+                .and_then(|rest| rest.strip_prefix(":{"))
+                .and_then(|rest| rest.strip_suffix('}'))
+            else {
                 continue;
             };
-            out.extend(self.group_lag(&key, &topic, group).await?);
+            match partitions.index_of(self, tag).await? {
+                Some(index) => out.push((Some(index), key)),
+                None => tracing::warn!(key = %key, "dead-letter stream of an unknown partition"),
+            }
         }
-        out.sort_by(|a, b| (&a.topic, &a.group).cmp(&(&b.topic, &b.group)));
         Ok(out)
     }
 
-    async fn dead_letters(&self, group: &str, count: usize) -> CoreResult<Vec<DeadLetter>> {
-        let key = self.inner().keys.dead_letters(group);
-        let entries = self.read_dead_letters(&key, "-", count.max(1)).await?;
-        Ok(entries
-            .iter()
-            .take(count)
-            .map(|e| self.parse_dead_letter(e))
-            .collect())
-    }
-
-    async fn replay_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> CoreResult<usize> {
-        let dlq = self.inner().keys.dead_letters(group);
-        let mut replayed = 0;
-        match ids {
-            Some(ids) => {
-                for id in ids {
-                    let entries = self
-                        .query(redis::cmd("XRANGE").arg(&dlq).arg(id).arg(id), "XRANGE")
-                        .await?;
-                    let entries = reply::entries(&entries).ok_or_else(|| {
-                        self.inner().server.protocol("XRANGE", "unexpected reply")
-                    })?;
-                    for entry in &entries {
-                        if self.replay_one(&dlq, entry).await? {
-                            replayed += 1;
-                        }
-                    }
-                }
-            }
-            None => {
-                let mut start = "-".to_owned();
-                loop {
-                    let page = self.read_dead_letters(&dlq, &start, REPLAY_PAGE).await?;
-                    for entry in &page {
-                        if self.replay_one(&dlq, entry).await? {
-                            replayed += 1;
-                        }
-                    }
-                    match page.last() {
-                        Some(last) if page.len() == REPLAY_PAGE => start = format!("({}", last.id),
-                        _ => break,
-                    }
-                }
+    /// The dead-letter streams to act on, each with its plain ids (`None`: all of it): every
+    /// stream of the group when `ids` is `None`, else those holding the (possibly qualified)
+    /// ids.
+    async fn dead_letter_targets(
+        &self,
+        group: &str,
+        ids: Option<&[EntryId]>,
+    ) -> CoreResult<Vec<(String, Option<Vec<EntryId>>)>> {
+        let streams = self
+            .dead_letter_streams(group, &mut Partitions::default())
+            .await?;
+        let Some(ids) = ids else {
+            return Ok(streams.into_iter().map(|(_, key)| (key, None)).collect());
+        };
+        let mut targets: Vec<(String, Option<Vec<EntryId>>)> = Vec::new();
+        for qualified in ids {
+            let plain = !qualified.contains('/');
+            let (index, id) = partition::split_id(qualified);
+            // A plain id is partition 0's: the plain stream, or partition 0's tagged one.
+            let Some((_, key)) = streams.iter().find(|(i, _)| match i {
+                None => plain,
+                Some(i) => *i == index,
+            }) else {
+                continue;
+            };
+            match targets.iter_mut().find(|(k, _)| k == key) {
+                Some((_, Some(list))) => list.push(id.to_owned()),
+                _ => targets.push((key.clone(), Some(vec![id.to_owned()]))),
             }
         }
-        Ok(replayed)
+        Ok(targets)
     }
 
-    async fn purge_dead_letters(&self, group: &str, ids: Option<&[EntryId]>) -> CoreResult<usize> {
-        let dlq = self.inner().keys.dead_letters(group);
-        let deleted: i64 = match ids {
-            Some([]) => 0,
-            Some(ids) => {
-                let value = self
-                    .query(redis::cmd("XDEL").arg(&dlq).arg(ids), "XDEL")
-                    .await?;
-                reply::int(&value).unwrap_or(0)
-            }
-            None => {
-                let (len, _): (i64, i64) = redis::pipe()
-                    .atomic()
-                    .cmd("XLEN")
-                    .arg(&dlq)
-                    .cmd("DEL")
-                    .arg(&dlq)
-                    .query_async(&mut self.inner().conn.clone())
-                    .await
-                    .map_err(|e| self.inner().server.error(&e, "XLEN+DEL", None))?;
-                len
-            }
-        };
-        Ok(usize::try_from(deleted).unwrap_or(0))
-    }
-}
-
-impl RedisTransport {
     async fn group_lag(
         &self,
         key: &str,
         topic: &Topic,
+        partition: Option<u32>,
         only: Option<&str>,
     ) -> CoreResult<Vec<GroupLag>> {
         let server = &self.inner().server;
@@ -221,6 +383,7 @@ impl RedisTransport {
                 .ok_or_else(|| server.protocol("XINFO CONSUMERS", "unexpected reply"))?;
             out.push(GroupLag {
                 topic: topic.clone(),
+                partition,
                 group: name,
                 lag,
                 pending: u64::try_from(pending).unwrap_or(0),
@@ -231,7 +394,13 @@ impl RedisTransport {
         Ok(out)
     }
 
-    fn parse_dead_letter(&self, entry: &RawEntry) -> DeadLetter {
+    /// A dead letter as stored; its origin id qualified with its partition when it comes
+    /// from a partitioned topic (as the entry's id was handed out).
+    async fn parse_dead_letter(
+        &self,
+        entry: &RawEntry,
+        partitions: &mut Partitions,
+    ) -> CoreResult<DeadLetter> {
         let fields = entry.text_fields();
         let get = |name: &str| {
             fields
@@ -242,16 +411,27 @@ impl RedisTransport {
                 .unwrap_or("")
         };
         let origin_stream = get("origin_stream");
+        let (origin_topic, tag) = self
+            .inner()
+            .keys
+            .parse_stream(origin_stream)
+            .unwrap_or_else(|| (Topic::of_type(origin_stream), None));
+        let mut origin_id = get("origin_id").to_owned();
+        let index = match tag {
+            Some(tag) => partitions.index_of(self, &tag).await?,
+            // Partition 0 of a partitioned topic on a single node is its plain stream.
+            None if Directory::topic_count(self.inner(), &origin_topic).await? > 1 => Some(0),
+            None => None,
+        };
+        if let Some(index) = index {
+            origin_id = partition::qualify(index, &origin_id, true);
+        }
         let original: Vec<(String, String)> =
             serde_json::from_str(get("entry")).unwrap_or_default();
-        DeadLetter {
+        Ok(DeadLetter {
             id: entry.id.clone(),
-            origin_topic: self
-                .inner()
-                .keys
-                .topic_of(origin_stream)
-                .unwrap_or_else(|| Topic::of_type(origin_stream)),
-            origin_id: get("origin_id").to_owned(),
+            origin_topic,
+            origin_id,
             group: get("group").to_owned(),
             reason: DeadLetterReason {
                 error: get("error").to_owned(),
@@ -261,7 +441,7 @@ impl RedisTransport {
             dead_lettered_at: get("dead_lettered_at").parse().unwrap_or(0.0),
             event: codec::decode(&original).ok(),
             fields: original,
-        }
+        })
     }
 
     async fn read_dead_letters(
@@ -302,7 +482,8 @@ impl RedisTransport {
             .unwrap_or_default();
         let topic = std::str::from_utf8(origin)
             .ok()
-            .and_then(|key| self.inner().keys.topic_of(key))
+            .and_then(|key| self.inner().keys.parse_stream(key))
+            .map(|(topic, _)| topic)
             .ok_or_else(|| {
                 CoreError::Config(format!(
                     "dead letter {} names origin stream `{}`, which is not a stream of \
@@ -389,7 +570,7 @@ fn parse_consumers(value: &Value) -> Option<Vec<ConsumerInfo>> {
 }
 
 /// A stream entry id as a number pair, for ordering (`None`, below every id, when malformed).
-fn stream_id(id: &str) -> Option<(u64, u64)> {
+pub(crate) fn stream_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }

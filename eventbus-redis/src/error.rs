@@ -32,6 +32,34 @@ pub enum Error {
         reason: String,
     },
 
+    /// A topic was asked for a partition count outside 1 to `max`. Ask for another count:
+    /// not retryable. Nothing was changed.
+    #[error("topic `{event_type}`: a topic has 1 to {max} partitions (asked for {asked})")]
+    InvalidPartitionCount {
+        /// The event type.
+        event_type: String,
+        /// The count asked for.
+        asked: u32,
+        /// The most partitions a topic may have.
+        max: u32,
+    },
+
+    /// A topic was asked for fewer partitions than it has: a partition count only grows
+    /// (fewer partitions would strand the entries of the dropped ones). Not retryable;
+    /// nothing was changed.
+    #[error(
+        "topic `{event_type}` has {current} partitions; a partition count can only grow \
+         (asked for {asked})"
+    )]
+    PartitionCountCannotShrink {
+        /// The event type.
+        event_type: String,
+        /// Its partition count.
+        current: u32,
+        /// The count asked for.
+        asked: u32,
+    },
+
     /// Redis could not be reached or refused the connection (unreachable, wrong password,
     /// missing permission). [`TransportError::kind`] and [`Error::is_retryable`] tell which.
     #[error(transparent)]
@@ -42,7 +70,10 @@ impl Error {
     /// Whether trying again after a backoff may help.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::InvalidUrl { .. } | Error::TlsCaFile { .. } => false,
+            Error::InvalidUrl { .. }
+            | Error::TlsCaFile { .. }
+            | Error::InvalidPartitionCount { .. }
+            | Error::PartitionCountCannotShrink { .. } => false,
             Error::Transport(e) => e.is_retryable(),
         }
     }
@@ -51,7 +82,10 @@ impl Error {
 impl From<Error> for eventbus_core::Error {
     fn from(error: Error) -> Self {
         match error {
-            Error::InvalidUrl { .. } | Error::TlsCaFile { .. } => {
+            Error::InvalidUrl { .. }
+            | Error::TlsCaFile { .. }
+            | Error::InvalidPartitionCount { .. }
+            | Error::PartitionCountCannotShrink { .. } => {
                 eventbus_core::Error::Config(error.to_string())
             }
             Error::Transport(e) => eventbus_core::Error::Transport(e),

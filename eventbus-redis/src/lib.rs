@@ -75,6 +75,7 @@ pub mod sagas;
 mod scripts;
 pub mod summary;
 pub mod tail;
+pub mod topics;
 pub mod transport;
 
 pub use app::{AppBuilderExt, RedisBackend};
@@ -89,6 +90,7 @@ pub use read_models::RedisReadModels;
 pub use sagas::RedisSagaStore;
 pub use summary::StreamSummary;
 pub use tail::{StreamTail, TailEntry};
+pub use topics::{PartitionInfo, TopicInfo};
 pub use transport::RedisTransport;
 
 /// The README's code blocks, compiled (and, unless marked `no_run`, run) by `cargo test`

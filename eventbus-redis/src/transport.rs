@@ -297,12 +297,6 @@ impl RedisTransport {
         Ok(ids.into_iter().step_by(2).collect())
     }
 
-    /// Sets an event type's partition count (a count only grows). Temporary: replaced by
-    /// the topics API.
-    pub async fn create_topic(&self, event_type: &str, partitions: u32) -> CoreResult<u32> {
-        Directory::set_count(self.inner(), event_type, partitions).await
-    }
-
     /// The stream keys of `topic`'s partitions, partition 0 first.
     pub async fn partition_streams(&self, topic: &Topic) -> CoreResult<Vec<String>> {
         let inner = self.inner();

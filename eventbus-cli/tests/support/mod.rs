@@ -110,6 +110,15 @@ pub fn json_lines(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
+/// `eventbus dlq {action} --service billing [--id ID…] --json`: the JSON lines it printed.
+pub fn billing_dlq(ns: &str, action: &str, ids: &[&str]) -> Vec<Value> {
+    let mut args = vec!["dlq", action, "--service", "billing", "--json"];
+    for id in ids {
+        args.extend(["--id", id]);
+    }
+    json_lines(&ok(&run(ns, &args)))
+}
+
 /// `eventbus publish`: the entry id it printed.
 pub fn publish(ns: &str, event_type: &str, data: &str, extra: &[&str]) -> String {
     let mut args = vec!["publish", event_type, data];

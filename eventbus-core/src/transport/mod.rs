@@ -150,6 +150,10 @@ pub struct DeadLetter {
 pub struct GroupLag {
     /// The stream.
     pub topic: Topic,
+    /// The partition of the topic this row is about; `None` for an unpartitioned stream (or a
+    /// total over every partition of a topic).
+    #[serde(default)]
+    pub partition: Option<u32>,
     /// The group.
     pub group: String,
     /// Entries not yet delivered to the group; `None` when the server cannot tell (after
@@ -161,6 +165,49 @@ pub struct GroupLag {
     pub oldest_pending_idle: Option<Duration>,
     /// Consumers with their pending counts and idle times.
     pub consumers: Vec<ConsumerInfo>,
+}
+
+impl GroupLag {
+    /// The health of a group on a whole topic from its rows on the topic's partitions (all
+    /// of one topic and group): lag summed, unknown if any partition's is; pending summed;
+    /// the oldest pending idle time the longest; consumers merged by name (pending summed,
+    /// idle the shortest). `partition` is `None`. `None` when there are no rows.
+    ///
+    /// ```
+    /// use eventbus_core::transport::{GroupLag, Topic};
+    /// let row = |partition, lag| GroupLag {
+    ///     topic: Topic::of_type("OrderCreated"),
+    ///     partition: Some(partition),
+    ///     group: "billing-consumers".into(),
+    ///     lag,
+    ///     pending: 2,
+    ///     oldest_pending_idle: None,
+    ///     consumers: vec![],
+    /// };
+    /// let total = GroupLag::total([row(0, Some(3)), row(1, Some(4))]).unwrap();
+    /// assert_eq!((total.partition, total.lag, total.pending), (None, Some(7), 4));
+    /// assert_eq!(GroupLag::total([row(0, Some(3)), row(1, None)]).unwrap().lag, None);
+    /// ```
+    pub fn total(rows: impl IntoIterator<Item = GroupLag>) -> Option<GroupLag> {
+        let mut rows = rows.into_iter();
+        let mut total = rows.next()?;
+        total.partition = None;
+        for row in rows {
+            total.lag = total.lag.zip(row.lag).map(|(a, b)| a + b);
+            total.pending += row.pending;
+            total.oldest_pending_idle = total.oldest_pending_idle.max(row.oldest_pending_idle);
+            for consumer in row.consumers {
+                match total.consumers.iter_mut().find(|c| c.name == consumer.name) {
+                    Some(known) => {
+                        known.pending += consumer.pending;
+                        known.idle = known.idle.min(consumer.idle);
+                    }
+                    None => total.consumers.push(consumer),
+                }
+            }
+        }
+        Some(total)
+    }
 }
 
 /// One consumer of a group.

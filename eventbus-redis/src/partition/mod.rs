@@ -260,7 +260,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn read_count(inner: &Inner, event_type: &str) -> CoreResult<u32> {
+/// The partition count stored for an event type (1 when none is), read now, not cached.
+pub(crate) async fn read_count(inner: &Inner, event_type: &str) -> CoreResult<u32> {
     let value: Option<String> = redis::cmd("HGET")
         .arg(inner.keys.topic_meta(event_type))
         .arg("partitions")

@@ -104,6 +104,7 @@ fn group_lag(topic: &Topic, name: &str, g: &Group, stream: &Stream, now: Instant
         .collect();
     GroupLag {
         topic: topic.clone(),
+        partition: None,
         group: name.to_owned(),
         lag: g.lag(stream.entries_added),
         pending: g.pel.len() as u64,
