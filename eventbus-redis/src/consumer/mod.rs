@@ -74,7 +74,8 @@ use share::Sharing;
 /// other commands; everything else uses the transport's shared multiplexed connection.
 ///
 /// On a partitioned topic (more than one partition, or any topic on a cluster) the
-/// consumers of a group share the partitions: see [`share`](self::share) for the protocol.
+/// consumers of a group share the partitions: each reads only the partitions whose lease it
+/// holds, handed over between consumers without a duplicate.
 /// Entry ids of such a topic are qualified with their partition (`"{partition}/{id}"`).
 pub struct RedisConsumer {
     inner: Arc<Inner>,
@@ -158,13 +159,13 @@ impl RedisConsumer {
         })
     }
 
-    /// Groups qualified ids of `topic` by partition stream.
+    /// Groups qualified ids of `topic` (with what goes with each) by partition stream.
     fn by_part<T: Clone>(
         &self,
         topic: &Topic,
         items: &[(EntryId, T)],
-    ) -> CoreResult<Vec<(Part, bool, Vec<(String, T)>)>> {
-        let mut out: Vec<(Part, bool, Vec<(String, T)>)> = Vec::new();
+    ) -> CoreResult<Vec<PartBatch<T>>> {
+        let mut out: Vec<PartBatch<T>> = Vec::new();
         for (id, extra) in items {
             let (part, raw, partitioned) = self.locate(topic, id)?;
             match out.iter_mut().find(|(p, _, _)| p.index == part.index) {
@@ -232,6 +233,10 @@ impl RedisConsumer {
         Ok(claimed)
     }
 }
+
+/// Entries of one partition stream: the stream, whether its topic is partitioned, and the
+/// unqualified ids with what goes with each.
+type PartBatch<T> = (Part, bool, Vec<(String, T)>);
 
 /// Splits a partition-qualified cursor `"{partition}/{cursor}"`.
 fn split_cursor(cursor: &str) -> (u32, String) {
