@@ -1,8 +1,11 @@
 //! [`RedisClient`]: one Redis server and namespace — its configuration, key layout and
 //! shared connection — that every Redis store of this crate is built from.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use std::time::Instant;
 
 use eventbus_core::{Error as CoreError, Result as CoreResult, TransportErrorKind};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -43,6 +46,20 @@ pub struct RedisClient {
     inner: Arc<Inner>,
 }
 
+/// What a client knows of the namespace's partitions (its methods, in `partition`, read
+/// and cache them).
+#[derive(Debug, Default)]
+pub(crate) struct Directory {
+    /// The namespace's partition tags, as far as loaded.
+    pub(crate) tags: RwLock<Vec<String>>,
+    /// Partition count per event type, and when it was read.
+    pub(crate) counts: Mutex<HashMap<String, (u32, Instant)>>,
+    /// The global stream's partition count (the number of tags), and when it was read.
+    pub(crate) global: Mutex<Option<(u32, Instant)>>,
+    /// Round-robin position for events without a key.
+    pub(crate) next: AtomicU64,
+}
+
 /// What the clones of a client share.
 pub(crate) struct Inner {
     pub(crate) config: RedisConfig,
@@ -50,7 +67,7 @@ pub(crate) struct Inner {
     pub(crate) server: Server,
     pub(crate) conn: Conn,
     /// What is known of the namespace's partitions.
-    pub(crate) partitions: crate::partition::Directory,
+    pub(crate) partitions: Directory,
     server_version: String,
 }
 

@@ -16,9 +16,8 @@
 pub(crate) mod scripts;
 pub(crate) mod slot;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use eventbus_core::transport::Topic;
@@ -26,6 +25,7 @@ use eventbus_core::{EntryId, Envelope, Error as CoreError, Result as CoreResult}
 use redis::Value;
 use serde_json::Value as Json;
 
+pub(crate) use crate::client::Directory;
 use crate::client::Inner;
 use crate::error::has_code;
 use crate::reply;
@@ -46,19 +46,6 @@ pub(crate) struct Part {
     pub(crate) key: String,
     /// Its hash tag; `None` for the unpartitioned layout (partition 0 on a single node).
     pub(crate) tag: Option<String>,
-}
-
-/// What a client knows of the namespace's partitions.
-#[derive(Debug, Default)]
-pub(crate) struct Directory {
-    /// The namespace's partition tags, as far as loaded.
-    tags: RwLock<Vec<String>>,
-    /// Partition count per event type, and when it was read.
-    counts: Mutex<HashMap<String, (u32, Instant)>>,
-    /// The global stream's partition count (the number of tags), and when it was read.
-    global: Mutex<Option<(u32, Instant)>>,
-    /// Round-robin position for events without a key.
-    next: AtomicU64,
 }
 
 /// An entry id qualified with its partition: `{partition}/{id}`; plain ids are partition 0's.
