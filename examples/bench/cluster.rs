@@ -332,11 +332,11 @@ async fn publish(
     let started = Instant::now();
     let mut latencies = publish_keyed(&bus, opts.events, opts.batch).await?;
     let elapsed = started.elapsed();
-    let counts = partition_lengths(url, &transport, opts.partitions).await?;
+    let layout = partition_layout(url, &transport, opts.partitions).await?;
     Scope::from_transport(url, transport, opts.events + 1000)
         .finish(scenario, None)
         .await?;
-    for (stream, lengths) in ["type", "global"].iter().zip(&counts) {
+    for (stream, lengths) in ["type", "global"].iter().zip(&layout.lengths) {
         let total: u64 = lengths.iter().sum();
         ensure!(
             total == opts.events,
@@ -345,7 +345,10 @@ async fn publish(
             opts.events
         );
     }
-    println!("  {scenario}: entries per partition {:?}", counts[0]);
+    println!(
+        "  {scenario}: entries per partition {:?}, on masters {:?}",
+        layout.lengths[0], layout.masters
+    );
     latencies.sort_unstable();
     Ok(Publish {
         events_per_sec: opts.events as f64 / elapsed.as_secs_f64(),
@@ -355,13 +358,20 @@ async fn publish(
     })
 }
 
-/// `XLEN` of every partition of the type stream and of the global stream, read on the
-/// cluster directly (not through the code under test).
-async fn partition_lengths(
+/// Where a topic's partitions are, read on the cluster directly (not through the code under
+/// test).
+struct Layout {
+    /// `XLEN` of every partition of the type stream, then of the global stream.
+    lengths: [Vec<u64>; 2],
+    /// The master (`host:port`) of each partition.
+    masters: Vec<String>,
+}
+
+async fn partition_layout(
     url: &str,
     transport: &RedisTransport,
     partitions: u32,
-) -> anyhow::Result<[Vec<u64>; 2]> {
+) -> anyhow::Result<Layout> {
     let client = redis::cluster::ClusterClient::new(node_urls(url)?)?;
     let mut conn = client
         .get_async_connection()
@@ -392,7 +402,55 @@ async fn partition_lengths(
             out.push(n);
         }
     }
-    Ok(lengths)
+    let slots = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut conn)
+        .await?;
+    let ranges = slot_ranges(&slots).context("unexpected CLUSTER SLOTS reply")?;
+    let mut masters = Vec::new();
+    for tag in &tags {
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(keys.partition_stream(&Topic::All, tag))
+            .query_async(&mut conn)
+            .await?;
+        let master = ranges
+            .iter()
+            .find(|(from, to, _)| (*from..=*to).contains(&slot))
+            .map_or_else(|| "?".to_owned(), |(_, _, master)| master.clone());
+        masters.push(master);
+    }
+    Ok(Layout { lengths, masters })
+}
+
+/// `(first slot, last slot, master host:port)` of each range of a `CLUSTER SLOTS` reply.
+fn slot_ranges(reply: &redis::Value) -> Option<Vec<(i64, i64, String)>> {
+    use redis::Value;
+    let Value::Array(ranges) = reply else {
+        return None;
+    };
+    ranges
+        .iter()
+        .map(|range| {
+            let Value::Array(range) = range else {
+                return None;
+            };
+            let (Value::Int(from), Value::Int(to), Value::Array(master)) =
+                (range.first()?, range.get(1)?, range.get(2)?)
+            else {
+                return None;
+            };
+            let host = match master.first()? {
+                Value::BulkString(host) => String::from_utf8_lossy(host).into_owned(),
+                Value::SimpleString(host) => host.clone(),
+                _ => return None,
+            };
+            let Value::Int(port) = master.get(1)? else {
+                return None;
+            };
+            Some((*from, *to, format!("{host}:{port}")))
+        })
+        .collect()
 }
 
 /// Figures of the end-to-end run.
