@@ -83,6 +83,9 @@ enum Cmd {
         /// Partitions of the topic.
         #[arg(long, default_value_t = 6)]
         partitions: u32,
+        /// Publish runs without and with `WAIT`, in alternation (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
     /// The memory scenario's consumer process.
     #[command(hide = true)]
@@ -114,8 +117,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Cmd::Consume { namespace, events }) = &args.command {
         return memory::child(&args.url, namespace, *events).await;
     }
-    if let Some(Cmd::Cluster { partitions }) = &args.command {
-        return run_cluster(&args, *partitions).await;
+    if let Some(Cmd::Cluster { partitions, rounds }) = &args.command {
+        return run_cluster(&args, *partitions, *rounds).await;
     }
     if args.smoke {
         args.events = args.events.min(2_000);
@@ -139,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// The cluster scenario: on the cluster at `--url` when it is a `redis+cluster://` URL,
 /// else on a local cluster of its own (stopped on return, error, Ctrl-C or panic).
-async fn run_cluster(args: &Args, partitions: u32) -> anyhow::Result<()> {
+async fn run_cluster(args: &Args, partitions: u32, rounds: u32) -> anyhow::Result<()> {
     let opts = cluster::Options {
         url: cluster::is_cluster_url(&args.url).then(|| args.url.clone()),
         events: if args.smoke {
@@ -149,6 +152,7 @@ async fn run_cluster(args: &Args, partitions: u32) -> anyhow::Result<()> {
         },
         batch: args.batch,
         partitions,
+        rounds: if args.smoke { 1 } else { rounds.max(1) },
         reference_requests: if args.smoke {
             args.reference_requests.min(20_000)
         } else {

@@ -37,6 +37,9 @@ const SCENARIOS: [&str; 4] = [
     "cluster-e2e",
 ];
 
+/// CPU use of a run, percent of one core: (the cluster's nodes, the bench process).
+type Cpu = (Option<f64>, Option<f64>);
+
 /// What to run.
 pub struct Options {
     /// `redis+cluster://…` to use, else a local cluster is started.
@@ -47,6 +50,8 @@ pub struct Options {
     pub batch: u64,
     /// Partitions of the topic.
     pub partitions: u32,
+    /// Publish runs without and with `WAIT`, alternating; the median is reported.
+    pub rounds: u32,
     /// Requests of the redis-benchmark reference.
     pub reference_requests: u64,
     /// Tiny sizes: a smoke run.
@@ -111,39 +116,75 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
     let ratio = |v: f64| Some(v / r).filter(|r| r.is_finite());
 
     let mut figures = Vec::new();
-    for (key, wait) in [
+    // Without and with WAIT in alternation, so that both see the same background load.
+    let variants = [
         ("cluster_publish", None),
         ("cluster_publish_wait", Some(WAIT)),
-    ] {
-        let from = cpu.snap();
-        let p = publish(&url, opts, wait).await?;
-        let used = cpu.since(from);
+    ];
+    let mut runs: [Vec<(Publish, Cpu)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..opts.rounds {
+        for ((_, wait), out) in variants.iter().zip(&mut runs) {
+            let from = cpu.snap();
+            let p = publish(&url, opts, *wait).await?;
+            let used = cpu.since(from);
+            eprintln!(
+                "  round {}: publish{}: {:.0} events/s",
+                round + 1,
+                if wait.is_some() { " + WAIT" } else { "" },
+                p.events_per_sec
+            );
+            out.push((p, used));
+        }
+    }
+    for ((key, wait), runs) in variants.iter().zip(&runs) {
         let how = match wait {
             None => String::new(),
             Some((n, t)) => format!(", WAIT {n} {}", t.as_millis()),
         };
+        let mut rates: Vec<f64> = runs.iter().map(|(p, _)| p.events_per_sec).collect();
         let label = format!(
-            "a. cluster publish, keyed, batches of {}{how} ({} events, {} partitions)",
-            opts.batch, opts.events, opts.partitions
+            "a. cluster publish, keyed, batches of {}{how} ({} × {} events, {} partitions; \
+             median of {})",
+            opts.batch,
+            opts.rounds,
+            opts.events,
+            opts.partitions,
+            rates
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
         );
+        rates.sort_by(f64::total_cmp);
+        let median = rates.get(rates.len() / 2).copied().unwrap_or(f64::NAN);
+        let mean = |f: fn(&Cpu) -> Option<f64>| {
+            let v: Option<Vec<f64>> = runs.iter().map(|(_, used)| f(used)).collect();
+            v.map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
+        };
+        let used = (mean(|u| u.0), mean(|u| u.1));
         figures.push(Figure {
-            key: key.into(),
+            key: (*key).into(),
             label: label.clone(),
-            value: p.events_per_sec,
+            value: median,
             unit: "events/s",
-            ratio: ratio(p.events_per_sec),
+            ratio: ratio(median),
             target: None,
             cpu: used,
         });
         crate::progress(&figures);
-        for (suffix, us) in [("p50", p.p50_us), ("p99", p.p99_us)] {
+        let mut latencies: Vec<u32> = runs
+            .iter()
+            .flat_map(|(p, _)| p.latencies_us.iter().copied())
+            .collect();
+        latencies.sort_unstable();
+        for (suffix, q) in [("p50", 0.50), ("p99", 0.99)] {
             figures.push(Figure {
                 key: format!("{key}_batch_{suffix}_ms"),
                 label: format!(
-                    "{label}, per-batch latency ({} batches) {suffix}",
-                    p.batches
+                    "{label}, per-batch latency (all {} batches) {suffix}",
+                    latencies.len()
                 ),
-                value: f64::from(us) / 1000.0,
+                value: f64::from(support::quantile(&latencies, q)) / 1000.0,
                 unit: "ms",
                 ratio: None,
                 target: None,
@@ -264,9 +305,8 @@ async fn reference_run(url: &str, nodes: &[String], opts: &Options) -> anyhow::R
 /// Figures of a publish run.
 struct Publish {
     events_per_sec: f64,
-    batches: usize,
-    p50_us: u32,
-    p99_us: u32,
+    /// How long each batch's `publish_raw` took (µs).
+    latencies_us: Vec<u32>,
 }
 
 /// Creates the partitioned topic (and its partition streams, by creating a group on it, so
@@ -330,7 +370,7 @@ async fn publish(
     create_topic(&transport, opts.partitions).await?;
     let bus = EventBus::new(transport.clone(), SERVICE);
     let started = Instant::now();
-    let mut latencies = publish_keyed(&bus, opts.events, opts.batch).await?;
+    let latencies = publish_keyed(&bus, opts.events, opts.batch).await?;
     let elapsed = started.elapsed();
     let layout = partition_layout(url, &transport, opts.partitions).await?;
     Scope::from_transport(url, transport, opts.events + 1000)
@@ -349,12 +389,9 @@ async fn publish(
         "  {scenario}: entries per partition {:?}, on masters {:?}",
         layout.lengths[0], layout.masters
     );
-    latencies.sort_unstable();
     Ok(Publish {
         events_per_sec: opts.events as f64 / elapsed.as_secs_f64(),
-        batches: latencies.len(),
-        p50_us: support::quantile(&latencies, 0.50),
-        p99_us: support::quantile(&latencies, 0.99),
+        latencies_us: latencies,
     })
 }
 
