@@ -87,11 +87,12 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
     let nodes = node_urls(&url)?;
     let probe = connect(&config(&url, "probe", opts.events)?).await?;
     let version = probe.server_version().to_owned();
+    let server = probe.config().redacted_url().to_owned();
     drop(probe);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load_before = support::load_average();
     println!(
-        "eventbus bench, cluster: Redis {version} at {url}; {} partitions; {cores} cores; load \
+        "eventbus bench, cluster: Redis {version} at {server}; {} partitions; {cores} cores; load \
          {load_before}{}",
         opts.partitions,
         if opts.smoke { "; SMOKE sizes" } else { "" }
