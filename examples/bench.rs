@@ -5,6 +5,8 @@
 //! ```text
 //! cargo run --release --example bench -- --url redis://127.0.0.1:6379 --events 200000
 //! cargo run --release --example bench -- --smoke     # a few seconds; CI runs this
+//! cargo run --release --example bench -- cluster     # a local 3-master Redis Cluster
+//! cargo run --release --example bench -- cluster --smoke
 //! ```
 //!
 //! Every scenario runs in a fresh key namespace that it deletes afterwards (a run that fails
@@ -13,6 +15,8 @@
 //! duplicates events exits non-zero. Missed targets are reported, never fatal (timing
 //! depends on the machine). The last line of output is one JSON object with every figure.
 
+#[path = "bench/cluster.rs"]
+mod cluster;
 #[path = "bench/memory.rs"]
 mod memory;
 #[path = "bench/projection.rs"]
@@ -39,13 +43,13 @@ struct Args {
     )]
     url: String,
     /// Events of the batched-publish and end-to-end scenarios.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 200_000, global = true)]
     events: u64,
     /// Events published one at a time.
     #[arg(long, default_value_t = 20_000)]
     sequential_events: u64,
-    /// Events per `publish_batch` of the end-to-end and memory scenarios.
-    #[arg(long, default_value_t = 500)]
+    /// Events per `publish_batch` of the end-to-end, memory and cluster scenarios.
+    #[arg(long, default_value_t = 500, global = true)]
     batch: u64,
     /// Seconds of each fixed-rate latency run.
     #[arg(long, default_value_t = 10.0)]
@@ -57,13 +61,13 @@ struct Args {
     #[arg(long, default_value_t = 20_000)]
     projection_commands: u64,
     /// Requests of the redis-benchmark reference.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, global = true)]
     reference_requests: u64,
     /// Run only these scenarios (comma-separated: publish, e2e, latency, projection, memory).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Tiny sizes everywhere (a few seconds): proves nothing is lost, measures nothing.
-    #[arg(long)]
+    #[arg(long, global = true)]
     smoke: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -71,6 +75,18 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// A partitioned topic on a Redis Cluster: a local one of 3 masters + 3 replicas that
+    /// the bench starts and stops, or the one at `--url redis+cluster://…`. Publish
+    /// (without and with `WAIT 1`) and end to end with 3 consumers sharing the partitions,
+    /// next to `redis-benchmark --cluster`.
+    Cluster {
+        /// Partitions of the topic.
+        #[arg(long, default_value_t = 6)]
+        partitions: u32,
+        /// Publish runs without and with `WAIT`, in alternation (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
     /// The memory scenario's consumer process.
     #[command(hide = true)]
     Consume {
@@ -101,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Cmd::Consume { namespace, events }) = &args.command {
         return memory::child(&args.url, namespace, *events).await;
     }
+    if let Some(Cmd::Cluster { partitions, rounds }) = &args.command {
+        return run_cluster(&args, *partitions, *rounds).await;
+    }
     if args.smoke {
         args.events = args.events.min(2_000);
         args.sequential_events = args.sequential_events.min(500);
@@ -115,6 +134,38 @@ async fn main() -> anyhow::Result<()> {
     };
     if outcome.is_err() {
         if let Err(e) = support::delete_run_keys(&args.url).await {
+            eprintln!("warning: keys of this run not deleted: {e:#}");
+        }
+    }
+    outcome
+}
+
+/// The cluster scenario: on the cluster at `--url` when it is a `redis+cluster://` URL,
+/// else on a local cluster of its own (stopped on return, error, Ctrl-C or panic).
+async fn run_cluster(args: &Args, partitions: u32, rounds: u32) -> anyhow::Result<()> {
+    let opts = cluster::Options {
+        url: cluster::is_cluster_url(&args.url).then(|| args.url.clone()),
+        events: if args.smoke {
+            args.events.min(2_000)
+        } else {
+            args.events
+        },
+        batch: args.batch,
+        partitions,
+        rounds: if args.smoke { 1 } else { rounds.max(1) },
+        reference_requests: if args.smoke {
+            args.reference_requests.min(20_000)
+        } else {
+            args.reference_requests
+        },
+        smoke: args.smoke,
+    };
+    let outcome = tokio::select! {
+        outcome = cluster::run(&opts) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let (Err(_), Some(url)) = (&outcome, &opts.url) {
+        if let Err(e) = cluster::delete_run_keys(url).await {
             eprintln!("warning: keys of this run not deleted: {e:#}");
         }
     }
@@ -299,8 +350,23 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 
     let load_after = support::load_average();
     print_table(&reference, &figures, &load_before, &load_after);
+    let line = json!({
+        "redis_version": redis_version,
+        "cores": cores,
+        "load_before": load_before,
+        "load_after": load_after,
+        "smoke": args.smoke,
+        "reference_xadd_p16_ops": Some(round(r)).filter(|r| r.is_finite()),
+        "figures": json_figures(&figures),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+/// The figures of the report's JSON line, by key.
+fn json_figures(figures: &[Figure]) -> Map<String, serde_json::Value> {
     let mut json_figures = Map::new();
-    for f in &figures {
+    for f in figures {
         json_figures.insert(
             f.key.clone(),
             json!({
@@ -314,17 +380,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             }),
         );
     }
-    let line = json!({
-        "redis_version": redis_version,
-        "cores": cores,
-        "load_before": load_before,
-        "load_after": load_after,
-        "smoke": args.smoke,
-        "reference_xadd_p16_ops": Some(round(r)).filter(|r| r.is_finite()),
-        "figures": json_figures,
-    });
-    println!("{line}");
-    Ok(())
+    json_figures
 }
 
 fn progress(figures: &[Figure]) {

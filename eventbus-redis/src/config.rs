@@ -245,9 +245,10 @@ impl RedisConfig {
     /// Redis replicates asynchronously: without this, a master that dies before its
     /// replicas received an acknowledged publish loses it on failover. With it, the loss
     /// window closes for acknowledged publishes, at the cost of a round trip to the replicas
-    /// per publish (measure it with `cargo run -p eventbus-bench -- --cluster …`). A failed
-    /// wait does not undo the append: the events are in the stream, and may or may not survive
-    /// a failover; a retry publishes them again (same event ids).
+    /// per publish (measure it with `cargo run --release --example bench -- cluster`; the
+    /// README's "Redis Cluster" figures). A failed wait does not undo the append: the events
+    /// are in the stream, and may or may not survive a failover; a retry publishes them
+    /// again (same event ids).
     pub fn publish_wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
         self.publish_replicas = (replicas > 0).then_some((replicas, timeout));
         self

@@ -17,16 +17,27 @@ pub struct Reference {
     pub command: String,
 }
 
+/// The arguments of a `redis-benchmark` run, and the same with the password masked.
+#[derive(Default)]
+struct Args {
+    args: Vec<String>,
+    shown: Vec<String>,
+}
+
+impl Args {
+    fn push(&mut self, a: &str, secret: bool) {
+        self.args.push(a.to_owned());
+        self.shown
+            .push(if secret { "***".into() } else { a.to_owned() });
+    }
+}
+
 /// Runs `redis-benchmark -P 16 --csv XADD {key} MAXLEN ~ {maxlen} * {our fields}` with `n`
 /// requests against the server of `url`, deletes the key, and parses the requests/s.
 pub fn run(url: &str, key: &str, n: u64, maxlen: u64) -> anyhow::Result<Reference> {
     let info = url.into_connection_info().context("parsing --url")?;
-    let mut args: Vec<String> = Vec::new();
-    let mut shown: Vec<String> = Vec::new();
-    let mut push = |a: &str, secret: bool| {
-        args.push(a.to_owned());
-        shown.push(if secret { "***".into() } else { a.to_owned() });
-    };
+    let mut args = Args::default();
+    let mut push = |a: &str, secret: bool| args.push(a, secret);
     match info.addr() {
         ConnectionAddr::Tcp(host, port) => {
             push("-h", false);
@@ -60,6 +71,32 @@ pub fn run(url: &str, key: &str, n: u64, maxlen: u64) -> anyhow::Result<Referenc
         push("--dbnum", false);
         push(&settings.db().to_string(), false);
     }
+    let measured = measure(args, key, n, maxlen);
+    cleanup(url, key);
+    measured
+}
+
+/// The same against a Redis Cluster, with `redis-benchmark --cluster` (which finds every
+/// master from the node at `host:port` and spreads its clients over them): `key` must hold
+/// `{tag}`, which redis-benchmark replaces with a hash tag of each client's master. The
+/// caller deletes the keys (one per master).
+pub fn run_cluster(
+    host: &str,
+    port: u16,
+    key: &str,
+    n: u64,
+    maxlen: u64,
+) -> anyhow::Result<Reference> {
+    let mut args = Args::default();
+    for a in ["--cluster", "-h", host, "-p", &port.to_string()] {
+        args.push(a, false);
+    }
+    measure(args, key, n, maxlen)
+}
+
+/// Adds the benchmark to `args` (which name the server), runs it and parses the requests/s.
+fn measure(mut args: Args, key: &str, n: u64, maxlen: u64) -> anyhow::Result<Reference> {
+    let mut push = |a: &str, secret: bool| args.push(a, secret);
     for a in ["-P", "16", "-n", &n.to_string(), "--csv", "XADD", key] {
         push(a, false);
     }
@@ -76,11 +113,10 @@ pub fn run(url: &str, key: &str, n: u64, maxlen: u64) -> anyhow::Result<Referenc
     }
 
     let output = Command::new("redis-benchmark")
-        .args(&args)
+        .args(&args.args)
         .output()
         .context("running redis-benchmark (is it on the PATH?)")?;
-    let command = format!("redis-benchmark {}", shown.join(" "));
-    cleanup(url, key);
+    let command = format!("redis-benchmark {}", args.shown.join(" "));
     if !output.status.success() {
         bail!(
             "redis-benchmark failed ({}): {}",

@@ -24,11 +24,16 @@ pub struct Scope {
 impl Scope {
     pub async fn open(url: &str, scenario: &str, maxlen: u64) -> anyhow::Result<Self> {
         let transport = support::connect(url, &support::namespace(scenario), maxlen).await?;
-        Ok(Scope {
+        Ok(Scope::from_transport(url, transport, maxlen))
+    }
+
+    /// The scope of a transport already connected to its namespace.
+    pub fn from_transport(url: &str, transport: RedisTransport, maxlen: u64) -> Self {
+        Scope {
             url: url.to_owned(),
             transport,
             maxlen,
-        })
+        }
     }
 
     /// Another connection to the same namespace (a consumer of its own).
@@ -101,7 +106,7 @@ pub async fn publish(url: &str, n: u64, batch: u64, publishers: u64) -> anyhow::
 }
 
 /// Starts a consumer of the benchmark group that records into `tracker`.
-async fn subscribe(
+pub async fn subscribe(
     transport: RedisTransport,
     name: &str,
     tracker: &Arc<Tracker>,

@@ -160,11 +160,7 @@ pub async fn wait_until(
 /// A transport in its own namespace, with stream limits above what the scenario writes so
 /// that verification can count every entry.
 pub async fn connect(url: &str, namespace: &str, maxlen: u64) -> anyhow::Result<RedisTransport> {
-    let config = RedisConfig::new(url)?
-        .namespace(namespace)
-        .default_stream_maxlen(maxlen)
-        .global_maxlen(maxlen);
-    match RedisTransport::connect(config).await {
+    match RedisTransport::connect(config(url, namespace, maxlen)?).await {
         Ok(t) => Ok(t),
         Err(e) => {
             eprintln!(
@@ -174,6 +170,14 @@ pub async fn connect(url: &str, namespace: &str, maxlen: u64) -> anyhow::Result<
             std::process::exit(2);
         }
     }
+}
+
+/// The configuration of [`connect`]: `namespace`, and stream limits of `maxlen`.
+pub fn config(url: &str, namespace: &str, maxlen: u64) -> anyhow::Result<RedisConfig> {
+    Ok(RedisConfig::new(url)?
+        .namespace(namespace)
+        .default_stream_maxlen(maxlen)
+        .global_maxlen(maxlen))
 }
 
 /// A fresh namespace for one scenario of this run.
@@ -246,11 +250,12 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// CPU time of redis-server (when it runs on this machine) and of this process (with its
-/// waited-for children), to tell which side bounds a figure.
-#[derive(Clone, Copy)]
+/// CPU time of redis-server (when it runs on this machine; summed over the nodes of a
+/// cluster) and of this process (with its waited-for children), to tell which side bounds a
+/// figure.
+#[derive(Clone)]
 pub struct CpuMeter {
-    redis_pid: Option<u32>,
+    redis_pids: Vec<u32>,
     ticks_per_sec: f64,
 }
 
@@ -265,20 +270,16 @@ pub struct CpuSnap {
 impl CpuMeter {
     /// Finds the server's pid (`INFO server`); readable only when the server is local.
     pub async fn new(url: &str) -> Self {
-        let pid = async {
-            let client = redis::Client::open(url).ok()?;
-            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-            let info: String = redis::cmd("INFO")
-                .arg("server")
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            info.lines()
-                .find_map(|l| l.strip_prefix("process_id:"))
-                .and_then(|p| p.trim().parse::<u32>().ok())
+        CpuMeter::of_servers(&[url.to_owned()]).await
+    }
+
+    /// Finds the pids of several servers (the nodes of a cluster, by their `redis://` URLs);
+    /// their CPU is summed.
+    pub async fn of_servers(urls: &[String]) -> Self {
+        let mut redis_pids = Vec::new();
+        for url in urls {
+            redis_pids.extend(server_pid(url).await);
         }
-        .await
-        .filter(|pid| proc_ticks(&pid.to_string(), false).is_some());
         let ticks_per_sec = std::process::Command::new("getconf")
             .arg("CLK_TCK")
             .output()
@@ -287,7 +288,7 @@ impl CpuMeter {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(100.0);
         CpuMeter {
-            redis_pid: pid,
+            redis_pids,
             ticks_per_sec,
         }
     }
@@ -296,9 +297,14 @@ impl CpuMeter {
     pub fn snap(&self) -> CpuSnap {
         CpuSnap {
             at: Instant::now(),
-            redis: self
-                .redis_pid
-                .and_then(|p| proc_ticks(&p.to_string(), false)),
+            redis: (!self.redis_pids.is_empty())
+                .then(|| {
+                    self.redis_pids
+                        .iter()
+                        .map(|p| proc_ticks(&p.to_string(), false))
+                        .sum::<Option<u64>>()
+                })
+                .flatten(),
             bench: proc_ticks("self", true),
         }
     }
@@ -312,6 +318,21 @@ impl CpuMeter {
         };
         (pct(from.redis, now.redis), pct(from.bench, now.bench))
     }
+}
+
+/// The pid of the server at `url` (`INFO server`), when it runs on this machine.
+async fn server_pid(url: &str) -> Option<u32> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .filter(|pid| proc_ticks(&pid.to_string(), false).is_some())
 }
 
 /// utime + stime (+ children's) of a process, in clock ticks.
