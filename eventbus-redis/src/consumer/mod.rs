@@ -234,6 +234,54 @@ impl RedisConsumer {
     }
 }
 
+impl RedisConsumer {
+    /// One page of a claim-shaped script over the partitions this consumer holds, one
+    /// partition per call from the cursor's on: the cursor is qualified with its partition
+    /// (`"{partition}/{cursor}"`) on a partitioned topic, and `0-0` once the last held
+    /// partition is done.
+    async fn held_page<F>(
+        &self,
+        topic: &Topic,
+        cursor: &str,
+        operation: &str,
+        script: &redis::Script,
+        args: F,
+    ) -> CoreResult<Claimed>
+    where
+        F: Fn(&mut redis::ScriptInvocation<'_>, &str),
+    {
+        self.sharing
+            .ensure_ready(&self.inner, self.group(), self.name())
+            .await?;
+        let (parts, partitioned) = self.sharing.held_parts(topic);
+        let (from, cursor) = split_cursor(cursor);
+        let Some(position) = parts.iter().position(|p| p.index >= from) else {
+            return Ok(Claimed {
+                next_cursor: "0-0".to_owned(),
+                ..Claimed::default()
+            });
+        };
+        let part = &parts[position];
+        let cursor = if part.index == from {
+            cursor
+        } else {
+            "0-0".to_owned()
+        };
+        let mut claimed = self
+            .claim_page(topic, part, partitioned, operation, script, |invocation| {
+                args(invocation, &cursor)
+            })
+            .await?;
+        claimed.next_cursor = match (claimed.next_cursor.as_str(), parts.get(position + 1)) {
+            ("0-0", Some(next)) => format!("{}/0-0", next.index),
+            ("0-0", None) => "0-0".to_owned(),
+            (rest, _) if partitioned => format!("{}/{rest}", part.index),
+            (rest, _) => rest.to_owned(),
+        };
+        Ok(claimed)
+    }
+}
+
 /// Entries of one partition stream: the stream, whether its topic is partitioned, and the
 /// unqualified ids with what goes with each.
 type PartBatch<T> = (Part, bool, Vec<(String, T)>);
@@ -248,41 +296,20 @@ fn split_cursor(cursor: &str) -> (u32, String) {
 #[async_trait]
 impl StreamConsumer for RedisConsumer {
     async fn read(&self, count: usize, block: Duration) -> CoreResult<Vec<Delivery>> {
-        let result = read::read(self, count, block).await;
-        if result.is_err() {
-            // A read whose reply was lost left entries pending here unseen.
-            self.sharing.restart_takeovers();
-        }
-        result
+        read::read(self, count, block).await
     }
 
     async fn recover_own(&self, topic: &Topic, after: &str, count: usize) -> CoreResult<Claimed> {
-        self.sharing
-            .ensure_ready(&self.inner, self.group(), self.name())
-            .await?;
-        let (parts, partitioned) = self.sharing.held_parts(topic);
-        let part = match parts.first() {
-            // A partition's pending entries are taken over when its lease is taken.
-            Some(part) if !partitioned => part.clone(),
-            _ => {
-                return Ok(Claimed {
-                    next_cursor: "0-0".to_owned(),
-                    ..Claimed::default()
-                })
-            }
-        };
-        let after = if after.is_empty() { "0-0" } else { after };
-        self.claim_page(
+        self.held_page(
             topic,
-            &part,
-            false,
+            after,
             "recover own pending (XPENDING+XCLAIM)",
             &steps::RECOVER,
-            |invocation| {
+            |invocation, cursor| {
                 invocation
                     .arg(self.group())
                     .arg(self.name())
-                    .arg(after)
+                    .arg(cursor)
                     .arg(count.clamp(1, MAX_PAGE));
             },
         )
@@ -296,48 +323,21 @@ impl StreamConsumer for RedisConsumer {
         cursor: &str,
         count: usize,
     ) -> CoreResult<Claimed> {
-        self.sharing
-            .ensure_ready(&self.inner, self.group(), self.name())
-            .await?;
-        let (parts, partitioned) = self.sharing.held_parts(topic);
-        let (from, cursor) = split_cursor(cursor);
-        // One held partition per call, from the cursor's; the cursor moves on to the next.
-        let Some(position) = parts.iter().position(|p| p.index >= from) else {
-            return Ok(Claimed {
-                next_cursor: "0-0".to_owned(),
-                ..Claimed::default()
-            });
-        };
-        let part = &parts[position];
-        let cursor = if part.index == from {
-            cursor
-        } else {
-            "0-0".to_owned()
-        };
-        let mut claimed = self
-            .claim_page(
-                topic,
-                part,
-                partitioned,
-                "XAUTOCLAIM",
-                &steps::CLAIM,
-                |invocation| {
-                    invocation
-                        .arg(self.group())
-                        .arg(self.name())
-                        .arg(min_idle.as_millis() as u64)
-                        .arg(&cursor)
-                        .arg(count.clamp(1, MAX_PAGE));
-                },
-            )
-            .await?;
-        claimed.next_cursor = match (claimed.next_cursor.as_str(), parts.get(position + 1)) {
-            ("0-0", Some(next)) => format!("{}/0-0", next.index),
-            ("0-0", None) => "0-0".to_owned(),
-            (rest, _) if partitioned => format!("{}/{rest}", part.index),
-            (rest, _) => rest.to_owned(),
-        };
-        Ok(claimed)
+        self.held_page(
+            topic,
+            cursor,
+            "XAUTOCLAIM",
+            &steps::CLAIM,
+            |invocation, cursor| {
+                invocation
+                    .arg(self.group())
+                    .arg(self.name())
+                    .arg(min_idle.as_millis() as u64)
+                    .arg(cursor)
+                    .arg(count.clamp(1, MAX_PAGE));
+            },
+        )
+        .await
     }
 
     async fn renew(&self, topic: &Topic, ids: &[EntryId]) -> CoreResult<Vec<EntryId>> {
@@ -409,6 +409,9 @@ impl StreamConsumer for RedisConsumer {
             })
             .await?;
         if matches!(value, Value::Nil) {
+            // No longer this consumer's: nothing to settle here.
+            self.sharing
+                .settled(topic, part.index, std::slice::from_ref(&raw));
             return Ok(None);
         }
         let parts = reply::items(&value).ok_or_else(|| self.protocol("redeliver"))?;

@@ -209,17 +209,6 @@ impl Sharing {
         }
     }
 
-    /// Takes over every held partition's pending entries again (after a read whose reply
-    /// may have been lost).
-    pub(crate) fn restart_takeovers(&self) {
-        let mut state = self.state();
-        for topic in state.topics.iter_mut().filter(|t| t.partitioned) {
-            for holding in topic.held.values_mut() {
-                holding.takeover = Some("0-0".to_owned());
-            }
-        }
-    }
-
     /// The live members, as last seen.
     pub(crate) fn live(&self) -> Vec<String> {
         self.state().live.clone()
@@ -484,6 +473,7 @@ async fn lease_round(
     live: &[String],
 ) -> CoreResult<()> {
     let ttl = u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX);
+    forget_settled(inner, sharing, group, me, i, topic, live).await;
     // What to do per partition: Some(true) take or keep, Some(false) release, None nothing.
     let plan: Vec<(u32, bool, bool)> = {
         let state = sharing.state();
@@ -557,6 +547,45 @@ async fn lease_round(
         }
     }
     Ok(())
+}
+
+/// For partitions being handed over whose entries this consumer still counts as unsettled,
+/// asks Redis whether any is still pending for it: an entry can leave without passing
+/// through here (acknowledged or claimed elsewhere), and must not hold the hand-over up.
+async fn forget_settled(
+    inner: &Inner,
+    sharing: &Sharing,
+    group: &str,
+    me: &str,
+    i: usize,
+    topic: &Topic,
+    live: &[String],
+) {
+    let draining: Vec<Part> = {
+        let state = sharing.state();
+        let t = &state.topics[i];
+        t.held
+            .keys()
+            .filter(|index| assignee(live, topic, **index) != Some(me))
+            .filter(|index| t.outstanding.get(index).is_some_and(|set| !set.is_empty()))
+            .filter_map(|index| t.parts.get(*index as usize).cloned())
+            .collect()
+    };
+    for part in draining {
+        let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
+            .arg(&part.key)
+            .arg(group)
+            .arg("-")
+            .arg("+")
+            .arg(1)
+            .arg(me)
+            .query_async(&mut inner.conn.clone())
+            .await;
+        if matches!(pending, Ok(Value::Array(ref rows)) if rows.is_empty()) {
+            let mut state = sharing.state();
+            state.topics[i].outstanding.remove(&part.index);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -73,10 +73,11 @@ return 0
 });
 
 /// Takes over a page of a partition's pending entries, in stream order, for the consumer
-/// that just took the partition's lease: entries of consumers that are gone (not among the
-/// live members) or idle for at least `min_idle`, and its own (left by an earlier run of
-/// it). Each is claimed counting a delivery (`XCLAIM`), since it is handed to the consumer
-/// at once. Entries of live members that are still being worked on are left to them.
+/// that just took the partition's lease: entries of other consumers that are gone (not
+/// among the live members) or idle for at least `min_idle`. Each is claimed counting a
+/// delivery (`XCLAIM`), since it is handed to the consumer at once. Entries of live members
+/// that are still being worked on are left to them, and the consumer's own (left by an
+/// earlier run of it) to its recovery.
 ///
 /// `KEYS[1]` stream; `ARGV` group, consumer, cursor (`0-0`: from the start), count,
 /// min idle (ms), then the live members. Returns `{next cursor or '0-0', {{id, delivery
@@ -96,7 +97,7 @@ if #rows == count then next = rows[#rows][1] end
 local out, deleted = {}, {}
 for _, r in ipairs(rows) do
   local owner, idle = r[2], tonumber(r[3])
-  if owner == ARGV[2] or not live[owner] or idle >= min_idle then
+  if owner ~= ARGV[2] and (not live[owner] or idle >= min_idle) then
     local e = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, r[1])
     if #e > 0 and e[1] and e[1][2] then
       out[#out + 1] = {r[1], r[4] + 1, e[1][2]}
