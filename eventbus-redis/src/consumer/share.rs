@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eventbus_core::transport::Topic;
 use eventbus_core::Result as CoreResult;
@@ -53,12 +53,33 @@ pub(crate) struct TopicState {
 }
 
 /// A partition whose lease this consumer holds.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Holding {
     /// Still assigned here (otherwise it is being drained and handed over).
     pub(crate) assigned: bool,
     /// Where the takeover of its pending entries stands; `None` when done.
     pub(crate) takeover: Option<String>,
+    /// When its lease was last taken or renewed (`None`: not leased, read by every consumer).
+    pub(crate) renewed: Option<Instant>,
+}
+
+impl Holding {
+    /// A partition every consumer of the group reads (no lease).
+    fn shared() -> Self {
+        Holding {
+            assigned: true,
+            takeover: None,
+            renewed: None,
+        }
+    }
+
+    /// Whether its lease is surely still this consumer's: renewed within two thirds of its
+    /// time to live. A consumer that could not renew (Redis unreachable) stops reading the
+    /// partition before the lease can lapse and pass to another consumer.
+    fn fresh(&self) -> bool {
+        self.renewed
+            .is_none_or(|at| at.elapsed() < LEASE_TTL * 2 / 3)
+    }
 }
 
 /// A partition stream this consumer reads now.
@@ -101,13 +122,7 @@ impl Sharing {
                     tag: None,
                 }],
                 partitioned: false,
-                held: BTreeMap::from([(
-                    0,
-                    Holding {
-                        assigned: true,
-                        takeover: None,
-                    },
-                )]),
+                held: BTreeMap::from([(0, Holding::shared())]),
                 outstanding: HashMap::new(),
             })
             .collect();
@@ -172,7 +187,7 @@ impl Sharing {
         let mut out = Vec::new();
         for (i, topic) in state.topics.iter().enumerate() {
             for (index, holding) in &topic.held {
-                if holding.assigned && holding.takeover.is_none() {
+                if holding.assigned && holding.takeover.is_none() && holding.fresh() {
                     if let Some(part) = topic.parts.get(*index as usize) {
                         out.push(Readable {
                             topic: i,
@@ -409,17 +424,7 @@ async fn refresh_parts(
             t.held.clear();
         }
     } else {
-        t.held = (0..count)
-            .map(|index| {
-                (
-                    index,
-                    Holding {
-                        assigned: true,
-                        takeover: None,
-                    },
-                )
-            })
-            .collect();
+        t.held = (0..count).map(|index| (index, Holding::shared())).collect();
     }
     Ok(())
 }
@@ -533,7 +538,10 @@ async fn lease_round(
                 tracing::warn!(topic = %topic, partition = index, group, consumer = me, "partition lease lost");
             }
             (0, None) => {}
-            (_, Some(holding)) => holding.assigned = mine,
+            (_, Some(holding)) => {
+                holding.assigned = mine;
+                holding.renewed = Some(Instant::now());
+            }
             (_, None) => {
                 tracing::info!(topic = %topic, partition = index, group, consumer = me, "partition taken");
                 t.held.insert(
@@ -541,6 +549,7 @@ async fn lease_round(
                     Holding {
                         assigned: mine,
                         takeover: Some("0-0".to_owned()),
+                        renewed: Some(Instant::now()),
                     },
                 );
             }

@@ -30,7 +30,10 @@ fn main() -> ExitCode {
     match status {
         Ok(status) if status.success() => ExitCode::SUCCESS,
         Ok(status) => {
-            eprintln!("with-test-cluster: {} ended with {status}", program.display());
+            eprintln!(
+                "with-test-cluster: {} ended with {status}",
+                program.display()
+            );
             ExitCode::FAILURE
         }
         Err(e) => {
