@@ -159,8 +159,9 @@ async fn at_least_once_across_a_dead_consumer(backend: Backend) {
         .start()
         .await
         .unwrap();
+    // On a cluster the survivor gets the dead consumer's partition when its lease expires.
     eventually(
-        WAIT,
+        WAIT + backend.dead_consumer_lease(),
         "the survivor handles the dead consumer's entries",
         || async { len(&seen) == 20 },
     )
