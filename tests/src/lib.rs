@@ -8,10 +8,16 @@
 //! none recreates a key) before deleting the namespace once more. A missing Redis fails the
 //! test loudly; it never skips. [`redis_url`] is the server of the whole run: the one at
 //! `REDIS_URL` (or the default address) when it answers, else a throwaway `redis-server`.
+//!
+//! Suites that run on a Redis Cluster too use [`all_three!`], which adds a cluster variant
+//! per scenario: the backend is then [`Backend::Redis`] on [`Server::Cluster`], the cluster
+//! of the test process ([`process_cluster`]), started by its first cluster test and stopped
+//! by a watchdog once the process is gone. There every topic is partitioned (hash-tagged
+//! keys, qualified entry ids) and a namespace's keys are spread over the masters.
 
 mod cluster;
 
-pub use cluster::RedisCluster;
+pub use cluster::{process_cluster, ProcessCluster, RedisCluster};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,10 +28,12 @@ use eventbus_core::saga::{MemorySagaStore, SagaStore};
 use eventbus_core::transport::memory::MemoryTransport;
 use eventbus_core::transport::{StreamTransport, Topic};
 use eventbus_core::PubSubTransport;
-use eventbus_redis::{RedisConfig, RedisPubSub, RedisSagaStore, RedisTransport};
+use eventbus_redis::{RedisPubSub, RedisSagaStore, RedisTransport};
 
+mod server;
 mod shared_server;
 
+pub use server::{raw_connection, NamespaceGuard, RawConnection, Server};
 pub use shared_server::redis_url;
 
 /// A unique namespace for a test.
@@ -36,104 +44,28 @@ pub fn namespace(test: &str) -> String {
     )
 }
 
-/// Deletes a test's keys when dropped — at the end of the test, or while a failing test
-/// unwinds: every key matching `{namespace}:*` (`SCAN` + `UNLINK`), plus the keys given to
-/// [`also`](Self::also). Uses a blocking connection on a thread of its own, so it works from
-/// `Drop` inside or outside a runtime.
-#[derive(Debug)]
-pub struct NamespaceGuard {
-    namespace: String,
-    extra: std::sync::Mutex<Vec<String>>,
-}
-
-impl NamespaceGuard {
-    /// A guard of `namespace`.
-    pub fn new(namespace: impl Into<String>) -> Self {
-        NamespaceGuard {
-            namespace: namespace.into(),
-            extra: std::sync::Mutex::default(),
-        }
-    }
-
-    /// The namespace it deletes.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    /// Deletes `key` too (a key outside the namespace the test writes, such as the
-    /// article's unprefixed read-model keys).
-    pub fn also(&self, key: impl Into<String>) {
-        self.extra
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(key.into());
-    }
-
-    /// Deletes the keys now (also done on drop). Returns how many were deleted.
-    pub fn delete_now(&self) -> redis::RedisResult<u64> {
-        let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        delete_keys(&self.namespace, &extra)
-    }
-}
-
-impl Drop for NamespaceGuard {
-    fn drop(&mut self) {
-        let namespace = self.namespace.clone();
-        let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        // A thread of its own: a blocking connection must not run on a runtime's worker.
-        let done = std::thread::spawn(move || delete_keys(&namespace, &extra)).join();
-        if !matches!(done, Ok(Ok(_))) {
-            eprintln!(
-                "could not delete the keys of test namespace `{}`: {done:?}",
-                self.namespace
-            );
-        }
-    }
-}
-
-/// `SCAN MATCH {namespace}:*` + `UNLINK`, and `UNLINK` of `extra`, on a blocking connection.
-fn delete_keys(namespace: &str, extra: &[String]) -> redis::RedisResult<u64> {
-    let client = redis::Client::open(redis_url())?;
-    let mut conn = client.get_connection()?;
-    let pattern = format!("{}:*", glob_escape(namespace));
-    let mut keys: Vec<String> = extra.to_vec();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query(&mut conn)?;
-        keys.extend(batch);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    let mut deleted = 0;
-    for chunk in keys.chunks(500) {
-        deleted += redis::cmd("UNLINK").arg(chunk).query::<u64>(&mut conn)?;
-    }
-    Ok(deleted)
-}
-
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Runs the Redis variant of a behaviour test on a runtime of its own: builds the backend,
 /// runs `body`, shuts the runtime down (stopping every task the test spawned), deletes the
 /// test's namespace, and only then lets a failure (panic) continue.
 pub fn run_on_redis<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    run_on(Server::single(), test, body);
+}
+
+/// [`run_on_redis`] on this process's cluster ([`process_cluster`], started by the first
+/// test that needs it).
+pub fn run_on_cluster<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    run_on(Server::cluster(), test, body);
+}
+
+fn run_on<F, Fut>(server: Server, test: &str, body: F)
 where
     F: FnOnce(Backend) -> Fut,
     Fut: Future<Output = ()>,
@@ -146,30 +78,15 @@ where
         .expect("build a tokio runtime");
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(async {
-            let backend = Backend::redis_in(namespace.clone()).await;
+            let backend = Backend::redis_on(server.clone(), namespace.clone()).await;
             body(backend).await;
         })
     }));
     runtime.shutdown_timeout(Duration::from_secs(5));
-    NamespaceGuard::new(namespace).delete_now().ok();
+    NamespaceGuard::on(server, namespace).delete_now().ok();
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-}
-
-/// A raw connection, for writing and reading entries the way other clients do.
-pub async fn raw_connection() -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(redis_url()).expect("REDIS_URL is not a valid Redis URL");
-    client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "integration tests need a Redis at {} (set REDIS_URL, or start one with \
-             `redis-server --save '' --appendonly no`): {e}",
-                redis_url()
-            )
-        })
 }
 
 /// The backend a behaviour test runs on.
@@ -177,8 +94,10 @@ pub async fn raw_connection() -> redis::aio::MultiplexedConnection {
 pub enum Backend {
     /// The in-memory transport.
     Memory(MemoryTransport),
-    /// Redis, in its own namespace.
+    /// Redis — the run's shared server or this process's cluster — in its own namespace.
     Redis {
+        /// The server or cluster.
+        server: Server,
         /// The transport.
         transport: RedisTransport,
         /// The test's namespace.
@@ -202,17 +121,30 @@ impl Backend {
 
     /// A Redis backend in `namespace`, deleted when the last clone is dropped.
     pub async fn redis_in(namespace: String) -> Self {
-        let guard = Arc::new(NamespaceGuard::new(namespace.clone()));
-        let config = RedisConfig::new(&redis_url())
-            .expect("REDIS_URL is not a valid Redis URL")
-            .namespace(namespace.clone());
-        let transport = RedisTransport::connect(config).await.unwrap_or_else(|e| {
-            panic!(
-                "integration tests need a Redis at {} (set REDIS_URL): {e}",
-                redis_url()
-            )
-        });
+        Backend::redis_on(Server::single(), namespace).await
+    }
+
+    /// A backend on this process's cluster ([`process_cluster`], started by the first test
+    /// that needs it) in `namespace`, deleted when the last clone is dropped. Every topic of
+    /// a cluster is partitioned (hash-tagged keys, qualified entry ids), even with one
+    /// partition.
+    pub async fn cluster_in(namespace: String) -> Self {
+        Backend::redis_on(Server::cluster(), namespace).await
+    }
+
+    /// A backend on `server` in `namespace`, deleted when the last clone is dropped.
+    pub async fn redis_on(server: Server, namespace: String) -> Self {
+        let guard = Arc::new(NamespaceGuard::on(server.clone(), namespace.clone()));
+        let transport = RedisTransport::connect(server.config(&namespace))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "integration tests need a Redis at {} (set REDIS_URL): {e}",
+                    server.url()
+                )
+            });
         Backend::Redis {
+            server,
             transport,
             namespace,
             guard,
@@ -270,44 +202,102 @@ impl Backend {
     pub async fn pubsub(&self) -> Arc<dyn PubSubTransport> {
         match self {
             Backend::Memory(_) => Arc::new(MemoryPubSub::new()),
-            Backend::Redis { namespace, .. } => {
-                let config = RedisConfig::new(&redis_url())
-                    .expect("REDIS_URL is not a valid Redis URL")
-                    .namespace(namespace.clone())
+            Backend::Redis {
+                server, namespace, ..
+            } => {
+                let config = server
+                    .config(namespace)
                     .channel_prefix(format!("{namespace}:events:"));
                 Arc::new(RedisPubSub::connect(config).await.unwrap_or_else(|e| {
                     panic!(
                         "integration tests need a Redis at {} (set REDIS_URL): {e}",
-                        redis_url()
+                        server.url()
                     )
                 }))
             }
         }
     }
 
-    /// Appends an entry that cannot be decoded (invalid JSON in `data`) to a topic's stream.
+    /// Appends an entry that cannot be decoded (invalid JSON in `data`) to a topic's stream
+    /// (its partition 0, see [`stream_key`](Self::stream_key)).
     pub async fn append_malformed(&self, topic: &Topic) {
         match self {
             Backend::Memory(t) => {
                 t.append_malformed(topic, "`data` is not valid JSON");
             }
-            Backend::Redis { namespace, .. } => {
-                let key = stream_key(namespace, topic);
-                let mut conn = raw_connection().await;
-                let _: String = redis::cmd("XADD")
-                    .arg(&key)
-                    .arg("*")
-                    .arg(&[
+            Backend::Redis { server, .. } => {
+                let key = self.stream_key(topic).await.expect("a topic has a stream");
+                let _: String = RawConnection::to(server)
+                    .await
+                    .query(redis::cmd("XADD").arg(&key).arg("*").arg(&[
                         ("event_id", "bad-1"),
                         ("event_type", topic_type(topic)),
                         ("source", "python-service"),
                         ("data", "{not json"),
                         ("timestamp", "1700000000.5"),
                         ("metadata", "{}"),
-                    ])
-                    .query_async(&mut conn)
+                    ]))
                     .await
                     .expect("XADD of a malformed entry");
+            }
+        }
+    }
+
+    /// Whether it runs on a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Backend::Redis { server, .. } if server.is_cluster())
+    }
+
+    /// On a cluster, gives `event_type` `partitions` partitions
+    /// ([`RedisTransport::create_topic`]); elsewhere does nothing. The consumers of a group
+    /// share a cluster's topic partition by partition (every topic there is partitioned),
+    /// where on one node they compete for the entries of a one-partition topic: to share
+    /// work on a cluster, a topic needs a partition per consumer.
+    pub async fn cluster_partitions(&self, event_type: &str, partitions: u32) {
+        if let Backend::Redis { transport, .. } = self {
+            if self.is_cluster() {
+                transport
+                    .create_topic(event_type, partitions)
+                    .await
+                    .expect("create a partitioned topic");
+            }
+        }
+    }
+
+    /// How long the partitions of a consumer that died stay leased to it before a survivor
+    /// of its group takes them over, with its pending entries: the lease time to live on a
+    /// cluster (`LEASE_TTL` of eventbus-redis's partition sharing, 10 s), where every topic
+    /// is shared by partition leases; zero elsewhere, where survivors claim idle entries.
+    pub fn dead_consumer_lease(&self) -> Duration {
+        if self.is_cluster() {
+            Duration::from_secs(10)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// On a cluster, waits until the partitions of `event_type` are held by `n` different
+    /// consumers of `group` ([`wait_for_owners`]); elsewhere returns at once.
+    pub async fn cluster_owners(&self, group: &str, event_type: &str, n: usize) {
+        if let Backend::Redis { transport, .. } = self {
+            if self.is_cluster() {
+                wait_for_owners(transport, group, event_type, n).await;
+            }
+        }
+    }
+
+    /// The Redis key of partition 0 of a topic's stream: `{ns}:stream:{type}` on a single
+    /// node when the topic has one partition, the hash-tagged partition stream on a cluster
+    /// (every topic of a cluster is partitioned). `None` in memory.
+    pub async fn stream_key(&self, topic: &Topic) -> Option<String> {
+        match self {
+            Backend::Memory(_) => None,
+            Backend::Redis { transport, .. } => {
+                let streams = transport
+                    .partition_streams(topic)
+                    .await
+                    .expect("the partition streams of a topic");
+                streams.into_iter().next()
             }
         }
     }
@@ -328,24 +318,19 @@ impl Backend {
         }
     }
 
-    /// Simulates losing the consumer group (a `FLUSHALL` or failover).
+    /// Simulates losing the consumer group (a `FLUSHALL` or failover): deletes every key of
+    /// the namespace, on every master of a cluster.
     pub async fn lose_groups(&self) {
         match self {
             Backend::Memory(t) => t.flush(),
-            Backend::Redis { namespace, .. } => {
-                let mut conn = raw_connection().await;
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{namespace}:*"))
-                    .query_async(&mut conn)
+            Backend::Redis {
+                server, namespace, ..
+            } => {
+                let (server, namespace) = (server.clone(), namespace.clone());
+                tokio::task::spawn_blocking(move || server.delete_keys(&namespace, &[]))
                     .await
-                    .expect("KEYS");
-                if !keys.is_empty() {
-                    let _: i64 = redis::cmd("DEL")
-                        .arg(&keys)
-                        .query_async(&mut conn)
-                        .await
-                        .expect("DEL");
-                }
+                    .expect("the deleting task")
+                    .expect("delete the namespace's keys");
             }
         }
     }
@@ -358,7 +343,8 @@ fn topic_type(topic: &Topic) -> &str {
     }
 }
 
-/// The Redis key of a topic's stream in a namespace.
+/// The Redis key of a topic's stream in a namespace, unpartitioned (a single node, one
+/// partition); [`Backend::stream_key`] knows partitions and clusters.
 pub fn stream_key(namespace: &str, topic: &Topic) -> String {
     eventbus_redis::Keys::new(namespace).stream(topic)
 }
@@ -381,23 +367,71 @@ where
     }
 }
 
-/// Runs a behaviour test on both backends: `both!(name)` expects `async fn name(Backend)`.
+/// Waits until the partitions of `event_type` are held by `n` different consumers of
+/// `group`, each partition by one.
+pub async fn wait_for_owners(transport: &RedisTransport, group: &str, event_type: &str, n: usize) {
+    let topic = Topic::of_type(event_type);
+    eventually(
+        Duration::from_secs(30),
+        &format!("partitions shared by {n} consumers"),
+        || async {
+            let owners = transport
+                .partition_owners(group, &topic)
+                .await
+                .expect("the partition owners");
+            let distinct: std::collections::BTreeSet<&String> = owners.iter().flatten().collect();
+            owners.iter().all(Option::is_some) && distinct.len() == n
+        },
+    )
+    .await;
+}
+
+/// Runs a behaviour test on both backends: `both!(name)` expects `async fn name(Backend)`,
+/// and makes `name::memory` and `name::redis`.
 #[macro_export]
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn memory() {
-                    super::$name($crate::Backend::memory()).await;
-                }
+                $crate::__memory_and_redis!($name);
+            }
+        )*
+    };
+}
+
+/// [`both!`] plus `name::cluster`, the test on this process's cluster (started by the first
+/// such test, shared by the others, each in a namespace of its own): for the suites that
+/// run on a cluster too.
+#[macro_export]
+macro_rules! all_three {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                $crate::__memory_and_redis!($name);
 
                 #[test]
-                fn redis() {
-                    $crate::run_on_redis(stringify!($name), super::$name);
+                fn cluster() {
+                    $crate::run_on_cluster(stringify!($name), super::$name);
                 }
             }
         )*
+    };
+}
+
+/// The `memory` and `redis` tests of a behaviour test, for [`both!`] and [`all_three!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __memory_and_redis {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn memory() {
+            super::$name($crate::Backend::memory()).await;
+        }
+
+        #[test]
+        fn redis() {
+            $crate::run_on_redis(stringify!($name), super::$name);
+        }
     };
 }
 
@@ -546,6 +580,16 @@ impl RedisServer {
     /// Its port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's working directory (removed when it is dropped).
+    pub fn dir(&self) -> &std::path::Path {
+        &self._dir.0
     }
 
     /// SIGKILLs the server (a crash: nothing is flushed).

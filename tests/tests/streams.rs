@@ -1,4 +1,5 @@
-//! Behaviour of the Streams event bus, on Redis and on the in-memory transport.
+//! Behaviour of the Streams event bus, on the in-memory transport, on one Redis and on a
+//! Redis Cluster (where every topic is partitioned, even with one partition).
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by unwrapping.
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use eventbus_core::transport::{ConsumerSpec, StartFrom, Topic};
 use eventbus_core::{event, Backoff, Context, Envelope, EventBus, HandlerError, OrderBy};
-use eventbus_tests::{both, eventually, Backend};
+use eventbus_tests::{all_three, eventually, Backend};
 use serde_json::Value;
 
 #[event(name = "TestPing")]
@@ -64,7 +65,7 @@ async fn pending(bus: &EventBus, group: &str) -> u64 {
         .sum()
 }
 
-both!(
+all_three!(
     publishes_to_type_and_global_streams,
     at_least_once_across_a_dead_consumer,
     two_consumers_share_without_duplicates,
@@ -158,8 +159,9 @@ async fn at_least_once_across_a_dead_consumer(backend: Backend) {
         .start()
         .await
         .unwrap();
+    // On a cluster the survivor gets the dead consumer's partition when its lease expires.
     eventually(
-        WAIT,
+        WAIT + backend.dead_consumer_lease(),
         "the survivor handles the dead consumer's entries",
         || async { len(&seen) == 20 },
     )
@@ -177,6 +179,8 @@ async fn at_least_once_across_a_dead_consumer(backend: Backend) {
 
 async fn two_consumers_share_without_duplicates(backend: Backend) {
     let bus = EventBus::from_arc(backend.transport(), "shared");
+    // Consumers share a cluster's topics by partition: one each.
+    backend.cluster_partitions("TestPing", 2).await;
     let seen: Arc<Mutex<Vec<(u8, u32)>>> = Arc::default();
     let mut subs = Vec::new();
     for who in [1u8, 2] {
@@ -201,6 +205,10 @@ async fn two_consumers_share_without_duplicates(backend: Backend) {
                 .unwrap(),
         );
     }
+    // A cluster hands a partition to the second consumer within a second or so.
+    backend
+        .cluster_owners("shared-consumers", "TestPing", 2)
+        .await;
     for chunk in 0..20u32 {
         bus.publish_batch((0..10).map(|i| Ping { n: chunk * 10 + i }))
             .await

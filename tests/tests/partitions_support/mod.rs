@@ -9,6 +9,7 @@ use eventbus_core::transport::StartFrom;
 use eventbus_core::{Envelope, EventBus, StreamTransport, Subscription};
 use eventbus_redis::RedisTransport;
 use eventbus_tests::eventually;
+pub use eventbus_tests::wait_for_owners;
 use serde_json::{json, Value};
 
 /// What the handlers saw, in the order they saw it: (consumer, key, sequence number).
@@ -79,22 +80,6 @@ pub async fn consumer(
         .start()
         .await
         .unwrap()
-}
-
-/// Waits until the partitions of `event_type` are held by `n` different consumers of
-/// `group`, each partition by one.
-pub async fn wait_for_owners(transport: &RedisTransport, group: &str, event_type: &str, n: usize) {
-    let topic = eventbus_core::Topic::of_type(event_type);
-    eventually(
-        Duration::from_secs(30),
-        &format!("partitions shared by {n} consumers"),
-        || async {
-            let owners = transport.partition_owners(group, &topic).await.unwrap();
-            let distinct: BTreeSet<&String> = owners.iter().flatten().collect();
-            owners.iter().all(Option::is_some) && distinct.len() == n
-        },
-    )
-    .await;
 }
 
 /// Waits until `seen` holds `n` events.

@@ -1,10 +1,15 @@
 //! A local Redis Cluster of 3 masters and 3 replicas for the tests: every node a
 //! `redis-server --cluster-enabled yes` of the test's own on free ports, joined with
-//! `redis-cli --cluster create … --cluster-replicas 1`, stopped (by pid) when dropped.
+//! `redis-cli --cluster create … --cluster-replicas 1`, stopped (by pid) when dropped; and
+//! the cluster a test process shares between its behaviour tests ([`process_cluster`]).
+
+mod shared;
 
 use std::time::Duration;
 
 use crate::RedisServer;
+
+pub use shared::{process_cluster, ProcessCluster};
 
 /// A running cluster; dropping it stops every node.
 pub struct RedisCluster {
@@ -21,24 +26,30 @@ impl RedisCluster {
     /// `cluster_state:ok` and every replica is in sync with its master (so that killing a
     /// master fails over to it).
     pub async fn start() -> Self {
+        RedisCluster::start_with(|_| {}).await
+    }
+
+    /// [`start`](Self::start), calling `started` with each node as soon as it runs (before
+    /// the cluster is formed), so a watchdog can learn of it.
+    pub async fn start_with(mut started: impl FnMut(&RedisServer)) -> Self {
         let mut nodes = Vec::new();
         for _ in 0..6 {
             let bus = free_port().to_string();
-            nodes.push(
-                RedisServer::start(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-port",
-                    &bus,
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--repl-diskless-sync-delay",
-                    "0",
-                ])
-                .await,
-            );
+            let node = RedisServer::start(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus,
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--repl-diskless-sync-delay",
+                "0",
+            ])
+            .await;
+            started(&node);
+            nodes.push(node);
         }
         let addresses: Vec<String> = nodes
             .iter()
