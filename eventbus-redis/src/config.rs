@@ -17,6 +17,9 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_STREAM_MAXLEN: u64 = 100_000;
 /// Default approximate length limit of the global stream (as in the reference article).
 pub const DEFAULT_GLOBAL_MAXLEN: u64 = 500_000;
+/// Default time to live of partition leases and group memberships.
+pub const DEFAULT_PARTITION_LEASE: Duration = Duration::from_secs(10);
+
 /// Default approximate length limit of a dead-letter stream.
 pub const DEFAULT_DEAD_LETTER_MAXLEN: u64 = 100_000;
 
@@ -61,6 +64,8 @@ pub struct RedisConfig {
     cluster: Option<Vec<redis::ConnectionInfo>>,
     /// Replicas a publish waits for (`WAIT`), and for how long.
     publish_replicas: Option<(u32, Duration)>,
+    /// Time to live of partition leases and group memberships.
+    partition_lease: Duration,
 }
 
 impl RedisConfig {
@@ -111,6 +116,7 @@ impl RedisConfig {
         Ok(RedisConfig {
             cluster,
             publish_replicas: None,
+            partition_lease: DEFAULT_PARTITION_LEASE,
             client,
             redacted_url,
             namespace: DEFAULT_NAMESPACE.to_owned(),
@@ -258,6 +264,22 @@ impl RedisConfig {
     /// [`publish_wait_for_replicas`](Self::publish_wait_for_replicas)).
     pub fn publish_replicas(&self) -> Option<(u32, Duration)> {
         self.publish_replicas
+    }
+
+    /// Sets how long a partition lease (and a group membership) outlives its last renewal
+    /// (default 10 s, at least 1 s): how long the partitions of a consumer that died wait
+    /// before the group's other consumers take them over, with its pending entries. Renewals
+    /// run every tenth of it (at most every second). Every consumer of a group should use
+    /// the same value. Shorter takes over sooner, at the cost of more renewals and of
+    /// hand-overs when a consumer is paused (a long GC-like stall, a slow link).
+    pub fn partition_lease(mut self, ttl: Duration) -> Self {
+        self.partition_lease = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The time to live of partition leases (see [`partition_lease`](Self::partition_lease)).
+    pub fn partition_lease_ttl(&self) -> Duration {
+        self.partition_lease
     }
 
     /// Sets how long connecting may take (default 5 s).

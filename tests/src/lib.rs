@@ -33,7 +33,7 @@ use eventbus_redis::{RedisPubSub, RedisSagaStore, RedisTransport};
 mod server;
 mod shared_server;
 
-pub use server::{raw_connection, NamespaceGuard, RawConnection, Server};
+pub use server::{raw_connection, NamespaceGuard, RawConnection, Server, TEST_PARTITION_LEASE};
 pub use shared_server::redis_url;
 
 /// A unique namespace for a test.
@@ -266,11 +266,11 @@ impl Backend {
 
     /// How long the partitions of a consumer that died stay leased to it before a survivor
     /// of its group takes them over, with its pending entries: the lease time to live on a
-    /// cluster (`LEASE_TTL` of eventbus-redis's partition sharing, 10 s), where every topic
-    /// is shared by partition leases; zero elsewhere, where survivors claim idle entries.
+    /// cluster ([`TEST_PARTITION_LEASE`]), where every topic is shared by partition
+    /// leases; zero elsewhere, where survivors claim idle entries.
     pub fn dead_consumer_lease(&self) -> Duration {
         if self.is_cluster() {
-            Duration::from_secs(10)
+            server::TEST_PARTITION_LEASE
         } else {
             Duration::ZERO
         }

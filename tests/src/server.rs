@@ -5,6 +5,10 @@ use crate::cluster::{process_cluster, ProcessCluster};
 use crate::redis_url;
 use eventbus_redis::RedisConfig;
 
+/// The partition lease of the tests' transports: short, so that the partitions of a consumer
+/// a test lets die are taken over quickly.
+pub const TEST_PARTITION_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The Redis a backend's keys live on: the run's shared server, or this process's cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Server {
@@ -38,6 +42,7 @@ impl Server {
         RedisConfig::new(self.url())
             .unwrap_or_else(|e| panic!("{} is not a valid Redis URL: {e}", self.url()))
             .namespace(namespace)
+            .partition_lease(TEST_PARTITION_LEASE)
     }
 
     /// Whether it is a cluster.

@@ -18,9 +18,14 @@ async fn transport(test: &str) -> (RedisTransport, NamespaceGuard) {
     let namespace = eventbus_tests::namespace(test);
     let guard = NamespaceGuard::new(namespace.clone());
     let url = eventbus_tests::redis_url();
-    let transport = RedisTransport::connect(RedisConfig::new(&url).unwrap().namespace(namespace))
-        .await
-        .unwrap();
+    let transport = RedisTransport::connect(
+        RedisConfig::new(&url)
+            .unwrap()
+            .namespace(namespace)
+            .partition_lease(eventbus_tests::TEST_PARTITION_LEASE),
+    )
+    .await
+    .unwrap();
     (transport, guard)
 }
 

@@ -8,7 +8,8 @@
 //! reading it at once, keeps renewing its lease until every entry it read from there is
 //! settled, and only then releases it; the new holder takes the lease, takes over what is
 //! still pending there from consumers that are gone, in stream order, and then reads on.
-//! A consumer that dies stops renewing: its leases expire after [`LEASE_TTL`] and its
+//! A consumer that dies stops renewing: its leases expire after their time to live
+//! ([`RedisConfig::partition_lease`](crate::RedisConfig::partition_lease), 10 s) and its
 //! partitions, with their pending entries, are taken over.
 //!
 //! Topics with one partition on a single node keep the unpartitioned behaviour: every
@@ -26,12 +27,15 @@ use tokio_util::sync::CancellationToken;
 use crate::client::Inner;
 use crate::partition::{self, create_group, scripts, Directory, Part};
 
-/// How often a consumer renews its membership and leases and looks at the assignment.
+/// How often a consumer renews its membership and leases and looks at the assignment, at
+/// most: a tenth of the lease's time to live
+/// ([`RedisConfig::partition_lease`](crate::RedisConfig::partition_lease)), at most a second.
 pub(crate) const TICK: Duration = Duration::from_secs(1);
 
-/// How long a lease (and a membership) outlives its last renewal: how long the partitions
-/// of a consumer that died wait before another consumer takes them over.
-pub(crate) const LEASE_TTL: Duration = Duration::from_secs(10);
+/// The renewal period for a lease time to live.
+pub(crate) fn tick_for(ttl: Duration) -> Duration {
+    (ttl / 10).min(TICK)
+}
 
 /// Pending entries of a live member idle this long are taken over with its partition (it
 /// stopped renewing them, so it is not working on them).
@@ -76,9 +80,8 @@ impl Holding {
     /// Whether its lease is surely still this consumer's: renewed within two thirds of its
     /// time to live. A consumer that could not renew (Redis unreachable) stops reading the
     /// partition before the lease can lapse and pass to another consumer.
-    fn fresh(&self) -> bool {
-        self.renewed
-            .is_none_or(|at| at.elapsed() < LEASE_TTL * 2 / 3)
+    fn fresh(&self, ttl: Duration) -> bool {
+        self.renewed.is_none_or(|at| at.elapsed() < ttl * 2 / 3)
     }
 }
 
@@ -100,6 +103,8 @@ pub(crate) struct Sharing {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// One round at a time (the background one, or the first read's).
     round: tokio::sync::Mutex<()>,
+    /// The leases' time to live.
+    ttl: Duration,
 }
 
 #[derive(Debug)]
@@ -135,6 +140,7 @@ impl Sharing {
             stop: CancellationToken::new(),
             task: Mutex::new(None),
             round: tokio::sync::Mutex::new(()),
+            ttl: inner.config.partition_lease_ttl(),
         }
     }
 
@@ -187,7 +193,7 @@ impl Sharing {
         let mut out = Vec::new();
         for (i, topic) in state.topics.iter().enumerate() {
             for (index, holding) in &topic.held {
-                if holding.assigned && holding.takeover.is_none() && holding.fresh() {
+                if holding.assigned && holding.takeover.is_none() && holding.fresh(self.ttl) {
                     if let Some(part) = topic.parts.get(*index as usize) {
                         out.push(Readable {
                             topic: i,
@@ -312,7 +318,7 @@ async fn run(inner: Arc<Inner>, sharing: Arc<Sharing>, group: String, me: String
         }
         tokio::select! {
             _ = sharing.stop.cancelled() => break,
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(tick_for(sharing.ttl)) => {}
         }
     }
 }
@@ -372,14 +378,21 @@ pub(crate) async fn tick(
     }
     let any_partitioned = sharing.state().topics.iter().any(|t| t.partitioned);
     let live = if any_partitioned {
-        renew_membership(inner, group, me).await?
+        renew_membership(inner, group, me, sharing.ttl).await?
     } else {
         Vec::new()
+    };
+    let round = Round {
+        inner,
+        sharing,
+        group,
+        me,
+        live: &live,
     };
     for (i, (topic, count)) in topics.iter().zip(counts).enumerate() {
         let partitioned = sharing.state().topics[i].partitioned;
         if let (Some(count), true) = (count, partitioned) {
-            lease_round(inner, sharing, group, me, i, topic, count, &live).await?;
+            round.leases(i, topic, count).await;
         }
     }
     let mut state = sharing.state();
@@ -430,10 +443,15 @@ async fn refresh_parts(
 }
 
 /// Renews this consumer's membership and returns the live members, sorted.
-async fn renew_membership(inner: &Inner, group: &str, me: &str) -> CoreResult<Vec<String>> {
+async fn renew_membership(
+    inner: &Inner,
+    group: &str,
+    me: &str,
+    ttl: Duration,
+) -> CoreResult<Vec<String>> {
     let key = inner.keys.members(group);
     let now = now_ms();
-    let ttl = u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX);
+    let ttl = millis(ttl);
     let mut pipe = redis::pipe();
     pipe.cmd("ZADD").arg(&key).arg(now + ttl).arg(me).ignore();
     pipe.cmd("ZREMRANGEBYSCORE")
@@ -465,134 +483,145 @@ pub(crate) fn assignee<'a>(live: &'a [String], topic: &Topic, index: u32) -> Opt
     live.get(slot as usize).map(String::as_str)
 }
 
-/// Takes, keeps, hands over and releases the leases of one topic's partitions.
-#[allow(clippy::too_many_arguments)]
-async fn lease_round(
-    inner: &Inner,
-    sharing: &Sharing,
-    group: &str,
-    me: &str,
-    i: usize,
-    topic: &Topic,
-    count: u32,
-    live: &[String],
-) -> CoreResult<()> {
-    let ttl = u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX);
-    forget_settled(inner, sharing, group, me, i, topic, live).await;
-    // What to do per partition: Some(true) take or keep, Some(false) release, None nothing.
-    let plan: Vec<(u32, bool, bool)> = {
-        let state = sharing.state();
-        let t = &state.topics[i];
-        (0..count)
-            .filter_map(|index| {
-                let mine = assignee(live, topic, index) == Some(me);
-                let held = t.held.contains_key(&index);
-                let drained = t.outstanding.get(&index).is_none_or(HashSet::is_empty);
-                match (mine, held) {
-                    (true, _) => Some((index, true, mine)),
-                    (false, true) if drained => Some((index, false, mine)),
-                    // Still draining: keep the lease, read nothing more from it.
-                    (false, true) => Some((index, true, mine)),
-                    (false, false) => None,
+/// One round's view: who this consumer is and who is alive.
+struct Round<'a> {
+    inner: &'a Inner,
+    sharing: &'a Sharing,
+    group: &'a str,
+    me: &'a str,
+    live: &'a [String],
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Round<'_> {
+    /// Takes, keeps, hands over and releases the leases of one topic's partitions (a lease
+    /// that fails is tried again next round).
+    async fn leases(&self, i: usize, topic: &Topic, count: u32) {
+        let Round {
+            inner,
+            sharing,
+            group,
+            me,
+            live,
+        } = *self;
+        let ttl = millis(sharing.ttl);
+        self.forget_settled(i, topic).await;
+        // What to do per partition: Some(true) take or keep, Some(false) release, None nothing.
+        let plan: Vec<(u32, bool, bool)> = {
+            let state = sharing.state();
+            let t = &state.topics[i];
+            (0..count)
+                .filter_map(|index| {
+                    let mine = assignee(live, topic, index) == Some(me);
+                    let held = t.held.contains_key(&index);
+                    let drained = t.outstanding.get(&index).is_none_or(HashSet::is_empty);
+                    match (mine, held) {
+                        (true, _) => Some((index, true, mine)),
+                        (false, true) if drained => Some((index, false, mine)),
+                        // Still draining: keep the lease, read nothing more from it.
+                        (false, true) => Some((index, true, mine)),
+                        (false, false) => None,
+                    }
+                })
+                .collect()
+        };
+        let results = futures_util::future::join_all(plan.iter().map(|&(index, keep, _)| {
+            let key = inner.keys.lease(group, topic, index);
+            let mut conn = inner.conn.clone();
+            async move {
+                let script = if keep {
+                    &*scripts::LEASE
+                } else {
+                    &*scripts::RELEASE
+                };
+                let mut invocation = script.key(&key);
+                invocation.arg(me);
+                if keep {
+                    invocation.arg(ttl);
                 }
-            })
-            .collect()
-    };
-    let results = futures_util::future::join_all(plan.iter().map(|&(index, keep, _)| {
-        let key = inner.keys.lease(group, topic, index);
-        let mut conn = inner.conn.clone();
-        async move {
-            let script = if keep {
-                &*scripts::LEASE
-            } else {
-                &*scripts::RELEASE
-            };
-            let mut invocation = script.key(&key);
-            invocation.arg(me);
-            if keep {
-                invocation.arg(ttl);
+                invocation.invoke_async::<i64>(&mut conn).await
             }
-            invocation.invoke_async::<i64>(&mut conn).await
-        }
-    }))
-    .await;
-    let mut state = sharing.state();
-    let t = &mut state.topics[i];
-    for (&(index, keep, mine), result) in plan.iter().zip(results) {
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                tracing::warn!(topic = %topic, partition = index, error = %e, "lease round failed");
+        }))
+        .await;
+        let mut state = sharing.state();
+        let t = &mut state.topics[i];
+        for (&(index, keep, mine), result) in plan.iter().zip(results) {
+            let outcome = match result {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::warn!(topic = %topic, partition = index, error = %e, "lease round failed");
+                    continue;
+                }
+            };
+            if !keep {
+                t.held.remove(&index);
+                tracing::info!(topic = %topic, partition = index, group, consumer = me, "partition handed over");
                 continue;
             }
-        };
-        if !keep {
-            t.held.remove(&index);
-            tracing::info!(topic = %topic, partition = index, group, consumer = me, "partition handed over");
-            continue;
-        }
-        match (outcome, t.held.get_mut(&index)) {
-            (0, Some(_)) => {
-                // Someone else holds it now (ours expired): stop reading it.
-                t.held.remove(&index);
-                tracing::warn!(topic = %topic, partition = index, group, consumer = me, "partition lease lost");
-            }
-            (0, None) => {}
-            (_, Some(holding)) => {
-                holding.assigned = mine;
-                holding.renewed = Some(Instant::now());
-            }
-            (_, None) => {
-                tracing::info!(topic = %topic, partition = index, group, consumer = me, "partition taken");
-                t.held.insert(
-                    index,
-                    Holding {
-                        assigned: mine,
-                        takeover: Some("0-0".to_owned()),
-                        renewed: Some(Instant::now()),
-                    },
-                );
+            match (outcome, t.held.get_mut(&index)) {
+                (0, Some(_)) => {
+                    // Someone else holds it now (ours expired): stop reading it.
+                    t.held.remove(&index);
+                    tracing::warn!(topic = %topic, partition = index, group, consumer = me, "partition lease lost");
+                }
+                (0, None) => {}
+                (_, Some(holding)) => {
+                    holding.assigned = mine;
+                    holding.renewed = Some(Instant::now());
+                }
+                (_, None) => {
+                    tracing::info!(topic = %topic, partition = index, group, consumer = me, "partition taken");
+                    t.held.insert(
+                        index,
+                        Holding {
+                            assigned: mine,
+                            takeover: Some("0-0".to_owned()),
+                            renewed: Some(Instant::now()),
+                        },
+                    );
+                }
             }
         }
     }
-    Ok(())
-}
 
-/// For partitions being handed over whose entries this consumer still counts as unsettled,
-/// asks Redis whether any is still pending for it: an entry can leave without passing
-/// through here (acknowledged or claimed elsewhere), and must not hold the hand-over up.
-async fn forget_settled(
-    inner: &Inner,
-    sharing: &Sharing,
-    group: &str,
-    me: &str,
-    i: usize,
-    topic: &Topic,
-    live: &[String],
-) {
-    let draining: Vec<Part> = {
-        let state = sharing.state();
-        let t = &state.topics[i];
-        t.held
-            .keys()
-            .filter(|index| assignee(live, topic, **index) != Some(me))
-            .filter(|index| t.outstanding.get(index).is_some_and(|set| !set.is_empty()))
-            .filter_map(|index| t.parts.get(*index as usize).cloned())
-            .collect()
-    };
-    for part in draining {
-        let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
-            .arg(&part.key)
-            .arg(group)
-            .arg("-")
-            .arg("+")
-            .arg(1)
-            .arg(me)
-            .query_async(&mut inner.conn.clone())
-            .await;
-        if matches!(pending, Ok(Value::Array(ref rows)) if rows.is_empty()) {
-            let mut state = sharing.state();
-            state.topics[i].outstanding.remove(&part.index);
+    /// For partitions being handed over whose entries this consumer still counts as unsettled,
+    /// asks Redis whether any is still pending for it: an entry can leave without passing
+    /// through here (acknowledged or claimed elsewhere), and must not hold the hand-over up.
+    async fn forget_settled(&self, i: usize, topic: &Topic) {
+        let Round {
+            inner,
+            sharing,
+            group,
+            me,
+            live,
+        } = *self;
+        let draining: Vec<Part> = {
+            let state = sharing.state();
+            let t = &state.topics[i];
+            t.held
+                .keys()
+                .filter(|index| assignee(live, topic, **index) != Some(me))
+                .filter(|index| t.outstanding.get(index).is_some_and(|set| !set.is_empty()))
+                .filter_map(|index| t.parts.get(*index as usize).cloned())
+                .collect()
+        };
+        for part in draining {
+            let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
+                .arg(&part.key)
+                .arg(group)
+                .arg("-")
+                .arg("+")
+                .arg(1)
+                .arg(me)
+                .query_async(&mut inner.conn.clone())
+                .await;
+            if matches!(pending, Ok(Value::Array(ref rows)) if rows.is_empty()) {
+                let mut state = sharing.state();
+                state.topics[i].outstanding.remove(&part.index);
+            }
         }
     }
 }
