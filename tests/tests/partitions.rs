@@ -189,3 +189,33 @@ async fn an_all_subscription_reads_every_partition_of_the_global_stream() {
         }
     }
 }
+
+#[eventbus_core::event(name = "Part.Projected")]
+struct Projected {
+    id: String,
+}
+
+#[eventbus_core::projection(counter = "part-projected:{id}", on = Projected)]
+struct Counted;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_refuses_a_partitioned_topic_with_a_clear_error() {
+    use eventbus_core::projection::{ProjectionRunner, ReadModel};
+    use eventbus_core::EventBus;
+    use eventbus_redis::RedisReadModels;
+
+    let (transport, _guard) = transport("partitions-projection").await;
+    transport.create_topic("Part.Projected", 2).await.unwrap();
+    let bus = EventBus::new(transport.clone(), "partition-test");
+    let models = eventbus_core::ReadModels::new(RedisReadModels::new(&transport));
+    let err = ProjectionRunner::new(&bus, &models, Counted::projection())
+        .start()
+        .await
+        .err()
+        .expect("a projection on a partitioned topic must not start");
+    let text = err.to_string();
+    assert!(
+        text.contains("Part.Projected") && text.contains("partitioned"),
+        "{text}"
+    );
+}

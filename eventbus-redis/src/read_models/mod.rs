@@ -228,6 +228,23 @@ impl ReadModelStore for RedisReadModels {
         projection: &str,
         token: &str,
     ) -> CoreResult<Box<dyn StreamConsumer>> {
+        // A projection commits an entry together with its stream's ack in one script: on a
+        // partitioned topic the partitions' streams would each need their own commit path.
+        for topic in &spec.topics {
+            let count = crate::partition::Directory::topic_count(&self.inner, topic).await?;
+            if crate::partition::Directory::partitioned(&self.inner, count) {
+                return Err(CoreError::Config(format!(
+                    "projection `{projection}` reads topic {topic}, which is partitioned \
+                     ({count} partition(s){}): projections read unpartitioned topics only, \
+                     for now (partitioned topics and Redis Cluster come with issue 13)",
+                    if self.inner.config.is_cluster() {
+                        ", on a cluster"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
         let fenced = FencedConsumer::new(
             self.inner.clone(),
             consumer,
