@@ -12,6 +12,7 @@ use serde_json::Value as Json;
 
 use crate::client::{Inner, RedisClient};
 use crate::codec;
+use crate::partition::{self, Directory};
 use crate::reply;
 use crate::scripts;
 use crate::transport::RedisTransport;
@@ -26,10 +27,12 @@ use crate::transport::RedisTransport;
 /// appends to the aggregate stream, bumps the version and `XADD`s each event to its type's
 /// stream and to the global stream (with their configured `MAXLEN ~`): no event is stored
 /// without being published, and none published without being stored. Aggregate streams are
-/// never trimmed.
+/// never trimmed. On a partitioned topic an event goes to its partition (by its partition
+/// key: the aggregate id unless the event names another), so one aggregate's events keep
+/// their order.
 ///
-/// In Redis Cluster the script's keys must share a slot; that needs a partitioned key layout
-/// (`Keys`), which does not exist yet: use a single Redis (or a replicated primary).
+/// In Redis Cluster the script's keys must share a slot, which the aggregate keys don't
+/// yet: use a single Redis (or a replicated primary).
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -148,18 +151,35 @@ impl EventStore for RedisEventStore {
         expected: u64,
         events: &[Envelope<Json>],
     ) -> CoreResult<Vec<EntryId>> {
-        let keys = &self.inner.keys;
-        let config = &self.inner.config;
+        let inner = &self.inner;
+        let keys = &inner.keys;
+        let config = &inner.config;
+        // Each event goes to its partition (by its key: the aggregate id, unless the event
+        // names another), its type stream and its share of the global stream.
+        let mut placed = Vec::with_capacity(events.len());
+        for event in events {
+            let count = Directory::count(inner, &event.event_type).await?;
+            let index = inner.partitions.partition_of(event, count);
+            placed.push((index, Directory::partitioned(inner, count)));
+        }
+        let max = placed.iter().map(|(i, _)| *i).max().unwrap_or(0);
+        let tags = if config.is_cluster() || max > 0 {
+            Directory::tags(inner, max + 1).await?
+        } else {
+            Vec::new()
+        };
         let mut invocation =
             scripts::APPEND.key(keys.aggregate_stream(aggregate_type, aggregate_id));
         invocation
             .key(keys.aggregate_version(aggregate_type, aggregate_id))
-            .key(keys.stream(&Topic::All))
             .arg(expected)
             .arg(config.global_stream_maxlen())
             .arg(events.len());
-        for event in events {
-            invocation.key(keys.type_stream(&event.event_type));
+        for (event, (index, _)) in events.iter().zip(&placed) {
+            let topic = Topic::of_type(&event.event_type);
+            invocation
+                .key(Directory::part_of(inner, &topic, *index, &tags).key)
+                .key(Directory::part_of(inner, &Topic::All, *index, &tags).key);
             let fields = codec::encode(event)?;
             invocation
                 .arg(config.stream_maxlen(&event.event_type))
@@ -191,7 +211,11 @@ impl EventStore for RedisEventStore {
                 if ids.len() != events.len() {
                     return Err(protocol("one entry id per event"));
                 }
-                Ok(ids)
+                Ok(ids
+                    .iter()
+                    .zip(&placed)
+                    .map(|(id, (index, partitioned))| partition::qualify(*index, id, *partitioned))
+                    .collect())
             }
             Some(0) => Err(CoreError::Conflict {
                 aggregate_type: aggregate_type.to_owned(),

@@ -480,10 +480,10 @@ return 1
 /// Appends events to an aggregate's stream with an expected version, and publishes them to
 /// their per-type streams and the global stream: the event store's one atomic step.
 ///
-/// `KEYS[1]` aggregate stream, `KEYS[2]` version key, `KEYS[3]` global stream, `KEYS[3 + i]`
-/// the per-type stream of event `i`. `ARGV` expected version, global MAXLEN (0: none), event
-/// count, then per event: its per-type MAXLEN, its field count `n`, and `n` field/value
-/// pairs. Returns `{0, current_version}` on a version mismatch (nothing written), else
+/// `KEYS[1]` aggregate stream, `KEYS[2]` version key, then per event `i` (from 1) its
+/// per-type stream `KEYS[1 + 2i]` and global stream `KEYS[2 + 2i]` (its partition's, on a
+/// partitioned topic). `ARGV` expected version, global MAXLEN (0: none), event count, then
+/// per event: its per-type MAXLEN, its field count `n`, and `n` field/value pairs. Returns `{0, current_version}` on a version mismatch (nothing written), else
 /// `{1, new_version, per-type id 1, …}`.
 ///
 /// Every check comes before the first write (the version, the type of every key), and the
@@ -513,7 +513,7 @@ for i = 1, count do
   local fields = {}
   for j = a + 2, a + 1 + 2 * n do fields[#fields + 1] = ARGV[j] end
   a = a + 2 + 2 * n
-  local stream = KEYS[3 + i]
+  local stream = KEYS[1 + 2 * i]
   redis.call('XADD', KEYS[1], '0-' .. (expected + i), unpack(fields))
   local args = {stream}
   if maxlen > 0 then
@@ -522,7 +522,7 @@ for i = 1, count do
   args[#args + 1] = '*'
   for _, v in ipairs(fields) do args[#args + 1] = v end
   ids[#ids + 1] = redis.call('XADD', unpack(args))
-  local global = {KEYS[3]}
+  local global = {KEYS[2 + 2 * i]}
   if tonumber(ARGV[2]) > 0 then
     global[#global + 1] = 'MAXLEN'; global[#global + 1] = '~'; global[#global + 1] = ARGV[2]
   end

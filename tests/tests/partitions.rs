@@ -219,3 +219,43 @@ async fn a_projection_refuses_a_partitioned_topic_with_a_clear_error() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregates_events_go_to_the_partition_of_its_id() {
+    use eventbus_core::es::EventStore;
+    use eventbus_core::Envelope;
+    use eventbus_redis::partition::partition_for_key;
+    use eventbus_redis::RedisEventStore;
+    use serde_json::json;
+
+    let (transport, _guard) = transport("partitions-aggregates").await;
+    transport.create_topic("Part.Deposited", 4).await.unwrap();
+    let store = RedisEventStore::new(&transport);
+    let seen = Seen::default();
+    let reader = consumer(&transport, "Part.Deposited", "g", "c1", &seen).await;
+    for account in ["acc-1", "acc-2", "acc-3"] {
+        for version in 0..3u64 {
+            let event = Envelope::new(
+                "Part.Deposited",
+                1,
+                "bank",
+                json!({ "key": account, "seq": version }),
+            )
+            .with_metadata(eventbus_core::es::META_AGGREGATE_ID, account);
+            let ids = store
+                .append("Account", account, version, &[event])
+                .await
+                .unwrap();
+            let partition = partition_for_key(account, 4);
+            assert_eq!(
+                partitions_of(&ids),
+                [partition].into(),
+                "{account}'s events in its partition: {ids:?}"
+            );
+        }
+    }
+    wait_for(&seen, 9, WAIT).await;
+    reader.shutdown().await.unwrap();
+    let per_key = assert_once_in_order(&seen, 3, 3);
+    assert_eq!(per_key.len(), 1);
+}
