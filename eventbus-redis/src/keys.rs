@@ -44,6 +44,12 @@ const ALL: &str = "all";
 /// as a named topic by these.
 const NAMED: [&str; 2] = ["cmd:", "reply:"];
 
+/// Whether `name` is a named stream's (remote commands' `cmd:{service}`, `reply:{instance}`):
+/// on a cluster such a stream carries its name as its hash tag, which is no partition's.
+pub(crate) fn is_named(name: &str) -> bool {
+    NAMED.iter().any(|prefix| name.starts_with(prefix))
+}
+
 /// Builds the keys of one namespace.
 ///
 /// ```
@@ -188,7 +194,7 @@ impl Keys {
     /// The topic of a stream key of this namespace, or `None` for any other key.
     pub fn topic_of(&self, key: &str) -> Option<Topic> {
         let rest = key.strip_prefix(&self.stream_prefix)?;
-        if NAMED.iter().any(|prefix| rest.starts_with(prefix)) {
+        if is_named(rest) {
             return Some(Topic::Named(rest.to_string()));
         }
         match rest {
