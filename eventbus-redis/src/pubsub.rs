@@ -132,7 +132,9 @@ impl RedisTransport {
 #[async_trait]
 impl PubSubTransport for RedisPubSub {
     /// `PUBLISH`; on a cluster `SPUBLISH` (to the channel's exact subscribers) then
-    /// `PUBLISH` (to pattern subscribers), the receivers of both summed.
+    /// `PUBLISH` (to pattern subscribers), the receivers of both summed. On a cluster the
+    /// count of the `PUBLISH` covers the node that took it only: pattern subscribers on other
+    /// nodes receive the message but are not counted.
     async fn publish(&self, event: &Envelope<Value>) -> CoreResult<usize> {
         let message = codec::encode_message(event)?;
         let channel = self.inner.keys.channel(&event.event_type);

@@ -80,14 +80,18 @@ async fn typed_raw_and_pattern_handlers(backend: Backend) {
         1
     );
     let raw = |t: &str| Envelope::new(t, 1, "shop", json!({"order_id": "o1"}));
-    // Exact channel and pattern both match: two deliveries to one subscription.
-    assert_eq!(
-        payment_bus
-            .publish_raw(&raw("Order.Created"))
-            .await
-            .unwrap(),
-        2
-    );
+    // Exact channel and pattern both match: two deliveries to one subscription. (On a
+    // cluster the pattern's copy is counted only when its subscriber is on the node that
+    // took the `PUBLISH`: the broadcast to other nodes is not counted.)
+    let receivers = payment_bus
+        .publish_raw(&raw("Order.Created"))
+        .await
+        .unwrap();
+    if backend.is_cluster() {
+        assert!((1..=2).contains(&receivers), "{receivers}");
+    } else {
+        assert_eq!(receivers, 2);
+    }
     payment_bus
         .publish_raw(&raw("Order.Item.Added"))
         .await
