@@ -20,6 +20,10 @@
 //! | participant idempotency records | `eventbus:saga:step:{participant}:{saga_id}:{event_type}` |
 //! | Pub/Sub channel of an event type | `events:{event_type}` (not namespaced, as in the article; the prefix is configurable) |
 //!
+//! On a Redis Cluster, event-type topics are partitioned (see [`Keys::partition_stream`]) and
+//! a named stream carries its name as its hash tag: `eventbus:stream:cmd:billing:{cmd:billing}`,
+//! its dead letters `eventbus:dlq:{group}:{cmd:billing}`.
+//!
 //! Read-model keys themselves (`orders:summary:{order_id}`) are *not* namespaced: they are
 //! exactly the projection's key templates (plus an optional prefix), so that other services
 //! read them where the reference article puts them.
@@ -529,6 +533,24 @@ mod tests {
             slot_of(&stream),
             slot_of(&keys.partition_dead_letters("billing", Some("p2.7")))
         );
+    }
+
+    #[test]
+    fn a_named_stream_and_its_dead_letters_share_its_tag() {
+        let keys = Keys::new("ns");
+        let topic = Topic::Named("cmd:billing".into());
+        let stream = keys.partition_stream(&topic, "cmd:billing");
+        assert_eq!(stream, "ns:stream:cmd:billing:{cmd:billing}");
+        let dlq = keys.partition_dead_letters("billing-commands", Some("cmd:billing"));
+        assert_eq!(dlq, "ns:dlq:billing-commands:{cmd:billing}");
+        use crate::partition::slot::slot_of;
+        assert_eq!(slot_of(&stream), slot_of(&dlq));
+        assert_eq!(
+            keys.parse_stream(&stream),
+            Some((topic, Some("cmd:billing".into())))
+        );
+        assert!(is_named("cmd:billing") && is_named("reply:i-1"));
+        assert!(!is_named("p3.41"));
     }
 
     #[test]
