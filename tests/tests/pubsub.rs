@@ -340,13 +340,11 @@ async fn article_pattern_subscriber_sees_our_events() {
     assert_eq!(msg.get_channel_name(), format!("events:{domain}.Created"));
 }
 
-/// After `CLIENT KILL TYPE pubsub` the bus resubscribes (with backoff) and receives again.
-#[tokio::test]
-async fn resubscribes_after_the_connection_is_killed() {
-    let server = RedisServer::start(&[]).await;
-    let pubsub = RedisPubSub::connect(RedisConfig::new(&server.url()).unwrap())
-        .await
-        .unwrap();
+/// A bus on `pubsub` and a subscription that records the order ids of `PaymentCompleted`
+/// and resubscribes quickly (50 ms to 500 ms backoff).
+async fn resubscribing_payments(
+    pubsub: RedisPubSub,
+) -> (PubSubBus, Seen, eventbus_core::PubSubSubscription) {
     let bus = PubSubBus::new(pubsub, "svc");
     let seen = Seen::default();
     let s = seen.clone();
@@ -363,6 +361,17 @@ async fn resubscribes_after_the_connection_is_killed() {
         .start()
         .await
         .unwrap();
+    (bus, seen, sub)
+}
+
+/// After `CLIENT KILL TYPE pubsub` the bus resubscribes (with backoff) and receives again.
+#[tokio::test]
+async fn resubscribes_after_the_connection_is_killed() {
+    let server = RedisServer::start(&[]).await;
+    let pubsub = RedisPubSub::connect(RedisConfig::new(&server.url()).unwrap())
+        .await
+        .unwrap();
+    let (bus, seen, sub) = resubscribing_payments(pubsub).await;
     let client = redis::Client::open(server.url()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
     let killed: i64 = redis::cmd("CLIENT")
@@ -451,22 +460,7 @@ async fn sharded_subscription_survives_a_killed_connection_and_a_failover() {
     let pubsub = RedisPubSub::connect(RedisConfig::new(&cluster.url()).unwrap())
         .await
         .unwrap();
-    let bus = PubSubBus::new(pubsub, "svc");
-    let seen = Seen::default();
-    let s = seen.clone();
-    let sub = bus
-        .subscribe()
-        .reconnect_backoff(Backoff::new(
-            Duration::from_millis(50),
-            Duration::from_millis(500),
-        ))
-        .on(move |e: Envelope<PaymentCompleted>| {
-            push(&s, e.data.order_id);
-            async { Ok(()) }
-        })
-        .start()
-        .await
-        .unwrap();
+    let (bus, seen, sub) = resubscribing_payments(pubsub).await;
     // RESP3 subscribers are `normal` clients: kill the one with a sharded subscription.
     let list = std::process::Command::new("redis-cli")
         .args(["-p", &owner.to_string(), "client", "list"])
