@@ -162,18 +162,9 @@ impl PubSubTransport for RedisPubSub {
             return self.subscribe_sharded(spec).await;
         }
         let inner = &self.inner;
-        let timeout = inner.config.connect_timeout_duration();
-        let mut pubsub =
-            match tokio::time::timeout(timeout, inner.config.client().get_async_pubsub()).await {
-                Ok(Ok(pubsub)) => pubsub,
-                Ok(Err(e)) => return Err(inner.server.transport(&e, "connect (Pub/Sub)").into()),
-                Err(_) => {
-                    return Err(inner.server.timeout(
-                        "connect (Pub/Sub)",
-                        format!("no connection after {timeout:?}"),
-                    ))
-                }
-            };
+        let mut pubsub = self
+            .connect_within(inner.config.client().get_async_pubsub())
+            .await?;
         let channels: Vec<String> = spec
             .event_types
             .iter()
@@ -209,6 +200,23 @@ impl PubSubTransport for RedisPubSub {
 }
 
 impl RedisPubSub {
+    /// A subscription's connection, within the connect timeout.
+    async fn connect_within<T>(
+        &self,
+        connect: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> CoreResult<T> {
+        let inner = &self.inner;
+        let timeout = inner.config.connect_timeout_duration();
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(inner.server.transport(&e, "connect (Pub/Sub)").into()),
+            Err(_) => Err(inner.server.timeout(
+                "connect (Pub/Sub)",
+                format!("no connection after {timeout:?}"),
+            )),
+        }
+    }
+
     /// The `PSUBSCRIBE` globs of a spec's patterns, each with the patterns it stands for
     /// (several patterns can share one glob: one `PSUBSCRIBE` each).
     fn globs(&self, spec: &PubSubSpec) -> Vec<(String, Vec<usize>)> {
@@ -241,17 +249,7 @@ impl RedisPubSub {
                     .protocol("connect (Pub/Sub)", "not a cluster configuration"))
             }
         };
-        let timeout = inner.config.connect_timeout_duration();
-        let mut conn = match tokio::time::timeout(timeout, client.get_async_connection()).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(inner.server.transport(&e, "connect (Pub/Sub)").into()),
-            Err(_) => {
-                return Err(inner.server.timeout(
-                    "connect (Pub/Sub)",
-                    format!("no connection after {timeout:?}"),
-                ))
-            }
-        };
+        let mut conn = self.connect_within(client.get_async_connection()).await?;
         for event_type in &spec.event_types {
             conn.ssubscribe(inner.keys.channel(event_type))
                 .await
