@@ -12,6 +12,7 @@ use eventbus_core::{EntryId, Error as CoreError, Result as CoreResult};
 use redis::Value;
 
 use crate::codec;
+use crate::keys;
 use crate::partition::{self, Directory};
 use crate::reply::{self, RawEntry};
 use crate::scripts;
@@ -71,6 +72,8 @@ impl StreamAdmin for RedisTransport {
                 continue;
             };
             let partition = match tag {
+                // A named stream's own tag (on a cluster): one stream, plain ids.
+                Some(tag) if keys::is_named(&tag) => None,
                 Some(tag) => partitions.index_of(self, &tag).await?,
                 // Partition 0 of a partitioned topic on a single node is its plain stream.
                 None if Directory::topic_count(self.inner(), &topic).await? > 1 => Some(0),
@@ -286,6 +289,11 @@ impl RedisTransport {
             else {
                 continue;
             };
+            if keys::is_named(tag) {
+                // A named stream's dead letters (on a cluster): plain ids.
+                out.push((None, key));
+                continue;
+            }
             match partitions.index_of(self, tag).await? {
                 Some(index) => out.push((Some(index), key)),
                 None => tracing::warn!(key = %key, "dead-letter stream of an unknown partition"),
@@ -312,16 +320,22 @@ impl RedisTransport {
         for qualified in ids {
             let plain = !qualified.contains('/');
             let (index, id) = partition::split_id(qualified);
-            // A plain id is partition 0's: the plain stream, or partition 0's tagged one.
-            let Some((_, key)) = streams.iter().find(|(i, _)| match i {
+            // A plain id is partition 0's (the plain stream, or partition 0's tagged one) or
+            // a named stream's on a cluster: every stream of plain ids is looked in.
+            let mut matching = streams.iter().filter(|(i, _)| match i {
                 None => plain,
                 Some(i) => *i == index,
-            }) else {
-                continue;
+            });
+            let found: Vec<&String> = if plain {
+                matching.map(|(_, key)| key).collect()
+            } else {
+                matching.next().map(|(_, key)| key).into_iter().collect()
             };
-            match targets.iter_mut().find(|(k, _)| k == key) {
-                Some((_, Some(list))) => list.push(id.to_owned()),
-                _ => targets.push((key.clone(), Some(vec![id.to_owned()]))),
+            for key in found {
+                match targets.iter_mut().find(|(k, _)| k == key) {
+                    Some((_, Some(list))) => list.push(id.to_owned()),
+                    _ => targets.push((key.clone(), Some(vec![id.to_owned()]))),
+                }
             }
         }
         Ok(targets)
@@ -418,6 +432,7 @@ impl RedisTransport {
             .unwrap_or_else(|| (Topic::of_type(origin_stream), None));
         let mut origin_id = get("origin_id").to_owned();
         let index = match tag {
+            Some(tag) if keys::is_named(&tag) => None,
             Some(tag) => partitions.index_of(self, &tag).await?,
             // Partition 0 of a partitioned topic on a single node is its plain stream.
             None if Directory::topic_count(self.inner(), &origin_topic).await? > 1 => Some(0),

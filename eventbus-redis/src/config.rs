@@ -355,6 +355,29 @@ impl RedisConfig {
     pub(crate) fn cluster_client(
         &self,
     ) -> Option<redis::RedisResult<redis::cluster::ClusterClient>> {
+        self.cluster_client_with(|builder| builder)
+    }
+
+    /// A cluster client for a Pub/Sub subscription: [`cluster_client`](Self::cluster_client)
+    /// speaking RESP3, whose push messages (`smessage`, `pmessage`, and `disconnection` when
+    /// a node's connection drops) go to `pushes`; `None` for a single node.
+    pub(crate) fn cluster_subscriber(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> Option<redis::RedisResult<redis::cluster::ClusterClient>> {
+        self.cluster_client_with(|builder| {
+            builder
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(pushes)
+        })
+    }
+
+    fn cluster_client_with(
+        &self,
+        configure: impl FnOnce(
+            redis::cluster::ClusterClientBuilder,
+        ) -> redis::cluster::ClusterClientBuilder,
+    ) -> Option<redis::RedisResult<redis::cluster::ClusterClient>> {
         let nodes = self.cluster.as_ref()?;
         let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
             .connection_timeout(self.connect_timeout)
@@ -370,7 +393,7 @@ impl RedisConfig {
                 Err(e) => return Some(Err(e.into())),
             }
         }
-        Some(builder.build())
+        Some(configure(builder).build())
     }
 
     /// The password, only to scrub it from messages.

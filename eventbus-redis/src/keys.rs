@@ -20,6 +20,10 @@
 //! | participant idempotency records | `eventbus:saga:step:{participant}:{saga_id}:{event_type}` |
 //! | Pub/Sub channel of an event type | `events:{event_type}` (not namespaced, as in the article; the prefix is configurable) |
 //!
+//! On a Redis Cluster, event-type topics are partitioned (see [`Keys::partition_stream`]) and
+//! a named stream carries its name as its hash tag: `eventbus:stream:cmd:billing:{cmd:billing}`,
+//! its dead letters `eventbus:dlq:{group}:{cmd:billing}`.
+//!
 //! Read-model keys themselves (`orders:summary:{order_id}`) are *not* namespaced: they are
 //! exactly the projection's key templates (plus an optional prefix), so that other services
 //! read them where the reference article puts them.
@@ -43,6 +47,12 @@ const ALL: &str = "all";
 /// and `reply:{instance}`), which no event type may start with: a stream key is read back
 /// as a named topic by these.
 const NAMED: [&str; 2] = ["cmd:", "reply:"];
+
+/// Whether `name` is a named stream's (remote commands' `cmd:{service}`, `reply:{instance}`):
+/// on a cluster such a stream carries its name as its hash tag, which is no partition's.
+pub(crate) fn is_named(name: &str) -> bool {
+    NAMED.iter().any(|prefix| name.starts_with(prefix))
+}
 
 /// Builds the keys of one namespace.
 ///
@@ -188,7 +198,7 @@ impl Keys {
     /// The topic of a stream key of this namespace, or `None` for any other key.
     pub fn topic_of(&self, key: &str) -> Option<Topic> {
         let rest = key.strip_prefix(&self.stream_prefix)?;
-        if NAMED.iter().any(|prefix| rest.starts_with(prefix)) {
+        if is_named(rest) {
             return Some(Topic::Named(rest.to_string()));
         }
         match rest {
@@ -523,6 +533,24 @@ mod tests {
             slot_of(&stream),
             slot_of(&keys.partition_dead_letters("billing", Some("p2.7")))
         );
+    }
+
+    #[test]
+    fn a_named_stream_and_its_dead_letters_share_its_tag() {
+        let keys = Keys::new("ns");
+        let topic = Topic::Named("cmd:billing".into());
+        let stream = keys.partition_stream(&topic, "cmd:billing");
+        assert_eq!(stream, "ns:stream:cmd:billing:{cmd:billing}");
+        let dlq = keys.partition_dead_letters("billing-commands", Some("cmd:billing"));
+        assert_eq!(dlq, "ns:dlq:billing-commands:{cmd:billing}");
+        use crate::partition::slot::slot_of;
+        assert_eq!(slot_of(&stream), slot_of(&dlq));
+        assert_eq!(
+            keys.parse_stream(&stream),
+            Some((topic, Some("cmd:billing".into())))
+        );
+        assert!(is_named("cmd:billing") && is_named("reply:i-1"));
+        assert!(!is_named("p3.41"));
     }
 
     #[test]

@@ -42,7 +42,7 @@ impl RedisTransport {
     /// between the two.
     pub async fn stream_summary(&self, topic: &Topic) -> CoreResult<Option<StreamSummary>> {
         let inner = self.inner();
-        let key = inner.keys.stream(topic);
+        let key = crate::partition::Directory::single(inner, topic).key;
         let mut conn = inner.conn.clone();
         let groups: Value = match redis::cmd("XINFO")
             .arg("GROUPS")

@@ -139,17 +139,15 @@ impl RedisTransport {
             _ => 1,
         };
         let parts = Directory::parts(inner, topic, count).await?;
-        let partitioned = parts.len() > 1 || parts.iter().any(|p| p.tag.is_some());
+        let partitioned = !matches!(topic, Topic::Named(_))
+            && (parts.len() > 1 || parts.iter().any(|p| p.tag.is_some()));
         if !partitioned {
+            // A named stream (tagged on a cluster, its ids plain), or one partition on a
+            // single node.
+            let key = Directory::single(inner, topic).key;
             let all: Vec<&Envelope<Json>> = entries.iter().collect();
             return self
-                .append_to_key(
-                    topic,
-                    &inner.keys.stream(topic),
-                    &all,
-                    maxlen,
-                    existing_only,
-                )
+                .append_to_key(topic, &key, &all, maxlen, existing_only)
                 .await;
         }
         let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -489,7 +487,7 @@ impl ReplyStreams for RedisTransport {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         self.query(
             redis::cmd("PEXPIRE")
-                .arg(self.inner().keys.stream(topic))
+                .arg(Directory::single(self.inner(), topic).key)
                 .arg(ms),
             "PEXPIRE",
         )
@@ -499,7 +497,7 @@ impl ReplyStreams for RedisTransport {
 
     async fn remove(&self, topic: &Topic) -> CoreResult<()> {
         self.query(
-            redis::cmd("DEL").arg(self.inner().keys.stream(topic)),
+            redis::cmd("DEL").arg(Directory::single(self.inner(), topic).key),
             "DEL",
         )
         .await?;

@@ -12,7 +12,7 @@ use eventbus_core::{
     QueryError, State,
 };
 use eventbus_redis::{RedisConfig, RedisTransport};
-use eventbus_tests::{both, Backend, RedisServer};
+use eventbus_tests::{all_three, both, Backend, RawConnection, RedisServer};
 use serde_json::Value;
 
 #[event(name = "Test.OrderCreated")]
@@ -314,11 +314,63 @@ fn adder(
     }
 }
 
-both!(
+// Remote commands run on a cluster too: there a named stream is hash-tagged with its name
+// (`{ns}:stream:cmd:math:{cmd:math}`), so a command and its dead letter share a slot.
+all_three!(
     remote_commands_are_handled_once_by_one_instance,
     remote_command_to_nobody_times_out,
     client_shutdown_removes_its_reply_stream,
+    malformed_command_is_dead_lettered_and_replayed,
 );
+
+/// A command entry that can't be decoded goes to the command group's dead letters at once
+/// (on a cluster: the dead-letter stream tagged like the command stream, one script in one
+/// slot), is listed with its origin, and a replay puts it back on the command stream.
+async fn malformed_command_is_dead_lettered_and_replayed(backend: Backend) {
+    let topic = eventbus_core::cqrs::command_topic("math");
+    let served: Arc<std::sync::Mutex<Vec<(u8, String)>>> = Arc::default();
+    let bus = CommandBus::new(EventBus::from_arc(backend.transport(), "math"))
+        .handle(adder(served.clone(), 1));
+    let server = CommandServer::new(bus).start().await.unwrap();
+    backend.append_malformed(&topic).await;
+    let transport = backend.transport();
+    let letters = || async { transport.dead_letters("math-commands", 10).await.unwrap() };
+    eventbus_tests::eventually(
+        Duration::from_secs(10),
+        "the malformed command dead-lettered",
+        || async { !letters().await.is_empty() },
+    )
+    .await;
+    let listed = letters().await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].origin_topic, topic);
+    let first = listed[0].origin_id.clone();
+    let lag = transport.lag(Some("math-commands")).await.unwrap();
+    assert!(
+        lag.iter().any(|l| l.topic == topic && l.pending == 0),
+        "{lag:?}"
+    );
+    // Replayed onto the command stream (a new entry), it is dead-lettered again: it is still
+    // malformed.
+    assert_eq!(
+        transport
+            .replay_dead_letters("math-commands", None)
+            .await
+            .unwrap(),
+        1
+    );
+    eventbus_tests::eventually(
+        Duration::from_secs(10),
+        "the replayed command dead-lettered again",
+        || async {
+            let now = letters().await;
+            now.len() == 1 && now[0].origin_id != first && now[0].origin_topic == topic
+        },
+    )
+    .await;
+    assert!(served.lock().unwrap().is_empty());
+    server.shutdown().await.unwrap();
+}
 
 /// With its backend's `ReplyStreams`, a client's reply stream and group exist while it runs
 /// and are gone after `shutdown`; a late reply doesn't bring them back.
@@ -484,141 +536,155 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
     out
 }
 
-/// Whether a key exists, and its remaining time to live in ms (`-1`: none, `-2`: no key).
-async fn key_state(key: &str) -> (bool, i64) {
-    let mut conn = eventbus_tests::raw_connection().await;
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+/// Whether a key exists, and its remaining time to live in ms (`-1`: none, `-2`: no key),
+/// on the backend's server or cluster.
+async fn key_state(backend: &Backend, key: &str) -> (bool, i64) {
+    let Backend::Redis { server, .. } = backend else {
+        unreachable!("Redis-only test")
+    };
+    let mut conn = RawConnection::to(server).await;
+    let exists: i64 = conn.query(redis::cmd("EXISTS").arg(key)).await.unwrap();
+    let pttl: i64 = conn.query(redis::cmd("PTTL").arg(key)).await.unwrap();
     (exists == 1, pttl)
 }
 
-fn redis_parts(backend: &Backend) -> (RedisTransport, String) {
+/// The key of a client's reply stream (hash-tagged with its name on a cluster).
+async fn reply_key(backend: &Backend, client: &eventbus_core::CommandClient) -> String {
+    backend
+        .stream_key(&eventbus_core::cqrs::reply_topic(client.instance()))
+        .await
+        .expect("a Redis backend")
+}
+
+fn redis_transport(backend: &Backend) -> RedisTransport {
     match backend {
-        Backend::Redis {
-            transport,
-            namespace,
-            ..
-        } => (transport.clone(), namespace.clone()),
+        Backend::Redis { transport, .. } => transport.clone(),
         Backend::Memory(_) => unreachable!("Redis-only test"),
     }
 }
 
+/// Runs a Redis-only scenario on one server and on the cluster.
+macro_rules! redis_and_cluster {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn redis() {
+                    eventbus_tests::run_on_redis(stringify!($name), super::$name);
+                }
+
+                #[test]
+                fn cluster() {
+                    eventbus_tests::run_on_cluster(stringify!($name), super::$name);
+                }
+            }
+        )*
+    };
+}
+
+redis_and_cluster!(
+    reply_stream_is_kept_while_the_client_runs_and_removed_on_shutdown,
+    reply_stream_of_a_dropped_client_expires,
+    a_plain_client_cleans_up_its_reply_stream,
+);
+
 /// A client's reply stream has a time to live, renewed while the client runs; shutdown
 /// deletes it, and a late reply doesn't recreate it.
-#[test]
-fn reply_stream_is_kept_while_the_client_runs_and_removed_on_shutdown() {
-    eventbus_tests::run_on_redis("reply_stream_removed_on_shutdown", |backend| async move {
-        let (transport, namespace) = redis_parts(&backend);
-        let served: Arc<std::sync::Mutex<Vec<(u8, String)>>> = Arc::default();
-        let commands = CommandBus::new(EventBus::from_arc(backend.transport(), "math"))
-            .handle(adder(served, 1));
-        let server = CommandServer::new(commands).start().await.unwrap();
-        let ttl = Duration::from_millis(400);
-        let client = eventbus_core::CommandClient::start_with(
-            EventBus::from_arc(backend.transport(), "caller"),
-            Arc::new(transport.clone()),
-            ttl,
-        )
+async fn reply_stream_is_kept_while_the_client_runs_and_removed_on_shutdown(backend: Backend) {
+    let transport = redis_transport(&backend);
+    let served: Arc<std::sync::Mutex<Vec<(u8, String)>>> = Arc::default();
+    let commands =
+        CommandBus::new(EventBus::from_arc(backend.transport(), "math")).handle(adder(served, 1));
+    let server = CommandServer::new(commands).start().await.unwrap();
+    let ttl = Duration::from_millis(400);
+    let client = eventbus_core::CommandClient::start_with(
+        EventBus::from_arc(backend.transport(), "caller"),
+        Arc::new(transport.clone()),
+        ttl,
+    )
+    .await
+    .unwrap();
+    let reply_topic = eventbus_core::cqrs::reply_topic(client.instance());
+    let key = reply_key(&backend, &client).await;
+    let (exists, pttl) = key_state(&backend, &key).await;
+    assert!(exists && pttl > 0 && pttl <= 400, "{exists} {pttl}");
+
+    // Renewed: still there well past one time to live.
+    tokio::time::sleep(ttl * 3).await;
+    let (exists, pttl) = key_state(&backend, &key).await;
+    assert!(exists && pttl > 0, "{exists} {pttl}");
+    let sum = client
+        .send("math", Add { a: 2, b: 3 }, Duration::from_secs(10))
         .await
         .unwrap();
-        let reply_topic = eventbus_core::cqrs::reply_topic(client.instance());
-        let key = eventbus_tests::stream_key(&namespace, &reply_topic);
-        let (exists, pttl) = key_state(&key).await;
-        assert!(exists && pttl > 0 && pttl <= 400, "{exists} {pttl}");
+    assert_eq!(sum, 5);
 
-        // Renewed: still there well past one time to live.
-        tokio::time::sleep(ttl * 3).await;
-        let (exists, pttl) = key_state(&key).await;
-        assert!(exists && pttl > 0, "{exists} {pttl}");
-        let sum = client
-            .send("math", Add { a: 2, b: 3 }, Duration::from_secs(10))
+    client.shutdown().await.unwrap();
+    assert_eq!(
+        key_state(&backend, &key).await,
+        (false, -2),
+        "removed on shutdown"
+    );
+
+    // A reply arriving after the client left is dropped, not appended to a new stream.
+    let late = Envelope::new(
+        "CommandReply",
+        1,
+        "math",
+        serde_json::json!({"command_id": "x"}),
+    );
+    let ids =
+        eventbus_core::ReplyStreams::reply(&transport, &reply_topic, std::slice::from_ref(&late))
             .await
             .unwrap();
-        assert_eq!(sum, 5);
-
-        client.shutdown().await.unwrap();
-        assert_eq!(key_state(&key).await, (false, -2), "removed on shutdown");
-
-        // A reply arriving after the client left is dropped, not appended to a new stream.
-        let late = Envelope::new(
-            "CommandReply",
-            1,
-            "math",
-            serde_json::json!({"command_id": "x"}),
-        );
-        let ids = eventbus_core::ReplyStreams::reply(
-            &transport,
-            &reply_topic,
-            std::slice::from_ref(&late),
-        )
-        .await
-        .unwrap();
-        assert!(ids.is_empty());
-        assert_eq!(
-            key_state(&key).await,
-            (false, -2),
-            "not recreated by a late reply"
-        );
-        server.shutdown().await.unwrap();
-    });
+    assert!(ids.is_empty());
+    assert_eq!(
+        key_state(&backend, &key).await,
+        (false, -2),
+        "not recreated by a late reply"
+    );
+    server.shutdown().await.unwrap();
 }
 
 /// A client dropped without shutdown (or whose process died) leaves its reply stream with a
 /// time to live: it expires.
-#[test]
-fn reply_stream_of_a_dropped_client_expires() {
-    eventbus_tests::run_on_redis("reply_stream_expires", |backend| async move {
-        let (transport, namespace) = redis_parts(&backend);
-        let ttl = Duration::from_millis(500);
-        let client = eventbus_core::CommandClient::start_with(
-            EventBus::from_arc(backend.transport(), "caller"),
-            Arc::new(transport),
-            ttl,
-        )
-        .await
-        .unwrap();
-        let key = eventbus_tests::stream_key(
-            &namespace,
-            &eventbus_core::cqrs::reply_topic(client.instance()),
-        );
-        drop(client);
-        let (exists, pttl) = key_state(&key).await;
-        assert!(exists && pttl > 0 && pttl <= 500, "{exists} {pttl}");
-        eventbus_tests::eventually(
-            Duration::from_secs(5),
-            "the reply stream expired",
-            || async { !key_state(&key).await.0 },
-        )
-        .await;
-    });
+async fn reply_stream_of_a_dropped_client_expires(backend: Backend) {
+    let transport = redis_transport(&backend);
+    let ttl = Duration::from_millis(500);
+    let client = eventbus_core::CommandClient::start_with(
+        EventBus::from_arc(backend.transport(), "caller"),
+        Arc::new(transport),
+        ttl,
+    )
+    .await
+    .unwrap();
+    let key = reply_key(&backend, &client).await;
+    drop(client);
+    let (exists, pttl) = key_state(&backend, &key).await;
+    assert!(exists && pttl > 0 && pttl <= 500, "{exists} {pttl}");
+    eventbus_tests::eventually(
+        Duration::from_secs(5),
+        "the reply stream expired",
+        || async { !key_state(&backend, &key).await.0 },
+    )
+    .await;
 }
 
 /// The plain `CommandClient::start` uses the backend's reply-stream life cycle: on Redis the
 /// stream has a time to live while the client runs and is gone after shutdown.
-#[test]
-fn a_plain_client_cleans_up_its_reply_stream() {
-    eventbus_tests::run_on_redis("plain_client_reply_stream", |backend| async move {
-        let (_, namespace) = redis_parts(&backend);
-        let client =
-            eventbus_core::CommandClient::start(EventBus::from_arc(backend.transport(), "caller"))
-                .await
-                .unwrap();
-        let key = eventbus_tests::stream_key(
-            &namespace,
-            &eventbus_core::cqrs::reply_topic(client.instance()),
-        );
-        let (exists, pttl) = key_state(&key).await;
-        let ttl = eventbus_core::DEFAULT_REPLY_TTL.as_millis() as i64;
-        assert!(exists && pttl > 0 && pttl <= ttl, "{exists} {pttl}");
-        client.shutdown().await.unwrap();
-        assert_eq!(key_state(&key).await, (false, -2), "removed on shutdown");
-    });
+async fn a_plain_client_cleans_up_its_reply_stream(backend: Backend) {
+    let client =
+        eventbus_core::CommandClient::start(EventBus::from_arc(backend.transport(), "caller"))
+            .await
+            .unwrap();
+    let key = reply_key(&backend, &client).await;
+    let (exists, pttl) = key_state(&backend, &key).await;
+    let ttl = eventbus_core::DEFAULT_REPLY_TTL.as_millis() as i64;
+    assert!(exists && pttl > 0 && pttl <= ttl, "{exists} {pttl}");
+    client.shutdown().await.unwrap();
+    assert_eq!(
+        key_state(&backend, &key).await,
+        (false, -2),
+        "removed on shutdown"
+    );
 }

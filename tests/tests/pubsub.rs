@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use eventbus_core::{event, Backoff, Envelope, HandlerError, PubSubBus};
 use eventbus_redis::{RedisConfig, RedisPubSub};
-use eventbus_tests::{both, eventually, raw_connection, redis_url, Backend, RedisServer};
+use eventbus_tests::{
+    all_three, eventually, raw_connection, redis_url, Backend, RedisCluster, RedisServer,
+};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -32,7 +34,9 @@ fn lines(seen: &Seen) -> Vec<String> {
     seen.lock().unwrap().clone()
 }
 
-both!(
+// On a cluster: sharded Pub/Sub (`SSUBSCRIBE`/`SPUBLISH`) for event types, plain
+// `PSUBSCRIBE`/`PUBLISH` for patterns.
+all_three!(
     typed_raw_and_pattern_handlers,
     subscriber_that_is_down_misses_events,
     handler_error_or_panic_does_not_affect_others,
@@ -76,14 +80,18 @@ async fn typed_raw_and_pattern_handlers(backend: Backend) {
         1
     );
     let raw = |t: &str| Envelope::new(t, 1, "shop", json!({"order_id": "o1"}));
-    // Exact channel and pattern both match: two deliveries to one subscription.
-    assert_eq!(
-        payment_bus
-            .publish_raw(&raw("Order.Created"))
-            .await
-            .unwrap(),
-        2
-    );
+    // Exact channel and pattern both match: two deliveries to one subscription. (On a
+    // cluster the pattern's copy is counted only when its subscriber is on the node that
+    // took the `PUBLISH`: the broadcast to other nodes is not counted.)
+    let receivers = payment_bus
+        .publish_raw(&raw("Order.Created"))
+        .await
+        .unwrap();
+    if backend.is_cluster() {
+        assert!((1..=2).contains(&receivers), "{receivers}");
+    } else {
+        assert_eq!(receivers, 2);
+    }
     payment_bus
         .publish_raw(&raw("Order.Item.Added"))
         .await
@@ -332,13 +340,11 @@ async fn article_pattern_subscriber_sees_our_events() {
     assert_eq!(msg.get_channel_name(), format!("events:{domain}.Created"));
 }
 
-/// After `CLIENT KILL TYPE pubsub` the bus resubscribes (with backoff) and receives again.
-#[tokio::test]
-async fn resubscribes_after_the_connection_is_killed() {
-    let server = RedisServer::start(&[]).await;
-    let pubsub = RedisPubSub::connect(RedisConfig::new(&server.url()).unwrap())
-        .await
-        .unwrap();
+/// A bus on `pubsub` and a subscription that records the order ids of `PaymentCompleted`
+/// and resubscribes quickly (50 ms to 500 ms backoff).
+async fn resubscribing_payments(
+    pubsub: RedisPubSub,
+) -> (PubSubBus, Seen, eventbus_core::PubSubSubscription) {
     let bus = PubSubBus::new(pubsub, "svc");
     let seen = Seen::default();
     let s = seen.clone();
@@ -355,6 +361,17 @@ async fn resubscribes_after_the_connection_is_killed() {
         .start()
         .await
         .unwrap();
+    (bus, seen, sub)
+}
+
+/// After `CLIENT KILL TYPE pubsub` the bus resubscribes (with backoff) and receives again.
+#[tokio::test]
+async fn resubscribes_after_the_connection_is_killed() {
+    let server = RedisServer::start(&[]).await;
+    let pubsub = RedisPubSub::connect(RedisConfig::new(&server.url()).unwrap())
+        .await
+        .unwrap();
+    let (bus, seen, sub) = resubscribing_payments(pubsub).await;
     let client = redis::Client::open(server.url()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
     let killed: i64 = redis::cmd("CLIENT")
@@ -414,5 +431,88 @@ async fn resubscribes_after_a_memory_disconnect() {
         lines(&seen) == ["back"]
     })
     .await;
+    sub.shutdown().await;
+}
+
+/// The port of the master serving sharded channel `channel` on `cluster`: the node that
+/// takes an `SPUBLISH` (the others answer `MOVED`).
+fn shard_owner(cluster: &RedisCluster, channel: &str) -> u16 {
+    cluster
+        .ports()
+        .into_iter()
+        .find(|port| {
+            std::process::Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "spublish", channel, "probe"])
+                .output()
+                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        })
+        .expect("a master serves the channel")
+}
+
+/// On a cluster a subscription is sharded (`SSUBSCRIBE`, a RESP3 connection): when its
+/// connection is killed, and when the master of its channel is SIGKILLed and its replica
+/// takes over, the bus subscribes again (with backoff) and receives again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_subscription_survives_a_killed_connection_and_a_failover() {
+    let mut cluster = RedisCluster::start().await;
+    let channel = "events:PaymentCompleted";
+    let owner = shard_owner(&cluster, channel);
+    let pubsub = RedisPubSub::connect(RedisConfig::new(&cluster.url()).unwrap())
+        .await
+        .unwrap();
+    let (bus, seen, sub) = resubscribing_payments(pubsub).await;
+    // RESP3 subscribers are `normal` clients: kill the one with a sharded subscription.
+    let list = std::process::Command::new("redis-cli")
+        .args(["-p", &owner.to_string(), "client", "list"])
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|line| line.contains(" ssub=1 "))
+        .filter_map(|line| {
+            line.strip_prefix("id=")?
+                .split(' ')
+                .next()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one sharded subscriber: {ids:?}");
+    let killed = std::process::Command::new("redis-cli")
+        .args(["-p", &owner.to_string(), "client", "kill", "id", &ids[0]])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&killed.stdout).trim(), "1");
+    eventually(WAIT, "resubscribed", || async {
+        sub.stats().subscribed() >= 2
+    })
+    .await;
+    let publish_until_seen = |id: &'static str| {
+        let (bus, seen) = (bus.clone(), seen.clone());
+        async move {
+            eventually(Duration::from_secs(30), id, || {
+                let (bus, seen) = (bus.clone(), seen.clone());
+                async move {
+                    if lines(&seen).iter().any(|l| l == id) {
+                        return true;
+                    }
+                    let _ = bus
+                        .publish(PaymentCompleted {
+                            order_id: id.into(),
+                            amount: 1.0,
+                        })
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    lines(&seen).iter().any(|l| l == id)
+                }
+            })
+            .await;
+        }
+    };
+    publish_until_seen("after-kill").await;
+    let subscribed = sub.stats().subscribed();
+    cluster.kill(owner);
+    publish_until_seen("after-failover").await;
+    assert!(sub.stats().subscribed() > subscribed, "subscribed again");
+    assert!(!sub.is_finished());
     sub.shutdown().await;
 }

@@ -142,16 +142,36 @@ impl Directory {
     pub(crate) async fn parts(inner: &Inner, topic: &Topic, count: u32) -> CoreResult<Vec<Part>> {
         let unpartitioned = !matches!(topic, Topic::Type(_) | Topic::All);
         if unpartitioned || (count <= 1 && !inner.config.is_cluster()) {
-            return Ok(vec![Part {
-                index: 0,
-                key: inner.keys.stream(topic),
-                tag: None,
-            }]);
+            return Ok(vec![Directory::single(inner, topic)]);
         }
         let tags = Directory::tags(inner, count).await?;
         Ok((0..count)
             .map(|index| Directory::part_of(inner, topic, index, &tags))
             .collect())
+    }
+
+    /// The one stream of a topic read unpartitioned: a named stream (remote commands'
+    /// `cmd:{service}`, `reply:{instance}`), or an event type's partition 0 on a single node.
+    ///
+    /// On a cluster a named stream carries its name as its hash tag,
+    /// `{ns}:stream:{name}:{name}` (`eventbus:stream:cmd:billing:{cmd:billing}`), so that its
+    /// dead letters (`{ns}:dlq:{group}:{name}`) share its slot; its entry ids stay plain. On a
+    /// single node it is `{ns}:stream:{name}`, as ever. (An event type's topic is never
+    /// read unpartitioned on a cluster: this is its plain stream, the first layout a consumer
+    /// assumes before it learns the partitions.)
+    pub(crate) fn single(inner: &Inner, topic: &Topic) -> Part {
+        match topic {
+            Topic::Named(name) if inner.config.is_cluster() => Part {
+                index: 0,
+                key: inner.keys.partition_stream(topic, name),
+                tag: Some(name.clone()),
+            },
+            _ => Part {
+                index: 0,
+                key: inner.keys.stream(topic),
+                tag: None,
+            },
+        }
     }
 
     /// The stream of one partition, given the namespace's tags (which must cover `index`).

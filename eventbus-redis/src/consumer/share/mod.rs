@@ -26,7 +26,7 @@ use eventbus_core::Result as CoreResult;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Inner;
-use crate::partition::{self, Part};
+use crate::partition::{self, Directory, Part};
 use round::{leave, run, tick};
 
 /// How often a consumer renews its membership and leases and looks at the assignment, at
@@ -123,11 +123,7 @@ impl Sharing {
             .iter()
             .map(|topic| TopicState {
                 topic: topic.clone(),
-                parts: vec![Part {
-                    index: 0,
-                    key: inner.keys.stream(topic),
-                    tag: None,
-                }],
+                parts: vec![Directory::single(inner, topic)],
                 partitioned: false,
                 held: BTreeMap::from([(0, Holding::shared())]),
                 outstanding: HashMap::new(),
