@@ -208,11 +208,12 @@ async fn a_projection_refuses_a_partitioned_topic_with_a_clear_error() {
     transport.create_topic("Part.Projected", 2).await.unwrap();
     let bus = EventBus::new(transport.clone(), "partition-test");
     let models = eventbus_core::ReadModels::new(RedisReadModels::new(&transport));
-    let err = ProjectionRunner::new(&bus, &models, Counted::projection())
+    let Err(err) = ProjectionRunner::new(&bus, &models, Counted::projection())
         .start()
         .await
-        .err()
-        .expect("a projection on a partitioned topic must not start");
+    else {
+        panic!("a projection on a partitioned topic must not start");
+    };
     let text = err.to_string();
     assert!(
         text.contains("Part.Projected") && text.contains("partitioned"),
