@@ -456,7 +456,21 @@ impl Drop for TempDir {
 
 impl RedisServer {
     /// Starts a server with persistence off plus `extra` arguments, and waits until it answers.
+    /// A server that exits at once (its port was taken meanwhile by another process of the
+    /// run) is started again on another port, up to three times.
     pub async fn start(extra: &[&str]) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match RedisServer::try_start(extra).await {
+                Ok(server) => return server,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("redis-server did not come up: {}", failures.join("; "));
+    }
+
+    /// One attempt of [`start`](Self::start).
+    async fn try_start(extra: &[&str]) -> Result<Self, String> {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
             listener.local_addr().expect("local addr").port()
@@ -492,17 +506,21 @@ impl RedisServer {
             _dir: TempDir(dir),
             _cert_dir: None,
         };
-        for _ in 0..100 {
+        let mut server = server;
+        for _ in 0..200 {
             // Accepting connections is enough: a server with a password answers NOAUTH.
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
-                return server;
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("on port {port} it exited with {status}"));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("redis-server on port {port} did not come up");
+        Err(format!("on port {port} it did not answer within 10 s"))
     }
 
     /// Starts a server that only speaks TLS, with a self-signed certificate made by `openssl`
