@@ -618,6 +618,24 @@ return due
     )
 });
 
+/// [`SAGA_CLAIM_DUE`] on one shard of a sharded deadline schedule (Redis Cluster), also
+/// telling when the shard's next deadline is, so a caller probes it again only then.
+///
+/// `KEYS[1]` deadline shard; `ARGV` now, lease end, max. Returns `{next, claimed ids}`,
+/// `next` the earliest score left (after the claims) or `''` when the shard is empty.
+pub(crate) static SAGA_CLAIM_DUE_SHARD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {first[2] or '', due}
+"#,
+    )
+});
+
 /// Deletes a participant record only while it still says `in progress`.
 ///
 /// `KEYS[1]` record; `ARGV[1]` the in-progress JSON. Returns 1 when deleted.

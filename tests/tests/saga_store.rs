@@ -11,7 +11,7 @@ use eventbus_core::envelope::now_seconds;
 use eventbus_core::saga::{
     transition, SagaDefinition, SagaStatus, SagaStep, SagaStore, StepClaim, StepKey, StepRecord,
 };
-use eventbus_tests::{both, Backend};
+use eventbus_tests::{all_three, Backend};
 use serde_json::{json, Map};
 
 fn saga() -> SagaDefinition {
@@ -175,8 +175,47 @@ async fn participant_records(backend: Backend) {
     );
 }
 
-both!(
+/// A store that wrote nothing (another coordinator's, or one restarted) finds the due
+/// deadlines the others scheduled: on a cluster, in every shard on every master.
+async fn every_store_finds_every_due_deadline(backend: Backend) {
+    let store = backend.saga_store();
+    let other = match &backend {
+        // Memory stores share nothing: the same store stands for the other one.
+        Backend::Memory(_) => store.clone(),
+        Backend::Redis { .. } => backend.saga_store(),
+    };
+    let now = now_seconds();
+    for i in 0..40 {
+        let state = transition::start(&saga(), &format!("f{i}"), Map::new(), now).unwrap();
+        assert!(store.create(&state).await.unwrap());
+    }
+    let mut seen = HashSet::new();
+    while seen.len() < 40 {
+        let claimed = other
+            .claim_due(now + 1.0, Duration::from_secs(30), 15)
+            .await
+            .unwrap();
+        assert!(!claimed.is_empty() && claimed.len() <= 15, "{claimed:?}");
+        for id in claimed {
+            assert!(seen.insert(id), "claimed twice");
+        }
+    }
+    assert!(store
+        .claim_due(now + 1.0, Duration::from_secs(30), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        other.list(SagaStatus::Pending, 100).await.unwrap().len(),
+        40
+    );
+    assert_eq!(other.list(SagaStatus::Pending, 7).await.unwrap().len(), 7);
+    assert_eq!(other.count(SagaStatus::Pending).await.unwrap(), 40);
+}
+
+all_three!(
     compare_and_set,
     deadlines_are_claimed_once,
-    participant_records
+    participant_records,
+    every_store_finds_every_due_deadline,
 );

@@ -12,7 +12,7 @@ use std::time::Duration;
 use eventbus_core::saga::{Participant, Reply, SagaContext, SagaState, SagaStatus, SagaStore};
 use eventbus_core::transport::memory::MemoryTransport;
 use eventbus_core::{event, Envelope, Event, EventBus};
-use eventbus_tests::{both, eventually, Backend};
+use eventbus_tests::{all_three, eventually, Backend};
 use sagas_support::*;
 use serde_json::{json, Value};
 
@@ -740,7 +740,7 @@ fn registering_a_participant_for_another_saga_panics_at_the_call() {
     assert!(file.ends_with("sagas.rs"), "{file}");
 }
 
-both!(
+all_three!(
     typed_participant_round_trip,
     republish_resends_a_failed_sagas_last_compensations,
     typed_events_keep_the_wire_layout,
