@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use eventbus_core::envelope::now_seconds;
-use eventbus_core::saga::{transition, SagaDefinition, SagaStep, SagaStore};
+use eventbus_core::saga::{transition, SagaDefinition, SagaState, SagaStep, SagaStore};
 use eventbus_redis::{RedisConfig, RedisSagaStore, RedisTransport};
 use serde_json::{json, Map, Value};
 use support::{assert_left_aligned, ok, raw_connection, redis_url, right_cell, run, Namespace};
@@ -30,6 +30,24 @@ fn saga() -> SagaDefinition {
         )
 }
 
+/// Fails a pending saga's first step with the error `out of stock`.
+async fn fail(store: &RedisSagaStore, pending: &SagaState, now: f64) {
+    let mut reply = Map::new();
+    reply.insert("error".into(), json!("out of stock"));
+    let transition::Transition::Apply(failed) = transition::on_reply(
+        &saga(),
+        pending,
+        "InventoryReserveFailed",
+        "e1",
+        &reply,
+        Duration::from_secs(30),
+        now,
+    ) else {
+        panic!("failure not applied");
+    };
+    assert!(store.update(pending, &failed).await.unwrap());
+}
+
 #[tokio::test]
 async fn saga_show_and_list() {
     let ns = Namespace::new("saga");
@@ -50,20 +68,7 @@ async fn saga_show_and_list() {
     assert!(store.create(&pending).await.unwrap());
     let failing = transition::start(&saga(), &failed_id, data, now).unwrap();
     assert!(store.create(&failing).await.unwrap());
-    let mut reply = Map::new();
-    reply.insert("error".into(), json!("out of stock"));
-    let transition::Transition::Apply(failed) = transition::on_reply(
-        &saga(),
-        &failing,
-        "InventoryReserveFailed",
-        "e1",
-        &reply,
-        Duration::from_secs(30),
-        now,
-    ) else {
-        panic!("failure not applied");
-    };
-    assert!(store.update(&failing, &failed).await.unwrap());
+    fail(&store, &failing, now).await;
 
     // The article's layout: JSON at `saga:{id}`.
     let raw: String = redis::cmd("GET")
@@ -181,20 +186,7 @@ fn saga_list_on_a_cluster() {
             let state = transition::start(&saga(), &id, Map::new(), now).unwrap();
             assert!(store.create(&state).await.unwrap());
             if i % 3 == 0 {
-                let mut reply = Map::new();
-                reply.insert("error".into(), json!("out of stock"));
-                let transition::Transition::Apply(failed) = transition::on_reply(
-                    &saga(),
-                    &state,
-                    "InventoryReserveFailed",
-                    "e1",
-                    &reply,
-                    Duration::from_secs(30),
-                    now,
-                ) else {
-                    panic!("failure not applied");
-                };
-                assert!(store.update(&state, &failed).await.unwrap());
+                fail(&store, &state, now).await;
                 failed_ids.push(id);
             }
         }

@@ -602,28 +602,14 @@ return 1
     )
 });
 
-/// Claims due saga deadlines: each due member is pushed to the end of its lease, so that
-/// exactly one caller gets it until the lease runs out.
+/// Claims due saga deadlines in one deadline key (the schedule on a single node, one of its
+/// shards on a cluster): each due member is pushed to the end of its lease, so that exactly
+/// one caller gets it until the lease runs out. Also tells when the key's next deadline is,
+/// so a caller probes a shard again only then.
 ///
-/// `KEYS[1]` deadlines; `ARGV` now, lease end, max. Returns the claimed saga ids.
+/// `KEYS[1]` deadlines; `ARGV` now, lease end, max. Returns `{next, claimed ids}`, `next`
+/// the earliest score left (after the claims) or `''` when the key is empty.
 pub(crate) static SAGA_CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, member in ipairs(due) do
-  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
-end
-return due
-"#,
-    )
-});
-
-/// [`SAGA_CLAIM_DUE`] on one shard of a sharded deadline schedule (Redis Cluster), also
-/// telling when the shard's next deadline is, so a caller probes it again only then.
-///
-/// `KEYS[1]` deadline shard; `ARGV` now, lease end, max. Returns `{next, claimed ids}`,
-/// `next` the earliest score left (after the claims) or `''` when the shard is empty.
-pub(crate) static SAGA_CLAIM_DUE_SHARD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))

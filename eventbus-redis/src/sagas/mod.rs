@@ -195,6 +195,30 @@ impl RedisSagaStore {
         Ok(ids)
     }
 
+    /// Claims up to `max` due deadlines of one deadline key ([`scripts::SAGA_CLAIM_DUE`]):
+    /// the key's next deadline left (`None`: empty) and the claimed saga ids.
+    async fn claim_from(
+        &self,
+        key: String,
+        now: f64,
+        lease: Duration,
+        max: usize,
+    ) -> CoreResult<(Option<f64>, Vec<String>)> {
+        let (next, ids): (String, Vec<String>) = self
+            .script(
+                &scripts::SAGA_CLAIM_DUE,
+                &[key],
+                &[
+                    deadline_arg(Some(now)),
+                    deadline_arg(Some(now + lease.as_secs_f64())),
+                    max.to_string(),
+                ],
+                "saga claim deadlines",
+            )
+            .await?;
+        Ok((next.parse().ok(), ids))
+    }
+
     /// [`SagaStore::claim_due`] on the sharded layout: looks for the shards again when
     /// due, then probes those that may hold due deadlines, one script each (in its slot),
     /// until `max` are claimed or [`MAX_PROBES`] shards were probed.
@@ -215,19 +239,11 @@ impl RedisSagaStore {
         let due = self.shards().due(now, MAX_PROBES);
         let mut claimed = Vec::new();
         for shard in due {
-            let (next, ids): (String, Vec<String>) = self
-                .script(
-                    &scripts::SAGA_CLAIM_DUE_SHARD,
-                    &[self.keys.deadlines_shard(slot::slot_tag(shard))],
-                    &[
-                        deadline_arg(Some(now)),
-                        deadline_arg(Some(now + lease.as_secs_f64())),
-                        (max - claimed.len()).to_string(),
-                    ],
-                    "saga claim deadlines",
-                )
+            let key = self.keys.deadlines_shard(slot::slot_tag(shard));
+            let (next, ids) = self
+                .claim_from(key, now, lease, max - claimed.len())
                 .await?;
-            self.shards().probed(shard, next.parse().ok());
+            self.shards().probed(shard, next);
             claimed.extend(ids);
             if claimed.len() >= max {
                 break;
@@ -390,17 +406,10 @@ impl SagaStore for RedisSagaStore {
         if self.keys.is_sharded() {
             return self.claim_due_sharded(now, lease, max).await;
         }
-        self.script(
-            &scripts::SAGA_CLAIM_DUE,
-            &[self.keys.deadlines()],
-            &[
-                deadline_arg(Some(now)),
-                deadline_arg(Some(now + lease.as_secs_f64())),
-                max.to_string(),
-            ],
-            "saga claim deadlines",
-        )
-        .await
+        let (_, claimed) = self
+            .claim_from(self.keys.deadlines(), now, lease, max)
+            .await?;
+        Ok(claimed)
     }
 
     async fn claim_step(&self, key: &StepKey, lease: Duration) -> CoreResult<StepClaim> {
