@@ -238,12 +238,12 @@ impl RedisSagaStore {
         }
         let due = self.shards().due(now, MAX_PROBES);
         let mut claimed = Vec::new();
-        for shard in due {
+        for (shard, writes) in due {
             let key = self.keys.deadlines_shard(slot::slot_tag(shard));
             let (next, ids) = self
                 .claim_from(key, now, lease, max - claimed.len())
                 .await?;
-            self.shards().probed(shard, next);
+            self.shards().probed(shard, writes, next);
             claimed.extend(ids);
             if claimed.len() >= max {
                 break;
