@@ -423,7 +423,12 @@ async fn participants_are_idempotent_under_redelivery(backend: Backend) {
     // A compensation arriving while its command runs waits for it, then undoes it.
     effects.slow.lock().unwrap().insert("s3".into());
     coordinator.publish_raw(&[command("s3")]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Sent once the command runs (a fixed pause is too short where reads take longer, as
+    // on a cluster, whose consumers read partition by partition).
+    eventually(LIMIT, "s3's command under way", || async {
+        effects.slow_started.lock().unwrap().contains("s3")
+    })
+    .await;
     let release = Envelope::new(
         "InventoryReleaseCommand",
         1,
