@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use eventbus_core::envelope::now_seconds;
-use eventbus_core::saga::{transition, SagaDefinition, SagaStep, SagaStore};
+use eventbus_core::saga::{transition, SagaDefinition, SagaState, SagaStep, SagaStore};
 use eventbus_redis::{RedisConfig, RedisSagaStore, RedisTransport};
 use serde_json::{json, Map, Value};
 use support::{assert_left_aligned, ok, raw_connection, redis_url, right_cell, run, Namespace};
@@ -30,6 +30,24 @@ fn saga() -> SagaDefinition {
         )
 }
 
+/// Fails a pending saga's first step with the error `out of stock`.
+async fn fail(store: &RedisSagaStore, pending: &SagaState, now: f64) {
+    let mut reply = Map::new();
+    reply.insert("error".into(), json!("out of stock"));
+    let transition::Transition::Apply(failed) = transition::on_reply(
+        &saga(),
+        pending,
+        "InventoryReserveFailed",
+        "e1",
+        &reply,
+        Duration::from_secs(30),
+        now,
+    ) else {
+        panic!("failure not applied");
+    };
+    assert!(store.update(pending, &failed).await.unwrap());
+}
+
 #[tokio::test]
 async fn saga_show_and_list() {
     let ns = Namespace::new("saga");
@@ -50,20 +68,7 @@ async fn saga_show_and_list() {
     assert!(store.create(&pending).await.unwrap());
     let failing = transition::start(&saga(), &failed_id, data, now).unwrap();
     assert!(store.create(&failing).await.unwrap());
-    let mut reply = Map::new();
-    reply.insert("error".into(), json!("out of stock"));
-    let transition::Transition::Apply(failed) = transition::on_reply(
-        &saga(),
-        &failing,
-        "InventoryReserveFailed",
-        "e1",
-        &reply,
-        Duration::from_secs(30),
-        now,
-    ) else {
-        panic!("failure not applied");
-    };
-    assert!(store.update(&failing, &failed).await.unwrap());
+    fail(&store, &failing, now).await;
 
     // The article's layout: JSON at `saga:{id}`.
     let raw: String = redis::cmd("GET")
@@ -153,4 +158,65 @@ async fn saga_show_and_list() {
     );
 
     assert_eq!(store.delete_all().await.unwrap(), 2);
+}
+
+/// On a cluster the status indexes are sharded by slot: `saga list` finds every saga of a
+/// state on every master, and `saga show` reads `{prefix}{id}` as on one node.
+#[test]
+fn saga_list_on_a_cluster() {
+    let server = eventbus_tests::Server::cluster();
+    let guard = eventbus_tests::NamespaceGuard::on(
+        server.clone(),
+        eventbus_tests::namespace("cli:saga_cluster"),
+    );
+    let ns = guard.namespace().to_owned();
+    let prefix = format!("{ns}:saga:");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let failed_ids: Vec<String> = runtime.block_on(async {
+        let transport = RedisTransport::connect(server.config(&ns)).await.unwrap();
+        let store = RedisSagaStore::new(&transport).with_state_prefix(&prefix);
+        assert!(store.keys().is_sharded());
+        let now = now_seconds();
+        let mut failed_ids = Vec::new();
+        for i in 0..30 {
+            let id = format!("c{i}");
+            let state = transition::start(&saga(), &id, Map::new(), now).unwrap();
+            assert!(store.create(&state).await.unwrap());
+            if i % 3 == 0 {
+                fail(&store, &state, now).await;
+                failed_ids.push(id);
+            }
+        }
+        failed_ids
+    });
+    let cli = |args: &[&str]| {
+        let child = std::process::Command::new(support::BIN)
+            .env("REDIS_URL", server.url())
+            .args(["--namespace", &ns, "saga", "--saga-prefix", &prefix])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        support::wait_output(child, Duration::from_secs(20))
+    };
+    let failed = ok(&cli(&["list", "--state", "failed", "--json"]));
+    let mut listed: Vec<String> = failed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["saga_id"].to_string())
+        .map(|id| id.trim_matches('"').to_owned())
+        .collect();
+    listed.sort();
+    let mut expected = failed_ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "{failed}");
+    let out = cli(&["list", "--state", "pending"]);
+    ok(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "eventbus: 20 sagas\n");
+    let shown = ok(&cli(&["show", &failed_ids[0]]));
+    assert!(shown.contains("error: out of stock"), "{shown}");
+    drop(guard);
 }

@@ -16,8 +16,8 @@
 //! | aggregate snapshot (hash) | `eventbus:snapshot:{type}:{id}` |
 //! | rebuild state and shadow keys | `eventbus:projection:{name}:rebuild:…`, `…:shadow:{key}`, `…:rebuilt` |
 //! | saga state (JSON) | `saga:{saga_id}` (not namespaced, as in the article; the prefix is configurable) |
-//! | sagas by status, saga deadlines | `eventbus:saga:index:{state}` (set), `eventbus:saga:deadlines` (sorted set) |
-//! | participant idempotency records | `eventbus:saga:step:{participant}:{saga_id}:{event_type}` |
+//! | sagas by status, saga deadlines | `eventbus:saga:index:{state}` (set), `eventbus:saga:deadlines` (sorted set); on a cluster one shard per slot, `…:{tag}` |
+//! | participant idempotency records | `eventbus:saga:step:{participant}:{saga_id}:{event_type}` (on a cluster `eventbus:saga:step:{tag}:…`) |
 //! | Pub/Sub channel of an event type | `events:{event_type}` (not namespaced, as in the article; the prefix is configurable) |
 //!
 //! On a Redis Cluster, event-type topics are partitioned (see [`Keys::partition_stream`]) and
@@ -32,7 +32,10 @@
 //! written by one atomic step sharing a hash tag) can be added here alone.
 
 use eventbus_core::pattern::{Pattern, Segment};
+use eventbus_core::saga::{SagaStatus, StepKey};
 use eventbus_core::transport::Topic;
+
+use crate::partition::slot;
 
 /// The default key namespace.
 pub const DEFAULT_NAMESPACE: &str = "eventbus";
@@ -353,25 +356,42 @@ pub const DEFAULT_SAGA_PREFIX: &str = "saga:";
 /// namespaced, so services written per the article find it), everything else under the
 /// namespace.
 ///
+/// On a single node the status indexes and the deadline schedule are one key each. On a
+/// Redis Cluster ([`SagaKeys::sharded`], set by `RedisSagaStore` when the configuration
+/// is a cluster's) they are sharded by the slot of the state key: the saga whose state key
+/// is in slot `s` is indexed in `{ns}:saga:index:{state}:{t}` and scheduled in
+/// `{ns}:saga:deadlines:{t}`, where `t` is a short hash tag that lands in slot `s`
+/// ([`SagaKeys::shard`]); its participants' records carry the same tag. So a transition's
+/// keys share one slot and it stays one script.
+///
 /// ```
 /// use eventbus_core::saga::SagaStatus;
 /// let keys = eventbus_redis::Keys::default().sagas();
 /// assert_eq!(keys.state("s1"), "saga:s1");
 /// assert_eq!(keys.index(SagaStatus::Failed), "eventbus:saga:index:failed");
 /// assert_eq!(keys.deadlines(), "eventbus:saga:deadlines");
+/// assert_eq!(keys.index_of(SagaStatus::Failed, "s1"), "eventbus:saga:index:failed");
+///
+/// let sharded = eventbus_redis::Keys::default().sagas().sharded(true);
+/// let tag = sharded.shard("s1").unwrap();
+/// assert_eq!(sharded.state("s1"), "saga:s1");
+/// assert_eq!(sharded.index_of(SagaStatus::Failed, "s1"), format!("eventbus:saga:index:failed:{{{tag}}}"));
+/// assert_eq!(sharded.deadlines_of("s1"), format!("eventbus:saga:deadlines:{{{tag}}}"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaKeys {
     namespace: String,
     state_prefix: String,
+    sharded: bool,
 }
 
 impl Keys {
-    /// The saga keys of this namespace, with the default state prefix `saga:`.
+    /// The saga keys of this namespace, with the default state prefix `saga:`, unsharded.
     pub fn sagas(&self) -> SagaKeys {
         SagaKeys {
             namespace: self.namespace.clone(),
             state_prefix: DEFAULT_SAGA_PREFIX.to_owned(),
+            sharded: false,
         }
     }
 }
@@ -384,6 +404,18 @@ impl SagaKeys {
         self
     }
 
+    /// Shards the indexes, the deadline schedule and participants' records by the slot of
+    /// each saga's state key (the Redis Cluster layout), or not (the single-node layout).
+    pub fn sharded(mut self, sharded: bool) -> Self {
+        self.sharded = sharded;
+        self
+    }
+
+    /// Whether the layout is sharded by slot (Redis Cluster).
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
     /// The state key prefix.
     pub fn state_prefix(&self) -> &str {
         &self.state_prefix
@@ -394,21 +426,79 @@ impl SagaKeys {
         format!("{}{saga_id}", self.state_prefix)
     }
 
-    /// The set of saga ids in a status: `{ns}:saga:index:{state}`.
-    pub fn index(&self, status: eventbus_core::saga::SagaStatus) -> String {
+    /// The hash tag of a saga's shard when sharded: a short tag in the slot of its state
+    /// key. `None` on a single node.
+    pub fn shard(&self, saga_id: &str) -> Option<&'static str> {
+        self.sharded
+            .then(|| slot::slot_tag(slot::slot_of(&self.state(saga_id))))
+    }
+
+    /// The set of saga ids in a status (single node): `{ns}:saga:index:{state}`.
+    pub fn index(&self, status: SagaStatus) -> String {
         format!("{}:saga:index:{}", self.namespace, status.as_str())
     }
 
-    /// The sorted set of saga deadlines (member: saga id, score: seconds since the epoch):
-    /// `{ns}:saga:deadlines`.
+    /// The status index holding `saga_id`: [`SagaKeys::index`] on a single node, its shard
+    /// `{ns}:saga:index:{state}:{tag}` when sharded.
+    pub fn index_of(&self, status: SagaStatus, saga_id: &str) -> String {
+        match self.shard(saga_id) {
+            Some(tag) => self.index_shard(status, tag),
+            None => self.index(status),
+        }
+    }
+
+    /// One shard of a status index: `{ns}:saga:index:{state}:{tag}`.
+    pub fn index_shard(&self, status: SagaStatus, tag: &str) -> String {
+        format!("{}:{{{tag}}}", self.index(status))
+    }
+
+    /// The sorted set of saga deadlines (member: saga id, score: seconds since the epoch),
+    /// single node: `{ns}:saga:deadlines`.
     pub fn deadlines(&self) -> String {
         format!("{}:saga:deadlines", self.namespace)
     }
 
-    /// A participant's idempotency record: `{ns}:saga:step:{participant}:{saga_id}:{event_type}`.
-    pub fn step(&self, key: &eventbus_core::saga::StepKey) -> String {
+    /// The deadline schedule holding `saga_id`: [`SagaKeys::deadlines`] on a single node,
+    /// its shard `{ns}:saga:deadlines:{tag}` when sharded.
+    pub fn deadlines_of(&self, saga_id: &str) -> String {
+        match self.shard(saga_id) {
+            Some(tag) => self.deadlines_shard(tag),
+            None => self.deadlines(),
+        }
+    }
+
+    /// One shard of the deadline schedule: `{ns}:saga:deadlines:{tag}`.
+    pub fn deadlines_shard(&self, tag: &str) -> String {
+        format!("{}:{{{tag}}}", self.deadlines())
+    }
+
+    /// The `SCAN` pattern of a status index's shards.
+    pub fn index_shards_pattern(&self, status: SagaStatus) -> String {
+        format!("{}:{{*}}", escape_glob(&self.index(status)))
+    }
+
+    /// The `SCAN` pattern of the deadline schedule's shards.
+    pub fn deadlines_shards_pattern(&self) -> String {
+        format!("{}:{{*}}", escape_glob(&self.deadlines()))
+    }
+
+    /// The tag of a shard key of this layout (`…:{tag}`), or `None`.
+    pub fn parse_shard(key: &str) -> Option<&str> {
+        let open = key.rfind(":{")?;
+        let tag = key[open + 2..].strip_suffix('}')?;
+        (!tag.is_empty() && !tag.contains(['{', '}'])).then_some(tag)
+    }
+
+    /// A participant's idempotency record: `{ns}:saga:step:{participant}:{saga_id}:{event_type}`
+    /// on a single node, `{ns}:saga:step:{tag}:{participant}:{saga_id}:{event_type}` (the
+    /// saga's shard tag) when sharded.
+    pub fn step(&self, key: &StepKey) -> String {
+        let shard = self
+            .shard(&key.saga_id)
+            .map(|tag| format!("{{{tag}}}:"))
+            .unwrap_or_default();
         format!(
-            "{}:saga:step:{}:{}:{}",
+            "{}:saga:step:{shard}{}:{}:{}",
             self.namespace, key.participant, key.saga_id, key.event_type
         )
     }
@@ -439,6 +529,41 @@ pub fn group_for_service(service: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sagas_keys_share_the_slot_of_its_state_when_sharded() {
+        let keys = Keys::new("ns").sagas();
+        assert_eq!(keys.shard("s1"), None);
+        assert_eq!(
+            keys.step(&StepKey {
+                participant: "p".into(),
+                saga_id: "s1".into(),
+                event_type: "E".into(),
+            }),
+            "ns:saga:step:p:s1:E"
+        );
+        let keys = keys.sharded(true);
+        for id in ["s1", "0b0f3c2e-9d", "{x}y", "ord_42"] {
+            let slot = slot::slot_of(&keys.state(id));
+            let step = keys.step(&StepKey {
+                participant: "inventory-{service}".into(),
+                saga_id: id.into(),
+                event_type: "ReserveInventory".into(),
+            });
+            for key in [
+                keys.index_of(SagaStatus::Pending, id),
+                keys.index_of(SagaStatus::Completed, id),
+                keys.deadlines_of(id),
+                step,
+            ] {
+                assert_eq!(slot::slot_of(&key), slot, "{key} and {}", keys.state(id));
+            }
+            let tag = keys.shard(id).unwrap();
+            assert_eq!(SagaKeys::parse_shard(&keys.deadlines_of(id)), Some(tag));
+        }
+        assert_eq!(keys.state("s1"), "saga:s1");
+        assert_eq!(keys.deadlines_shards_pattern(), "ns:saga:deadlines:{*}");
+    }
 
     #[test]
     fn article_layout() {

@@ -45,7 +45,8 @@
 //! [`RedisSagaStore`] implements core's [`SagaStore`](eventbus_core::saga::SagaStore): saga
 //! state as JSON at `saga:{saga_id}` (the article's layout, plus a version), every transition
 //! one compare-and-set script that also maintains per-state index sets and the sorted set of
-//! deadlines.
+//! deadlines — on a Redis Cluster sharded by the slot of the state key, so the script stays
+//! in one slot.
 //!
 //! ## Connection
 //!

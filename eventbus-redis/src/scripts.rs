@@ -602,10 +602,13 @@ return 1
     )
 });
 
-/// Claims due saga deadlines: each due member is pushed to the end of its lease, so that
-/// exactly one caller gets it until the lease runs out.
+/// Claims due saga deadlines in one deadline key (the schedule on a single node, one of its
+/// shards on a cluster): each due member is pushed to the end of its lease, so that exactly
+/// one caller gets it until the lease runs out. Also tells when the key's next deadline is,
+/// so a caller probes a shard again only then.
 ///
-/// `KEYS[1]` deadlines; `ARGV` now, lease end, max. Returns the claimed saga ids.
+/// `KEYS[1]` deadlines; `ARGV` now, lease end, max. Returns `{next, claimed ids}`, `next`
+/// the earliest score left (after the claims) or `''` when the key is empty.
 pub(crate) static SAGA_CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -613,7 +616,8 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, member in ipairs(due) do
   redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
 end
-return due
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {first[2] or '', due}
 "#,
     )
 });

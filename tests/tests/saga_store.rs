@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use eventbus_core::envelope::now_seconds;
 use eventbus_core::saga::{
     transition, SagaDefinition, SagaStatus, SagaStep, SagaStore, StepClaim, StepKey, StepRecord,
 };
-use eventbus_tests::{both, Backend};
+use eventbus_redis::{RedisConfig, RedisSagaStore, RedisTransport};
+use eventbus_tests::{all_three, eventually, Backend, RedisCluster};
 use serde_json::{json, Map};
 
 fn saga() -> SagaDefinition {
@@ -175,8 +176,106 @@ async fn participant_records(backend: Backend) {
     );
 }
 
-both!(
+/// A store that wrote nothing (another coordinator's, or one restarted) finds the due
+/// deadlines the others scheduled: on a cluster, in every shard on every master.
+async fn every_store_finds_every_due_deadline(backend: Backend) {
+    let store = backend.saga_store();
+    let other = match &backend {
+        // Memory stores share nothing: the same store stands for the other one.
+        Backend::Memory(_) => store.clone(),
+        Backend::Redis { .. } => backend.saga_store(),
+    };
+    let now = now_seconds();
+    for i in 0..40 {
+        let state = transition::start(&saga(), &format!("f{i}"), Map::new(), now).unwrap();
+        assert!(store.create(&state).await.unwrap());
+    }
+    let mut seen = HashSet::new();
+    while seen.len() < 40 {
+        let claimed = other
+            .claim_due(now + 1.0, Duration::from_secs(30), 15)
+            .await
+            .unwrap();
+        assert!(!claimed.is_empty() && claimed.len() <= 15, "{claimed:?}");
+        for id in claimed {
+            assert!(seen.insert(id), "claimed twice");
+        }
+    }
+    assert!(store
+        .claim_due(now + 1.0, Duration::from_secs(30), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        other.list(SagaStatus::Pending, 100).await.unwrap().len(),
+        40
+    );
+    assert_eq!(other.list(SagaStatus::Pending, 7).await.unwrap().len(), 7);
+    assert_eq!(other.count(SagaStatus::Pending).await.unwrap(), 40);
+}
+
+all_three!(
     compare_and_set,
     deadlines_are_claimed_once,
-    participant_records
+    participant_records,
+    every_store_finds_every_due_deadline,
 );
+
+/// No saga is stuck when a master dies: on a cluster of its own, SIGKILL the master holding
+/// some sagas; once its replica is promoted, a store that never wrote (another coordinator)
+/// still finds every due deadline, those on the promoted replica included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_fire_after_a_master_is_killed() {
+    const SAGAS: usize = 30;
+    let mut cluster = RedisCluster::start().await;
+    let config = RedisConfig::new(&cluster.url())
+        .unwrap()
+        .namespace("saga-failover");
+    let transport = RedisTransport::connect(config.clone()).await.unwrap();
+    let store = RedisSagaStore::new(&transport).with_state_prefix("saga-failover:saga:");
+    let now = now_seconds();
+    let ids: BTreeSet<String> = (0..SAGAS).map(|i| format!("f{i}")).collect();
+    for id in &ids {
+        let state = transition::start(&saga(), id, Map::new(), now).unwrap();
+        assert!(store.create(&state).await.unwrap());
+    }
+    // Let the replicas catch up (asynchronous replication: see the README).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let victim = store.keys().state("f0");
+    let master = cluster.owner_of(&victim).expect("a master holds f0");
+    cluster.kill(master);
+
+    let other = RedisSagaStore::new(&RedisTransport::connect(config).await.unwrap())
+        .with_state_prefix("saga-failover:saga:");
+    // Each round claims at a time past the previous round's leases, so every deadline is
+    // due again: a round that returns them all shows none is stuck.
+    let mut round = 0.0;
+    eventually(Duration::from_secs(60), "every deadline claimed", || {
+        round += 1.0;
+        let other = &other;
+        let ids = &ids;
+        async move {
+            match other
+                .claim_due(now + round * 31.0, Duration::from_secs(30), 100)
+                .await
+            {
+                Ok(claimed) => claimed.into_iter().collect::<BTreeSet<_>>() == *ids,
+                Err(e) => {
+                    eprintln!("claim during failover: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    false
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        cluster.owner_of(&victim).is_some_and(|p| p != master),
+        "the replica took over f0's slot"
+    );
+    assert_eq!(
+        other.count(SagaStatus::Pending).await.unwrap(),
+        SAGAS as u64
+    );
+    assert!(other.load("f0").await.unwrap().is_some());
+}

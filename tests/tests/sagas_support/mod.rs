@@ -163,6 +163,8 @@ pub struct Effects {
     pub double_reservations: AtomicU64,
     /// Reserve commands that take 300 ms (compensation-overtakes-command test).
     pub slow: Mutex<HashSet<String>>,
+    /// Slow reserve commands whose handler has started.
+    pub slow_started: Mutex<HashSet<String>>,
     /// The inventory participant's counters.
     pub inventory: Mutex<Option<Arc<ParticipantStats>>>,
     /// Reserve commands that fail once before succeeding (redelivery test).
@@ -252,6 +254,7 @@ pub async fn participants(
                     let saga_id = ctx.saga_id().to_string();
                     let slow = effects.slow.lock().unwrap().contains(&saga_id);
                     if slow {
+                        effects.slow_started.lock().unwrap().insert(saga_id.clone());
                         tokio::time::sleep(Duration::from_millis(300)).await;
                     }
                     if effects.flaky.lock().unwrap().remove(&saga_id) {
