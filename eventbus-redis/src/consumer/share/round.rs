@@ -306,13 +306,8 @@ impl Round<'_> {
     /// asks Redis whether any is still pending for it: an entry can leave without passing
     /// through here (acknowledged or claimed elsewhere), and must not hold the hand-over up.
     async fn forget_settled(&self, i: usize, topic: &Topic) {
-        let Round {
-            inner,
-            sharing,
-            group,
-            me,
-            live,
-        } = *self;
+        let (inner, sharing, group, me) = (self.inner, self.sharing, self.group, self.me);
+        let live = self.live;
         let draining: Vec<Part> = {
             let state = sharing.state();
             let t = &state.topics[i];
