@@ -13,6 +13,7 @@
 //! (`{ns}:stream:{event_type}`, `{ns}:stream:all`, `{ns}:dlq:{group}`): with one partition
 //! the keys are exactly the reference article's.
 
+mod aggregate;
 pub(crate) mod scripts;
 pub(crate) mod slot;
 
@@ -25,6 +26,7 @@ use eventbus_core::{EntryId, Envelope, Error as CoreError, Result as CoreResult}
 use redis::Value;
 use serde_json::Value as Json;
 
+pub(crate) use self::aggregate::AggregateKeys;
 pub(crate) use crate::client::Directory;
 use crate::client::Inner;
 use crate::error::has_code;
@@ -223,11 +225,23 @@ impl Directory {
         let key = inner.keys.topic_meta(event_type);
         let mut invocation = scripts::SET_PARTITIONS.key(&key);
         invocation.arg(count);
-        let now: i64 = invocation
+        let reply: Value = invocation
             .invoke_async(&mut inner.conn.clone())
             .await
             .map_err(|e| inner.server.error(&e, "set partition count", None))?;
+        let items = reply::items(&reply).unwrap_or_default();
+        let now = items
+            .first()
+            .and_then(reply::int)
+            .ok_or_else(|| inner.server.protocol("set partition count", "no count"))?;
+        let pinned = items.get(1).and_then(reply::text);
         let now = u32::try_from(now.unsigned_abs()).unwrap_or(u32::MAX);
+        if let Some(aggregate_type) = pinned {
+            return Err(CoreError::Config(format!(
+                "topic {event_type} has {now} partitions and is co-partitioned with aggregate \
+                 type {aggregate_type}: it cannot change (asked for {count})"
+            )));
+        }
         if now > count {
             return Err(CoreError::Config(format!(
                 "topic {event_type} has {now} partitions; a partition count can only grow \
