@@ -23,6 +23,8 @@
 //! On a Redis Cluster, event-type topics are partitioned (see [`Keys::partition_stream`]) and
 //! a named stream carries its name as its hash tag: `eventbus:stream:cmd:billing:{cmd:billing}`,
 //! its dead letters `eventbus:dlq:{group}:{cmd:billing}`.
+//! An aggregate's keys carry the hash tag `{t_i}` of its partition there, right after the
+//! key kind: `eventbus:aggregate:{t_i}:{type}:{id}` ([`Keys::aggregate_stream_tagged`]).
 //!
 //! Read-model keys themselves (`orders:summary:{order_id}`) are *not* namespaced: they are
 //! exactly the projection's key templates (plus an optional prefix), so that other services

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use eventbus_core::{Error as CoreError, Result as CoreResult};
 
-use super::{lock, partition_for_key, read_count, scripts, Directory};
+use super::{hget_partitions, lock, partition_for_key, read_count, scripts, Directory};
 use crate::client::Inner;
 use crate::error::Error;
 
@@ -111,13 +111,17 @@ impl Directory {
             return Err(differ(&counts));
         }
         if stored.is_none() {
-            let now: u32 = scripts::PLACE_AGGREGATES
-                .key(inner.keys.aggregate_type_meta(aggregate_type))
-                .arg(count)
-                .invoke_async(&mut inner.conn.clone())
-                .await
-                .map_err(|e| inner.server.error(&e, "store aggregate partitions", None))?;
-            lock(&inner.partitions.aggregates).insert(aggregate_type.to_owned(), now);
+            let now = store_count(
+                inner,
+                &scripts::PLACE_AGGREGATES,
+                (
+                    &inner.keys.aggregate_type_meta(aggregate_type),
+                    &count.to_string(),
+                ),
+                &inner.partitions.aggregates,
+                aggregate_type,
+            )
+            .await?;
             if now != count {
                 return Err(Error::AggregatePartitionsDiffer {
                     aggregate_type: aggregate_type.to_owned(),
@@ -160,12 +164,7 @@ async fn aggregate_count(inner: &Inner, aggregate_type: &str) -> CoreResult<Opti
     if let Some(count) = cached(&inner.partitions.aggregates, aggregate_type) {
         return Ok(Some(count));
     }
-    let count: Option<u32> = redis::cmd("HGET")
-        .arg(inner.keys.aggregate_type_meta(aggregate_type))
-        .arg("partitions")
-        .query_async(&mut inner.conn.clone())
-        .await
-        .map_err(|e| inner.server.error(&e, "HGET aggregate partitions", None))?;
+    let count = hget_partitions(inner, &inner.keys.aggregate_type_meta(aggregate_type)).await?;
     if let Some(count) = count {
         lock(&inner.partitions.aggregates).insert(aggregate_type.to_owned(), count);
     }
@@ -174,13 +173,32 @@ async fn aggregate_count(inner: &Inner, aggregate_type: &str) -> CoreResult<Opti
 
 /// Pins an event type's partition count for `aggregate_type`; returns the count, cached.
 async fn pin(inner: &Inner, event_type: &str, aggregate_type: &str) -> CoreResult<u32> {
-    let count: u32 = scripts::PIN_TOPIC
-        .key(inner.keys.topic_meta(event_type))
-        .arg(aggregate_type)
+    store_count(
+        inner,
+        &scripts::PIN_TOPIC,
+        (&inner.keys.topic_meta(event_type), aggregate_type),
+        &inner.partitions.pinned,
+        event_type,
+    )
+    .await
+}
+
+/// Runs a script of one key and one argument that returns a partition count for good, and
+/// caches the count in `cache` under `name`.
+async fn store_count(
+    inner: &Inner,
+    script: &redis::Script,
+    (key, arg): (&str, &str),
+    cache: &Mutex<HashMap<String, u32>>,
+    name: &str,
+) -> CoreResult<u32> {
+    let count: u32 = script
+        .key(key)
+        .arg(arg)
         .invoke_async(&mut inner.conn.clone())
         .await
-        .map_err(|e| inner.server.error(&e, "pin topic", None))?;
-    lock(&inner.partitions.pinned).insert(event_type.to_owned(), count);
+        .map_err(|e| inner.server.error(&e, "store a partition count", None))?;
+    lock(cache).insert(name.to_owned(), count);
     Ok(count)
 }
 

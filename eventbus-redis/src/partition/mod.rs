@@ -283,13 +283,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The partition count stored for an event type (1 when none is), read now, not cached.
 pub(crate) async fn read_count(inner: &Inner, event_type: &str) -> CoreResult<u32> {
+    let count = hget_partitions(inner, &inner.keys.topic_meta(event_type)).await?;
+    Ok(count.unwrap_or(1).max(1))
+}
+
+/// The field `partitions` of the hash at `key` (a topic's or an aggregate type's
+/// metadata), read now; `None` when absent or not a number.
+pub(crate) async fn hget_partitions(inner: &Inner, key: &str) -> CoreResult<Option<u32>> {
     let value: Option<String> = redis::cmd("HGET")
-        .arg(inner.keys.topic_meta(event_type))
+        .arg(key)
         .arg("partitions")
         .query_async(&mut inner.conn.clone())
         .await
         .map_err(|e| inner.server.error(&e, "HGET partitions", None))?;
-    Ok(value.and_then(|v| v.parse().ok()).unwrap_or(1).max(1))
+    Ok(value.and_then(|v| v.parse().ok()))
 }
 
 async fn load_tags(inner: &Inner) -> CoreResult<Vec<String>> {
