@@ -58,6 +58,12 @@ pub(crate) struct Directory {
     pub(crate) global: Mutex<Option<(u32, Instant)>>,
     /// Round-robin position for events without a key.
     pub(crate) next: AtomicU64,
+    /// Event types this client pinned for the event store (cluster), with their partition
+    /// count, which can't change once pinned.
+    pub(crate) pinned: Mutex<HashMap<String, u32>>,
+    /// The partition count each aggregate type's aggregates are placed by (cluster), which
+    /// never changes once stored.
+    pub(crate) aggregates: Mutex<HashMap<String, u32>>,
 }
 
 /// What the clones of a client share.

@@ -60,6 +60,46 @@ pub enum Error {
         asked: u32,
     },
 
+    /// A topic was asked for another partition count, but an event-sourced aggregate type
+    /// has stored its events on a Redis Cluster: its aggregates' keys are placed by that
+    /// count, so it can never change (see the README's "Event store on a cluster"). Not
+    /// retryable; nothing was changed. Publish new events under another type instead.
+    #[error(
+        "topic `{event_type}` has {current} partitions and is co-partitioned with aggregate \
+         type `{aggregate_type}`, whose stored aggregates are placed by that count: it cannot \
+         change (asked for {asked})"
+    )]
+    TopicPinned {
+        /// The event type.
+        event_type: String,
+        /// Its partition count, for good.
+        current: u32,
+        /// The count asked for.
+        asked: u32,
+        /// The aggregate type that pinned it.
+        aggregate_type: String,
+    },
+
+    /// An aggregate type appended events whose types have different partition counts, or
+    /// a count other than the one its aggregates were placed by, on a Redis Cluster: the
+    /// events of one aggregate type are co-partitioned with it (all in the partition of the
+    /// aggregate id, one slot). Not retryable; nothing was appended. Give the event types
+    /// the aggregate type's count (`eventbus topic create`) before their first append.
+    #[error(
+        "aggregate type `{aggregate_type}`{}: its event types must have that same partition \
+         count, but {}",
+        .partitions.map(|p| format!(" is placed by {p} partitions")).unwrap_or_default(),
+        .event_types.iter().map(|(t, n)| format!("`{t}` has {n}")).collect::<Vec<_>>().join(", ")
+    )]
+    AggregatePartitionsDiffer {
+        /// The aggregate type.
+        aggregate_type: String,
+        /// The partition count stored for it, if any.
+        partitions: Option<u32>,
+        /// The event types of the append, with their partition counts.
+        event_types: Vec<(String, u32)>,
+    },
+
     /// Redis could not be reached or refused the connection (unreachable, wrong password,
     /// missing permission). [`TransportError::kind`] and [`Error::is_retryable`] tell which.
     #[error(transparent)]
@@ -73,7 +113,9 @@ impl Error {
             Error::InvalidUrl { .. }
             | Error::TlsCaFile { .. }
             | Error::InvalidPartitionCount { .. }
-            | Error::PartitionCountCannotShrink { .. } => false,
+            | Error::PartitionCountCannotShrink { .. }
+            | Error::TopicPinned { .. }
+            | Error::AggregatePartitionsDiffer { .. } => false,
             Error::Transport(e) => e.is_retryable(),
         }
     }
@@ -85,7 +127,9 @@ impl From<Error> for eventbus_core::Error {
             Error::InvalidUrl { .. }
             | Error::TlsCaFile { .. }
             | Error::InvalidPartitionCount { .. }
-            | Error::PartitionCountCannotShrink { .. } => {
+            | Error::PartitionCountCannotShrink { .. }
+            | Error::TopicPinned { .. }
+            | Error::AggregatePartitionsDiffer { .. } => {
                 eventbus_core::Error::Config(error.to_string())
             }
             Error::Transport(e) => eventbus_core::Error::Transport(e),

@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 
 use crate::client::{Inner, RedisClient};
 use crate::codec;
-use crate::partition::{self, Directory};
+use crate::partition::{self, AggregateKeys, Directory};
 use crate::reply;
 use crate::scripts;
 use crate::transport::RedisTransport;
@@ -31,8 +31,15 @@ use crate::transport::RedisTransport;
 /// key: the aggregate id unless the event names another), so one aggregate's events keep
 /// their order.
 ///
-/// In Redis Cluster the script's keys must share a slot, which the aggregate keys don't
-/// yet: use a single Redis (or a replicated primary).
+/// On a Redis Cluster the script's keys share a slot: an aggregate instance lives in
+/// partition `i = partition_for_key(id, P)` of its event types, which must all have the
+/// same partition count P (an append of event types with other counts fails with
+/// [`Error::AggregatePartitionsDiffer`](crate::Error::AggregatePartitionsDiffer)), its keys
+/// carry partition `i`'s hash tag (`{ns}:aggregate:{t_i}:{type}:{id}`, …), and every event
+/// it appends goes to partition `i`, whatever its own partition key. P is stored for the
+/// aggregate type on its first append (`{ns}:aggregate-type:{type}`) and its event types'
+/// partition counts are pinned from then on (see
+/// [`RedisTransport::create_topic`](crate::RedisTransport::create_topic)).
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -90,11 +97,13 @@ impl RedisEventStore {
 #[async_trait]
 impl EventStore for RedisEventStore {
     async fn version(&self, aggregate_type: &str, aggregate_id: &str) -> CoreResult<u64> {
-        let key = self
-            .inner
-            .keys
-            .aggregate_version(aggregate_type, aggregate_id);
-        let version: Option<u64> = self.query(redis::cmd("GET").arg(&key), "GET").await?;
+        let Some(keys) = Directory::aggregate(&self.inner, aggregate_type, aggregate_id).await?
+        else {
+            return Ok(0);
+        };
+        let version: Option<u64> = self
+            .query(redis::cmd("GET").arg(&keys.version), "GET")
+            .await?;
         Ok(version.unwrap_or(0))
     }
 
@@ -105,10 +114,11 @@ impl EventStore for RedisEventStore {
         after: u64,
         limit: usize,
     ) -> CoreResult<Vec<StoredEvent>> {
-        let key = self
-            .inner
-            .keys
-            .aggregate_stream(aggregate_type, aggregate_id);
+        let Some(AggregateKeys { stream: key, .. }) =
+            Directory::aggregate(&self.inner, aggregate_type, aggregate_id).await?
+        else {
+            return Ok(Vec::new());
+        };
         let value: Value = self
             .query(
                 redis::cmd("XRANGE")
@@ -152,26 +162,37 @@ impl EventStore for RedisEventStore {
         events: &[Envelope<Json>],
     ) -> CoreResult<Vec<EntryId>> {
         let inner = &self.inner;
-        let keys = &inner.keys;
         let config = &inner.config;
-        // Each event goes to its partition (by its key: the aggregate id, unless the event
-        // names another), its type stream and its share of the global stream.
+        let event_types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let aggregate =
+            Directory::place_aggregate(inner, aggregate_type, aggregate_id, &event_types).await?;
         let mut placed = Vec::with_capacity(events.len());
-        for event in events {
-            let count = Directory::count(inner, &event.event_type).await?;
-            let index = inner.partitions.partition_of(event, count);
-            placed.push((index, Directory::partitioned(inner, count)));
-        }
-        let max = placed.iter().map(|(i, _)| *i).max().unwrap_or(0);
-        let tags = if config.is_cluster() || max > 0 {
-            Directory::tags(inner, max + 1).await?
-        } else {
-            Vec::new()
+        let tags = match aggregate.placed {
+            // On a cluster every event goes to the aggregate's partition (its keys' slot).
+            Some((index, tags)) => {
+                placed.resize(events.len(), (index, true));
+                tags
+            }
+            // On a single node each event goes to its partition (by its key: the aggregate
+            // id, unless the event names another), its type stream and its share of the
+            // global stream.
+            None => {
+                for event in events {
+                    let count = Directory::count(inner, &event.event_type).await?;
+                    let index = inner.partitions.partition_of(event, count);
+                    placed.push((index, Directory::partitioned(inner, count)));
+                }
+                let max = placed.iter().map(|(i, _)| *i).max().unwrap_or(0);
+                if max > 0 {
+                    Directory::tags(inner, max + 1).await?
+                } else {
+                    Vec::new()
+                }
+            }
         };
-        let mut invocation =
-            scripts::APPEND.key(keys.aggregate_stream(aggregate_type, aggregate_id));
+        let mut invocation = scripts::APPEND.key(&aggregate.stream);
         invocation
-            .key(keys.aggregate_version(aggregate_type, aggregate_id))
+            .key(&aggregate.version)
             .arg(expected)
             .arg(config.global_stream_maxlen())
             .arg(events.len());
@@ -232,10 +253,11 @@ impl EventStore for RedisEventStore {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> CoreResult<Option<Snapshot>> {
-        let key = self
-            .inner
-            .keys
-            .aggregate_snapshot(aggregate_type, aggregate_id);
+        let Some(AggregateKeys { snapshot: key, .. }) =
+            Directory::aggregate(&self.inner, aggregate_type, aggregate_id).await?
+        else {
+            return Ok(None);
+        };
         let fields: Vec<Option<String>> = self
             .query(
                 redis::cmd("HMGET").arg(&key).arg(&[
@@ -275,10 +297,14 @@ impl EventStore for RedisEventStore {
         aggregate_id: &str,
         snapshot: &Snapshot,
     ) -> CoreResult<()> {
-        let key = self
-            .inner
-            .keys
-            .aggregate_snapshot(aggregate_type, aggregate_id);
+        let Some(AggregateKeys { snapshot: key, .. }) =
+            Directory::aggregate(&self.inner, aggregate_type, aggregate_id).await?
+        else {
+            return Err(CoreError::Config(format!(
+                "no snapshot of {aggregate_type} {aggregate_id}: its type has stored no \
+                 events yet, so its place on the cluster is not known"
+            )));
+        };
         let state =
             serde_json::to_string(&snapshot.state).map_err(|source| CoreError::Serialize {
                 event_type: format!("{aggregate_type} snapshot"),

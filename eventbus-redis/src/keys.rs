@@ -23,6 +23,8 @@
 //! On a Redis Cluster, event-type topics are partitioned (see [`Keys::partition_stream`]) and
 //! a named stream carries its name as its hash tag: `eventbus:stream:cmd:billing:{cmd:billing}`,
 //! its dead letters `eventbus:dlq:{group}:{cmd:billing}`.
+//! An aggregate's keys carry the hash tag `{t_i}` of its partition there, right after the
+//! key kind: `eventbus:aggregate:{t_i}:{type}:{id}` ([`Keys::aggregate_stream_tagged`]).
 //!
 //! Read-model keys themselves (`orders:summary:{order_id}`) are *not* namespaced: they are
 //! exactly the projection's key templates (plus an optional prefix), so that other services
@@ -347,6 +349,41 @@ impl Keys {
     pub fn aggregate_snapshot(&self, aggregate_type: &str, id: &str) -> String {
         format!("{}:snapshot:{aggregate_type}:{id}", self.namespace)
     }
+
+    /// [`Keys::aggregate_stream`] on a Redis Cluster, in the partition of hash tag `tag`:
+    /// `{ns}:aggregate:{tag}:{type}:{id}`. The tag comes before the type and id, so that
+    /// braces in them can't make another hash tag.
+    pub fn aggregate_stream_tagged(&self, tag: &str, aggregate_type: &str, id: &str) -> String {
+        format!(
+            "{}:aggregate:{{{tag}}}:{aggregate_type}:{id}",
+            self.namespace
+        )
+    }
+
+    /// [`Keys::aggregate_version`] on a Redis Cluster, in the partition of hash tag `tag`:
+    /// `{ns}:aggregate-version:{tag}:{type}:{id}`.
+    pub fn aggregate_version_tagged(&self, tag: &str, aggregate_type: &str, id: &str) -> String {
+        format!(
+            "{}:aggregate-version:{{{tag}}}:{aggregate_type}:{id}",
+            self.namespace
+        )
+    }
+
+    /// [`Keys::aggregate_snapshot`] on a Redis Cluster, in the partition of hash tag `tag`:
+    /// `{ns}:snapshot:{tag}:{type}:{id}`.
+    pub fn aggregate_snapshot_tagged(&self, tag: &str, aggregate_type: &str, id: &str) -> String {
+        format!(
+            "{}:snapshot:{{{tag}}}:{aggregate_type}:{id}",
+            self.namespace
+        )
+    }
+
+    /// The metadata of an aggregate type (a hash; field `partitions`, the partition count
+    /// its aggregates are placed by on a Redis Cluster, set by its first append):
+    /// `{ns}:aggregate-type:{type}`.
+    pub fn aggregate_type_meta(&self, aggregate_type: &str) -> String {
+        format!("{}:aggregate-type:{aggregate_type}", self.namespace)
+    }
 }
 
 /// The default prefix of saga state keys (`saga:{saga_id}`), as in the reference article.
@@ -604,6 +641,17 @@ mod tests {
             keys.aggregate_snapshot("Account", "a1"),
             "ns:snapshot:Account:a1"
         );
+        let tagged = [
+            keys.aggregate_stream_tagged("p1", "Account", "a{1}"),
+            keys.aggregate_version_tagged("p1", "Account", "a{1}"),
+            keys.aggregate_snapshot_tagged("p1", "Account", "a{1}"),
+        ];
+        assert_eq!(tagged[0], "ns:aggregate:{p1}:Account:a{1}");
+        use crate::partition::slot::slot_of;
+        let slot = slot_of(&keys.partition_stream(&Topic::All, "p1"));
+        for key in &tagged {
+            assert_eq!(slot_of(key), slot, "{key}");
+        }
         // Aggregate keys are not topics.
         assert_eq!(keys.topic_of(&keys.aggregate_stream("Account", "a1")), None);
     }

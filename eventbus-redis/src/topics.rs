@@ -81,6 +81,10 @@ impl RedisTransport {
     /// [`MAX_PARTITIONS`] with [`Error::InvalidPartitionCount`], both without changing
     /// anything. Events with the same key stay in order only within one count: after a
     /// raise, a key may map to another partition.
+    ///
+    /// On a Redis Cluster, once an event-sourced aggregate type has appended events of this
+    /// type, the count is pinned (the aggregates' keys are placed by it): asking for another
+    /// count fails with [`Error::TopicPinned`], naming the aggregate type.
     pub async fn create_topic(&self, event_type: &str, partitions: u32) -> Result<u32> {
         if partitions == 0 || partitions > MAX_PARTITIONS {
             return Err(Error::InvalidPartitionCount {
@@ -100,10 +104,36 @@ impl RedisTransport {
         }
         match Directory::set_count(self.inner(), event_type, partitions).await {
             Ok(now) => Ok(now),
-            // Raised by someone else meanwhile, above what was asked.
-            Err(CoreError::Config(_)) => Err(shrink(self.stored_count(event_type).await?)),
+            // Pinned by an aggregate type, or raised by someone else meanwhile above what
+            // was asked.
+            Err(CoreError::Config(_)) => {
+                let (current, pinned_by) = self.stored_meta(event_type).await?;
+                Err(match pinned_by {
+                    Some(aggregate_type) if current != partitions => Error::TopicPinned {
+                        event_type: event_type.to_owned(),
+                        current,
+                        asked: partitions,
+                        aggregate_type,
+                    },
+                    _ => shrink(current),
+                })
+            }
             Err(other) => Err(self.setup_error(other, "create topic")),
         }
+    }
+
+    /// The partition count stored for an event type and the aggregate type that pinned it,
+    /// if any, read now.
+    async fn stored_meta(&self, event_type: &str) -> Result<(u32, Option<String>)> {
+        let inner = self.inner();
+        let (count, pinned_by): (Option<u32>, Option<String>) = redis::cmd("HMGET")
+            .arg(inner.keys.topic_meta(event_type))
+            .arg("partitions")
+            .arg("pinned_by")
+            .query_async(&mut inner.conn.clone())
+            .await
+            .map_err(|e| Error::Transport(inner.server.transport(&e, "HMGET")))?;
+        Ok((count.unwrap_or(1).max(1), pinned_by))
     }
 
     /// Every topic of the namespace that has partition metadata or a stream (event types,

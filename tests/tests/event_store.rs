@@ -15,8 +15,8 @@ use eventbus_core::{
     aggregate, command, command_handler, event, BoxError, CommandBus, CommandContext, CommandError,
     Envelope, EventBus, HandlerError,
 };
-use eventbus_redis::RedisEventStore;
-use eventbus_tests::{both, eventually, raw_connection, Backend};
+use eventbus_redis::{Error, RedisEventStore};
+use eventbus_tests::{all_three, eventually, raw_connection, run_on_cluster, Backend};
 use serde_json::{json, Value};
 
 /// v1 had `cents` only; v2 adds the writer and sequence number.
@@ -114,7 +114,7 @@ async fn read_all(store: &Arc<dyn EventStore>, id: &str) -> Vec<StoredEvent> {
     store.read("TestAccount", id, 0, 100_000).await.unwrap()
 }
 
-both!(
+all_three!(
     concurrent_writers_lose_nothing,
     exhausted_retries_return_the_conflict,
     snapshot_load_equals_replay,
@@ -469,4 +469,84 @@ async fn redis_append_is_all_or_nothing() {
         .unwrap_err();
     assert!(err.is_conflict(), "{err}");
     assert_eq!(len(keys.stream(&Topic::All)).await, 1);
+}
+
+/// On a cluster an aggregate type's first append pins its event types' partition count
+/// (its aggregates' keys are placed by it): `create_topic` refuses to change it, saying
+/// why; an append of event types with other counts fails and appends nothing.
+#[test]
+fn cluster_pins_the_partition_count_of_event_sourced_types() {
+    run_on_cluster("cluster_pins_event_sourced_types", |backend| async move {
+        let Backend::Redis { transport, .. } = &backend else {
+            panic!("a cluster test")
+        };
+        let store = store(&backend);
+        let event = |t: &str| {
+            Envelope::new(t, 2, "test", json!({"cents": 1, "writer": 0, "seq": 0}))
+                .with_metadata("aggregate_id", "acc-1")
+        };
+        // Not pinned yet: the count may still grow.
+        assert_eq!(
+            transport.create_topic("Test.Deposited", 3).await.unwrap(),
+            3
+        );
+        assert_eq!(transport.create_topic("Test.Fee", 2).await.unwrap(), 2);
+        let differ = store
+            .append(
+                "TestAccount",
+                "acc-1",
+                0,
+                &[event("Test.Deposited"), event("Test.Fee")],
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            differ.contains("`Test.Deposited` has 3") && differ.contains("`Test.Fee` has 2"),
+            "{differ}"
+        );
+        assert_eq!(store.version("TestAccount", "acc-1").await.unwrap(), 0);
+
+        store
+            .append("TestAccount", "acc-1", 0, &[event("Test.Deposited")])
+            .await
+            .unwrap();
+        match transport.create_topic("Test.Deposited", 4).await {
+            Err(Error::TopicPinned {
+                event_type,
+                current: 3,
+                asked: 4,
+                aggregate_type,
+            }) => {
+                assert_eq!(
+                    (event_type.as_str(), aggregate_type.as_str()),
+                    ("Test.Deposited", "TestAccount")
+                );
+            }
+            other => panic!("expected TopicPinned, got {other:?}"),
+        }
+        // Asking for the count it has changes nothing and succeeds.
+        assert_eq!(
+            transport.create_topic("Test.Deposited", 3).await.unwrap(),
+            3
+        );
+        // Reads find the aggregate by the count stored for its type.
+        let fresh = RedisEventStore::new(transport);
+        assert_eq!(fresh.version("TestAccount", "acc-1").await.unwrap(), 1);
+        assert_eq!(
+            fresh
+                .read("TestAccount", "acc-1", 0, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // The aggregate type now has 3 partitions: an event type of 2 can't join it.
+        let joined = store
+            .append("TestAccount", "acc-1", 1, &[event("Test.Fee")])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(joined.contains("placed by 3 partitions"), "{joined}");
+    });
 }

@@ -13,6 +13,7 @@
 //! (`{ns}:stream:{event_type}`, `{ns}:stream:all`, `{ns}:dlq:{group}`): with one partition
 //! the keys are exactly the reference article's.
 
+mod aggregate;
 pub(crate) mod scripts;
 pub(crate) mod slot;
 
@@ -25,6 +26,7 @@ use eventbus_core::{EntryId, Envelope, Error as CoreError, Result as CoreResult}
 use redis::Value;
 use serde_json::Value as Json;
 
+pub(crate) use self::aggregate::AggregateKeys;
 pub(crate) use crate::client::Directory;
 use crate::client::Inner;
 use crate::error::has_code;
@@ -223,11 +225,23 @@ impl Directory {
         let key = inner.keys.topic_meta(event_type);
         let mut invocation = scripts::SET_PARTITIONS.key(&key);
         invocation.arg(count);
-        let now: i64 = invocation
+        let reply: Value = invocation
             .invoke_async(&mut inner.conn.clone())
             .await
             .map_err(|e| inner.server.error(&e, "set partition count", None))?;
+        let items = reply::items(&reply).unwrap_or_default();
+        let now = items
+            .first()
+            .and_then(reply::int)
+            .ok_or_else(|| inner.server.protocol("set partition count", "no count"))?;
+        let pinned = items.get(1).and_then(reply::text);
         let now = u32::try_from(now.unsigned_abs()).unwrap_or(u32::MAX);
+        if let Some(aggregate_type) = pinned {
+            return Err(CoreError::Config(format!(
+                "topic {event_type} has {now} partitions and is co-partitioned with aggregate \
+                 type {aggregate_type}: it cannot change (asked for {count})"
+            )));
+        }
         if now > count {
             return Err(CoreError::Config(format!(
                 "topic {event_type} has {now} partitions; a partition count can only grow \
@@ -269,13 +283,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The partition count stored for an event type (1 when none is), read now, not cached.
 pub(crate) async fn read_count(inner: &Inner, event_type: &str) -> CoreResult<u32> {
+    let count = hget_partitions(inner, &inner.keys.topic_meta(event_type)).await?;
+    Ok(count.unwrap_or(1).max(1))
+}
+
+/// The field `partitions` of the hash at `key` (a topic's or an aggregate type's
+/// metadata), read now; `None` when absent or not a number.
+pub(crate) async fn hget_partitions(inner: &Inner, key: &str) -> CoreResult<Option<u32>> {
     let value: Option<String> = redis::cmd("HGET")
-        .arg(inner.keys.topic_meta(event_type))
+        .arg(key)
         .arg("partitions")
         .query_async(&mut inner.conn.clone())
         .await
         .map_err(|e| inner.server.error(&e, "HGET partitions", None))?;
-    Ok(value.and_then(|v| v.parse().ok()).unwrap_or(1).max(1))
+    Ok(value.and_then(|v| v.parse().ok()))
 }
 
 async fn load_tags(inner: &Inner) -> CoreResult<Vec<String>> {

@@ -20,19 +20,48 @@ return redis.call('LRANGE', KEYS[1], 0, -1)
     )
 });
 
-/// Raises a topic's partition count, never lowers it.
+/// Raises a topic's partition count, never lowers it, and never changes it once an
+/// aggregate type pinned it (field `pinned_by`).
 ///
-/// `KEYS[1]` topic metadata hash; `ARGV[1]` count. Returns the count now in force.
+/// `KEYS[1]` topic metadata hash; `ARGV[1]` count. Returns `{count now in force}`, or
+/// `{count, pinned_by}` when refused for the pin.
 pub(crate) static SET_PARTITIONS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local now = tonumber(redis.call('HGET', KEYS[1], 'partitions') or '1')
 local asked = tonumber(ARGV[1])
 if asked > now then
+  local pinned = redis.call('HGET', KEYS[1], 'pinned_by')
+  if pinned then return {now, pinned} end
   redis.call('HSET', KEYS[1], 'partitions', asked)
   now = asked
 end
-return now
+return {now}
+"#,
+    )
+});
+
+/// Pins a topic's partition count for an aggregate type of the event store (the first
+/// aggregate type to pin it is kept).
+///
+/// `KEYS[1]` topic metadata hash; `ARGV[1]` aggregate type. Returns the count, for good.
+pub(crate) static PIN_TOPIC: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('HSETNX', KEYS[1], 'pinned_by', ARGV[1])
+return tonumber(redis.call('HGET', KEYS[1], 'partitions') or '1')
+"#,
+    )
+});
+
+/// Stores the partition count an aggregate type's aggregates are placed by, unless one is.
+///
+/// `KEYS[1]` aggregate type metadata hash; `ARGV[1]` count. Returns the stored count.
+pub(crate) static PLACE_AGGREGATES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('HSETNX', KEYS[1], 'partitions', ARGV[1])
+return tonumber(redis.call('HGET', KEYS[1], 'partitions'))
 "#,
     )
 });
