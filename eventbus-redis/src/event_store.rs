@@ -166,29 +166,13 @@ impl EventStore for RedisEventStore {
         let event_types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
         let aggregate =
             Directory::place_aggregate(inner, aggregate_type, aggregate_id, &event_types).await?;
-        let mut placed = Vec::with_capacity(events.len());
-        let tags = match aggregate.placed {
+        let (placed, tags) = match aggregate.placed {
             // On a cluster every event goes to the aggregate's partition (its keys' slot).
-            Some((index, tags)) => {
-                placed.resize(events.len(), (index, true));
-                tags
-            }
+            Some((index, tags)) => (vec![(index, true); events.len()], tags),
             // On a single node each event goes to its partition (by its key: the aggregate
             // id, unless the event names another), its type stream and its share of the
             // global stream.
-            None => {
-                for event in events {
-                    let count = Directory::count(inner, &event.event_type).await?;
-                    let index = inner.partitions.partition_of(event, count);
-                    placed.push((index, Directory::partitioned(inner, count)));
-                }
-                let max = placed.iter().map(|(i, _)| *i).max().unwrap_or(0);
-                if max > 0 {
-                    Directory::tags(inner, max + 1).await?
-                } else {
-                    Vec::new()
-                }
-            }
+            None => Directory::place(inner, events).await?,
         };
         let mut invocation = scripts::APPEND.key(&aggregate.stream);
         invocation

@@ -138,9 +138,7 @@ impl RedisTransport {
             Topic::Type(_) => Directory::topic_count(inner, topic).await?,
             _ => 1,
         };
-        let parts = Directory::parts(inner, topic, count).await?;
-        let partitioned = !matches!(topic, Topic::Named(_))
-            && (parts.len() > 1 || parts.iter().any(|p| p.tag.is_some()));
+        let partitioned = !matches!(topic, Topic::Named(_)) && Directory::partitioned(inner, count);
         if !partitioned {
             // A named stream (tagged on a cluster, its ids plain), or one partition on a
             // single node.
@@ -150,17 +148,15 @@ impl RedisTransport {
                 .append_to_key(topic, &key, &all, maxlen, existing_only)
                 .await;
         }
-        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (position, entry) in entries.iter().enumerate() {
-            let index = inner.partitions.partition_of(entry, count) as usize;
-            match groups.iter_mut().find(|(i, _)| *i == index) {
-                Some((_, members)) => members.push(position),
-                None => groups.push((index, vec![position])),
-            }
-        }
+        let parts = Directory::parts(inner, topic, count).await?;
+        let groups = partition::group_by_partition(
+            entries
+                .iter()
+                .map(|entry| inner.partitions.partition_of(entry, count)),
+        );
         let mut ids = vec![None; entries.len()];
         for (index, members) in groups {
-            let Some(part) = parts.get(index) else {
+            let Some(part) = parts.get(index as usize) else {
                 continue;
             };
             let chosen: Vec<&Envelope<Json>> = members.iter().map(|&m| &entries[m]).collect();
@@ -357,36 +353,10 @@ impl StreamTransport for RedisTransport {
             return Ok(Vec::new());
         }
         let inner = self.inner();
-        // Where each event goes: its partition, and whether its ids are qualified with it.
-        let mut counts: Vec<(&str, u32)> = Vec::new();
-        let mut placed = Vec::with_capacity(events.len());
-        for event in events {
-            let count = match counts.iter().find(|(t, _)| *t == event.event_type) {
-                Some((_, count)) => *count,
-                None => {
-                    let count = Directory::count(inner, &event.event_type).await?;
-                    counts.push((event.event_type.as_str(), count));
-                    count
-                }
-            };
-            let index = inner.partitions.partition_of(event, count);
-            placed.push((index, Directory::partitioned(inner, count)));
-        }
-        let max = placed.iter().map(|(i, _)| *i).max().unwrap_or(0);
-        let tags = if inner.config.is_cluster() || max > 0 {
-            Directory::tags(inner, max + 1).await?
-        } else {
-            Vec::new()
-        };
+        let (placed, tags) = Directory::place(inner, events).await?;
         // One atomic step per partition: a partition's type streams and its share of the
         // global stream share a slot.
-        let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
-        for (position, (index, _)) in placed.iter().enumerate() {
-            match groups.iter_mut().find(|(i, _)| i == index) {
-                Some((_, members)) => members.push(position),
-                None => groups.push((*index, vec![position])),
-            }
-        }
+        let groups = partition::group_by_partition(placed.iter().map(|(index, _)| *index));
         let replies = futures_util::future::join_all(groups.iter().map(|(index, members)| {
             let chosen: Vec<&Envelope<Json>> = members.iter().map(|&m| &events[m]).collect();
             self.publish_partition(*index, &tags, chosen)

@@ -216,16 +216,8 @@ impl RedisConsumer {
             .await?;
         let mut claimed = self.claimed(topic, &value, operation)?;
         if partitioned {
-            if let Some(i) = self.sharing.topic_index(topic) {
-                self.sharing.taken(
-                    i,
-                    part.index,
-                    claimed.deliveries.iter().map(|d| d.entry_id.clone()),
-                );
-            }
-            for d in &mut claimed.deliveries {
-                d.entry_id = partition::qualify(part.index, &d.entry_id, true);
-            }
+            let i = self.sharing.topic_index(topic).unwrap_or(usize::MAX);
+            self.sharing.take(i, part.index, &mut claimed.deliveries);
             for id in &mut claimed.deleted {
                 *id = partition::qualify(part.index, id, true);
             }

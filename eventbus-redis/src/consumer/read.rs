@@ -12,7 +12,7 @@ use redis::{Cmd, Value};
 use super::share::{Readable, TAKEOVER_MIN_IDLE};
 use super::{delivery, parse_claimed, RedisConsumer, MAX_PAGE};
 use crate::conn::Conn;
-use crate::partition::{self, scripts};
+use crate::partition::scripts;
 use crate::reply;
 
 /// Longest a cluster consumer blocks on one partition before looking at the others.
@@ -114,21 +114,9 @@ async fn takeover(c: &RedisConsumer, count: usize) -> CoreResult<Option<Vec<Deli
         count = claimed.deliveries.len(),
         "took over pending entries of a partition"
     );
-    c.sharing.taken(
-        t,
-        part.index,
-        claimed.deliveries.iter().map(|d| d.entry_id.clone()),
-    );
-    Ok(Some(
-        claimed
-            .deliveries
-            .into_iter()
-            .map(|mut d| {
-                d.entry_id = partition::qualify(part.index, &d.entry_id, true);
-                d
-            })
-            .collect(),
-    ))
+    let mut deliveries = claimed.deliveries;
+    c.sharing.take(t, part.index, &mut deliveries);
+    Ok(Some(deliveries))
 }
 
 fn xreadgroup(c: &RedisConsumer, keys: &[&str], count: usize, block: Duration) -> Cmd {
@@ -194,14 +182,7 @@ fn deliveries(c: &RedisConsumer, value: Value, readable: &[Readable]) -> CoreRes
         let start = out.len();
         out.extend(entries.into_iter().filter_map(|e| delivery(topic, e, 1)));
         if r.partitioned {
-            c.sharing.taken(
-                r.topic,
-                r.part.index,
-                out[start..].iter().map(|d| d.entry_id.clone()),
-            );
-            for d in &mut out[start..] {
-                d.entry_id = partition::qualify(r.part.index, &d.entry_id, true);
-            }
+            c.sharing.take(r.topic, r.part.index, &mut out[start..]);
         }
     }
     Ok(out)

@@ -70,6 +70,20 @@ pub(crate) fn split_id(id: &str) -> (u32, &str) {
     }
 }
 
+/// Positions grouped by partition, in order of first appearance: `(partition, positions)`.
+pub(crate) fn group_by_partition(
+    partitions: impl IntoIterator<Item = u32>,
+) -> Vec<(u32, Vec<usize>)> {
+    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+    for (position, index) in partitions.into_iter().enumerate() {
+        match groups.iter_mut().find(|(i, _)| *i == index) {
+            Some((_, members)) => members.push(position),
+            None => groups.push((index, vec![position])),
+        }
+    }
+    groups
+}
+
 /// FNV-1a (64-bit) of `key`: the stable hash that maps a partition key to a partition.
 pub fn key_hash(key: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -90,6 +104,28 @@ impl Directory {
     /// cluster always, on a single node when it has more than one partition.
     pub(crate) fn partitioned(inner: &Inner, count: u32) -> bool {
         inner.config.is_cluster() || count > 1
+    }
+
+    /// Where each event goes — its partition, and whether its ids are qualified with it —
+    /// and the namespace's tags covering those partitions (none when every event goes to
+    /// the unpartitioned layout).
+    pub(crate) async fn place(
+        inner: &Inner,
+        events: &[Envelope<Json>],
+    ) -> CoreResult<(Vec<(u32, bool)>, Vec<String>)> {
+        let mut placed = Vec::with_capacity(events.len());
+        for event in events {
+            let count = Directory::count(inner, &event.event_type).await?;
+            let index = inner.partitions.partition_of(event, count);
+            placed.push((index, Directory::partitioned(inner, count)));
+        }
+        let max = placed.iter().map(|(i, _)| *i).max().unwrap_or(0);
+        let tags = if inner.config.is_cluster() || max > 0 {
+            Directory::tags(inner, max + 1).await?
+        } else {
+            Vec::new()
+        };
+        Ok((placed, tags))
     }
 
     /// The partition an event goes to among `count`: by its key, else round-robin.

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use eventbus_core::transport::Topic;
+use eventbus_core::transport::{Delivery, Topic};
 use eventbus_core::Result as CoreResult;
 use tokio_util::sync::CancellationToken;
 
@@ -276,11 +276,18 @@ impl Sharing {
         (parts, t.partitioned)
     }
 
-    /// Records ids read from a partition (unqualified).
-    pub(crate) fn taken(&self, topic: usize, index: u32, ids: impl IntoIterator<Item = String>) {
-        let mut state = self.state();
-        if let Some(t) = state.topics.get_mut(topic).filter(|t| t.partitioned) {
-            t.outstanding.entry(index).or_default().extend(ids);
+    /// Takes deliveries read from a partition of a partitioned topic: records them as
+    /// unsettled here, and qualifies their ids with the partition.
+    pub(crate) fn take(&self, topic: usize, index: u32, deliveries: &mut [Delivery]) {
+        {
+            let mut state = self.state();
+            if let Some(t) = state.topics.get_mut(topic).filter(|t| t.partitioned) {
+                let set = t.outstanding.entry(index).or_default();
+                set.extend(deliveries.iter().map(|d| d.entry_id.clone()));
+            }
+        }
+        for d in deliveries {
+            d.entry_id = partition::qualify(index, &d.entry_id, true);
         }
     }
 
