@@ -14,8 +14,8 @@ use redis::Value;
 
 use crate::client::Inner;
 use crate::consumer::{delivery, parse_claimed, MAX_PAGE};
+use crate::read_models::scripts;
 use crate::reply;
-use crate::scripts;
 
 /// Wraps the consumer of a projection's lease holder. `read` (`XREADGROUP … >`) and
 /// `claim_idle` (`XAUTOCLAIM`) run in Lua scripts that first check the lease key holds this

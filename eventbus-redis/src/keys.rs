@@ -329,6 +329,56 @@ impl Keys {
     pub fn projection_shadow_prefix(&self, name: &str) -> String {
         format!("{}:projection:{name}:shadow:", self.namespace)
     }
+
+    /// `key` in the cluster slot of hash tag `tag`: `{key}:{tag}`; `key` itself for `None`
+    /// (the unpartitioned layout). A projection's checkpoint and rebuilt-upto hash exist
+    /// once per partition tag of the streams it reads, so that the script committing an
+    /// entry of partition `i` finds them in the partition's slot
+    /// (`eventbus:projection:OrderSummary:checkpoint:{p3.41}`).
+    pub fn in_slot_of(key: String, tag: Option<&str>) -> String {
+        match tag {
+            Some(tag) => format!("{key}:{{{tag}}}"),
+            None => key,
+        }
+    }
+
+    /// On a cluster, the markers of the entries a projection applied to the read-model keys
+    /// of one slot, until they are acknowledged (a sorted set, member `{stream}@{id}`):
+    /// `{ns}:projection:{name}:applied:{tag}` (`…:rebuild:applied:{tag}` for a rebuild's),
+    /// `tag` being the slot's [short tag](crate::Keys::projection_slot_tag).
+    pub fn projection_markers(&self, name: &str, rebuild: bool, tag: &str) -> String {
+        let part = if rebuild {
+            "rebuild:applied"
+        } else {
+            "applied"
+        };
+        Keys::in_slot_of(
+            format!("{}:projection:{name}:{part}", self.namespace),
+            Some(tag),
+        )
+    }
+
+    /// On a cluster, the highest epoch of a projection's lease that wrote in one slot
+    /// (a string): `{ns}:projection:{name}:fence:{tag}`. A commit of an earlier epoch (an
+    /// instance paused past its lease) writes nothing there.
+    pub fn projection_fence(&self, name: &str, tag: &str) -> String {
+        Keys::in_slot_of(
+            format!("{}:projection:{name}:fence", self.namespace),
+            Some(tag),
+        )
+    }
+
+    /// The counter of a projection's lease epochs (each new holder on a cluster takes the
+    /// next): `{ns}:projection:{name}:epoch`.
+    pub fn projection_epoch(&self, name: &str) -> String {
+        format!("{}:projection:{name}:epoch", self.namespace)
+    }
+
+    /// The short hash tag of the cluster slot of `key` (a read-model key): the tag of that
+    /// slot's markers, fence and key registry.
+    pub fn projection_slot_tag(key: &str) -> &'static str {
+        slot::slot_tag(slot::slot_of(key))
+    }
 }
 
 impl Keys {

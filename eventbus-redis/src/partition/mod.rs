@@ -188,6 +188,23 @@ impl Directory {
             .collect())
     }
 
+    /// The partition stream holding the entry `id` of `topic` (qualified with its partition
+    /// when the topic is partitioned), and the entry's id in that stream.
+    pub(crate) async fn entry_part<'a>(
+        inner: &Inner,
+        topic: &Topic,
+        id: &'a str,
+    ) -> CoreResult<(Part, &'a str)> {
+        let count = Directory::topic_count(inner, topic).await?;
+        let event_stream = matches!(topic, Topic::Type(_) | Topic::All);
+        if !event_stream || !Directory::partitioned(inner, count) {
+            return Ok((Directory::single(inner, topic), id));
+        }
+        let (index, raw) = split_id(id);
+        let tags = Directory::tags(inner, count.max(index + 1)).await?;
+        Ok((Directory::part_of(inner, topic, index, &tags), raw))
+    }
+
     /// The one stream of a topic read unpartitioned: a named stream (remote commands'
     /// `cmd:{service}`, `reply:{instance}`), or an event type's partition 0 on a single node.
     ///

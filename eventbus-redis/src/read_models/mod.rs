@@ -1,24 +1,23 @@
 //! [`RedisReadModels`]: read models in Redis hashes, lists, sets and counters, committed
 //! atomically with the projection's checkpoint and the entry's acknowledgement.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventbus_core::projection::{Commit, CommitTarget, Committed, ReadModelStore, RebuildStep};
+use eventbus_core::projection::{Commit, Committed, ReadModelStore, RebuildStep};
 use eventbus_core::transport::{ConsumerSpec, StreamConsumer, Topic};
 use eventbus_core::{Error as CoreError, Result as CoreResult};
 use redis::Cmd;
 
 use crate::fence::FencedConsumer;
+use crate::partition::Directory;
 use crate::reply;
-use crate::scripts;
 
+mod commit;
 mod encode;
-
-/// The keys `PROJECT` takes before the read-model keys.
-const PROJECT_FIXED_KEYS: usize = 5;
+pub(crate) mod scripts;
 
 /// Reads of a rebuild's key registry before giving up on one that keeps changing.
 const REGISTRY_ATTEMPTS: usize = 10;
@@ -52,6 +51,9 @@ use crate::transport::RedisTransport;
 pub struct RedisReadModels {
     inner: Arc<Inner>,
     prefix: String,
+    /// On a cluster, the epoch of each lease token this store took a projection's lease
+    /// with (see the `commit` module).
+    epochs: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl std::fmt::Debug for RedisReadModels {
@@ -74,6 +76,7 @@ impl RedisReadModels {
         RedisReadModels {
             inner: client.shared(),
             prefix: String::new(),
+            epochs: Arc::default(),
         }
     }
 
@@ -98,11 +101,73 @@ impl RedisReadModels {
             .await
     }
 
+    fn epochs_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.epochs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The epoch of the projection's lease held with `token` (on a cluster): the one this
+    /// store took when it took the lease, or a new one if the lease is held with `token`;
+    /// `None` when it is not.
+    async fn epoch_of(&self, projection: &str, token: &str) -> CoreResult<Option<u64>> {
+        let key = epoch_key(projection, token);
+        if let Some(epoch) = self.epochs_map().get(&key) {
+            return Ok(Some(*epoch));
+        }
+        let holder: Option<String> = self
+            .query(
+                redis::cmd("GET").arg(self.inner.keys.projection_lease(projection)),
+                "GET",
+            )
+            .await?;
+        if holder.as_deref() != Some(token) {
+            return Ok(None);
+        }
+        let epoch: u64 = self
+            .query(
+                redis::cmd("INCR").arg(self.inner.keys.projection_epoch(projection)),
+                "INCR",
+            )
+            .await?;
+        Ok(Some(*self.epochs_map().entry(key).or_insert(epoch)))
+    }
+
+    /// Whether any of `topics` is partitioned (always on a cluster).
+    async fn partitioned(&self, topics: &[Topic]) -> CoreResult<bool> {
+        for topic in topics {
+            let count = Directory::topic_count(&self.inner, topic).await?;
+            if Directory::partitioned(&self.inner, count) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Refuses a rebuild of a projection reading partitioned topics.
+    async fn rebuildable(&self, projection: &str, topics: &[Topic]) -> CoreResult<()> {
+        if self.partitioned(topics).await? {
+            return Err(CoreError::Config(format!(
+                "projection `{projection}` reads partitioned topics{}: rebuilding it is not \
+                 supported yet (drop its read model and its group, and let it start over)",
+                if self.inner.config.is_cluster() {
+                    " (every topic is on a cluster)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        Ok(())
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd, operation: &str) -> CoreResult<T> {
         cmd.query_async(&mut self.inner.conn.clone())
             .await
             .map_err(|e| self.inner.server.error(&e, operation, None))
     }
+}
+
+/// The key of a lease token's epoch in [`RedisReadModels::epochs`].
+fn epoch_key(projection: &str, token: &str) -> String {
+    format!("{projection}\n{token}")
 }
 
 fn field_of(topic: &Topic) -> String {
@@ -112,92 +177,7 @@ fn field_of(topic: &Topic) -> String {
 #[async_trait]
 impl ReadModelStore for RedisReadModels {
     async fn commit(&self, commit: Commit) -> CoreResult<Committed> {
-        let keys = &self.inner.keys;
-        let rebuild = commit.target == CommitTarget::Rebuild;
-        let shadow = keys.projection_shadow_prefix(&commit.projection);
-        let stream = keys.stream(&commit.topic);
-        let mut invocation = scripts::PROJECT.prepare_invoke();
-        invocation
-            .key(&stream)
-            .key(keys.projection_checkpoint(&commit.projection, rebuild))
-            .key(keys.projection_rebuilt(&commit.projection))
-            .key(keys.projection_registry(&commit.projection, rebuild))
-            .key(keys.projection_lease(&commit.projection));
-        // Every key written is declared in KEYS (Redis Cluster routes by them); commands
-        // name their key by its index there.
-        let mut targets: Vec<String> = Vec::new();
-        let mut commands: Vec<Vec<String>> = Vec::new();
-        let mut written: Vec<String> = Vec::new();
-        for op in &commit.ops {
-            let own = self.key(op.key());
-            let target = if rebuild {
-                format!("{shadow}{own}")
-            } else {
-                own.clone()
-            };
-            let index = match targets.iter().position(|t| *t == target) {
-                Some(i) => i,
-                None => {
-                    invocation.key(&target);
-                    targets.push(target);
-                    targets.len() - 1
-                }
-            };
-            let encoded = encode::commands(op).map_err(|reason| CoreError::ReadModelWrite {
-                key: op.key().to_owned(),
-                reason,
-            })?;
-            for mut c in encoded {
-                if c.len() > 1 {
-                    c[1] = (PROJECT_FIXED_KEYS + 1 + index).to_string();
-                }
-                commands.push(c);
-            }
-            if !written.contains(&own) {
-                written.push(own);
-            }
-        }
-        invocation
-            .arg(&commit.group)
-            .arg(&commit.consumer)
-            .arg(&commit.entry_id)
-            .arg(field_of(&commit.topic))
-            .arg(if rebuild { "0" } else { "1" })
-            .arg(commit.lease.as_deref().unwrap_or(""))
-            .arg(json(&commands))
-            .arg(json(&written));
-        let outcome: redis::Value = invocation
-            .invoke_async(&mut self.inner.conn.clone())
-            .await
-            .map_err(|e| {
-                self.inner.server.error(
-                    &e,
-                    "EVALSHA (projection commit)",
-                    Some((&commit.topic.to_string(), &commit.group)),
-                )
-            })?;
-        match outcome {
-            redis::Value::Int(1) => Ok(Committed::Applied),
-            redis::Value::Int(2) => Ok(Committed::Superseded),
-            redis::Value::Int(3) => Ok(Committed::LeaseLost),
-            redis::Value::Int(_) => Ok(Committed::NotPending),
-            refused => {
-                let parts = reply::items(&refused).unwrap_or(&[]);
-                let text = |i: usize| parts.get(i).and_then(reply::text).unwrap_or_default();
-                let key = text(1);
-                // Report the read model's own key, as the projection named it.
-                let key = key
-                    .strip_prefix(shadow.as_str())
-                    .unwrap_or(&key)
-                    .strip_prefix(self.prefix.as_str())
-                    .unwrap_or(&key)
-                    .to_owned();
-                Err(CoreError::ReadModelWrite {
-                    key,
-                    reason: text(2),
-                })
-            }
-        }
+        self.commit_entry(commit).await
     }
 
     async fn lease(&self, projection: &str, token: &str, ttl: Duration) -> CoreResult<bool> {
@@ -208,6 +188,9 @@ impl ReadModelStore for RedisReadModels {
             .invoke_async(&mut self.inner.conn.clone())
             .await
             .map_err(|e| self.inner.server.error(&e, "EVALSHA (lease)", None))?;
+        if held == 1 && self.inner.config.is_cluster() {
+            self.epoch_of(projection, token).await?;
+        }
         Ok(held == 1)
     }
 
@@ -218,6 +201,7 @@ impl ReadModelStore for RedisReadModels {
             .invoke_async::<i64>(&mut self.inner.conn.clone())
             .await
             .map_err(|e| self.inner.server.error(&e, "EVALSHA (release lease)", None))?;
+        self.epochs_map().remove(&epoch_key(projection, token));
         Ok(())
     }
 
@@ -228,22 +212,12 @@ impl ReadModelStore for RedisReadModels {
         projection: &str,
         token: &str,
     ) -> CoreResult<Box<dyn StreamConsumer>> {
-        // A projection commits an entry together with its stream's ack in one script: on a
-        // partitioned topic the partitions' streams would each need their own commit path.
-        for topic in &spec.topics {
-            let count = crate::partition::Directory::topic_count(&self.inner, topic).await?;
-            if crate::partition::Directory::partitioned(&self.inner, count) {
-                return Err(CoreError::Config(format!(
-                    "projection `{projection}` reads topic {topic}, which is partitioned \
-                     ({count} partition(s){}): projections read unpartitioned topics only, \
-                     for now (partitioned topics and Redis Cluster come with issue 13)",
-                    if self.inner.config.is_cluster() {
-                        ", on a cluster"
-                    } else {
-                        ""
-                    }
-                )));
-            }
+        // Reads are fenced where the lease and the streams share a server and the streams
+        // are read unpartitioned. A partitioned topic is read by the consumer that shares its
+        // partitions (on a cluster the partitions lie in other slots than the lease); its
+        // commits are fenced all the same (module `commit`).
+        if self.partitioned(&spec.topics).await? {
+            return Ok(consumer);
         }
         let fenced = FencedConsumer::new(
             self.inner.clone(),
@@ -263,8 +237,12 @@ impl ReadModelStore for RedisReadModels {
         topics: &[Topic],
     ) -> CoreResult<u64> {
         let mut moved = 0u64;
+        let mut streams = Vec::new();
         for topic in topics {
-            let stream = self.inner.keys.stream(topic);
+            let count = Directory::topic_count(&self.inner, topic).await?;
+            streams.extend(Directory::parts(&self.inner, topic, count).await?);
+        }
+        for stream in streams.iter().map(|part| &part.key) {
             let mut cursor = "0-0".to_owned();
             loop {
                 let result = redis::cmd("XAUTOCLAIM")
@@ -341,6 +319,7 @@ impl ReadModelStore for RedisReadModels {
         rebuild_group: &str,
         topics: &[Topic],
     ) -> CoreResult<()> {
+        self.rebuildable(projection, topics).await?;
         let keys = &self.inner.keys;
         let registry = keys.projection_registry(projection, true);
         let shadow = keys.projection_shadow_prefix(projection);
@@ -385,6 +364,7 @@ impl ReadModelStore for RedisReadModels {
         rebuild_group: &str,
         topics: &[Topic],
     ) -> CoreResult<RebuildStep> {
+        self.rebuildable(projection, topics).await?;
         let keys = &self.inner.keys;
         let registry = keys.projection_registry(projection, false);
         let rebuild_registry = keys.projection_registry(projection, true);

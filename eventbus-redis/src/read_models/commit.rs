@@ -1,0 +1,354 @@
+//! Committing one entry's read-model writes with its acknowledgement.
+//!
+//! On a single node one script, [`scripts::PROJECT`], checks that the entry is pending for
+//! the committing consumer and the projection's lease is held, applies the writes, advances
+//! the checkpoint, keeps the key registry, and acknowledges the entry: all or nothing.
+//!
+//! On a Redis Cluster the read-model keys keep the names the article gives them
+//! (`orders:summary:ord_1`), so they lie in slots of their own, not in the entry's stream's.
+//! The writes are grouped by slot. Each group commits in its slot together with a *marker*
+//! of the entry (member `{stream}@{id}` of the slot's marker set), in one script,
+//! [`scripts::PROJECT_SLOT`], which writes nothing when the marker is there already. Then
+//! the stream's script acknowledges the entry, with the writes that fall in the stream's own
+//! slot; the markers are removed after the acknowledgement. A commit interrupted between
+//! the two (a crash, a failover) leaves the entry pending; when it is applied again, the
+//! slots it reached skip it: every write is applied once. When more than one slot is
+//! written, every slot first checks its writes would succeed (types, integer fields), so a
+//! refused write changes nothing anywhere.
+//!
+//! Fencing on a cluster: the lease lives in one slot, the writes in others, so a script
+//! can't check the lease next to the writes. Each new holder of a projection's lease takes
+//! the next *epoch* of the projection; every slot keeps the highest epoch that wrote there
+//! (its fence), and a commit of an earlier epoch (an instance paused past its lease) writes
+//! nothing in a slot a later holder wrote in.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use eventbus_core::projection::{Commit, CommitTarget, Committed, ReadModelOp};
+use eventbus_core::{Error as CoreError, Result as CoreResult};
+use futures_util::future::try_join_all;
+
+use super::{encode, field_of, json, scripts, RedisReadModels};
+use crate::keys::Keys;
+use crate::partition::{slot, Directory};
+use crate::reply;
+
+/// How long a marker is kept at most: markers are removed once their entry is
+/// acknowledged; one left by a crash between the acknowledgement and the removal goes
+/// after this (an entry pending longer than this, unacknowledged, would be applied again).
+pub(super) const MARKER_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The keys `PROJECT` takes before the read-model keys.
+const PROJECT_FIXED_KEYS: usize = 5;
+
+/// The keys `PROJECT_SLOT` takes before the read-model keys.
+const SLOT_FIXED_KEYS: usize = 3;
+
+/// One commit's writes to the keys of one slot.
+#[derive(Debug, Default)]
+struct SlotWrites {
+    /// The slot; `None` on a single node (one group for everything).
+    slot: Option<u16>,
+    /// The keys written (a rebuild's shadow keys), in the order commands name them.
+    targets: Vec<String>,
+    /// The read model's own name of each target, for the key registry.
+    written: Vec<String>,
+    /// `[name, index of its key in targets, args…]`.
+    commands: Vec<Vec<String>>,
+}
+
+impl SlotWrites {
+    /// The commands as a script argument, each key named by its index in `KEYS` (the
+    /// targets come after `fixed` keys).
+    fn commands_json(&self, fixed: usize) -> String {
+        let commands: Vec<Vec<String>> = self
+            .commands
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                if let Some(index) = c.get(1).and_then(|i| i.parse::<usize>().ok()) {
+                    c[1] = (fixed + 1 + index).to_string();
+                }
+                c
+            })
+            .collect();
+        json(&commands)
+    }
+}
+
+/// What one slot's script said.
+enum SlotOutcome {
+    /// Applied (or, checking, would apply; or applied before).
+    Done,
+    /// A later holder of the lease wrote in the slot.
+    Fenced,
+}
+
+impl RedisReadModels {
+    /// Commits `commit` (see the module documentation).
+    pub(super) async fn commit_entry(&self, commit: Commit) -> CoreResult<Committed> {
+        let inner = &self.inner;
+        let keys = &inner.keys;
+        let cluster = inner.config.is_cluster();
+        let rebuild = commit.target == CommitTarget::Rebuild;
+        let (part, id) = Directory::entry_part(inner, &commit.topic, &commit.entry_id).await?;
+        let stream_slot = cluster.then(|| slot::slot_of(&part.key));
+        let mut groups = self.group(&commit, rebuild, cluster)?;
+        let here = match groups.iter().position(|g| g.slot == stream_slot) {
+            Some(i) => groups.swap_remove(i),
+            None => SlotWrites {
+                slot: stream_slot,
+                ..SlotWrites::default()
+            },
+        };
+        let elsewhere = groups;
+        let epoch = match (&commit.lease, cluster) {
+            (Some(token), true) => match self.epoch_of(&commit.projection, token).await? {
+                Some(epoch) => Some(epoch),
+                None => return Ok(Committed::LeaseLost),
+            },
+            _ => None,
+        };
+        let marker = format!("{}@{id}", part.key);
+        if !elsewhere.is_empty() {
+            // Nothing is written anywhere unless every slot's writes would succeed.
+            if elsewhere.len() + usize::from(!here.commands.is_empty()) > 1 {
+                let all = elsewhere
+                    .iter()
+                    .chain((!here.commands.is_empty()).then_some(&here));
+                let checks =
+                    all.map(|g| self.commit_slot(&commit, rebuild, g, &marker, epoch, true));
+                if try_join_all(checks)
+                    .await?
+                    .iter()
+                    .any(|o| matches!(o, SlotOutcome::Fenced))
+                {
+                    return Ok(Committed::LeaseLost);
+                }
+            }
+            let writes = elsewhere
+                .iter()
+                .map(|g| self.commit_slot(&commit, rebuild, g, &marker, epoch, false));
+            if try_join_all(writes)
+                .await?
+                .iter()
+                .any(|o| matches!(o, SlotOutcome::Fenced))
+            {
+                return Ok(Committed::LeaseLost);
+            }
+        }
+        let tag = stream_slot.map(slot::slot_tag);
+        let mut invocation = scripts::PROJECT.prepare_invoke();
+        invocation
+            .key(&part.key)
+            .key(Keys::in_slot_of(
+                keys.projection_checkpoint(&commit.projection, rebuild),
+                part.tag.as_deref(),
+            ))
+            .key(Keys::in_slot_of(
+                keys.projection_rebuilt(&commit.projection),
+                part.tag.as_deref(),
+            ))
+            .key(Keys::in_slot_of(
+                keys.projection_registry(&commit.projection, rebuild),
+                tag,
+            ))
+            .key(match (epoch, tag) {
+                (Some(_), Some(tag)) => keys.projection_fence(&commit.projection, tag),
+                _ => keys.projection_lease(&commit.projection),
+            });
+        for target in &here.targets {
+            invocation.key(target);
+        }
+        invocation
+            .arg(&commit.group)
+            .arg(&commit.consumer)
+            .arg(id)
+            .arg(field_of(&commit.topic))
+            .arg(if rebuild { "0" } else { "1" })
+            .arg(commit.lease.as_deref().unwrap_or(""))
+            .arg(here.commands_json(PROJECT_FIXED_KEYS))
+            .arg(json(&here.written))
+            .arg(epoch.map(|e| e.to_string()).unwrap_or_default());
+        let outcome: redis::Value = invocation
+            .invoke_async(&mut inner.conn.clone())
+            .await
+            .map_err(|e| {
+                inner.server.error(
+                    &e,
+                    "EVALSHA (projection commit)",
+                    Some((&commit.topic.to_string(), &commit.group)),
+                )
+            })?;
+        let committed = match outcome {
+            redis::Value::Int(1) => Committed::Applied,
+            redis::Value::Int(2) => Committed::Superseded,
+            redis::Value::Int(3) => Committed::LeaseLost,
+            redis::Value::Int(_) => Committed::NotPending,
+            refused => return Err(self.refused(&commit.projection, &refused)),
+        };
+        if matches!(committed, Committed::Applied | Committed::Superseded) && !elsewhere.is_empty()
+        {
+            self.forget_markers(&commit.projection, rebuild, &elsewhere, marker);
+        }
+        Ok(committed)
+    }
+
+    /// Groups a commit's writes by the slot of the key written (one group on a single node).
+    fn group(&self, commit: &Commit, rebuild: bool, cluster: bool) -> CoreResult<Vec<SlotWrites>> {
+        let shadow = self.inner.keys.projection_shadow_prefix(&commit.projection);
+        let mut groups: Vec<SlotWrites> = Vec::new();
+        for op in &commit.ops {
+            let own = self.key(op.key());
+            let target = if rebuild {
+                format!("{shadow}{own}")
+            } else {
+                own.clone()
+            };
+            let slot = cluster.then(|| slot::slot_of(&target));
+            let group = match groups.iter().position(|g| g.slot == slot) {
+                Some(i) => &mut groups[i],
+                None => {
+                    groups.push(SlotWrites {
+                        slot,
+                        ..SlotWrites::default()
+                    });
+                    let last = groups.len() - 1;
+                    &mut groups[last]
+                }
+            };
+            let index = match group.targets.iter().position(|t| *t == target) {
+                Some(i) => i,
+                None => {
+                    group.targets.push(target);
+                    group.written.push(own);
+                    group.targets.len() - 1
+                }
+            };
+            for mut c in encoded(op)? {
+                if c.len() > 1 {
+                    c[1] = index.to_string();
+                }
+                group.commands.push(c);
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Runs one slot's script: checks (`check_only`) or applies its writes with the entry's
+    /// marker.
+    async fn commit_slot(
+        &self,
+        commit: &Commit,
+        rebuild: bool,
+        group: &SlotWrites,
+        marker: &str,
+        epoch: Option<u64>,
+        check_only: bool,
+    ) -> CoreResult<SlotOutcome> {
+        let keys = &self.inner.keys;
+        let tag = slot::slot_tag(group.slot.unwrap_or(0));
+        let mut invocation = scripts::PROJECT_SLOT.prepare_invoke();
+        invocation
+            .key(keys.projection_markers(&commit.projection, rebuild, tag))
+            .key(Keys::in_slot_of(
+                keys.projection_registry(&commit.projection, rebuild),
+                Some(tag),
+            ))
+            .key(keys.projection_fence(&commit.projection, tag));
+        for target in &group.targets {
+            invocation.key(target);
+        }
+        invocation
+            .arg(marker)
+            .arg(epoch.map(|e| e.to_string()).unwrap_or_default())
+            .arg(now_ms())
+            .arg(MARKER_RETENTION.as_millis() as u64)
+            .arg(group.commands_json(SLOT_FIXED_KEYS))
+            .arg(json(&group.written))
+            .arg(if check_only { "1" } else { "0" });
+        let outcome: redis::Value = invocation
+            .invoke_async(&mut self.inner.conn.clone())
+            .await
+            .map_err(|e| {
+                self.inner.server.error(
+                    &e,
+                    "EVALSHA (projection commit, one slot)",
+                    Some((&commit.topic.to_string(), &commit.group)),
+                )
+            })?;
+        match outcome {
+            redis::Value::Int(3) => Ok(SlotOutcome::Fenced),
+            redis::Value::Int(_) => Ok(SlotOutcome::Done),
+            refused => Err(self.refused(&commit.projection, &refused)),
+        }
+    }
+
+    /// Removes an acknowledged entry's markers, in the background (one left behind is
+    /// dropped after [`MARKER_RETENTION`]).
+    fn forget_markers(
+        &self,
+        projection: &str,
+        rebuild: bool,
+        groups: &[SlotWrites],
+        marker: String,
+    ) {
+        let conn = self.inner.conn.clone();
+        let sets: Vec<String> = groups
+            .iter()
+            .map(|g| {
+                let tag = slot::slot_tag(g.slot.unwrap_or(0));
+                self.inner.keys.projection_markers(projection, rebuild, tag)
+            })
+            .collect();
+        tokio::spawn(async move {
+            let removals = sets.iter().map(|set| {
+                let mut conn = conn.clone();
+                let marker = marker.clone();
+                async move {
+                    redis::cmd("ZREM")
+                        .arg(set)
+                        .arg(marker)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                }
+            });
+            if let Err(e) = try_join_all(removals).await {
+                tracing::debug!(error = %e, "cannot remove a projection's markers (they expire)");
+            }
+        });
+    }
+
+    /// The error of a refused write (`{4, key, reason}`), naming the read model's own key.
+    fn refused(&self, projection: &str, reply: &redis::Value) -> CoreError {
+        let shadow = self.inner.keys.projection_shadow_prefix(projection);
+        let parts = reply::items(reply).unwrap_or(&[]);
+        let text = |i: usize| parts.get(i).and_then(reply::text).unwrap_or_default();
+        let key = text(1);
+        let key = key
+            .strip_prefix(shadow.as_str())
+            .unwrap_or(&key)
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or(&key)
+            .to_owned();
+        CoreError::ReadModelWrite {
+            key,
+            reason: text(2),
+        }
+    }
+}
+
+/// One operation as Redis commands.
+fn encoded(op: &ReadModelOp) -> CoreResult<Vec<Vec<String>>> {
+    encode::commands(op).map_err(|reason| CoreError::ReadModelWrite {
+        key: op.key().to_owned(),
+        reason,
+    })
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
