@@ -10,7 +10,7 @@ use eventbus_core::projection::{
 };
 use eventbus_core::transport::{ConsumerSpec, StartFrom, Topic};
 use eventbus_core::{event, projection, Envelope, EventBus, ReadModels};
-use eventbus_tests::{both, eventually, raw_connection, Backend};
+use eventbus_tests::{all_three, both, eventually, raw_connection, Backend};
 
 #[event(name = "PrjOrderCreated")]
 #[derive(Debug, Clone)]
@@ -289,6 +289,8 @@ async fn redelivery_does_not_double_apply(backend: Backend) {
         .await
         .unwrap()
         .remove(0);
+    // It dies (on a cluster it stops renewing its membership and its partitions' leases).
+    drop(dead);
     let event = delivery.event.clone().unwrap();
     let ops = OrderSummary::apply(&event).unwrap();
     let commit = |consumer: &str| Commit {
@@ -997,7 +999,7 @@ async fn standby_takes_over_when_the_active_instance_dies(backend: Backend) {
     drop(a);
 }
 
-both!(
+all_three!(
     failing_commit_changes_nothing_and_replay_applies_once,
     commit_with_a_wrong_type_writes_nothing,
     commits_are_refused_exactly_when_a_write_would_fail,
@@ -1008,10 +1010,13 @@ both!(
     increments_delete_bounded_list_set_and_counter,
     custom_projection_writes_what_it_returns,
     redelivery_does_not_double_apply,
-    rebuild_produces_the_same_model_and_switches_readers,
     lag_shows_the_projection_group,
     malformed_event_is_dead_lettered_and_projection_goes_on,
 );
+
+// Rebuilding a projection over partitioned topics (every topic, on a cluster) is refused
+// for now: see `rebuild_over_partitioned_topics_is_refused`.
+both!(rebuild_produces_the_same_model_and_switches_readers);
 
 /// The article's key layout, read back with raw commands exactly as its Python query side
 /// does (`HGETALL orders:summary:{id}`, `LRANGE customers:{id}:orders`): no prefix.

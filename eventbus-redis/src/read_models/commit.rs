@@ -76,19 +76,26 @@ impl SlotWrites {
     }
 }
 
-/// What one slot's script said.
-enum SlotOutcome {
-    /// Applied (or, checking, would apply; or applied before).
-    Done,
-    /// A later holder of the lease wrote in the slot.
-    Fenced,
+/// The entry a commit is for, and where its stream is.
+struct Entry<'a> {
+    commit: &'a Commit,
+    rebuild: bool,
+    /// The partition stream holding it.
+    stream: &'a str,
+    /// The partition's hash tag (`None`: the unpartitioned layout).
+    stream_tag: Option<&'a str>,
+    /// On a cluster, the short tag of the stream's slot.
+    slot_tag: Option<&'static str>,
+    /// Its id in the stream.
+    id: &'a str,
+    /// The lease's epoch (cluster, with a lease).
+    epoch: Option<u64>,
 }
 
 impl RedisReadModels {
     /// Commits `commit` (see the module documentation).
     pub(super) async fn commit_entry(&self, commit: Commit) -> CoreResult<Committed> {
         let inner = &self.inner;
-        let keys = &inner.keys;
         let cluster = inner.config.is_cluster();
         let rebuild = commit.target == CommitTarget::Rebuild;
         let (part, id) = Directory::entry_part(inner, &commit.topic, &commit.entry_id).await?;
@@ -109,53 +116,95 @@ impl RedisReadModels {
             },
             _ => None,
         };
+        let entry = Entry {
+            commit: &commit,
+            rebuild,
+            stream: &part.key,
+            stream_tag: part.tag.as_deref(),
+            slot_tag: stream_slot.map(slot::slot_tag),
+            id,
+            epoch,
+        };
         let marker = format!("{}@{id}", part.key);
-        if !elsewhere.is_empty() {
-            // Nothing is written anywhere unless every slot's writes would succeed.
-            if elsewhere.len() + usize::from(!here.commands.is_empty()) > 1 {
-                let all = elsewhere
+        // On a cluster nothing is written in another slot unless the entry is pending for
+        // this consumer (and not superseded), the lease is held, and every write would
+        // succeed; all of that is checked at once.
+        let lease_held = async {
+            match (&commit.lease, cluster) {
+                (Some(token), true) => self.lease_held(&commit.projection, token).await,
+                _ => Ok(true),
+            }
+        };
+        let entry_ready = async {
+            if elsewhere.is_empty() {
+                Ok(Committed::Applied)
+            } else {
+                self.project(&entry, &here, true).await
+            }
+        };
+        let slots_ready = async {
+            if elsewhere.len() > 1 {
+                let checks = elsewhere
                     .iter()
-                    .chain((!here.commands.is_empty()).then_some(&here));
-                let checks =
-                    all.map(|g| self.commit_slot(&commit, rebuild, g, &marker, epoch, true));
-                if try_join_all(checks)
+                    .map(|g| self.commit_slot(&entry, g, &marker, true));
+                Ok(try_join_all(checks)
                     .await?
-                    .iter()
-                    .any(|o| matches!(o, SlotOutcome::Fenced))
-                {
-                    return Ok(Committed::LeaseLost);
-                }
+                    .into_iter()
+                    .all(|fenced| !fenced))
+            } else {
+                Ok(true)
             }
-            let writes = elsewhere
-                .iter()
-                .map(|g| self.commit_slot(&commit, rebuild, g, &marker, epoch, false));
-            if try_join_all(writes)
-                .await?
-                .iter()
-                .any(|o| matches!(o, SlotOutcome::Fenced))
-            {
-                return Ok(Committed::LeaseLost);
-            }
+        };
+        let (held, ready, slots_ok) = tokio::try_join!(lease_held, entry_ready, slots_ready)?;
+        if !held || !slots_ok {
+            return Ok(Committed::LeaseLost);
         }
-        let tag = stream_slot.map(slot::slot_tag);
+        if ready != Committed::Applied {
+            return Ok(ready);
+        }
+        let writes = elsewhere
+            .iter()
+            .map(|g| self.commit_slot(&entry, g, &marker, false));
+        if try_join_all(writes).await?.into_iter().any(|fenced| fenced) {
+            return Ok(Committed::LeaseLost);
+        }
+        let committed = self.project(&entry, &here, false).await?;
+        if matches!(committed, Committed::Applied | Committed::Superseded) && !elsewhere.is_empty()
+        {
+            self.forget_markers(&commit.projection, rebuild, &elsewhere, marker);
+        }
+        Ok(committed)
+    }
+
+    /// Runs `PROJECT` in the stream's slot: the writes of `here` with the checkpoint and the
+    /// acknowledgement, or (`check_only`) just whether they would commit.
+    async fn project(
+        &self,
+        entry: &Entry<'_>,
+        here: &SlotWrites,
+        check_only: bool,
+    ) -> CoreResult<Committed> {
+        let inner = &self.inner;
+        let keys = &inner.keys;
+        let commit = entry.commit;
         let mut invocation = scripts::PROJECT.prepare_invoke();
         invocation
-            .key(&part.key)
+            .key(entry.stream)
             .key(Keys::in_slot_of(
-                keys.projection_checkpoint(&commit.projection, rebuild),
-                part.tag.as_deref(),
+                keys.projection_checkpoint(&commit.projection, entry.rebuild),
+                entry.stream_tag,
             ))
             .key(Keys::in_slot_of(
                 keys.projection_rebuilt(&commit.projection),
-                part.tag.as_deref(),
+                entry.stream_tag,
             ))
             .key(Keys::in_slot_of(
-                keys.projection_registry(&commit.projection, rebuild),
-                tag,
+                keys.projection_registry(&commit.projection, entry.rebuild),
+                entry.slot_tag,
             ))
-            .key(match (epoch, tag) {
-                (Some(_), Some(tag)) => keys.projection_fence(&commit.projection, tag),
-                _ => keys.projection_lease(&commit.projection),
+            .key(match entry.slot_tag {
+                Some(tag) => keys.projection_fence(&commit.projection, tag),
+                None => keys.projection_lease(&commit.projection),
             });
         for target in &here.targets {
             invocation.key(target);
@@ -163,13 +212,14 @@ impl RedisReadModels {
         invocation
             .arg(&commit.group)
             .arg(&commit.consumer)
-            .arg(id)
+            .arg(entry.id)
             .arg(field_of(&commit.topic))
-            .arg(if rebuild { "0" } else { "1" })
+            .arg(if entry.rebuild { "0" } else { "1" })
             .arg(commit.lease.as_deref().unwrap_or(""))
             .arg(here.commands_json(PROJECT_FIXED_KEYS))
             .arg(json(&here.written))
-            .arg(epoch.map(|e| e.to_string()).unwrap_or_default());
+            .arg(entry.epoch.map(|e| e.to_string()).unwrap_or_default())
+            .arg(if check_only { "1" } else { "0" });
         let outcome: redis::Value = invocation
             .invoke_async(&mut inner.conn.clone())
             .await
@@ -180,18 +230,13 @@ impl RedisReadModels {
                     Some((&commit.topic.to_string(), &commit.group)),
                 )
             })?;
-        let committed = match outcome {
-            redis::Value::Int(1) => Committed::Applied,
-            redis::Value::Int(2) => Committed::Superseded,
-            redis::Value::Int(3) => Committed::LeaseLost,
-            redis::Value::Int(_) => Committed::NotPending,
-            refused => return Err(self.refused(&commit.projection, &refused)),
-        };
-        if matches!(committed, Committed::Applied | Committed::Superseded) && !elsewhere.is_empty()
-        {
-            self.forget_markers(&commit.projection, rebuild, &elsewhere, marker);
+        match outcome {
+            redis::Value::Int(1) => Ok(Committed::Applied),
+            redis::Value::Int(2) => Ok(Committed::Superseded),
+            redis::Value::Int(3) => Ok(Committed::LeaseLost),
+            redis::Value::Int(_) => Ok(Committed::NotPending),
+            refused => Err(self.refused(&commit.projection, &refused)),
         }
-        Ok(committed)
     }
 
     /// Groups a commit's writes by the slot of the key written (one group on a single node).
@@ -236,16 +281,15 @@ impl RedisReadModels {
     }
 
     /// Runs one slot's script: checks (`check_only`) or applies its writes with the entry's
-    /// marker.
+    /// marker. `true` when a later holder of the lease wrote in the slot (nothing done).
     async fn commit_slot(
         &self,
-        commit: &Commit,
-        rebuild: bool,
+        entry: &Entry<'_>,
         group: &SlotWrites,
         marker: &str,
-        epoch: Option<u64>,
         check_only: bool,
-    ) -> CoreResult<SlotOutcome> {
+    ) -> CoreResult<bool> {
+        let (commit, rebuild, epoch) = (entry.commit, entry.rebuild, entry.epoch);
         let keys = &self.inner.keys;
         let tag = slot::slot_tag(group.slot.unwrap_or(0));
         let mut invocation = scripts::PROJECT_SLOT.prepare_invoke();
@@ -278,8 +322,8 @@ impl RedisReadModels {
                 )
             })?;
         match outcome {
-            redis::Value::Int(3) => Ok(SlotOutcome::Fenced),
-            redis::Value::Int(_) => Ok(SlotOutcome::Done),
+            redis::Value::Int(3) => Ok(true),
+            redis::Value::Int(_) => Ok(false),
             refused => Err(self.refused(&commit.projection, &refused)),
         }
     }

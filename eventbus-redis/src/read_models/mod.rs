@@ -113,13 +113,7 @@ impl RedisReadModels {
         if let Some(epoch) = self.epochs_map().get(&key) {
             return Ok(Some(*epoch));
         }
-        let holder: Option<String> = self
-            .query(
-                redis::cmd("GET").arg(self.inner.keys.projection_lease(projection)),
-                "GET",
-            )
-            .await?;
-        if holder.as_deref() != Some(token) {
+        if !self.lease_held(projection, token).await? {
             return Ok(None);
         }
         let epoch: u64 = self
@@ -129,6 +123,48 @@ impl RedisReadModels {
             )
             .await?;
         Ok(Some(*self.epochs_map().entry(key).or_insert(epoch)))
+    }
+
+    /// Whether the projection's lease is held with `token`.
+    async fn lease_held(&self, projection: &str, token: &str) -> CoreResult<bool> {
+        let holder: Option<String> = self
+            .query(
+                redis::cmd("GET").arg(self.inner.keys.projection_lease(projection)),
+                "GET",
+            )
+            .await?;
+        Ok(holder.as_deref() == Some(token))
+    }
+
+    /// On a cluster, raises the fence of every partition slot of `topics` to the epoch of
+    /// the lease held with `token`, so that an earlier holder acknowledges nothing more.
+    async fn raise_fences(
+        &self,
+        projection: &str,
+        token: &str,
+        topics: &[Topic],
+    ) -> CoreResult<()> {
+        let Some(epoch) = self.epoch_of(projection, token).await? else {
+            return Ok(());
+        };
+        let mut fences = BTreeSet::new();
+        for topic in topics {
+            let count = Directory::topic_count(&self.inner, topic).await?;
+            for part in Directory::parts(&self.inner, topic, count).await? {
+                let tag =
+                    crate::partition::slot::slot_tag(crate::partition::slot::slot_of(&part.key));
+                fences.insert(self.inner.keys.projection_fence(projection, tag));
+            }
+        }
+        for fence in fences {
+            scripts::RAISE_FENCE
+                .key(fence)
+                .arg(epoch)
+                .invoke_async::<i64>(&mut self.inner.conn.clone())
+                .await
+                .map_err(|e| self.inner.server.error(&e, "EVALSHA (raise fence)", None))?;
+        }
+        Ok(())
     }
 
     /// Whether any of `topics` is partitioned (always on a cluster).
@@ -217,6 +253,9 @@ impl ReadModelStore for RedisReadModels {
         // partitions (on a cluster the partitions lie in other slots than the lease); its
         // commits are fenced all the same (module `commit`).
         if self.partitioned(&spec.topics).await? {
+            if self.inner.config.is_cluster() {
+                self.raise_fences(projection, token, &spec.topics).await?;
+            }
             return Ok(consumer);
         }
         let fenced = FencedConsumer::new(

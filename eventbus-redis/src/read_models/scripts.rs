@@ -195,9 +195,11 @@ end
 /// slot), `KEYS[6..]` the read-model keys written; `ARGV` group, consumer, id, checkpoint
 /// field, `1` to skip entries a rebuild covered, the lease token (`''`: no lease), the
 /// commands (JSON array of `[name, index of its key in KEYS, args…]`), the read-model keys
-/// written (JSON, for the registry), the lease's epoch (`''`: check the lease itself).
+/// written (JSON, for the registry), the lease's epoch (`''`: check the lease itself), `1`
+/// to only check (writing nothing; a superseded entry is acknowledged all the same).
 ///
-/// Returns 0 (not pending for the consumer: nothing written), 1 (applied), 2 (superseded by a
+/// Returns 0 (not pending for the consumer: nothing written), 1 (applied, or checking: would
+/// apply), 2 (superseded by a
 /// rebuild: acked only), 3 (the lease is not held with this token, or a later holder's
 /// epoch wrote here: nothing written), or `{4, key, reason}` when a write would fail:
 /// nothing written (see [`WRITES`]).
@@ -219,6 +221,7 @@ end
 local cmds = cjson.decode(ARGV[7])
 local bad = need(KEYS[2], 'hash') or need(KEYS[4], 'set') or check(cmds)
 if bad then return bad end
+if ARGV[10] == '1' then return 1 end
 write(cmds, KEYS[4], cjson.decode(ARGV[8]), 6)
 advance(KEYS[5], ARGV[9])
 local cp = redis.call('HGET', KEYS[2], ARGV[4])
@@ -255,6 +258,19 @@ write(cmds, KEYS[2], cjson.decode(ARGV[6]), 4)
 advance(KEYS[3], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (tonumber(ARGV[3]) - tonumber(ARGV[4])))
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"#
+    ))
+});
+
+/// Raises the fence of a slot to an epoch (never lowers it).
+///
+/// `KEYS[1]` fence; `ARGV[1]` epoch.
+pub(crate) static RAISE_FENCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{FENCE}{}",
+        r#"
+if not fenced(KEYS[1], ARGV[1]) then advance(KEYS[1], ARGV[1]) end
 return 1
 "#
     ))
