@@ -285,7 +285,7 @@ impl ReadModelStore for RedisReadModels {
             let mut cursor = "0-0".to_owned();
             loop {
                 let result = redis::cmd("XAUTOCLAIM")
-                    .arg(&stream)
+                    .arg(stream)
                     .arg(group)
                     .arg(consumer)
                     .arg(0)

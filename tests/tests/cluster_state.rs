@@ -1,0 +1,155 @@
+//! State on a real Redis Cluster (3 masters, 3 replicas, started by the test) through a
+//! failover: a master is killed with SIGKILL while a projection applies events whose writes
+//! span slots, and afterwards every read-model key counts each stream entry exactly once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
+
+#[allow(dead_code, unused_imports)] // Shared with the partition suites; this uses a part.
+mod partitions_support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventbus_core::projection::{CustomProjection, ProjectionRunner, ReadModelOp};
+use eventbus_core::transport::{StreamAdmin, Topic};
+use eventbus_core::{EventBus, ReadModels, StreamTransport};
+use eventbus_redis::{RedisConfig, RedisReadModels, RedisTransport};
+use eventbus_tests::{eventually, RedisCluster};
+use partitions_support::*;
+
+const WAIT: Duration = Duration::from_secs(90);
+const TYPE: &str = "Cluster.Tally";
+const KEYS: usize = 6;
+
+/// Each event adds one to its key's hash field and to a counter of its key: two read-model
+/// keys, in different slots, so every commit spans slots.
+fn tally() -> CustomProjection {
+    CustomProjection::new("ClusterTally").on_raw(TYPE, |e| {
+        let key = e.data["key"].as_str().unwrap_or_default().to_owned();
+        Ok(vec![
+            ReadModelOp::HashIncr {
+                key: format!("tally:{key}"),
+                field: "n".into(),
+                by: 1,
+            },
+            ReadModelOp::Incr {
+                key: format!("tally-count:{key}"),
+                by: 1,
+            },
+        ])
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_applies_each_entry_once_across_a_failover() {
+    let mut cluster = RedisCluster::start().await;
+    let namespace = "statefailover";
+    let config = RedisConfig::new(&cluster.url())
+        .unwrap()
+        .namespace(namespace);
+    let transport = RedisTransport::connect(config).await.unwrap();
+    let topic = Topic::of_type(TYPE);
+    transport.create_topic(TYPE, 6).await.unwrap();
+    let bus = EventBus::new(transport.clone(), "tally-service");
+    let models =
+        ReadModels::new(RedisReadModels::new(&transport).with_prefix(format!("{namespace}:")));
+    let running = ProjectionRunner::new(&bus, &models, tally())
+        .configure(|o| {
+            o.reconnect_backoff =
+                eventbus_core::Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+        })
+        .start()
+        .await
+        .unwrap();
+    let group = running.group().to_owned();
+
+    // A publisher that retries what failed, as a service would.
+    let retries = Arc::new(AtomicUsize::new(0));
+    let publish_round = |seq: u64| {
+        let (transport, retries) = (transport.clone(), retries.clone());
+        async move {
+            let events = keyed_events(TYPE, KEYS, seq, 1);
+            loop {
+                match transport.publish(&events).await {
+                    Ok(_) => return,
+                    Err(e) => {
+                        retries.fetch_add(1, Ordering::SeqCst);
+                        eprintln!("publish {seq} failed, retrying: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                }
+            }
+        }
+    };
+    for seq in 0..50 {
+        publish_round(seq).await;
+    }
+    // Kill a master while the projection is busy with the first half.
+    let streams = transport.partition_streams(&topic).await.unwrap();
+    let master = cluster
+        .owner_of(&streams[0])
+        .expect("a master holds partition 0");
+    cluster.kill(master);
+    let killed = tokio::time::Instant::now();
+    for seq in 50..100 {
+        publish_round(seq).await;
+    }
+    eventually(WAIT, "the projection caught up", || async {
+        transport
+            .lag_of(&topic, &group)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|l| l.lag == Some(0) && l.pending == 0)
+    })
+    .await;
+    let caught_up = killed.elapsed();
+    assert!(transport.dead_letters(&group, 10).await.unwrap().is_empty());
+
+    // What the streams hold, per key (a retried publish may have appended an event twice:
+    // each entry counts), read by a group of its own.
+    let seen = Seen::default();
+    let audit = consumer(&transport, TYPE, "audit", "a1", &seen).await;
+    eventually(WAIT, "the audit read everything", || async {
+        transport
+            .lag_of(&topic, "audit")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|l| l.lag == Some(0) && l.pending == 0)
+    })
+    .await;
+    audit.shutdown().await.unwrap();
+    let mut entries: BTreeMap<String, i64> = BTreeMap::new();
+    for (_, key, _) in seen.lock().unwrap().iter() {
+        *entries.entry(key.clone()).or_default() += 1;
+    }
+    assert_eq!(entries.len(), KEYS);
+    let total: i64 = entries.values().sum();
+    assert!(total >= (100 * KEYS) as i64);
+    for (key, n) in &entries {
+        let hash = models.hash(&format!("tally:{key}")).await.unwrap().unwrap();
+        assert_eq!(
+            hash.get("n").map(String::as_str),
+            Some(n.to_string().as_str()),
+            "tally:{key}"
+        );
+        assert_eq!(
+            models
+                .store()
+                .counter(&format!("tally-count:{key}"))
+                .await
+                .unwrap(),
+            Some(*n),
+            "tally-count:{key}"
+        );
+    }
+    println!(
+        "failover under projection traffic: master {master} killed; {total} entries, each \
+         applied once; caught up {caught_up:?} after the kill; {} publishes retried",
+        retries.load(Ordering::SeqCst)
+    );
+    running.shutdown().await.unwrap();
+}
