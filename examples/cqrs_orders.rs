@@ -286,19 +286,13 @@ async fn place_and_query(app: &App, scratch: &common::Scratch) -> anyhow::Result
         let prefix = scratch.read_model_prefix();
         let summary_key = format!("{prefix}{}", OrderSummary::key(&created.order_id));
         let list_key = format!("{prefix}customers:{customer}:orders");
-        let client = redis::Client::open(scratch.url())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let hash: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(&summary_key)
-            .query_async(&mut conn)
-            .await?;
+        let mut raw = scratch.raw().await?;
+        let hash: Vec<(String, String)> =
+            raw.query(redis::cmd("HGETALL").arg(&summary_key)).await?;
         let fields: Vec<String> = hash.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("HGETALL {summary_key}: {}", fields.join(" "));
-        let list: Vec<String> = redis::cmd("LRANGE")
-            .arg(&list_key)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
+        let list: Vec<String> = raw
+            .query(redis::cmd("LRANGE").arg(&list_key).arg(0).arg(-1))
             .await?;
         println!("LRANGE {list_key} 0 -1: {}", list.join(" "));
     }

@@ -350,6 +350,13 @@ impl RedisConfig {
         self.cluster.is_some()
     }
 
+    /// The seed nodes of a cluster URL (`redis+cluster://…`), `None` for a single node: for
+    /// tools that read keys directly, as another service would (the examples show the
+    /// read models a Python service reads).
+    pub fn cluster_seeds(&self) -> Option<&[redis::ConnectionInfo]> {
+        self.cluster.as_deref()
+    }
+
     /// A cluster client on the configured seed nodes, with this configuration's timeouts
     /// (and private CA), or `None` for a single node.
     pub(crate) fn cluster_client(

@@ -12,6 +12,24 @@ use eventbus_core::transport::memory::MemoryTransport;
 use eventbus_core::transport::StreamTransport;
 use eventbus_redis::{RedisConfig, RedisTransport, DEFAULT_URL};
 
+/// A plain connection to the example's server or cluster (see [`Scratch::raw`]).
+pub enum Raw {
+    /// To one server.
+    Node(redis::aio::MultiplexedConnection),
+    /// To a cluster.
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Raw {
+    /// Runs one command.
+    pub async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+        Ok(match self {
+            Raw::Node(conn) => cmd.query_async(conn).await?,
+            Raw::Cluster(conn) => cmd.query_async(conn).await?,
+        })
+    }
+}
+
 /// The address of [`DEFAULT_URL`], probed before an example falls back to memory.
 const DEFAULT_ADDR: &str = "127.0.0.1:6379";
 
@@ -143,6 +161,28 @@ impl Scratch {
     /// The Redis URL (for a plain client of the example's own); empty in memory.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A plain connection of the example's own, to read keys as another service would:
+    /// to the server, or to the cluster.
+    pub async fn raw(&self) -> anyhow::Result<Raw> {
+        let config = self
+            .redis
+            .as_ref()
+            .context("no Redis: the example runs in memory")?
+            .config();
+        Ok(match config.cluster_seeds() {
+            Some(seeds) => Raw::Cluster(
+                redis::cluster::ClusterClient::new(seeds.to_vec())?
+                    .get_async_connection()
+                    .await?,
+            ),
+            None => Raw::Node(
+                redis::Client::open(self.url.as_str())?
+                    .get_multiplexed_async_connection()
+                    .await?,
+            ),
+        })
     }
 
     /// The backend in a few words: the server and namespace, or `in-memory`.
