@@ -374,6 +374,35 @@ impl Keys {
         format!("{}:projection:{name}:epoch", self.namespace)
     }
 
+    /// On a cluster, the short tags of the slots a projection has written read-model keys
+    /// in (a set): where a rebuild finds the slots' key registries, markers and fences
+    /// (`{ns}:projection:{name}:slots`).
+    pub fn projection_slots(&self, name: &str) -> String {
+        format!("{}:projection:{name}:slots", self.namespace)
+    }
+
+    /// The record of a rebuild's unfinished switch-over (holding the rebuild group's name),
+    /// in the slot of the projection's lease, so that the lease script sees it:
+    /// `{ns}:projection:{name}:swap:{tag}`.
+    pub fn projection_swap(&self, name: &str) -> String {
+        Keys::in_slot_of(
+            format!("{}:projection:{name}:swap", self.namespace),
+            Some(Keys::projection_slot_tag(&self.projection_lease(name))),
+        )
+    }
+
+    /// The shadow key a rebuild writes read-model key `key` to: `…:shadow:{key}` on a single
+    /// node; on a cluster `…:shadow:{tag}:{key}`, `tag` being the short tag of `key`'s own
+    /// slot, so that the switch-over renames it to `key` within the slot.
+    pub fn projection_shadow(&self, name: &str, key: &str, cluster: bool) -> String {
+        let prefix = self.projection_shadow_prefix(name);
+        if cluster {
+            format!("{prefix}{{{}}}:{key}", Keys::projection_slot_tag(key))
+        } else {
+            format!("{prefix}{key}")
+        }
+    }
+
     /// The short hash tag of the cluster slot of `key` (a read-model key): the tag of that
     /// slot's markers, fence and key registry.
     pub fn projection_slot_tag(key: &str) -> &'static str {

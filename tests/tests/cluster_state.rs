@@ -1,6 +1,7 @@
 //! State on a real Redis Cluster (3 masters, 3 replicas, started by the test) through a
 //! failover: a master is killed with SIGKILL while a projection applies events whose writes
 //! span slots, and afterwards every read-model key counts each stream entry exactly once.
+//! And a rebuild's switch-over cut off halfway, completed by the live projection.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
@@ -152,4 +153,155 @@ async fn a_projection_applies_each_entry_once_across_a_failover() {
         retries.load(Ordering::SeqCst)
     );
     running.shutdown().await.unwrap();
+}
+
+/// A rebuild's switch-over cut off halfway (its runtime gone, as if its process died) is
+/// completed by the live projection when it takes the lease back: the model ends as the
+/// rebuild made it (the damage repaired), with the events published meanwhile applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_over_cut_off_halfway_is_completed_by_the_live_projection() {
+    const TYPE: &str = "Cluster.Switch";
+    const KEYS: usize = 300;
+    let namespace = eventbus_tests::namespace("switchcut");
+    let backend = eventbus_tests::Backend::cluster_in(namespace.clone()).await;
+    let eventbus_tests::Backend::Redis { transport, .. } = &backend else {
+        unreachable!("a cluster backend is Redis");
+    };
+    let transport = transport.clone();
+    transport.create_topic(TYPE, 3).await.unwrap();
+    let bus = EventBus::new(transport.clone(), "switch-service");
+    let prefix = format!("{namespace}:");
+    let models = ReadModels::new(RedisReadModels::new(&transport).with_prefix(&prefix));
+    let projection = || {
+        CustomProjection::new("SwitchTally").on_raw(TYPE, |e| {
+            let key = e.data["key"].as_str().unwrap_or_default().to_owned();
+            Ok(vec![
+                ReadModelOp::HashIncr {
+                    key: format!("tally:{key}"),
+                    field: "n".into(),
+                    by: 1,
+                },
+                ReadModelOp::Incr {
+                    key: format!("tally-count:{key}"),
+                    by: 1,
+                },
+            ])
+        })
+    };
+    let live = ProjectionRunner::new(&bus, &models, projection())
+        .start()
+        .await
+        .unwrap();
+    let all_counted = |n: i64| {
+        let models = models.clone();
+        async move {
+            for k in 0..KEYS {
+                let count = models
+                    .counter(&format!("tally-count:key-{k}"))
+                    .await
+                    .unwrap();
+                let hash = models.hash(&format!("tally:key-{k}")).await.unwrap();
+                let field = hash.and_then(|h| h.get("n").cloned()).unwrap_or_default();
+                if count != n || field != n.to_string() {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    for seq in 0..2 {
+        transport
+            .publish(&keyed_events(TYPE, KEYS, seq, 1))
+            .await
+            .unwrap();
+    }
+    eventually(WAIT, "the live projection counted 2 per key", || {
+        all_counted(2)
+    })
+    .await;
+
+    // Damage the model behind the projection's back.
+    let seeds = transport
+        .client()
+        .config()
+        .cluster_seeds()
+        .unwrap()
+        .to_vec();
+    let mut raw = redis::cluster::ClusterClient::new(seeds)
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}tally-count:key-0"))
+        .arg(99)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+
+    // Rebuild on a runtime that is shut down as soon as the switch-over is recorded.
+    let swap = transport.keys().projection_swap("SwitchTally");
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    {
+        let (bus, models) = (bus.clone(), models.clone());
+        doomed.spawn(async move {
+            let _ = ProjectionRunner::new(&bus, &models, projection())
+                .rebuild()
+                .await;
+        });
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let recorded: bool = redis::cmd("EXISTS")
+            .arg(&swap)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        if recorded {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the switch-over never started"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    doomed.shutdown_background();
+    let cut = tokio::time::Instant::now();
+    let unfinished: bool = redis::cmd("EXISTS")
+        .arg(&swap)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        unfinished,
+        "the switch-over finished before it could be cut off"
+    );
+
+    // Events keep coming while nobody completes it; the live projection, once it has the
+    // lease back, completes the switch-over, then applies them.
+    transport
+        .publish(&keyed_events(TYPE, KEYS, 2, 1))
+        .await
+        .unwrap();
+    eventually(WAIT, "the live projection counted 3 per key", || {
+        all_counted(3)
+    })
+    .await;
+    let finished: bool = redis::cmd("EXISTS")
+        .arg(&swap)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!finished, "the switch-over record is gone");
+    assert!(live.is_active());
+    println!(
+        "switch-over cut off halfway: completed, and 3 events per key counted once, {:?} after the cut",
+        cut.elapsed()
+    );
+    live.shutdown().await.unwrap();
 }

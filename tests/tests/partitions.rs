@@ -208,7 +208,10 @@ async fn a_projection_counts_each_event_of_a_partitioned_topic_once() {
     let (transport, _guard) = transport("partitions-projection").await;
     transport.create_topic("Part.Projected", 3).await.unwrap();
     let bus = EventBus::new(transport.clone(), "partition-test");
-    let models = eventbus_core::ReadModels::new(RedisReadModels::new(&transport));
+    // Read models under the namespace, so that the guard deletes them.
+    let prefix = format!("{}:", transport.keys().namespace());
+    let models =
+        eventbus_core::ReadModels::new(RedisReadModels::new(&transport).with_prefix(&prefix));
     let running = ProjectionRunner::new(&bus, &models, Counted::projection())
         .start()
         .await
@@ -246,6 +249,137 @@ async fn a_projection_counts_each_event_of_a_partitioned_topic_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    running.shutdown().await.unwrap();
+}
+
+/// The counters of keys `part-projected:k{from..to}`.
+async fn counters(models: &eventbus_core::ReadModels, keys: std::ops::Range<usize>) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for k in keys {
+        counts.push(
+            models
+                .counter(&format!("part-projected:k{k}"))
+                .await
+                .unwrap(),
+        );
+    }
+    counts
+}
+
+fn projected(keys: std::ops::Range<usize>) -> Vec<eventbus_core::Envelope<serde_json::Value>> {
+    keys.map(|k| {
+        let id = format!("k{k}");
+        eventbus_core::Envelope::new(
+            "Part.Projected",
+            1,
+            "partition-test",
+            serde_json::json!({ "id": id }),
+        )
+        .with_partition_key(id)
+    })
+    .collect()
+}
+
+/// A rebuild over a partitioned topic replaces a damaged model of more keys than one
+/// switch-over batch, while events keep coming, and the live projection goes on after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_over_partitions_repairs_the_model_while_events_keep_coming() {
+    use eventbus_core::projection::{ProjectionRunner, ReadModel};
+    use eventbus_core::EventBus;
+    use eventbus_redis::RedisReadModels;
+
+    const KEYS: usize = 600;
+    let (transport, _guard) = transport("partitions-rebuild").await;
+    transport.create_topic("Part.Projected", 3).await.unwrap();
+    let bus = EventBus::new(transport.clone(), "partition-test");
+    // Read models under the namespace, so that the guard deletes them.
+    let prefix = format!("{}:", transport.keys().namespace());
+    let models =
+        eventbus_core::ReadModels::new(RedisReadModels::new(&transport).with_prefix(&prefix));
+    let runner = || ProjectionRunner::new(&bus, &models, Counted::projection());
+    let running = runner().start().await.unwrap();
+    publish(&transport, &projected(0..KEYS)).await;
+    publish(&transport, &projected(0..KEYS)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while counters(&models, 0..KEYS).await.iter().any(|c| *c != 2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "live projection did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Damage the model behind the projection's back, and leave a key of an older model.
+    let mut conn = eventbus_tests::raw_connection().await;
+    let registry = transport.keys().projection_registry(runner().name(), false);
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(format!("{prefix}part-projected:k0"))
+        .arg(99)
+        .ignore()
+        .cmd("DEL")
+        .arg(format!("{prefix}part-projected:k1"))
+        .ignore()
+        .cmd("SET")
+        .arg(format!("{prefix}part-projected:stale"))
+        .arg(5)
+        .ignore()
+        .cmd("SADD")
+        .arg(&registry)
+        .arg(format!("{prefix}part-projected:stale"))
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // Events keep coming while the rebuild runs: each of the first 300 keys gets a third.
+    let more = {
+        let transport = transport.clone();
+        tokio::spawn(async move {
+            for chunk in projected(0..300).chunks(10) {
+                eventbus_core::StreamTransport::publish(&transport, chunk)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    runner().rebuild().await.unwrap();
+    more.await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let counts = counters(&models, 0..KEYS).await;
+        let expected: Vec<i64> = (0..KEYS).map(|k| if k < 300 { 3 } else { 2 }).collect();
+        if counts == expected {
+            break;
+        }
+        assert!(
+            counts.iter().zip(&expected).all(|(c, e)| c <= e),
+            "an event was applied twice: {counts:?}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the model did not settle: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(models.counter("part-projected:stale").await.unwrap(), 0);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(format!("{prefix}part-projected:stale"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists, "a key the rebuilt model lacks is deleted");
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&registry)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        members.len(),
+        KEYS,
+        "the registry lists exactly the model's keys"
+    );
     running.shutdown().await.unwrap();
 }
 

@@ -350,9 +350,10 @@ impl ProjectionRunner {
 
     async fn caught_up(&self, group: &str, topics: &[Topic]) -> Result<bool> {
         let lag = self.bus.transport().lag(Some(group)).await?;
+        // Every row of a topic (one per partition) must be caught up.
         Ok(topics.iter().all(|topic| {
-            lag.iter()
-                .any(|l| &l.topic == topic && l.lag == Some(0) && l.pending == 0)
+            let mut rows = lag.iter().filter(|l| &l.topic == topic).peekable();
+            rows.peek().is_some() && rows.all(|l| l.lag == Some(0) && l.pending == 0)
         }))
     }
 }

@@ -155,7 +155,9 @@ impl RedisReadModels {
                 Ok(true)
             }
         };
-        let (held, ready, slots_ok) = tokio::try_join!(lease_held, entry_ready, slots_ready)?;
+        let recorded = self.record_slots(&commit.projection, &here, &elsewhere);
+        let (held, ready, slots_ok, ()) =
+            tokio::try_join!(lease_held, entry_ready, slots_ready, recorded)?;
         if !held || !slots_ok {
             return Ok(Committed::LeaseLost);
         }
@@ -174,6 +176,46 @@ impl RedisReadModels {
             self.forget_markers(&commit.projection, rebuild, &elsewhere, marker);
         }
         Ok(committed)
+    }
+
+    /// On a cluster, adds the slots a commit writes read-model keys in to the projection's
+    /// slot index (where a rebuild finds them) before anything is written there; once per
+    /// slot and store.
+    async fn record_slots(
+        &self,
+        projection: &str,
+        here: &SlotWrites,
+        elsewhere: &[SlotWrites],
+    ) -> CoreResult<()> {
+        let written = std::iter::once(here)
+            .chain(elsewhere)
+            .filter(|g| !g.targets.is_empty());
+        let mut new = Vec::new();
+        {
+            let known = self.slots_known.lock().unwrap_or_else(|e| e.into_inner());
+            for group in written {
+                if let Some(slot) = group.slot {
+                    let tag = slot::slot_tag(slot);
+                    if !known.contains(&format!("{projection}\n{tag}")) {
+                        new.push(tag);
+                    }
+                }
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("SADD");
+        cmd.arg(self.inner.keys.projection_slots(projection));
+        for tag in &new {
+            cmd.arg(*tag);
+        }
+        let _: i64 = self.query(&cmd, "SADD").await?;
+        let mut known = self.slots_known.lock().unwrap_or_else(|e| e.into_inner());
+        for tag in new {
+            known.insert(format!("{projection}\n{tag}"));
+        }
+        Ok(())
     }
 
     /// Runs `PROJECT` in the stream's slot: the writes of `here` with the checkpoint and the
@@ -241,12 +283,12 @@ impl RedisReadModels {
 
     /// Groups a commit's writes by the slot of the key written (one group on a single node).
     fn group(&self, commit: &Commit, rebuild: bool, cluster: bool) -> CoreResult<Vec<SlotWrites>> {
-        let shadow = self.inner.keys.projection_shadow_prefix(&commit.projection);
+        let keys = &self.inner.keys;
         let mut groups: Vec<SlotWrites> = Vec::new();
         for op in &commit.ops {
             let own = self.key(op.key());
             let target = if rebuild {
-                format!("{shadow}{own}")
+                keys.projection_shadow(&commit.projection, &own, cluster)
             } else {
                 own.clone()
             };
@@ -369,11 +411,15 @@ impl RedisReadModels {
         let parts = reply::items(reply).unwrap_or(&[]);
         let text = |i: usize| parts.get(i).and_then(reply::text).unwrap_or_default();
         let key = text(1);
+        let key = match key.strip_prefix(shadow.as_str()) {
+            // A shadow key on a cluster: `{tag}:` before the key.
+            Some(rest) if rest.starts_with('{') => rest.split_once("}:").map_or(rest, |(_, k)| k),
+            Some(rest) => rest,
+            None => &key,
+        };
         let key = key
-            .strip_prefix(shadow.as_str())
-            .unwrap_or(&key)
             .strip_prefix(self.prefix.as_str())
-            .unwrap_or(&key)
+            .unwrap_or(key)
             .to_owned();
         CoreError::ReadModelWrite {
             key,

@@ -12,11 +12,14 @@ use eventbus_core::{Error as CoreError, Result as CoreResult};
 use redis::Cmd;
 
 use crate::fence::FencedConsumer;
+use crate::keys::Keys;
 use crate::partition::Directory;
 use crate::reply;
 
 mod commit;
 mod encode;
+mod rebuild;
+pub(crate) mod rebuild_scripts;
 pub(crate) mod scripts;
 
 /// Reads of a rebuild's key registry before giving up on one that keeps changing.
@@ -54,6 +57,9 @@ pub struct RedisReadModels {
     /// On a cluster, the epoch of each lease token this store took a projection's lease
     /// with (see the `commit` module).
     epochs: Arc<Mutex<HashMap<String, u64>>>,
+    /// On a cluster, the slots (projection and short tag) this store has recorded in a
+    /// projection's slot index (see [`Keys::projection_slots`]).
+    slots_known: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for RedisReadModels {
@@ -77,6 +83,7 @@ impl RedisReadModels {
             inner: client.shared(),
             prefix: String::new(),
             epochs: Arc::default(),
+            slots_known: Arc::default(),
         }
     }
 
@@ -147,24 +154,51 @@ impl RedisReadModels {
         let Some(epoch) = self.epoch_of(projection, token).await? else {
             return Ok(());
         };
-        let mut fences = BTreeSet::new();
+        let mut tags = BTreeSet::new();
         for topic in topics {
             let count = Directory::topic_count(&self.inner, topic).await?;
             for part in Directory::parts(&self.inner, topic, count).await? {
-                let tag =
-                    crate::partition::slot::slot_tag(crate::partition::slot::slot_of(&part.key));
-                fences.insert(self.inner.keys.projection_fence(projection, tag));
+                tags.insert(Keys::projection_slot_tag(&part.key).to_owned());
             }
         }
-        for fence in fences {
-            scripts::RAISE_FENCE
-                .key(fence)
-                .arg(epoch)
-                .invoke_async::<i64>(&mut self.inner.conn.clone())
-                .await
-                .map_err(|e| self.inner.server.error(&e, "EVALSHA (raise fence)", None))?;
-        }
+        self.raise_fence_tags(projection, epoch, &tags).await
+    }
+
+    /// Raises the projection's fence in the slot of each of `tags` to `epoch`.
+    async fn raise_fence_tags(
+        &self,
+        projection: &str,
+        epoch: u64,
+        tags: &BTreeSet<String>,
+    ) -> CoreResult<()> {
+        let raises = tags.iter().map(|tag| {
+            let mut conn = self.inner.conn.clone();
+            let fence = self.inner.keys.projection_fence(projection, tag);
+            async move {
+                scripts::RAISE_FENCE
+                    .key(fence)
+                    .arg(epoch)
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+            }
+        });
+        futures_util::future::try_join_all(raises)
+            .await
+            .map_err(|e| self.inner.server.error(&e, "EVALSHA (raise fence)", None))?;
         Ok(())
+    }
+
+    /// Takes or renews the projection's lease with `token`: the flags of
+    /// [`scripts::LEASE`] (0: another holder has it).
+    async fn take_lease(&self, projection: &str, token: &str, ttl: Duration) -> CoreResult<i64> {
+        scripts::LEASE
+            .key(self.inner.keys.projection_lease(projection))
+            .key(self.inner.keys.projection_swap(projection))
+            .arg(token)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .invoke_async(&mut self.inner.conn.clone())
+            .await
+            .map_err(|e| self.inner.server.error(&e, "EVALSHA (lease)", None))
     }
 
     /// Whether any of `topics` is partitioned (always on a cluster).
@@ -176,22 +210,6 @@ impl RedisReadModels {
             }
         }
         Ok(false)
-    }
-
-    /// Refuses a rebuild of a projection reading partitioned topics.
-    async fn rebuildable(&self, projection: &str, topics: &[Topic]) -> CoreResult<()> {
-        if self.partitioned(topics).await? {
-            return Err(CoreError::Config(format!(
-                "projection `{projection}` reads partitioned topics{}: rebuilding it is not \
-                 supported yet (drop its read model and its group, and let it start over)",
-                if self.inner.config.is_cluster() {
-                    " (every topic is on a cluster)"
-                } else {
-                    ""
-                }
-            )));
-        }
-        Ok(())
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd, operation: &str) -> CoreResult<T> {
@@ -217,17 +235,22 @@ impl ReadModelStore for RedisReadModels {
     }
 
     async fn lease(&self, projection: &str, token: &str, ttl: Duration) -> CoreResult<bool> {
-        let held: i64 = scripts::LEASE
-            .key(self.inner.keys.projection_lease(projection))
-            .arg(token)
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .invoke_async(&mut self.inner.conn.clone())
-            .await
-            .map_err(|e| self.inner.server.error(&e, "EVALSHA (lease)", None))?;
-        if held == 1 && self.inner.config.is_cluster() {
+        let flags = self.take_lease(projection, token, ttl).await?;
+        if flags & 1 == 0 {
+            return Ok(false);
+        }
+        if flags & 2 == 2 {
+            // Taken anew: an epoch from an earlier holding may be fenced by now.
+            self.epochs_map().remove(&epoch_key(projection, token));
+        }
+        if self.inner.config.is_cluster() {
             self.epoch_of(projection, token).await?;
         }
-        Ok(held == 1)
+        if flags & 4 == 4 {
+            // A rebuild's switch-over is unfinished: complete it before applying anything.
+            self.complete_recorded(projection, token, false).await?;
+        }
+        Ok(true)
     }
 
     async fn release_lease(&self, projection: &str, token: &str) -> CoreResult<()> {
@@ -358,10 +381,11 @@ impl ReadModelStore for RedisReadModels {
         rebuild_group: &str,
         topics: &[Topic],
     ) -> CoreResult<()> {
-        self.rebuildable(projection, topics).await?;
+        if self.partitioned(topics).await? {
+            return self.begin_in_steps(projection, rebuild_group, topics).await;
+        }
         let keys = &self.inner.keys;
         let registry = keys.projection_registry(projection, true);
-        let shadow = keys.projection_shadow_prefix(projection);
         // The script deletes the shadow keys the registry lists; they go in KEYS, so read
         // the registry first (the script checks it is unchanged, else read again).
         for _ in 0..REGISTRY_ATTEMPTS {
@@ -377,7 +401,7 @@ impl ReadModelStore for RedisReadModels {
                 invocation.key(k);
             }
             for k in &members {
-                invocation.key(format!("{shadow}{k}"));
+                invocation.key(keys.projection_shadow(projection, k, false));
             }
             invocation
                 .arg(rebuild_group)
@@ -403,11 +427,14 @@ impl ReadModelStore for RedisReadModels {
         rebuild_group: &str,
         topics: &[Topic],
     ) -> CoreResult<RebuildStep> {
-        self.rebuildable(projection, topics).await?;
+        if self.partitioned(topics).await? {
+            return self
+                .finish_in_steps(projection, rebuild_group, topics)
+                .await;
+        }
         let keys = &self.inner.keys;
         let registry = keys.projection_registry(projection, false);
         let rebuild_registry = keys.projection_registry(projection, true);
-        let shadow = keys.projection_shadow_prefix(projection);
         // Every key the swap touches goes in KEYS: read both registries first; the script
         // checks they are unchanged (else it reports Behind, and the caller tries again).
         let live = self.members_of(&registry).await?;
@@ -426,7 +453,7 @@ impl ReadModelStore for RedisReadModels {
             invocation.key(k);
         }
         for k in &rebuilt {
-            invocation.key(format!("{shadow}{k}"));
+            invocation.key(keys.projection_shadow(projection, k, false));
         }
         invocation
             .arg(rebuild_group)

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Lua: `le(a, b)` compares two stream ids numerically.
-const ID_LE: &str = r#"
+pub(super) const ID_LE: &str = r#"
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   if ms then return tonumber(ms), tonumber(seq) end
@@ -176,7 +176,7 @@ end
 
 /// Lua: `fenced(key, epoch)` — whether the fence at `key` (the highest epoch of the
 /// projection's lease that wrote next to it) is past `epoch`; and `advance(key, epoch)`.
-const FENCE: &str = r#"
+pub(super) const FENCE: &str = r#"
 local function fenced(key, epoch)
   if epoch == '' then return false end
   local f = redis.call('GET', key)
@@ -276,18 +276,24 @@ return 1
     ))
 });
 
-/// Takes or renews a lease: sets `KEYS[1]` to the token for `ARGV[2]` ms if it is free or
-/// already ours.
+/// Takes or renews a projection's lease: sets `KEYS[1]` to the token for `ARGV[2]` ms if it
+/// is free or already ours.
 ///
-/// `KEYS[1]` lease; `ARGV` token, time to live (ms). Returns 1 when held, 0 when another
-/// holder has it.
+/// `KEYS[1]` lease, `KEYS[2]` the projection's unfinished switch-over record (see
+/// [`crate::read_models::rebuild_scripts`]); `ARGV` token, time to live (ms). Returns 0 when
+/// another holder has it, else a sum of flags: 1 (held), 2 (taken now rather than renewed),
+/// 4 (a rebuild's switch-over is unfinished: the holder completes it before applying
+/// anything).
 pub(crate) static LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+local flags = 1
+if not holder then flags = flags + 2 end
+if redis.call('EXISTS', KEYS[2]) == 1 then flags = flags + 4 end
+return flags
 "#,
     )
 });
