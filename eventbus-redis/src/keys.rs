@@ -25,6 +25,11 @@
 //! its dead letters `eventbus:dlq:{group}:{cmd:billing}`.
 //! An aggregate's keys carry the hash tag `{t_i}` of its partition there, right after the
 //! key kind: `eventbus:aggregate:{t_i}:{type}:{id}` ([`Keys::aggregate_stream_tagged`]).
+//! A projection over partitioned topics keeps its checkpoint and rebuilt-upto hashes per
+//! partition (`…:checkpoint:{t_i}`, [`Keys::in_slot_of`]); on a cluster its key registry,
+//! markers of applied entries and fence per slot written (`…:keys:{t_s}`,
+//! `…:applied:{t_s}`, `…:fence:{t_s}`), with `…:epoch`, `…:slots`, `…:swap:{t}` and shadow
+//! keys in their key's slot (`…:shadow:{t_s}:{key}`).
 //!
 //! Read-model keys themselves (`orders:summary:{order_id}`) are *not* namespaced: they are
 //! exactly the projection's key templates (plus an optional prefix), so that other services

@@ -1,6 +1,7 @@
 //! State on a real Redis Cluster (3 masters, 3 replicas, started by the test) through a
-//! failover: a master is killed with SIGKILL while a projection applies events whose writes
-//! span slots, and afterwards every read-model key counts each stream entry exactly once.
+//! failover: a master is killed with SIGKILL while aggregates append and a projection
+//! applies events whose writes span slots; afterwards no acknowledged append is missing and
+//! every read-model key counts each stream entry exactly once.
 //! And a rebuild's switch-over cut off halfway, completed by the live projection.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
@@ -9,20 +10,59 @@
 mod partitions_support;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventbus_core::es::EventStore;
 use eventbus_core::projection::{CustomProjection, ProjectionRunner, ReadModelOp};
 use eventbus_core::transport::{StreamAdmin, Topic};
-use eventbus_core::{EventBus, ReadModels, StreamTransport};
-use eventbus_redis::{RedisConfig, RedisReadModels, RedisTransport};
+use eventbus_core::{Envelope, Error, EventBus, ReadModels, StreamTransport};
+use eventbus_redis::{RedisConfig, RedisEventStore, RedisReadModels, RedisTransport};
 use eventbus_tests::{eventually, RedisCluster};
 use partitions_support::*;
 
 const WAIT: Duration = Duration::from_secs(90);
 const TYPE: &str = "Cluster.Tally";
 const KEYS: usize = 6;
+const DEPOSITED: &str = "Cluster.Deposited";
+const ACCOUNT: &str = "ClusterAccount";
+const WRITERS: usize = 4;
+
+/// Appends one event at a time to account `id` (its only writer) until `stop`, retrying
+/// what fails as a service would; returns the commands acknowledged, in order. An append
+/// whose reply was lost may have been applied: the retry then conflicts, and the event is
+/// found in the stream.
+async fn writer(store: Arc<RedisEventStore>, id: String, stop: Arc<AtomicBool>) -> Vec<u64> {
+    let mut acked: Vec<u64> = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let event = Envelope::new(
+            DEPOSITED,
+            1,
+            "accounts",
+            serde_json::json!({ "account": id, "cmd": n }),
+        );
+        loop {
+            let version = acked.len() as u64;
+            match store.append(ACCOUNT, &id, version, &[event.clone()]).await {
+                Ok(_) => break acked.push(n),
+                Err(Error::Conflict { .. }) => {
+                    let Ok(next) = store.read(ACCOUNT, &id, version, 1).await else {
+                        continue;
+                    };
+                    let cmd = next.first().and_then(|e| e.event.data["cmd"].as_u64());
+                    assert_eq!(cmd, Some(n), "{id}: a conflict with nobody else writing");
+                    break acked.push(n);
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    acked
+}
 
 /// Each event adds one to its key's hash field and to a counter of its key: two read-model
 /// keys, in different slots, so every commit spans slots.
@@ -66,6 +106,24 @@ async fn a_projection_applies_each_entry_once_across_a_failover() {
         .unwrap();
     let group = running.group().to_owned();
 
+    // Accounts appending all along, through the kill.
+    transport.create_topic(DEPOSITED, 6).await.unwrap();
+    let store = Arc::new(RedisEventStore::new(&transport));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Writer `w`'s account lives in partition `w`: partition 0's master is killed below.
+    let accounts: Vec<String> = (0..WRITERS as u32)
+        .map(|w| {
+            (0..)
+                .map(|k| format!("acct-{w}-{k}"))
+                .find(|id| eventbus_redis::partition::partition_for_key(id, 6) == w)
+                .unwrap()
+        })
+        .collect();
+    let writers: Vec<_> = accounts
+        .iter()
+        .map(|id| tokio::spawn(writer(store.clone(), id.clone(), stop.clone())))
+        .collect();
+
     // A publisher that retries what failed, as a service would.
     let retries = Arc::new(AtomicUsize::new(0));
     let publish_round = |seq: u64| {
@@ -107,6 +165,23 @@ async fn a_projection_applies_each_entry_once_across_a_failover() {
     })
     .await;
     let caught_up = killed.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let mut appended = 0;
+    for (id, handle) in accounts.iter().zip(writers) {
+        let acked = handle.await.unwrap();
+        let stored = store.read(ACCOUNT, &id, 0, 100_000).await.unwrap();
+        let cmds: Vec<u64> = stored
+            .iter()
+            .map(|e| e.event.data["cmd"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            cmds, acked,
+            "{id}: every acknowledged append, once, in order"
+        );
+        let versions: Vec<u64> = stored.iter().map(|e| e.version).collect();
+        assert_eq!(versions, (1..=acked.len() as u64).collect::<Vec<_>>());
+        appended += acked.len();
+    }
     assert!(transport.dead_letters(&group, 10).await.unwrap().is_empty());
 
     // What the streams hold, per key (a retried publish may have appended an event twice:
@@ -149,7 +224,8 @@ async fn a_projection_applies_each_entry_once_across_a_failover() {
     }
     println!(
         "failover under projection traffic: master {master} killed; {total} entries, each \
-         applied once; caught up {caught_up:?} after the kill; {} publishes retried",
+         applied once; caught up {caught_up:?} after the kill; {} publishes retried; \
+         {appended} appends acknowledged by {WRITERS} writers, none missing",
         retries.load(Ordering::SeqCst)
     );
     running.shutdown().await.unwrap();
