@@ -45,7 +45,10 @@ async fn writer(store: Arc<RedisEventStore>, id: String, stop: Arc<AtomicBool>) 
         );
         loop {
             let version = acked.len() as u64;
-            match store.append(ACCOUNT, &id, version, &[event.clone()]).await {
+            match store
+                .append(ACCOUNT, &id, version, std::slice::from_ref(&event))
+                .await
+            {
                 Ok(_) => break acked.push(n),
                 Err(Error::Conflict { .. }) => {
                     let Ok(next) = store.read(ACCOUNT, &id, version, 1).await else {
@@ -169,7 +172,7 @@ async fn a_projection_applies_each_entry_once_across_a_failover() {
     let mut appended = 0;
     for (id, handle) in accounts.iter().zip(writers) {
         let acked = handle.await.unwrap();
-        let stored = store.read(ACCOUNT, &id, 0, 100_000).await.unwrap();
+        let stored = store.read(ACCOUNT, id, 0, 100_000).await.unwrap();
         let cmds: Vec<u64> = stored
             .iter()
             .map(|e| e.event.data["cmd"].as_u64().unwrap())
