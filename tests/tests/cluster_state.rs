@@ -70,7 +70,12 @@ async fn writer(store: Arc<RedisEventStore>, id: String, stop: Arc<AtomicBool>) 
 /// Each event adds one to its key's hash field and to a counter of its key: two read-model
 /// keys, in different slots, so every commit spans slots.
 fn tally() -> CustomProjection {
-    CustomProjection::new("ClusterTally").on_raw(TYPE, |e| {
+    tally_of("ClusterTally", TYPE)
+}
+
+/// [`tally`] under another name, of another event type.
+fn tally_of(name: &str, event_type: &str) -> CustomProjection {
+    CustomProjection::new(name).on_raw(event_type, |e| {
         let key = e.data["key"].as_str().unwrap_or_default().to_owned();
         Ok(vec![
             ReadModelOp::HashIncr {
@@ -251,22 +256,7 @@ async fn a_switch_over_cut_off_halfway_is_completed_by_the_live_projection() {
     let bus = EventBus::new(transport.clone(), "switch-service");
     let prefix = format!("{namespace}:");
     let models = ReadModels::new(RedisReadModels::new(&transport).with_prefix(&prefix));
-    let projection = || {
-        CustomProjection::new("SwitchTally").on_raw(TYPE, |e| {
-            let key = e.data["key"].as_str().unwrap_or_default().to_owned();
-            Ok(vec![
-                ReadModelOp::HashIncr {
-                    key: format!("tally:{key}"),
-                    field: "n".into(),
-                    by: 1,
-                },
-                ReadModelOp::Incr {
-                    key: format!("tally-count:{key}"),
-                    by: 1,
-                },
-            ])
-        })
-    };
+    let projection = || tally_of("SwitchTally", TYPE);
     let live = ProjectionRunner::new(&bus, &models, projection())
         .start()
         .await
