@@ -81,6 +81,7 @@ pub mod projection;
 pub mod pubsub;
 pub mod router;
 pub mod saga;
+pub mod telemetry;
 pub mod testing;
 pub mod transport;
 

@@ -405,6 +405,14 @@ impl StreamTransport for RedisTransport {
         self.inner().server.redacted_url.clone()
     }
 
+    fn system(&self) -> &'static str {
+        "redis"
+    }
+
+    fn destination(&self, topic: &Topic) -> String {
+        self.inner().keys.stream(topic)
+    }
+
     fn reply_streams(&self) -> Option<std::sync::Arc<dyn ReplyStreams>> {
         Some(std::sync::Arc::new(self.clone()))
     }

@@ -22,7 +22,9 @@ use serde_json::Value;
 use crate::envelope::{EntryId, Envelope};
 use crate::error::Result;
 use crate::event::Event;
-use crate::transport::StreamTransport;
+use crate::telemetry;
+use crate::transport::{StreamTransport, Topic};
+use tracing::Instrument;
 
 pub use backoff::Backoff;
 pub use context::{Context, DeliveryInfo};
@@ -128,7 +130,7 @@ impl EventBus {
     /// Publishes a prepared envelope (for explicit correlation/causation ids or metadata).
     pub async fn publish_envelope<E: Event>(&self, envelope: Envelope<E>) -> Result<EntryId> {
         let raw = envelope.into_raw()?;
-        let mut ids = self.transport.publish(std::slice::from_ref(&raw)).await?;
+        let mut ids = self.send(vec![raw]).await?;
         ids.pop()
             .ok_or_else(|| crate::Error::Config("transport returned no entry id".into()))
     }
@@ -146,11 +148,45 @@ impl EventBus {
     }
 
     /// Publishes envelopes whose payloads are already JSON.
+    ///
+    /// Each event gets the trace context of its publish in its metadata (`traceparent`,
+    /// see [`telemetry::context`](crate::telemetry::context)) unless it carries one.
     pub async fn publish_raw(&self, events: &[Envelope<Value>]) -> Result<Vec<EntryId>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        self.transport.publish(events).await
+        self.send(events.to_vec()).await
+    }
+
+    /// Publishes, in a PRODUCER span, with each event's trace context stamped, counted.
+    async fn send(&self, mut events: Vec<Envelope<Value>>) -> Result<Vec<EntryId>> {
+        for event in &mut events {
+            telemetry::context::stamp(&mut event.metadata);
+        }
+        let transport = &self.transport;
+        let system = transport.system();
+        let destination = match events.first() {
+            Some(first) if events.iter().all(|e| e.event_type == first.event_type) => {
+                transport.destination(&Topic::of_type(&first.event_type))
+            }
+            _ => "(several)".to_owned(),
+        };
+        let span = telemetry::spans::publish(system, &destination, &events);
+        let started = std::time::Instant::now();
+        let ids = transport.publish(&events).instrument(span).await?;
+        telemetry::metrics::operation("publish", &destination, started.elapsed());
+        let mut counts: std::collections::BTreeMap<&str, u64> = Default::default();
+        for event in &events {
+            *counts.entry(event.event_type.as_str()).or_default() += 1;
+        }
+        for (event_type, n) in counts {
+            telemetry::metrics::sent(
+                system,
+                &transport.destination(&Topic::of_type(event_type)),
+                n,
+            );
+        }
+        Ok(ids)
     }
 
     /// Starts building a subscription in this service's consumer group

@@ -247,6 +247,17 @@ pub trait StreamTransport: StreamAdmin + Send + Sync + 'static {
     /// A short human-readable name of the backend and server (no password).
     fn describe(&self) -> String;
 
+    /// The messaging system, as telemetry names it (`messaging.system`: `redis`, `memory`).
+    fn system(&self) -> &'static str {
+        "other"
+    }
+
+    /// The name of a topic's destination, as telemetry names it
+    /// (`messaging.destination.name`: on Redis the stream key). The topic itself by default.
+    fn destination(&self, topic: &Topic) -> String {
+        topic.to_string()
+    }
+
     /// The life cycle of remote commands' reply streams on this backend, when it stores
     /// streams that would otherwise outlive their client (see [`ReplyStreams`]). `None`
     /// (the default): nothing to clean up.

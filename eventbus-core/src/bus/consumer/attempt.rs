@@ -15,7 +15,10 @@ use crate::bus::handler::ErasedHandler;
 use crate::bus::stats::SubscriptionStats;
 use crate::envelope::Envelope;
 use crate::error::HandlerError;
+use crate::telemetry::metrics::{self, Outcome};
+use crate::telemetry::{spans, TraceContext};
 use crate::transport::{Delivery, Topic};
+use tracing::Instrument;
 
 /// Handles one delivery to the end: ack, dead letter, or left pending (lost, given back, or
 /// cancelled at shutdown).
@@ -131,6 +134,9 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         runner.holdings().set_settling(&key, generation, true);
     }
 
+    let destination = runner.destination(&topic).into_owned();
+    let group = runner.spec.group.as_str();
+    metrics::consumed(runner.system, &destination, group);
     let mut done = vec![false; handlers.len()];
     let mut gate = Some(first);
     // Rounds in a row that failed only because the backend was unavailable.
@@ -153,11 +159,20 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         let ctx = Context::new(runner.bus.clone(), event.clone(), info);
         let mut failure: Option<HandlerError> = None;
         let mut only_unavailable = true;
+        let started = Instant::now();
+        let delivered = spans::Delivered {
+            system: runner.system,
+            destination: &destination,
+            group,
+            consumer: &runner.spec.consumer,
+            entry_id: &entry_id,
+            delivery_count,
+        };
         for (i, handler) in handlers.iter().enumerate() {
             if done[i] {
                 continue;
             }
-            match call(runner, handler, event.clone(), ctx.clone()).await {
+            match call(runner, handler, event.clone(), ctx.clone(), &delivered).await {
                 Ok(()) => done[i] = true,
                 Err(e) if e.is_abandon() => {
                     failure = Some(e);
@@ -166,6 +181,7 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
                 Err(e) => {
                     only_unavailable &= backend_unavailable(&e);
                     SubscriptionStats::add(&runner.stats.failed_attempts, 1);
+                    metrics::handler_failed(&destination, group);
                     tracing::warn!(
                         topic = %topic, id = %entry_id, event_type = %event.event_type,
                         attempt = delivery_count, error = %e, "handler failed"
@@ -177,7 +193,9 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
             }
         }
         drop(guard);
+        let took = started.elapsed();
         let Some(failure) = failure else {
+            metrics::processed(&destination, group, took, Outcome::Ok);
             SubscriptionStats::add(&runner.stats.handled, 1);
             if runner.handler_acks {
                 SubscriptionStats::add(&runner.stats.acked, 1);
@@ -188,6 +206,7 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
             return;
         };
         if failure.is_abandon() {
+            metrics::processed(&destination, group, took, Outcome::Abandoned);
             // Given back: stays pending, uncounted, for this group's next delivery.
             tracing::info!(topic = %topic, id = %entry_id, reason = %failure, "entry given back");
             let back = runner.holdings().take_back(&key, generation);
@@ -217,9 +236,12 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         unavailable = 0;
         runner.holdings().verdict(&key, generation);
         if failure.is_permanent() || delivery_count >= runner.options.max_deliveries {
+            metrics::processed(&destination, group, took, Outcome::DeadLetter);
             settle.dead_letter(failure.message(), delivery_count).await;
             return;
         }
+        metrics::processed(&destination, group, took, Outcome::Retry);
+        metrics::retried(&destination, group);
         let delay = runner.options.retry_backoff.delay(delivery_count);
         tokio::select! {
             _ = runner.cancel.cancelled() => return, // stays pending; redelivered later
@@ -389,13 +411,19 @@ impl Settle<'_> {
     }
 }
 
-/// Calls one handler, turning a panic or a timeout into a failure.
+/// Calls one handler, turning a panic or a timeout into a failure, in a CONSUMER span and
+/// in the trace context of the event (a child of it), so that what it publishes continues
+/// the trace.
 async fn call(
     runner: &Runner,
     handler: &ErasedHandler,
     event: Arc<Envelope<Value>>,
     ctx: Context,
+    delivered: &spans::Delivered<'_>,
 ) -> Result<(), HandlerError> {
+    let context = TraceContext::from_metadata(&event.metadata)
+        .map_or_else(TraceContext::new_root, |parent| parent.child());
+    let span = spans::process(delivered, &event, &context);
     let limit = runner.options.handler_timeout;
     let outcome = crate::panic::catch(|| {
         let fut = handler(event, ctx);
@@ -409,11 +437,17 @@ async fn call(
                 None => fut.await,
             }
         }
-    })
-    .await;
-    outcome.unwrap_or_else(|panic| {
+    });
+    let outcome = crate::telemetry::context::scope(context, outcome)
+        .instrument(span.clone())
+        .await;
+    let result = outcome.unwrap_or_else(|panic| {
         Err(HandlerError::retryable(format!(
             "handler panicked: {panic}"
         )))
-    })
+    });
+    if let Err(e) = &result {
+        span.in_scope(|| tracing::debug!(otel.status_code = "ERROR", error = %e, "handler failed"));
+    }
+    result
 }

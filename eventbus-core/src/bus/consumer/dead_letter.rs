@@ -27,6 +27,10 @@ pub(super) async fn dead_letter(
         match runner.consumer.dead_letter(topic, id, &reason).await {
             Ok(()) => {
                 SubscriptionStats::add(&runner.stats.dead_lettered, 1);
+                crate::telemetry::metrics::dead_lettered(
+                    &runner.destination(topic),
+                    &runner.spec.group,
+                );
                 SubscriptionStats::add(&runner.stats.acked, 1);
                 tracing::warn!(topic = %topic, id, error = %reason.error, deliveries = delivery_count, "entry dead-lettered");
                 return;

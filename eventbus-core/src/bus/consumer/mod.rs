@@ -72,6 +72,9 @@ pub(crate) struct Runner {
     uncounted_changed: Notify,
     /// Handlers ack what they handled themselves (atomically with their own writes).
     handler_acks: bool,
+    /// The messaging system and each topic's destination name, for telemetry.
+    system: &'static str,
+    destinations: HashMap<Topic, String>,
 }
 
 /// A delivery on its way through the loop.
@@ -100,7 +103,16 @@ impl Runner {
         handler_acks: bool,
     ) -> Arc<Self> {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let transport = bus.transport();
+        let system = transport.system();
+        let destinations = spec
+            .topics
+            .iter()
+            .map(|t| (t.clone(), transport.destination(t)))
+            .collect();
         Arc::new(Runner {
+            system,
+            destinations,
             bus,
             consumer: Arc::from(consumer),
             running: Arc::new(Semaphore::new(options.concurrency)),
@@ -284,6 +296,16 @@ mod tests {
             "99999999999999999999-0",
         ] {
             assert_eq!(parse_entry_id(other), None, "{other}");
+        }
+    }
+}
+
+impl Runner {
+    /// The destination name of `topic` (telemetry).
+    fn destination(&self, topic: &Topic) -> std::borrow::Cow<'_, str> {
+        match self.destinations.get(topic) {
+            Some(name) => std::borrow::Cow::Borrowed(name.as_str()),
+            None => std::borrow::Cow::Owned(topic.to_string()),
         }
     }
 }

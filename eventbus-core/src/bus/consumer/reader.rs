@@ -182,6 +182,13 @@ async fn step(runner: &Runner, reader: &mut Reader, want: usize) -> Result<Batch
             );
         }
         SubscriptionStats::add(&runner.stats.claimed, page.deliveries.len() as u64);
+        if !page.deliveries.is_empty() {
+            crate::telemetry::metrics::claimed(
+                &runner.destination(topic),
+                &runner.spec.group,
+                page.deliveries.len() as u64,
+            );
+        }
         return Ok(Batch {
             deliveries: page.deliveries,
             counted: false,
@@ -213,6 +220,13 @@ async fn step(runner: &Runner, reader: &mut Reader, want: usize) -> Result<Batch
                 reader.next_claim = Instant::now();
             }
             SubscriptionStats::add(&runner.stats.claimed, claimed.deliveries.len() as u64);
+            if !claimed.deliveries.is_empty() {
+                crate::telemetry::metrics::claimed(
+                    &runner.destination(topic),
+                    &runner.spec.group,
+                    claimed.deliveries.len() as u64,
+                );
+            }
             reader
                 .claim_cursors
                 .insert(topic.clone(), claimed.next_cursor);

@@ -287,6 +287,10 @@ impl StreamTransport for MemoryTransport {
         "memory".to_owned()
     }
 
+    fn system(&self) -> &'static str {
+        "memory"
+    }
+
     fn reply_streams(&self) -> Option<std::sync::Arc<dyn ReplyStreams>> {
         Some(std::sync::Arc::new(self.clone()))
     }

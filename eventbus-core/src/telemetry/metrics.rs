@@ -1,0 +1,133 @@
+//! Recording eventbus's metrics through the [`metrics`] facade (a no-op until the
+//! application installs a recorder, e.g. with the `prometheus` feature).
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+
+use super::names::*;
+
+/// What handling one delivery came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every handler succeeded.
+    Ok,
+    /// A handler failed; the entry is retried.
+    Retry,
+    /// The entry went to the dead-letter stream.
+    DeadLetter,
+    /// Given back or cancelled: it stays pending.
+    Abandoned,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Retry => "retry",
+            Outcome::DeadLetter => "dead_letter",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// `n` events published to `destination`.
+pub fn sent(system: &'static str, destination: &str, n: u64) {
+    counter!(SENT, SYSTEM => system, DESTINATION => destination.to_owned()).increment(n);
+}
+
+/// A delivery handed to handlers.
+pub fn consumed(system: &'static str, destination: &str, group: &str) {
+    counter!(CONSUMED, SYSTEM => system, DESTINATION => destination.to_owned(), GROUP => group.to_owned())
+        .increment(1);
+}
+
+/// One attempt at a delivery, from its handlers' start to its verdict.
+pub fn processed(destination: &str, group: &str, took: Duration, outcome: Outcome) {
+    histogram!(PROCESS_DURATION, DESTINATION => destination.to_owned(), GROUP => group.to_owned(), OUTCOME => outcome.as_str())
+        .record(took.as_secs_f64());
+}
+
+/// A client operation against the broker.
+pub fn operation(operation: &'static str, destination: &str, took: Duration) {
+    histogram!(OPERATION_DURATION, OPERATION => operation, DESTINATION => destination.to_owned())
+        .record(took.as_secs_f64());
+}
+
+/// A handler call failed.
+pub fn handler_failed(destination: &str, group: &str) {
+    counter!(HANDLER_FAILURES, DESTINATION => destination.to_owned(), GROUP => group.to_owned())
+        .increment(1);
+}
+
+/// A delivery is retried.
+pub fn retried(destination: &str, group: &str) {
+    counter!(RETRIES, DESTINATION => destination.to_owned(), GROUP => group.to_owned())
+        .increment(1);
+}
+
+/// An entry was dead-lettered.
+pub fn dead_lettered(destination: &str, group: &str) {
+    counter!(DEAD_LETTERS, DESTINATION => destination.to_owned(), GROUP => group.to_owned())
+        .increment(1);
+}
+
+/// `n` entries claimed or recovered.
+pub fn claimed(destination: &str, group: &str, n: u64) {
+    counter!(CLAIMED, DESTINATION => destination.to_owned(), GROUP => group.to_owned())
+        .increment(n);
+}
+
+/// A group's health on one stream (or partition): lag (`None`: unknown, not exported),
+/// pending entries and the idle time of the oldest.
+pub fn group_health(
+    stream: &str,
+    partition: Option<u32>,
+    group: &str,
+    lag: Option<u64>,
+    pending: u64,
+    oldest_pending: Option<Duration>,
+) {
+    let partition = partition.map(|p| p.to_string()).unwrap_or_default();
+    let labels = [
+        (STREAM, stream.to_owned()),
+        (GROUP_LABEL, group.to_owned()),
+        (PARTITION, partition),
+    ];
+    if let Some(lag) = lag {
+        gauge!(GROUP_LAG, &labels).set(lag as f64);
+    }
+    gauge!(GROUP_PENDING, &labels).set(pending as f64);
+    gauge!(GROUP_OLDEST_PENDING, &labels).set(oldest_pending.map_or(0.0, |d| d.as_secs_f64()));
+}
+
+/// The label of the group gauges naming the group.
+const GROUP_LABEL: &str = "group";
+
+/// How far a projection is behind a stream's head.
+pub fn projection_behind(projection: &str, stream: &str, entries: u64) {
+    gauge!(PROJECTION_BEHIND, "projection" => projection.to_owned(), STREAM => stream.to_owned())
+        .set(entries as f64);
+}
+
+/// A saga moved into `state`.
+pub fn saga_transition(saga: &str, state: &'static str) {
+    counter!(SAGA_TRANSITIONS, "saga" => saga.to_owned(), "state" => state).increment(1);
+}
+
+/// A saga step timed out.
+pub fn saga_timeout(saga: &str) {
+    counter!(SAGA_TIMEOUTS, "saga" => saga.to_owned()).increment(1);
+}
+
+/// The number of sagas in `state`.
+pub fn sagas_in(state: &'static str, count: u64) {
+    gauge!(SAGAS, "state" => state).set(count as f64);
+}
+
+/// A command dispatched.
+pub fn command(command: &str, outcome: &'static str, took: Duration) {
+    histogram!(COMMAND_DURATION, "command" => command.to_owned(), OUTCOME => outcome)
+        .record(took.as_secs_f64());
+}

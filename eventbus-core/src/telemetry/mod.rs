@@ -1,0 +1,24 @@
+//! Observability: W3C trace context carried in events' metadata, `tracing` spans named
+//! after the OpenTelemetry messaging semantic conventions, and metrics through the
+//! [`metrics`] facade (the application picks the exporter; see the `prometheus` and `otel`
+//! features).
+//!
+//! Spans: publishing is a PRODUCER span (`publish {destination}`), each handler invocation
+//! a CONSUMER span (`process {destination}`) whose parent is the trace context the event
+//! carries; commands, queries, projections, saga transitions and aggregate appends get
+//! spans of their own. Their fields follow the conventions where they define a name
+//! (`messaging.system`, `messaging.destination.name`, `messaging.consumer.group.name`,
+//! `messaging.message.id`, `messaging.message.conversation_id`, …) and `eventbus.*`
+//! otherwise.
+//!
+//! Metrics (names in [`names`]) carry only bounded labels: the destination (a stream), the
+//! consumer group, the operation, an outcome — never an event id.
+
+pub mod context;
+pub mod metrics;
+pub mod names;
+#[cfg(feature = "otel")]
+mod otel;
+pub(crate) mod spans;
+
+pub use context::TraceContext;
