@@ -110,6 +110,21 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+
+    /// OpenTelemetry export (feature `otel`, [`telemetry::otlp`](crate::telemetry::otlp))
+    /// could not be set up (an invalid endpoint or header, a `metrics` recorder installed
+    /// already) or could not flush what it held at a flush or shutdown (the collector is
+    /// down or refused it). Fix the configuration, or check the collector: not retryable as
+    /// such (the exporter retries transient failures itself).
+    #[cfg(feature = "otel")]
+    #[error("OTLP export: {reason}")]
+    Otlp {
+        /// What failed.
+        reason: String,
+        /// The OpenTelemetry error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
 }
 
 impl Error {
@@ -130,6 +145,8 @@ impl Error {
             | Error::Shutdown
             | Error::ReadModel { .. }
             | Error::ReadModelWrite { .. } => false,
+            #[cfg(feature = "otel")]
+            Error::Otlp { .. } => false,
         }
     }
 }

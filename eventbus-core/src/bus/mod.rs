@@ -160,9 +160,6 @@ impl EventBus {
 
     /// Publishes, in a PRODUCER span, with each event's trace context stamped, counted.
     async fn send(&self, mut events: Vec<Envelope<Value>>) -> Result<Vec<EntryId>> {
-        for event in &mut events {
-            telemetry::context::stamp(&mut event.metadata);
-        }
         let transport = &self.transport;
         let system = transport.system();
         let destination = match events.first() {
@@ -171,7 +168,7 @@ impl EventBus {
             }
             _ => "(several)".to_owned(),
         };
-        let span = telemetry::spans::publish(system, &destination, &events);
+        let span = telemetry::spans::publish(system, &destination, &mut events);
         let started = std::time::Instant::now();
         let ids = transport.publish(&events).instrument(span).await?;
         telemetry::metrics::operation("publish", &destination, started.elapsed());

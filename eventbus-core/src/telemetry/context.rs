@@ -170,16 +170,31 @@ pub async fn scope<F: Future>(context: TraceContext, f: F) -> F::Output {
     CURRENT.scope(context, f).await
 }
 
-/// Stamps an event about to be published with the context of its publish (a child of the
-/// current one, or a new trace), unless it carries one already (a replay, or an event
-/// published on behalf of another service); returns the context it carries.
+/// Stamps an event about to be published with the context of its publish, unless it carries
+/// one already (a replay, or an event published on behalf of another service); returns the
+/// context it carries.
+///
+/// The context of the publish is the current OpenTelemetry span's as it is (with the `otel`
+/// feature; eventbus stamps inside its PRODUCER span, so consumers' spans become children
+/// of that exported span), else a child of the context eventbus runs a handler, command or
+/// saga step in, else a new trace.
 pub fn stamp(metadata: &mut Metadata) -> TraceContext {
     if let Some(existing) = TraceContext::from_metadata(metadata) {
         return existing;
     }
-    let context = current().map_or_else(TraceContext::new_root, |c| c.child());
+    let context = of_publish();
     context.inject(metadata);
     context
+}
+
+fn of_publish() -> TraceContext {
+    #[cfg(feature = "otel")]
+    if let Some(span) = super::otel::current() {
+        return span;
+    }
+    CURRENT
+        .try_with(TraceContext::child)
+        .unwrap_or_else(|_| TraceContext::new_root())
 }
 
 fn new_span_id() -> [u8; 8] {

@@ -13,12 +13,19 @@
 //!
 //! Metrics (names in [`names`]) carry only bounded labels: the destination (a stream), the
 //! consumer group, the operation, an outcome — never an event id.
+//!
+//! With the `otel` feature, the spans are OpenTelemetry spans (through
+//! `tracing-opentelemetry`) whose trace context is the one events carry, and `otlp` exports
+//! them, and optionally the metrics, to an OpenTelemetry collector over OTLP/HTTP.
 
 pub mod context;
 pub mod metrics;
 pub mod names;
 #[cfg(feature = "otel")]
-mod otel;
+pub(crate) mod otel;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod otlp;
 pub(crate) mod spans;
 
 pub use context::TraceContext;

@@ -19,8 +19,11 @@ pub(crate) struct Delivered<'a> {
 }
 
 /// The CONSUMER span of one handler invocation, child of the trace context the event
-/// carries (`context`: the invocation's own context).
-pub(crate) fn process(d: &Delivered<'_>, event: &Envelope<Value>, context: &TraceContext) -> Span {
+/// carries (a new trace when it carries none), and the invocation's own trace context: the
+/// span's OpenTelemetry context (feature `otel`, with its layer installed), else a child of
+/// the event's.
+pub(crate) fn process(d: &Delivered<'_>, event: &Envelope<Value>) -> (Span, TraceContext) {
+    let parent = TraceContext::from_metadata(&event.metadata);
     let span = tracing::info_span!(
         "process",
         otel.name = %format_args!("process {}", d.destination),
@@ -36,19 +39,36 @@ pub(crate) fn process(d: &Delivered<'_>, event: &Envelope<Value>, context: &Trac
         eventbus.entry_id = %d.entry_id,
         eventbus.delivery_count = d.delivery_count,
         eventbus.consumer = %d.consumer,
-        trace_id = %context.trace_id_hex(),
-        span_id = %context.span_id_hex(),
+        trace_id = Empty,
+        span_id = Empty,
     );
     if let Some(correlation) = &event.correlation_id {
         span.record("messaging.message.conversation_id", correlation.as_str());
     }
     #[cfg(feature = "otel")]
-    super::otel::set_parent(&span, TraceContext::from_metadata(&event.metadata).as_ref());
-    span
+    super::otel::set_parent(&span, parent.as_ref());
+    #[cfg(feature = "otel")]
+    let own = super::otel::of(&span);
+    #[cfg(not(feature = "otel"))]
+    let own = None;
+    let context = own.unwrap_or_else(|| {
+        parent
+            .as_ref()
+            .map_or_else(TraceContext::new_root, TraceContext::child)
+    });
+    span.record("trace_id", context.trace_id_hex().as_str());
+    span.record("span_id", context.span_id_hex().as_str());
+    (span, context)
 }
 
-/// The PRODUCER span of a publish of `count` events (the first one's ids when one).
-pub(crate) fn publish(system: &'static str, destination: &str, events: &[Envelope<Value>]) -> Span {
+/// The PRODUCER span of a publish of `events` (the first one's ids when one), each of which
+/// it stamps with the context of the publish, from inside the span (see
+/// [`context::stamp`](super::context::stamp)).
+pub(crate) fn publish(
+    system: &'static str,
+    destination: &str,
+    events: &mut [Envelope<Value>],
+) -> Span {
     let span = tracing::info_span!(
         "publish",
         otel.name = %format_args!("publish {destination}"),
@@ -63,6 +83,11 @@ pub(crate) fn publish(system: &'static str, destination: &str, events: &[Envelop
         eventbus.event_type = Empty,
         trace_id = Empty,
     );
+    span.in_scope(|| {
+        for event in events.iter_mut() {
+            super::context::stamp(&mut event.metadata);
+        }
+    });
     if let [event] = events {
         span.record("messaging.message.id", event.event_id.as_str());
         span.record("eventbus.event_type", event.event_type.as_str());

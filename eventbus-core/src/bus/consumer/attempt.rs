@@ -16,7 +16,7 @@ use crate::bus::stats::SubscriptionStats;
 use crate::envelope::Envelope;
 use crate::error::HandlerError;
 use crate::telemetry::metrics::{self, Outcome};
-use crate::telemetry::{spans, TraceContext};
+use crate::telemetry::spans;
 use crate::transport::{Delivery, Topic};
 use tracing::Instrument;
 
@@ -421,9 +421,7 @@ async fn call(
     ctx: Context,
     delivered: &spans::Delivered<'_>,
 ) -> Result<(), HandlerError> {
-    let context = TraceContext::from_metadata(&event.metadata)
-        .map_or_else(TraceContext::new_root, |parent| parent.child());
-    let span = spans::process(delivered, &event, &context);
+    let (span, context) = spans::process(delivered, &event);
     let limit = runner.options.handler_timeout;
     let outcome = crate::panic::catch(|| {
         let fut = handler(event, ctx);
@@ -448,6 +446,8 @@ async fn call(
     });
     if let Err(e) = &result {
         span.in_scope(|| tracing::debug!(otel.status_code = "ERROR", error = %e, "handler failed"));
+        #[cfg(feature = "otel")]
+        crate::telemetry::otel::set_error(&span, e.to_string());
     }
     result
 }
