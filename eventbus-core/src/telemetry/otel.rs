@@ -34,7 +34,9 @@ pub(crate) fn of(span: &tracing::Span) -> Option<TraceContext> {
 /// as it does without the feature).
 pub(crate) fn set_parent(span: &tracing::Span, parent: Option<&TraceContext>) {
     let context = match parent {
-        Some(parent) => opentelemetry::Context::new().with_remote_span_context(to_span_context(parent)),
+        Some(parent) => {
+            opentelemetry::Context::new().with_remote_span_context(to_span_context(parent))
+        }
         None => opentelemetry::Context::new(),
     };
     // Fails only without the layer or for a disabled span: then there is nothing to parent.

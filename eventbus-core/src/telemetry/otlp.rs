@@ -301,11 +301,7 @@ impl OtlpBuilder {
     }
 
     /// The settings both exporters share; the endpoint with the signal's path.
-    fn http<B: WithExportConfig + WithHttpConfig>(
-        &self,
-        mut builder: B,
-        path: &str,
-    ) -> B {
+    fn http<B: WithExportConfig + WithHttpConfig>(&self, mut builder: B, path: &str) -> B {
         if let Some(base) = &self.endpoint {
             builder = builder.with_endpoint(format!("{}{path}", base.trim_end_matches('/')));
         }
