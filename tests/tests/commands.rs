@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventbus_core::transport::{ConsumerSpec, StartFrom, StreamTransport, Topic};
+use eventbus_core::transport::{StartFrom, StreamTransport};
 use eventbus_core::{
     command, command_handler, event, query, query_handler, CommandBus, CommandContext,
     CommandError, CommandServer, DispatchOptions, Emitted, Envelope, EventBus, QueryBus,
