@@ -45,20 +45,29 @@ pub(crate) fn process(d: &Delivered<'_>, event: &Envelope<Value>) -> (Span, Trac
     if let Some(correlation) = &event.correlation_id {
         span.record("messaging.message.conversation_id", correlation.as_str());
     }
-    #[cfg(feature = "otel")]
-    super::otel::set_parent(&span, parent.as_ref());
-    #[cfg(feature = "otel")]
-    let own = super::otel::of(&span);
-    #[cfg(not(feature = "otel"))]
-    let own = None;
-    let context = own.unwrap_or_else(|| {
-        parent
-            .as_ref()
-            .map_or_else(TraceContext::new_root, TraceContext::child)
-    });
+    let context = own_context(&span, parent.as_ref());
     span.record("trace_id", context.trace_id_hex().as_str());
     span.record("span_id", context.span_id_hex().as_str());
     (span, context)
+}
+
+/// The trace context a CONSUMER span runs its handler in: with `otel` (and the layer
+/// installed), the span's own OpenTelemetry context once `parent` is made its parent.
+#[cfg(feature = "otel")]
+fn own_context(span: &Span, parent: Option<&TraceContext>) -> TraceContext {
+    super::otel::set_parent(span, parent);
+    super::otel::of(span).unwrap_or_else(|| child_of(parent))
+}
+
+/// The trace context a CONSUMER span runs its handler in: a child of `parent`.
+#[cfg(not(feature = "otel"))]
+fn own_context(_span: &Span, parent: Option<&TraceContext>) -> TraceContext {
+    child_of(parent)
+}
+
+/// A child of `parent`, or a new trace.
+fn child_of(parent: Option<&TraceContext>) -> TraceContext {
+    parent.map_or_else(TraceContext::new_root, TraceContext::child)
 }
 
 /// The PRODUCER span of a publish of `events` (the first one's ids when one), each of which
