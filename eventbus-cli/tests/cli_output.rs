@@ -268,12 +268,26 @@ async fn pretty_format_prints_a_header_line_and_indented_data() {
             rest.contains("  source=shop") && rest.ends_with("  corr=corr-9"),
             "{out}"
         );
+        // The publish stamped the event's trace context (W3C `traceparent`) in its metadata.
+        let traceparent = lines
+            .get(7)
+            .and_then(|l| l.strip_prefix(r#"    "traceparent": ""#))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("no traceparent line: {out}"));
+        assert!(
+            eventbus_core::telemetry::TraceContext::parse(traceparent, None).is_some(),
+            "{out}"
+        );
         assert_eq!(
             &lines[1..],
             [
                 "  {",
                 r#"    "order_id": "ord_1","#,
                 r#"    "total": 10.5"#,
+                "  }",
+                "  metadata:",
+                "  {",
+                &format!(r#"    "traceparent": "{traceparent}""#),
                 "  }",
                 ""
             ],
