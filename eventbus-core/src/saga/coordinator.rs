@@ -568,7 +568,7 @@ async fn count_states(inner: Arc<Inner>, every: Duration, cancel: CancellationTo
     loop {
         for status in SagaStatus::ALL {
             match inner.store.count(status).await {
-                Ok(n) => telemetry::metrics::sagas_in(status.as_str(), n as u64),
+                Ok(n) => telemetry::metrics::sagas_in(status.as_str(), n),
                 Err(e) => tracing::debug!(error = %e, "cannot count sagas for the gauge"),
             }
         }
