@@ -63,7 +63,8 @@ struct Args {
     /// Requests of the redis-benchmark reference.
     #[arg(long, default_value_t = 1_000_000, global = true)]
     reference_requests: u64,
-    /// Run only these scenarios (comma-separated: publish, e2e, latency, projection, memory).
+    /// Run only these scenarios (comma-separated: publish, e2e, latency, projection, memory,
+    /// tracing).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Tiny sizes everywhere (a few seconds): proves nothing is lost, measures nothing.
@@ -346,6 +347,30 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             cpu: cpu.since(from),
         });
         progress(&figures);
+    }
+
+    // Last, because a global subscriber stays: the end-to-end run again with one installed
+    // (fmt at INFO, to a sink), against figure b's, which ran with none (spans on, nobody
+    // listening). The difference is what tracing costs.
+    if runs("tracing") {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        if tracing::subscriber::set_global_default(subscriber).is_ok() {
+            let from = cpu.snap();
+            let e2e = scenarios::end_to_end(&args.url, args.events, args.batch, 1).await?;
+            let used = cpu.since(from);
+            let label = format!(
+                "f. end to end, 1 consumer, with a tracing subscriber (fmt, INFO, to a sink; {} events)",
+                args.events
+            );
+            figures.push(Figure {
+                cpu: used,
+                ..throughput("e2e_1_consumer_subscriber", label, e2e.events_per_sec, None)
+            });
+            progress(&figures);
+        }
     }
 
     let load_after = support::load_average();

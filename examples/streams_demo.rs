@@ -14,6 +14,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,6 +176,15 @@ async fn run(args: &Args, scratch: &common::Scratch) -> anyhow::Result<()> {
                 dead.reason.error
             );
         }
+        // One trace per flow: every event of a correlation id carries the same trace id
+        // (W3C `traceparent` in its metadata), from the order through billing to shipping.
+        let flows = traces_per_flow(&transport).await?;
+        let one_each = flows.values().all(|traces| traces.len() == 1);
+        println!(
+            "\ntraces: {} flows (correlation ids), each carried by one trace id: {one_each}",
+            flows.len()
+        );
+        anyhow::ensure!(one_each, "a flow spans several traces: {flows:?}");
         println!(
             "\nbilling handled {}; shipping handled {}, dead-lettered {} ({} handler calls)",
             billing.stats().handled(),
@@ -191,4 +201,38 @@ async fn run(args: &Args, scratch: &common::Scratch) -> anyhow::Result<()> {
     billing?;
     shipping?;
     Ok(())
+}
+
+/// The trace ids of each correlation id's events, read back from the global stream.
+async fn traces_per_flow(
+    transport: &std::sync::Arc<dyn eventbus_core::StreamTransport>,
+) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+    use eventbus_core::telemetry::TraceContext;
+    use eventbus_core::transport::{ConsumerSpec, Topic};
+    let group = format!("trace-audit-{}", uuid::Uuid::new_v4().simple());
+    transport
+        .ensure_group(&Topic::All, &group, StartFrom::Beginning)
+        .await?;
+    let consumer = transport
+        .consumer(ConsumerSpec {
+            group,
+            consumer: "audit".into(),
+            topics: vec![Topic::All],
+        })
+        .await?;
+    let mut flows: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut empty = 0;
+    while empty < 3 {
+        let read = consumer.read(500, Duration::from_millis(100)).await?;
+        empty = if read.is_empty() { empty + 1 } else { 0 };
+        for event in read.into_iter().filter_map(|d| d.event.ok()) {
+            let trace = TraceContext::from_metadata(&event.metadata)
+                .map_or_else(|| "(none)".to_owned(), |t| t.trace_id_hex());
+            // A flow's first event has no correlation id: its own id is the flow's.
+            let flow = event.correlation_id.unwrap_or(event.event_id);
+            flows.entry(flow).or_default().insert(trace);
+        }
+    }
+    consumer.close().await?;
+    Ok(flows)
 }

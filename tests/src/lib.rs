@@ -349,6 +349,43 @@ pub fn stream_key(namespace: &str, topic: &Topic) -> String {
     eventbus_redis::Keys::new(namespace).stream(topic)
 }
 
+/// Everything published so far, read from the global stream by a fresh group (every
+/// partition of it), until three reads in a row bring nothing new.
+pub async fn published(
+    transport: &Arc<dyn StreamTransport>,
+) -> Vec<eventbus_core::Envelope<serde_json::Value>> {
+    use eventbus_core::transport::{ConsumerSpec, StartFrom};
+    let group = format!("inspect-{}", uuid::Uuid::new_v4().simple());
+    transport
+        .ensure_group(&Topic::All, &group, StartFrom::Beginning)
+        .await
+        .expect("the inspecting group");
+    let consumer = transport
+        .consumer(ConsumerSpec {
+            group,
+            consumer: "inspector".into(),
+            topics: vec![Topic::All],
+        })
+        .await
+        .expect("the inspecting consumer");
+    let mut events = Vec::new();
+    let mut empty = 0;
+    while empty < 3 {
+        let read = consumer
+            .read(1000, Duration::from_millis(100))
+            .await
+            .expect("read the global stream");
+        if read.is_empty() {
+            empty += 1;
+        } else {
+            empty = 0;
+        }
+        events.extend(read.into_iter().filter_map(|d| d.event.ok()));
+    }
+    let _ = consumer.close().await;
+    events
+}
+
 /// Waits until `check` is true, polling, for at most `limit`; panics with `what` otherwise.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
 where

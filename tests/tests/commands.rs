@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventbus_core::transport::{ConsumerSpec, StartFrom, StreamTransport, Topic};
+use eventbus_core::transport::{StartFrom, StreamTransport};
 use eventbus_core::{
     command, command_handler, event, query, query_handler, CommandBus, CommandContext,
     CommandError, CommandServer, DispatchOptions, Emitted, Envelope, EventBus, QueryBus,
@@ -84,28 +84,8 @@ async fn explode(_cmd: Explode) -> Result<(), eventbus_core::NoRejection> {
     panic!("kaboom")
 }
 
-/// Everything published so far, read from the global stream by a fresh group.
 async fn published(transport: &Arc<dyn StreamTransport>) -> Vec<Envelope<Value>> {
-    let group = format!("inspect-{}", uuid::Uuid::new_v4().simple());
-    transport
-        .ensure_group(&Topic::All, &group, StartFrom::Beginning)
-        .await
-        .unwrap();
-    let consumer = transport
-        .consumer(ConsumerSpec {
-            group,
-            consumer: "inspector".into(),
-            topics: vec![Topic::All],
-        })
-        .await
-        .unwrap();
-    consumer
-        .read(1000, Duration::from_millis(50))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.event.unwrap())
-        .collect()
+    eventbus_tests::published(transport).await
 }
 
 fn commands(backend: &Backend) -> CommandBus {

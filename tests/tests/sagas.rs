@@ -111,6 +111,23 @@ async fn happy_path(backend: Backend) {
     assert_eq!(listed[0].saga_id, id);
     assert_eq!(coordinator.stats().completed(), 1);
 
+    // Commands and replies are one trace: the one the saga's first command started.
+    let flow: Vec<Envelope<Value>> = eventbus_tests::published(&backend.transport())
+        .await
+        .into_iter()
+        .filter(|e| e.correlation_id.as_deref() == Some(id.as_str()))
+        .collect();
+    assert_eq!(flow.len(), 6, "3 commands and 3 replies: {flow:?}");
+    let traces: std::collections::BTreeSet<String> = flow
+        .iter()
+        .map(|e| {
+            eventbus_core::telemetry::TraceContext::from_metadata(&e.metadata)
+                .expect("every event carries a traceparent")
+                .trace_id_hex()
+        })
+        .collect();
+    assert_eq!(traces.len(), 1, "{traces:?}");
+
     coordinator.shutdown().await.unwrap();
     stop(subs).await;
 }

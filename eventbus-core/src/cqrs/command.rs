@@ -1,8 +1,10 @@
 //! The command bus: typed commands, one handler each, events published on success.
 
+use crate::telemetry;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -419,7 +421,32 @@ impl CommandBus {
 
     /// Dispatches with explicit correlation/causation; returns the output with the command id
     /// and the events' entry ids.
+    ///
+    /// The dispatch runs in a span (`command {type}`) and in the trace context of the
+    /// caller (a child of it, or a new trace): the events it publishes carry it.
     pub async fn dispatch_with<C: Command>(
+        &self,
+        command: C,
+        options: DispatchOptions,
+    ) -> Result<Dispatched<C::Output>, CommandError<C::Error>> {
+        let context = telemetry::context::current()
+            .map_or_else(telemetry::TraceContext::new_root, |c| c.child());
+        let span = telemetry::spans::internal("command", C::COMMAND_TYPE);
+        span.record("trace_id", context.trace_id_hex().as_str());
+        let started = std::time::Instant::now();
+        let result = telemetry::context::scope(context, self.dispatch_in_span(command, options))
+            .instrument(span)
+            .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(_) => "error",
+        };
+        telemetry::metrics::command(C::COMMAND_TYPE, outcome, started.elapsed());
+        result
+    }
+
+    async fn dispatch_in_span<C: Command>(
         &self,
         command: C,
         options: DispatchOptions,

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use crate::error::BoxError;
 use crate::handler::{bind_here, Bound, Handler, Resources};
@@ -201,6 +202,7 @@ impl QueryBus {
             });
         };
         let handler = slot.0.clone();
+        let span = crate::telemetry::spans::internal("query", Q::QUERY_TYPE);
         handler
             .call(
                 query,
@@ -208,6 +210,7 @@ impl QueryBus {
                     resources: self.resources.clone(),
                 },
             )
+            .instrument(span)
             .await
     }
 }

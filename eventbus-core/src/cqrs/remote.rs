@@ -159,7 +159,9 @@ async fn serve_one(
         };
         reply_data(&command_id, outcome)
     };
-    let reply = Envelope::new(REPLY_TYPE, 1, bus.events().service(), data).caused_by(&*envelope);
+    let mut reply =
+        Envelope::new(REPLY_TYPE, 1, bus.events().service(), data).caused_by(&*envelope);
+    crate::telemetry::context::stamp(&mut reply.metadata);
     let transport = ctx.bus().transport().clone();
     let streams = transport.reply_streams();
     let topic = reply_topic(&reply_to);
@@ -364,6 +366,7 @@ impl CommandClient {
                 .unwrap_or_else(|| envelope.event_id.clone()),
         );
         envelope.causation_id = options.causation_id;
+        crate::telemetry::context::stamp(&mut envelope.metadata);
         let command_id = envelope.event_id.clone();
 
         let (tx, rx) = oneshot::channel();

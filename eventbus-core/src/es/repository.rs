@@ -4,6 +4,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
@@ -285,9 +286,14 @@ impl<A: Aggregate> Repository<A> {
                 return Ok((output, Vec::new()));
             }
             stamp(&mut events, &ctx, A::TYPE, &id, loaded.version);
+            for event in &mut events {
+                crate::telemetry::context::stamp(&mut event.metadata);
+            }
+            let span = crate::telemetry::spans::internal("append", A::TYPE);
             match self
                 .store
                 .append(A::TYPE, &id, loaded.version, &events)
+                .instrument(span)
                 .await
             {
                 Ok(ids) => {

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -379,7 +380,8 @@ async fn project(
         target,
         lease: lease.map(|l| l.token.clone()),
     };
-    match store.commit(commit).await {
+    let span = crate::telemetry::spans::internal("projection", projection.name());
+    match store.commit(commit).instrument(span).await {
         Ok(Committed::LeaseLost) => {
             // Another instance may be active now: stop, leaving the entry pending for it.
             if let Some(lease) = lease {

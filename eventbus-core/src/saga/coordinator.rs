@@ -1,10 +1,12 @@
 //! [`SagaCoordinator`]: starts sagas and drives them from their participants' replies and
 //! from their deadlines.
 
+use crate::telemetry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -472,6 +474,19 @@ impl Inner {
         cause: Option<&Envelope<Value>>,
         decide: impl Fn(&SagaDefinition, &SagaState) -> Transition,
     ) -> Result<bool> {
+        let span = telemetry::spans::saga(saga_id, cause.is_none());
+        self.transition_in(saga_id, cause, decide, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn transition_in(
+        &self,
+        saga_id: &str,
+        cause: Option<&Envelope<Value>>,
+        decide: impl Fn(&SagaDefinition, &SagaState) -> Transition,
+        span: &tracing::Span,
+    ) -> Result<bool> {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let Some(state) = self.store.load(saga_id).await? else {
                 bump(&self.stats.ignored);
@@ -499,8 +514,12 @@ impl Inner {
                         continue;
                     }
                     bump(&self.stats.transitions);
+                    span.record("eventbus.saga", state.saga_name.as_str());
+                    span.record("eventbus.saga.state", next.state.as_str());
+                    telemetry::metrics::saga_transition(&state.saga_name, next.state.as_str());
                     if cause.is_none() {
                         bump(&self.stats.timeouts);
+                        telemetry::metrics::saga_timeout(&state.saga_name);
                     }
                     match next.state {
                         SagaStatus::Completed => bump(&self.stats.completed),

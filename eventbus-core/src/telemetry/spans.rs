@@ -101,3 +101,16 @@ pub(crate) fn internal(kind: &'static str, name: &str) -> Span {
         trace_id = Empty,
     )
 }
+
+/// The span of one saga transition: on a reply, or on a deadline (`timeout`).
+pub(crate) fn saga(saga_id: &str, timeout: bool) -> Span {
+    tracing::info_span!(
+        "eventbus",
+        otel.name = if timeout { "saga timeout" } else { "saga transition" },
+        otel.kind = "internal",
+        eventbus.operation = "saga",
+        eventbus.saga_id = %saga_id,
+        eventbus.saga = Empty,
+        eventbus.saga.state = Empty,
+    )
+}

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use tokio::sync::mpsc;
 
@@ -127,7 +128,16 @@ async fn flush(runner: &Runner, pending: &mut Vec<AckItem>) -> crate::Result<()>
         pending.retain(|i| !lost.iter().any(|(k, g)| *k == i.key && *g == i.generation));
     }
     let batch = group_by_topic(pending);
-    runner.consumer.ack(&batch).await?;
+    let started = std::time::Instant::now();
+    runner
+        .consumer
+        .ack(&batch)
+        .instrument(runner.client_span("ack", batch.first().map(|(t, _)| t)))
+        .await?;
+    for (topic, _) in &batch {
+        let destination = runner.destination(topic);
+        crate::telemetry::metrics::operation("ack", &destination, started.elapsed());
+    }
     SubscriptionStats::add(&runner.stats.acked, pending.len() as u64);
     let mut holdings = runner.holdings();
     for item in pending.drain(..) {

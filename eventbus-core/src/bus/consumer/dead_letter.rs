@@ -3,6 +3,7 @@
 use super::Runner;
 use crate::bus::stats::SubscriptionStats;
 use crate::transport::{DeadLetterReason, Topic};
+use tracing::Instrument;
 
 /// Attempts at dead-lettering before leaving the entry pending for a later delivery.
 pub(super) const DEAD_LETTER_ATTEMPTS: u32 = 5;
@@ -24,7 +25,12 @@ pub(super) async fn dead_letter(
         consumer: runner.spec.consumer.clone(),
     };
     for attempt in 1..=DEAD_LETTER_ATTEMPTS {
-        match runner.consumer.dead_letter(topic, id, &reason).await {
+        let sent = runner
+            .consumer
+            .dead_letter(topic, id, &reason)
+            .instrument(runner.client_span("dead_letter", Some(topic)))
+            .await;
+        match sent {
             Ok(()) => {
                 SubscriptionStats::add(&runner.stats.dead_lettered, 1);
                 crate::telemetry::metrics::dead_lettered(

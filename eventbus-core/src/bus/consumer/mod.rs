@@ -273,6 +273,26 @@ async fn give_back(runner: &Runner, entries: Vec<(InflightKey, u32)>) {
     }
 }
 
+impl Runner {
+    /// A CLIENT span (debug level) of a broker operation on `topic` (`None`: every topic).
+    fn client_span(&self, operation: &'static str, topic: Option<&Topic>) -> tracing::Span {
+        match topic {
+            Some(topic) => {
+                crate::telemetry::spans::client(self.system, operation, &self.destination(topic))
+            }
+            None => crate::telemetry::spans::client(self.system, operation, "(subscribed streams)"),
+        }
+    }
+
+    /// The destination name of `topic` (telemetry).
+    fn destination(&self, topic: &Topic) -> std::borrow::Cow<'_, str> {
+        match self.destinations.get(topic) {
+            Some(name) => std::borrow::Cow::Borrowed(name.as_str()),
+            None => std::borrow::Cow::Owned(topic.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,16 +316,6 @@ mod tests {
             "99999999999999999999-0",
         ] {
             assert_eq!(parse_entry_id(other), None, "{other}");
-        }
-    }
-}
-
-impl Runner {
-    /// The destination name of `topic` (telemetry).
-    fn destination(&self, topic: &Topic) -> std::borrow::Cow<'_, str> {
-        match self.destinations.get(topic) {
-            Some(name) => std::borrow::Cow::Borrowed(name.as_str()),
-            None => std::borrow::Cow::Owned(topic.to_string()),
         }
     }
 }

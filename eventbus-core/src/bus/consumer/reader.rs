@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -162,6 +163,7 @@ async fn step(runner: &Runner, reader: &mut Reader, want: usize) -> Result<Batch
         let page = runner
             .consumer
             .recover_own(topic, &recovery.cursor, want)
+            .instrument(runner.client_span("recover", Some(topic)))
             .await?;
         if page.next_cursor == START {
             recovery.topic += 1;
@@ -208,6 +210,7 @@ async fn step(runner: &Runner, reader: &mut Reader, want: usize) -> Result<Batch
             let claimed = runner
                 .consumer
                 .claim_idle(topic, opts.claim_idle, cursor, want)
+                .instrument(runner.client_span("claim", Some(topic)))
                 .await?;
             if !claimed.deliveries.is_empty() {
                 tracing::info!(
@@ -261,7 +264,11 @@ async fn step(runner: &Runner, reader: &mut Reader, want: usize) -> Result<Batch
             .max(Duration::from_millis(1)),
     );
     let sent = Instant::now();
-    let deliveries = runner.consumer.read(want, block).await?;
+    let deliveries = runner
+        .consumer
+        .read(want, block)
+        .instrument(runner.client_span("receive", None))
+        .await?;
     Ok(Batch {
         deliveries,
         counted: true,
