@@ -109,7 +109,14 @@ impl LagSampler {
     ///
     /// The backend's, when it cannot tell the groups' health; nothing is recorded then.
     pub async fn sample(&mut self) -> Result<Vec<GroupLag>> {
-        let rows = match &self.groups {
+        let rows = self.rows().await?;
+        self.record(&rows);
+        Ok(rows)
+    }
+
+    /// The groups' health as the backend tells it now, of the groups sampled.
+    async fn rows(&self) -> Result<Vec<GroupLag>> {
+        Ok(match &self.groups {
             Some(groups) if groups.len() == 1 => {
                 let only = groups.iter().next().map(String::as_str);
                 self.transport.lag(only).await?
@@ -120,9 +127,7 @@ impl LagSampler {
                 rows
             }
             None => self.transport.lag(None).await?,
-        };
-        self.record(&rows);
-        Ok(rows)
+        })
     }
 
     /// Sets the gauges of `rows`, and zeroes those of series gone since the last sample.
@@ -252,16 +257,31 @@ mod tests {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let mut sampler = LagSampler::new(Arc::new(transport.clone()));
-        let rows = sampler.sample().await.unwrap();
+        let rows = sampler.rows().await.unwrap();
         assert_eq!(rows.len(), 2, "{rows:?}");
         ::metrics::with_local_recorder(&recorder, || sampler.record(&rows));
         let text = handle.render();
         for group in ["a-consumers", "b-consumers"] {
-            let labels = [r#"stream="Sampled""#, &format!(r#"group="{group}""#), r#"partition="""#];
-            assert_eq!(value(&text, "eventbus_consumer_group_lag", &labels), Some(5.0), "{text}");
-            assert_eq!(value(&text, "eventbus_consumer_group_pending", &labels), Some(0.0));
+            let labels = [
+                r#"stream="Sampled""#,
+                &format!(r#"group="{group}""#),
+                r#"partition="""#,
+            ];
             assert_eq!(
-                value(&text, "eventbus_consumer_group_oldest_pending_seconds", &labels),
+                value(&text, "eventbus_consumer_group_lag", &labels),
+                Some(5.0),
+                "{text}"
+            );
+            assert_eq!(
+                value(&text, "eventbus_consumer_group_pending", &labels),
+                Some(0.0)
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    "eventbus_consumer_group_oldest_pending_seconds",
+                    &labels
+                ),
                 Some(0.0)
             );
         }
@@ -269,17 +289,25 @@ mod tests {
         // One group only, then: the other one's series goes to 0.
         let mut only_a = LagSampler::new(Arc::new(transport)).groups(["a-consumers"]);
         only_a.seen = sampler.seen.clone();
-        let rows = only_a.sample().await.unwrap();
+        let rows = only_a.rows().await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].group, "a-consumers");
         ::metrics::with_local_recorder(&recorder, || only_a.record(&rows));
         let text = handle.render();
         assert_eq!(
-            value(&text, "eventbus_consumer_group_lag", &[r#"group="a-consumers""#]),
+            value(
+                &text,
+                "eventbus_consumer_group_lag",
+                &[r#"group="a-consumers""#]
+            ),
             Some(5.0)
         );
         assert_eq!(
-            value(&text, "eventbus_consumer_group_lag", &[r#"group="b-consumers""#]),
+            value(
+                &text,
+                "eventbus_consumer_group_lag",
+                &[r#"group="b-consumers""#]
+            ),
             Some(0.0),
             "{text}"
         );

@@ -309,13 +309,19 @@ mod tests {
     fn get_metrics_renders_the_exposition_text() {
         let out = text("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
-        assert!(out.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n")), "{out}");
+        assert!(
+            out.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n")),
+            "{out}"
+        );
         assert!(out.contains("Content-Length: 4\r\n"), "{out}");
         assert!(out.ends_with("\r\n\r\nm 1\n"), "{out}");
         // A query string is ignored; HEAD has the headers only.
         assert!(text("GET /metrics?x=1 HTTP/1.0\n\n").starts_with("HTTP/1.1 200 OK"));
         let head = text("HEAD /metrics HTTP/1.1\r\n\r\n");
-        assert!(head.contains("Content-Length: 4") && head.ends_with("\r\n\r\n"), "{head}");
+        assert!(
+            head.contains("Content-Length: 4") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
     }
 
     #[test]
@@ -332,8 +338,14 @@ mod tests {
         );
         assert_eq!(status("nonsense\r\n\r\n"), "HTTP/1.1 400 Bad Request");
         assert_eq!(status(""), "HTTP/1.1 400 Bad Request");
-        assert_eq!(status("GET /metrics SPDY/3\r\n\r\n"), "HTTP/1.1 400 Bad Request");
+        assert_eq!(
+            status("GET /metrics SPDY/3\r\n\r\n"),
+            "HTTP/1.1 400 Bad Request"
+        );
         // Cut off before the blank line.
-        assert_eq!(status("GET /metrics HTTP/1.1\r\n"), "HTTP/1.1 400 Bad Request");
+        assert_eq!(
+            status("GET /metrics HTTP/1.1\r\n"),
+            "HTTP/1.1 400 Bad Request"
+        );
     }
 }
