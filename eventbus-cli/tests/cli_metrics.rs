@@ -31,12 +31,10 @@ fn serving(command: &mut Command) -> (Child, SocketAddr, Vec<String>, BufReader<
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut before = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(Instant::now() < deadline, "no metrics address: {before:?}");
+    while Instant::now() < deadline {
         let mut line = String::new();
         if stderr.read_line(&mut line).unwrap() == 0 {
-            let status = child.wait().unwrap();
-            panic!("exited ({status}) before serving metrics: {before:?}");
+            break;
         }
         if let Some(rest) = line
             .trim_end()
@@ -47,6 +45,9 @@ fn serving(command: &mut Command) -> (Child, SocketAddr, Vec<String>, BufReader<
         }
         before.push(line);
     }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    panic!("no metrics address ({status}): {before:?}");
 }
 
 /// The next line of `stderr`.
