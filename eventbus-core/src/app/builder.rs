@@ -435,7 +435,17 @@ impl AppBuilder {
         // Bound first: a taken address fails the start before any part runs.
         #[cfg(feature = "prometheus")]
         let metrics = match self.metrics_addr {
-            Some(addr) => Some(crate::telemetry::prometheus::serve(addr).await?),
+            // Sampled gauges outlive a few intervals before an idle one leaves the scrape.
+            Some(addr) => Some(
+                crate::telemetry::prometheus::PrometheusExporter::new(addr)
+                    .gauge_idle(
+                        self.lag_interval
+                            .map_or(Duration::ZERO, |every| every * 4)
+                            .max(crate::telemetry::prometheus::DEFAULT_GAUGE_IDLE),
+                    )
+                    .serve()
+                    .await?,
+            ),
             None => None,
         };
         let events = EventBus::from_arc(connected.transport.clone(), self.service);
