@@ -110,6 +110,24 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+
+    /// The metrics endpoint could not listen on its address (in use, not local, not
+    /// permitted). Nothing is served; not retryable as is: pick another address (port 0
+    /// picks a free one).
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsListen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The I/O error of the bind.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another metrics recorder than eventbus's Prometheus one is installed in this process
+    /// (the `metrics` facade takes one per process): scrape that one's exporter, or let
+    /// eventbus install its recorder first. Not retryable.
+    #[error("another metrics recorder is installed in this process; eventbus cannot install its Prometheus recorder")]
+    MetricsRecorderTaken,
 }
 
 impl Error {
@@ -129,7 +147,9 @@ impl Error {
             | Error::InvalidPattern { .. }
             | Error::Shutdown
             | Error::ReadModel { .. }
-            | Error::ReadModelWrite { .. } => false,
+            | Error::ReadModelWrite { .. }
+            | Error::MetricsListen { .. }
+            | Error::MetricsRecorderTaken => false,
         }
     }
 }

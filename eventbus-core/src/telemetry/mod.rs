@@ -12,13 +12,20 @@
 //! otherwise.
 //!
 //! Metrics (names in [`names`]) carry only bounded labels: the destination (a stream), the
-//! consumer group, the operation, an outcome — never an event id.
+//! consumer group, the operation, an outcome — never an event id. The consumer groups' lag,
+//! pending entries and oldest pending idle time are sampled from the backend by a
+//! [`lag::LagSampler`]; the `prometheus` module (feature `prometheus`) serves them all on
+//! `GET /metrics`.
 
 pub mod context;
+pub mod lag;
 pub mod metrics;
 pub mod names;
 #[cfg(feature = "otel")]
 mod otel;
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub mod prometheus;
 pub(crate) mod spans;
 
 pub use context::TraceContext;
