@@ -147,6 +147,13 @@ impl LagSampler {
                 row.pending,
                 row.oldest_pending_idle,
             );
+            // A projection's group (`{service}-projection-{name}`): how far it is behind
+            // the stream's head, read and unapplied entries included.
+            if let (Some((_, projection)), Some(lag)) =
+                (row.group.split_once("-projection-"), row.lag)
+            {
+                super::metrics::projection_behind(projection, &series.stream, lag + row.pending);
+            }
             now.insert(series);
         }
         for gone in self.seen.difference(&now) {
