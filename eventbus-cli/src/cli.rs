@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use eventbus_redis::{RedisConfig, RedisTransport, DEFAULT_URL};
 
 use crate::output::{CliError, CliResult};
-use crate::{consume, dlq, lag, publish, saga, tail, topic};
+use crate::{consume, dlq, lag, monitor, publish, saga, tail, topic};
 
 /// The help heading of the options every command takes, apart from the command's own.
 const GLOBAL: &str = "Global options";
@@ -38,8 +38,28 @@ struct Cli {
     /// Key namespace.
     #[arg(long, global = true, default_value = "eventbus", help_heading = GLOBAL)]
     namespace: String,
+    /// How log records (`EVENTBUS_LOG`, `warn` by default) are written to stderr: text, or
+    /// one JSON object per line. Data and progress lines are unchanged.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "EVENTBUS_LOG_FORMAT",
+        help_heading = GLOBAL
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log records are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`, spans).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -66,11 +86,16 @@ enum Command {
         #[command(subcommand)]
         action: topic::TopicAction,
     },
+    /// Serve Prometheus metrics of every stream and group of the namespace (lag, pending
+    /// entries, oldest pending age), sampled every interval: a sidecar exporter for services
+    /// in any language.
+    Monitor(monitor::MonitorArgs),
 }
 
 /// Parses the arguments, runs the command and reports how it went.
 pub(crate) async fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::init_logging(cli.log_format);
     match run(cli).await {
         Ok(()) | Err(CliError::OutputClosed) => ExitCode::SUCCESS,
         Err(error) => {
@@ -94,6 +119,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Saga(args) => saga::run(transport, args).await,
         Command::Tail(args) => tail::run(transport, args).await,
         Command::Topic { action } => topic::run(transport, action).await,
+        Command::Monitor(args) => monitor::run(transport, args).await,
     }
 }
 

@@ -5,12 +5,15 @@
 //! ([`HandlerError::abandon`]: it stays pending for the group, is neither retried nor
 //! dead-lettered) and consumption stops; what was not read stays unread for the group.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
 use eventbus_core::bus::default_consumer_name;
+use eventbus_core::telemetry::lag::{LagSampler, RunningLagSampler};
+use eventbus_core::telemetry::prometheus::{self, MetricsServer};
 use eventbus_core::transport::Topic;
 use eventbus_core::{Context, Envelope, EventBus, HandlerError, OrderBy, StartFrom};
 use eventbus_redis::{group_for_service, RedisTransport};
@@ -43,6 +46,11 @@ pub(crate) struct ConsumeArgs {
     /// Consumer name (default: `{service}-cli-{hostname}`, stable across runs).
     #[arg(long)]
     consumer: Option<String>,
+    /// Serve Prometheus metrics on `GET /metrics` at this address while consuming (what was
+    /// consumed, handling durations, and the group's lag every 5 s; port 0 picks a free
+    /// port, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     format: FormatArg,
 }
@@ -78,7 +86,14 @@ impl Stop {
     }
 }
 
+/// How often `consume --metrics-addr` samples its group's lag.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
 pub(crate) async fn run(transport: RedisTransport, args: ConsumeArgs) -> CliResult {
+    let metrics = match args.metrics_addr {
+        Some(addr) => Some(serve_metrics(&transport, addr, &args.service).await?),
+        None => None,
+    };
     let bus = EventBus::new(transport.clone(), args.service.clone());
     let printed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(Stop::default());
@@ -149,6 +164,10 @@ pub(crate) async fn run(transport: RedisTransport, args: ConsumeArgs) -> CliResu
         _ = shutdown_signal() => eprintln!("eventbus: stopping"),
     }
     subscription.shutdown().await?;
+    if let Some((server, sampler)) = metrics {
+        sampler.shutdown().await;
+        server.shutdown().await;
+    }
     eprintln!(
         "eventbus: {} consumed",
         count(printed.load(Ordering::SeqCst), "event", "events")
@@ -157,6 +176,24 @@ pub(crate) async fn run(transport: RedisTransport, args: ConsumeArgs) -> CliResu
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// Serves `/metrics` on `addr` and samples the lag of `service`'s group into it.
+async fn serve_metrics(
+    transport: &RedisTransport,
+    addr: SocketAddr,
+    service: &str,
+) -> CliResult<(MetricsServer, RunningLagSampler)> {
+    let server = prometheus::serve(addr).await?;
+    eprintln!(
+        "eventbus: serving metrics on http://{}/metrics",
+        server.local_addr()
+    );
+    let sampler = LagSampler::new(Arc::new(transport.clone()))
+        .groups([group_for_service(service)])
+        .every(LAG_INTERVAL)
+        .start();
+    Ok((server, sampler))
 }
 
 /// The streams of `topics` on which `group` does not exist yet, with their lengths when not

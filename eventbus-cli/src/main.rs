@@ -6,6 +6,7 @@
 //! eventbus publish OrderCreated '{"order_id":"ord_1"}'
 //! eventbus consume --service billing --type OrderCreated --format pretty
 //! eventbus lag
+//! eventbus monitor --metrics-addr 0.0.0.0:9464   # Prometheus exporter of every group's lag
 //! ```
 //!
 //! Data goes to stdout (one JSON object per line for events), progress, hints and errors to
@@ -21,6 +22,7 @@ mod consume;
 mod dlq;
 mod format;
 mod lag;
+mod monitor;
 mod output;
 mod publish;
 mod saga;
@@ -31,13 +33,23 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EVENTBUS_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
     cli::main().await
+}
+
+/// Log records (filtered by `EVENTBUS_LOG`, `warn` by default) go to stderr as text, or as
+/// one JSON object per line.
+pub(crate) fn init_logging(format: cli::LogFormat) {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("EVENTBUS_LOG")
+            .unwrap_or_else(|_| "warn".into())
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter());
+    match format {
+        cli::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        cli::LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
 }

@@ -111,6 +111,24 @@ pub enum Error {
         reason: String,
     },
 
+    /// The metrics endpoint could not listen on its address (in use, not local, not
+    /// permitted). Nothing is served; not retryable as is: pick another address (port 0
+    /// picks a free one).
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsListen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The I/O error of the bind.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another metrics recorder than eventbus's Prometheus one is installed in this process
+    /// (the `metrics` facade takes one per process): scrape that one's exporter, or let
+    /// eventbus install its recorder first. Not retryable.
+    #[error("another metrics recorder is installed in this process; eventbus cannot install its Prometheus recorder")]
+    MetricsRecorderTaken,
+
     /// OpenTelemetry export (feature `otel`, [`telemetry::otlp`](crate::telemetry::otlp))
     /// could not be set up (an invalid endpoint or header, a `metrics` recorder installed
     /// already) or could not flush what it held at a flush or shutdown (the collector is
@@ -144,7 +162,9 @@ impl Error {
             | Error::InvalidPattern { .. }
             | Error::Shutdown
             | Error::ReadModel { .. }
-            | Error::ReadModelWrite { .. } => false,
+            | Error::ReadModelWrite { .. }
+            | Error::MetricsListen { .. }
+            | Error::MetricsRecorderTaken => false,
             #[cfg(feature = "otel")]
             Error::Otlp { .. } => false,
         }

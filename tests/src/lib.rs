@@ -16,6 +16,7 @@
 //! keys, qualified entry ids) and a namespace's keys are spread over the masters.
 
 mod cluster;
+pub mod scrape;
 
 pub use cluster::{process_cluster, ProcessCluster, RedisCluster};
 

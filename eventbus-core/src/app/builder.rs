@@ -10,7 +10,7 @@ use crate::app::consistency::Watched;
 use crate::app::App;
 use crate::bus::handler::erase;
 use crate::bus::EventMessage;
-use crate::bus::{Context, EventBus, SubscriptionBuilder};
+use crate::bus::{group_for_service, Context, EventBus, SubscriptionBuilder};
 use crate::cqrs::{CommandBus, CommandContext, CommandServer, QueryBus, QueryContext};
 use crate::error::{Error, HandlerError, Result};
 use crate::es::{AggregateHandlers, MemoryEventStore, Repository};
@@ -19,6 +19,7 @@ use crate::handler::{Handler, Message, Resources, Unbound};
 use crate::projection::{Projection, ProjectionRunner, ReadModels};
 use crate::router::Router;
 use crate::saga::{Confirmation, Participant, Reply, SagaContext, SagaCoordinator, SagaDefinition};
+use crate::telemetry::lag::LagSampler;
 use crate::transport::memory::MemoryTransport;
 use crate::transport::Topic;
 
@@ -98,6 +99,9 @@ pub struct AppBuilder {
     participant: Option<Participant>,
     serve_commands: bool,
     read_your_writes_timeout: Duration,
+    lag_interval: Option<Duration>,
+    #[cfg(feature = "prometheus")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for AppBuilder {
@@ -137,6 +141,9 @@ impl AppBuilder {
             participant: None,
             serve_commands: false,
             read_your_writes_timeout: Duration::from_secs(5),
+            lag_interval: None,
+            #[cfg(feature = "prometheus")]
+            metrics_addr: None,
         }
     }
 
@@ -364,6 +371,41 @@ impl AppBuilder {
         self
     }
 
+    /// Samples the lag, pending entries and oldest pending idle time of the app's consumer
+    /// groups (`{service}-consumers`, `{service}-commands`, its projections' groups) every
+    /// `interval` into the group gauges (see [`LagSampler`]), through the `metrics` facade:
+    /// to whatever recorder the process installed. [`metrics_addr`](Self::metrics_addr)
+    /// does it too, every 15 s unless this says otherwise.
+    pub fn sample_lag(mut self, interval: Duration) -> Self {
+        self.lag_interval = Some(interval);
+        self
+    }
+
+    /// Serves the process's metrics as `GET /metrics` on `addr` (Prometheus text format; port
+    /// 0 picks a free port, see [`App::metrics_addr`]) while the app runs, and samples the
+    /// app's consumer groups into the group gauges ([`sample_lag`](Self::sample_lag)).
+    /// Installs eventbus's Prometheus recorder unless it is (see
+    /// [`telemetry::prometheus`](crate::telemetry::prometheus)).
+    ///
+    /// ```no_run
+    /// # use eventbus_core::prelude::*;
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let app = App::builder("billing")
+    ///     .in_memory()
+    ///     .metrics_addr(([0, 0, 0, 0], 9464))
+    ///     .start()
+    ///     .await?;
+    /// println!("scrape http://{}/metrics", app.metrics_addr().expect("serving"));
+    /// app.run().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "prometheus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+    pub fn metrics_addr(mut self, addr: impl Into<std::net::SocketAddr>) -> Self {
+        self.metrics_addr = Some(addr.into());
+        self
+    }
+
     fn wire(
         mut self,
         wire: impl FnOnce(&mut Wiring) -> std::result::Result<(), String> + Send + 'static,
@@ -380,7 +422,9 @@ impl AppBuilder {
     ///
     /// [`Error::Config`] when the app has no backend or a handler takes a `State<T>` that
     /// was never registered (the message names the line that registered the handler);
-    /// backend errors when it cannot connect or a part cannot start.
+    /// backend errors when it cannot connect or a part cannot start;
+    /// [`Error::MetricsListen`] or [`Error::MetricsRecorderTaken`] when the metrics cannot be
+    /// served on the [`metrics_addr`](Self::metrics_addr).
     pub async fn start(self) -> Result<App> {
         let Some(backend) = self.backend else {
             return Err(Error::Config(
@@ -388,6 +432,22 @@ impl AppBuilder {
             ));
         };
         let connected = backend.connect(&self.read_model_prefix).await?;
+        // Bound first: a taken address fails the start before any part runs.
+        #[cfg(feature = "prometheus")]
+        let metrics = match self.metrics_addr {
+            // Sampled gauges outlive a few intervals before an idle one leaves the scrape.
+            Some(addr) => Some(
+                crate::telemetry::prometheus::PrometheusExporter::new(addr)
+                    .gauge_idle(
+                        self.lag_interval
+                            .map_or(Duration::ZERO, |every| every * 4)
+                            .max(crate::telemetry::prometheus::DEFAULT_GAUGE_IDLE),
+                    )
+                    .serve()
+                    .await?,
+            ),
+            None => None,
+        };
         let events = EventBus::from_arc(connected.transport.clone(), self.service);
         let read_models = ReadModels::from_arc(connected.read_models.clone());
         let mut resources = self.resources;
@@ -431,6 +491,28 @@ impl AppBuilder {
         }
         if self.serve_commands {
             parts.serving = Some(CommandServer::new(wiring.commands.clone()).start().await?);
+        }
+        #[cfg(feature = "prometheus")]
+        let lag_interval = self.lag_interval.or(metrics
+            .is_some()
+            .then_some(crate::telemetry::lag::DEFAULT_INTERVAL));
+        #[cfg(not(feature = "prometheus"))]
+        let lag_interval = self.lag_interval;
+        if let Some(interval) = lag_interval {
+            let service = events.service();
+            let groups = [group_for_service(service), format!("{service}-commands")]
+                .into_iter()
+                .chain(parts.watched.iter().map(|w| w.group.clone()));
+            parts.lag_sampler = Some(
+                LagSampler::new(wiring.connected.transport.clone())
+                    .groups(groups)
+                    .every(interval)
+                    .start(),
+            );
+        }
+        #[cfg(feature = "prometheus")]
+        {
+            parts.metrics = metrics;
         }
         Ok(App {
             events,

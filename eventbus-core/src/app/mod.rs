@@ -65,6 +65,7 @@ use crate::cqrs::{
 use crate::error::Result;
 use crate::projection::{ReadModels, RunningProjection};
 use crate::saga::{SagaCoordinator, SagaStore};
+use crate::telemetry::lag::RunningLagSampler;
 use consistency::Watched;
 
 /// The running parts of an app, shut down in reverse order of their start.
@@ -76,6 +77,9 @@ struct Parts {
     coordinator: Option<SagaCoordinator>,
     participant: Option<Subscription>,
     serving: Option<Subscription>,
+    lag_sampler: Option<RunningLagSampler>,
+    #[cfg(feature = "prometheus")]
+    metrics: Option<crate::telemetry::prometheus::MetricsServer>,
 }
 
 /// A running service: dispatch commands, answer queries, keep read models current, handle
@@ -212,6 +216,15 @@ impl App {
         &self.saga_store
     }
 
+    /// Where the app serves `GET /metrics`, when it was built with
+    /// [`metrics_addr`](AppBuilder::metrics_addr): the address bound (with the port picked
+    /// for port 0).
+    #[cfg(feature = "prometheus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.parts.metrics.as_ref().map(|m| m.local_addr())
+    }
+
     /// Runs until SIGINT (Ctrl-C) or SIGTERM, then [shuts down](Self::shutdown).
     pub async fn run(self) -> Result<()> {
         shutdown_signal().await;
@@ -221,8 +234,8 @@ impl App {
 
     /// Shuts every part down in order: stop taking remote commands, then stop reading
     /// events and drain the handlers, routers and saga coordinator in flight (their entries
-    /// acknowledged), then the projections. Every part is shut down even when one fails;
-    /// the first error is returned.
+    /// acknowledged), then the projections, and last the lag sampling and the metrics
+    /// endpoint. Every part is shut down even when one fails; the first error is returned.
     pub async fn shutdown(self) -> Result<()> {
         let parts = self.parts;
         let mut first = Ok(());
@@ -245,6 +258,13 @@ impl App {
         }
         for projection in parts.projections {
             keep(projection.shutdown().await);
+        }
+        if let Some(sampler) = parts.lag_sampler {
+            sampler.shutdown().await;
+        }
+        #[cfg(feature = "prometheus")]
+        if let Some(metrics) = parts.metrics {
+            metrics.shutdown().await;
         }
         first
     }

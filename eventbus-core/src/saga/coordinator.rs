@@ -39,6 +39,9 @@ pub struct CoordinatorOptions {
     pub compensation_retry: Duration,
     /// Deadlines claimed per poll, at most.
     pub timeout_batch: usize,
+    /// How often this instance counts the sagas in each state for the `eventbus_sagas`
+    /// gauge (`None`: never). On a cluster a count scans the index shards of every master.
+    pub state_gauge_interval: Option<Duration>,
 }
 
 impl Default for CoordinatorOptions {
@@ -48,6 +51,7 @@ impl Default for CoordinatorOptions {
             timeout_lease: Duration::from_secs(30),
             compensation_retry: Duration::from_secs(30),
             timeout_batch: 100,
+            state_gauge_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -208,6 +212,9 @@ impl SagaCoordinatorBuilder {
         let subscription = builder.start().await?;
         let cancel = CancellationToken::new();
         let poller = tokio::spawn(poll_deadlines(inner.clone(), cancel.clone()));
+        if let Some(every) = inner.options.state_gauge_interval {
+            tokio::spawn(count_states(inner.clone(), every, cancel.clone()));
+        }
         Ok(SagaCoordinator {
             inner,
             subscription: Some(subscription),
@@ -553,6 +560,22 @@ impl Inner {
             })
             .collect();
         self.bus.publish_raw(&envelopes).await.map(|_| ())
+    }
+}
+
+/// Sets the `eventbus_sagas` gauge of every state every `every`, until cancelled.
+async fn count_states(inner: Arc<Inner>, every: Duration, cancel: CancellationToken) {
+    loop {
+        for status in SagaStatus::ALL {
+            match inner.store.count(status).await {
+                Ok(n) => telemetry::metrics::sagas_in(status.as_str(), n),
+                Err(e) => tracing::debug!(error = %e, "cannot count sagas for the gauge"),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }
 

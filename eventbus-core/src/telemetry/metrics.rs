@@ -92,7 +92,7 @@ pub fn group_health(
     let partition = partition.map(|p| p.to_string()).unwrap_or_default();
     let labels = [
         (STREAM, stream.to_owned()),
-        (GROUP_LABEL, group.to_owned()),
+        (GAUGE_GROUP, group.to_owned()),
         (PARTITION, partition),
     ];
     if let Some(lag) = lag {
@@ -101,9 +101,6 @@ pub fn group_health(
     gauge!(GROUP_PENDING, &labels).set(pending as f64);
     gauge!(GROUP_OLDEST_PENDING, &labels).set(oldest_pending.map_or(0.0, |d| d.as_secs_f64()));
 }
-
-/// The label of the group gauges naming the group.
-const GROUP_LABEL: &str = "group";
 
 /// How far a projection is behind a stream's head.
 pub fn projection_behind(projection: &str, stream: &str, entries: u64) {

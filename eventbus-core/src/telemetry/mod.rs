@@ -12,13 +12,17 @@
 //! otherwise.
 //!
 //! Metrics (names in [`names`]) carry only bounded labels: the destination (a stream), the
-//! consumer group, the operation, an outcome — never an event id.
+//! consumer group, the operation, an outcome — never an event id. The consumer groups' lag,
+//! pending entries and oldest pending idle time are sampled from the backend by a
+//! [`lag::LagSampler`]; the `prometheus` module (feature `prometheus`) serves them all on
+//! `GET /metrics`.
 //!
 //! With the `otel` feature, the spans are OpenTelemetry spans (through
 //! `tracing-opentelemetry`) whose trace context is the one events carry, and `otlp` exports
 //! them, and optionally the metrics, to an OpenTelemetry collector over OTLP/HTTP.
 
 pub mod context;
+pub mod lag;
 pub mod metrics;
 pub mod names;
 #[cfg(feature = "otel")]
@@ -26,6 +30,9 @@ pub(crate) mod otel;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod otlp;
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub mod prometheus;
 pub(crate) mod spans;
 
 pub use context::TraceContext;

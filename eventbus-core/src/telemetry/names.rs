@@ -22,14 +22,14 @@ pub const DEAD_LETTERS: &str = "eventbus_dead_letters_total";
 /// Counter: entries reclaimed from idle consumers or recovered after a restart
 /// ([`DESTINATION`], [`GROUP`]).
 pub const CLAIMED: &str = "eventbus_claimed_total";
-/// Gauge: entries of a stream not yet delivered to a group ([`STREAM`], [`GROUP`],
-/// [`PARTITION`]).
+/// Gauge: entries of a stream not yet delivered to a group ([`STREAM`], [`GAUGE_GROUP`],
+/// [`PARTITION`]); not exported while the server cannot tell (after trimming).
 pub const GROUP_LAG: &str = "eventbus_consumer_group_lag";
-/// Gauge: entries delivered to a group and not acknowledged ([`STREAM`], [`GROUP`],
+/// Gauge: entries delivered to a group and not acknowledged ([`STREAM`], [`GAUGE_GROUP`],
 /// [`PARTITION`]).
 pub const GROUP_PENDING: &str = "eventbus_consumer_group_pending";
-/// Gauge, seconds: idle time of a group's oldest pending entry ([`STREAM`], [`GROUP`],
-/// [`PARTITION`]).
+/// Gauge, seconds: idle time of a group's oldest pending entry, 0 with nothing pending
+/// ([`STREAM`], [`GAUGE_GROUP`], [`PARTITION`]).
 pub const GROUP_OLDEST_PENDING: &str = "eventbus_consumer_group_oldest_pending_seconds";
 /// Gauge: entries of a stream a projection has not applied yet ([`STREAM`], `projection`).
 pub const PROJECTION_BEHIND: &str = "eventbus_projection_behind_entries";
@@ -53,7 +53,10 @@ pub const OPERATION: &str = "messaging_operation_name";
 /// Label: `ok`, `retry`, `dead_letter`, `abandoned` (processing); `ok`, `rejected`,
 /// `error` (commands).
 pub const OUTCOME: &str = "outcome";
-/// Label of the group gauges: the stream.
+/// Label of the group gauges: the stream, named as [`DESTINATION`] names it (on Redis the
+/// stream's key, `eventbus:stream:OrderCreated`; a partitioned topic's base key).
 pub const STREAM: &str = "stream";
+/// Label of the group gauges: the consumer group.
+pub const GAUGE_GROUP: &str = "group";
 /// Label of the group gauges: the partition (empty for an unpartitioned stream).
 pub const PARTITION: &str = "partition";
