@@ -11,7 +11,6 @@
 //! The keys are plain metadata entries, which the reference article's Python services keep
 //! as they are.
 
-use std::fmt::Write as _;
 use std::future::Future;
 
 use serde_json::Value;
@@ -187,6 +186,33 @@ pub fn stamp(metadata: &mut Metadata) -> TraceContext {
     context
 }
 
+/// Stamps the events of one publish (one PRODUCER span) with the context of that publish,
+/// computed once and shared by every event that carries none (see [`stamp`]).
+pub(crate) fn stamp_all<'a>(metadata: impl IntoIterator<Item = &'a mut Metadata>) {
+    let mut shared: Option<(Value, Option<Value>)> = None;
+    for m in metadata {
+        if TraceContext::from_metadata(m).is_some() {
+            continue;
+        }
+        let (parent, state) = shared.get_or_insert_with(|| {
+            let context = of_publish();
+            (
+                Value::String(context.traceparent()),
+                context.state.map(Value::String),
+            )
+        });
+        m.insert(TRACEPARENT.into(), parent.clone());
+        match state {
+            Some(state) => {
+                m.insert(TRACESTATE.into(), state.clone());
+            }
+            None => {
+                m.remove(TRACESTATE);
+            }
+        }
+    }
+}
+
 fn of_publish() -> TraceContext {
     #[cfg(feature = "otel")]
     if let Some(span) = super::otel::current() {
@@ -213,20 +239,28 @@ fn is_hex(s: &str) -> bool {
 }
 
 fn hex_bytes<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N || !is_hex(s) {
+    let digits = s.as_bytes();
+    if digits.len() != 2 * N {
         return None;
     }
+    let nibble = |d: u8| match d {
+        b'0'..=b'9' => Some(d - b'0'),
+        b'a'..=b'f' => Some(d - b'a' + 10),
+        _ => None,
+    };
     let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
     Some(out)
 }
 
 fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
 }

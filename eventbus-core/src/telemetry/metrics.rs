@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 
 use super::names::*;
 
@@ -127,4 +127,81 @@ pub fn sagas_in(state: &'static str, count: u64) {
 pub fn command(command: &str, outcome: &'static str, took: Duration) {
     histogram!(COMMAND_DURATION, "command" => command.to_owned(), OUTCOME => outcome)
         .record(took.as_secs_f64());
+}
+
+/// A consumer's metrics on one destination, registered once (a recorder installed later
+/// than the subscription started does not see them: install it first).
+#[derive(Clone)]
+pub(crate) struct ConsumerMetrics {
+    consumed: Counter,
+    /// By [`Outcome`], in its declaration order.
+    processed: [Histogram; 4],
+    handler_failures: Counter,
+    retries: Counter,
+    dead_letters: Counter,
+    claimed: Counter,
+    ack: Histogram,
+}
+
+impl ConsumerMetrics {
+    /// The handles of `group` consuming `destination`.
+    pub(crate) fn new(system: &'static str, destination: &str, group: &str) -> Self {
+        let (d, g) = (destination.to_owned(), group.to_owned());
+        let processed = |outcome: Outcome| histogram!(PROCESS_DURATION, DESTINATION => d.clone(), GROUP => g.clone(), OUTCOME => outcome.as_str());
+        ConsumerMetrics {
+            consumed: counter!(CONSUMED, SYSTEM => system, DESTINATION => d.clone(), GROUP => g.clone()),
+            processed: [
+                processed(Outcome::Ok),
+                processed(Outcome::Retry),
+                processed(Outcome::DeadLetter),
+                processed(Outcome::Abandoned),
+            ],
+            handler_failures: counter!(HANDLER_FAILURES, DESTINATION => d.clone(), GROUP => g.clone()),
+            retries: counter!(RETRIES, DESTINATION => d.clone(), GROUP => g.clone()),
+            dead_letters: counter!(DEAD_LETTERS, DESTINATION => d.clone(), GROUP => g.clone()),
+            claimed: counter!(CLAIMED, DESTINATION => d.clone(), GROUP => g.clone()),
+            ack: histogram!(OPERATION_DURATION, OPERATION => "ack", DESTINATION => d),
+        }
+    }
+
+    /// A delivery handed to handlers.
+    pub(crate) fn consumed(&self) {
+        self.consumed.increment(1);
+    }
+
+    /// One attempt, from its handlers' start to its verdict.
+    pub(crate) fn processed(&self, took: Duration, outcome: Outcome) {
+        let i = match outcome {
+            Outcome::Ok => 0,
+            Outcome::Retry => 1,
+            Outcome::DeadLetter => 2,
+            Outcome::Abandoned => 3,
+        };
+        self.processed[i].record(took.as_secs_f64());
+    }
+
+    /// A handler call failed.
+    pub(crate) fn handler_failed(&self) {
+        self.handler_failures.increment(1);
+    }
+
+    /// A delivery is retried.
+    pub(crate) fn retried(&self) {
+        self.retries.increment(1);
+    }
+
+    /// An entry was dead-lettered.
+    pub(crate) fn dead_lettered(&self) {
+        self.dead_letters.increment(1);
+    }
+
+    /// `n` entries claimed or recovered.
+    pub(crate) fn claimed(&self, n: u64) {
+        self.claimed.increment(n);
+    }
+
+    /// An acknowledgement round trip.
+    pub(crate) fn acked(&self, took: Duration) {
+        self.ack.record(took.as_secs_f64());
+    }
 }

@@ -92,11 +92,7 @@ pub(crate) fn publish(
         eventbus.event_type = Empty,
         trace_id = Empty,
     );
-    span.in_scope(|| {
-        for event in events.iter_mut() {
-            super::context::stamp(&mut event.metadata);
-        }
-    });
+    span.in_scope(|| super::context::stamp_all(events.iter_mut().map(|e| &mut e.metadata)));
     if let [event] = events {
         span.record("messaging.message.id", event.event_id.as_str());
         span.record("eventbus.event_type", event.event_type.as_str());

@@ -135,8 +135,7 @@ async fn flush(runner: &Runner, pending: &mut Vec<AckItem>) -> crate::Result<()>
         .instrument(runner.client_span("ack", batch.first().map(|(t, _)| t)))
         .await?;
     for (topic, _) in &batch {
-        let destination = runner.destination(topic);
-        crate::telemetry::metrics::operation("ack", &destination, started.elapsed());
+        runner.destination(topic).metrics.acked(started.elapsed());
     }
     SubscriptionStats::add(&runner.stats.acked, pending.len() as u64);
     let mut holdings = runner.holdings();

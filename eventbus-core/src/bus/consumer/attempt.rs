@@ -15,7 +15,7 @@ use crate::bus::handler::ErasedHandler;
 use crate::bus::stats::SubscriptionStats;
 use crate::envelope::Envelope;
 use crate::error::HandlerError;
-use crate::telemetry::metrics::{self, Outcome};
+use crate::telemetry::metrics::Outcome;
 use crate::telemetry::spans;
 use crate::transport::{Delivery, Topic};
 use tracing::Instrument;
@@ -134,9 +134,10 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         runner.holdings().set_settling(&key, generation, true);
     }
 
-    let destination = runner.destination(&topic).into_owned();
+    let destination = runner.destination(&topic);
     let group = runner.spec.group.as_str();
-    metrics::consumed(runner.system, &destination, group);
+    let metrics = &destination.metrics;
+    metrics.consumed();
     let mut done = vec![false; handlers.len()];
     let mut gate = Some(first);
     // Rounds in a row that failed only because the backend was unavailable.
@@ -162,7 +163,7 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         let started = Instant::now();
         let delivered = spans::Delivered {
             system: runner.system,
-            destination: &destination,
+            destination: &destination.name,
             group,
             consumer: &runner.spec.consumer,
             entry_id: &entry_id,
@@ -181,7 +182,7 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
                 Err(e) => {
                     only_unavailable &= backend_unavailable(&e);
                     SubscriptionStats::add(&runner.stats.failed_attempts, 1);
-                    metrics::handler_failed(&destination, group);
+                    metrics.handler_failed();
                     tracing::warn!(
                         topic = %topic, id = %entry_id, event_type = %event.event_type,
                         attempt = delivery_count, error = %e, "handler failed"
@@ -195,7 +196,7 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         drop(guard);
         let took = started.elapsed();
         let Some(failure) = failure else {
-            metrics::processed(&destination, group, took, Outcome::Ok);
+            metrics.processed(took, Outcome::Ok);
             SubscriptionStats::add(&runner.stats.handled, 1);
             if runner.handler_acks {
                 SubscriptionStats::add(&runner.stats.acked, 1);
@@ -206,7 +207,7 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
             return;
         };
         if failure.is_abandon() {
-            metrics::processed(&destination, group, took, Outcome::Abandoned);
+            metrics.processed(took, Outcome::Abandoned);
             // Given back: stays pending, uncounted, for this group's next delivery.
             tracing::info!(topic = %topic, id = %entry_id, reason = %failure, "entry given back");
             let back = runner.holdings().take_back(&key, generation);
@@ -236,12 +237,12 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
         unavailable = 0;
         runner.holdings().verdict(&key, generation);
         if failure.is_permanent() || delivery_count >= runner.options.max_deliveries {
-            metrics::processed(&destination, group, took, Outcome::DeadLetter);
+            metrics.processed(took, Outcome::DeadLetter);
             settle.dead_letter(failure.message(), delivery_count).await;
             return;
         }
-        metrics::processed(&destination, group, took, Outcome::Retry);
-        metrics::retried(&destination, group);
+        metrics.processed(took, Outcome::Retry);
+        metrics.retried();
         let delay = runner.options.retry_backoff.delay(delivery_count);
         tokio::select! {
             _ = runner.cancel.cancelled() => return, // stays pending; redelivered later

@@ -33,10 +33,7 @@ pub(super) async fn dead_letter(
         match sent {
             Ok(()) => {
                 SubscriptionStats::add(&runner.stats.dead_lettered, 1);
-                crate::telemetry::metrics::dead_lettered(
-                    &runner.destination(topic),
-                    &runner.spec.group,
-                );
+                runner.destination(topic).metrics.dead_lettered();
                 SubscriptionStats::add(&runner.stats.acked, 1);
                 tracing::warn!(topic = %topic, id, error = %reason.error, deliveries = delivery_count, "entry dead-lettered");
                 return;

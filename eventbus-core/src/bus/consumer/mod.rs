@@ -18,6 +18,7 @@ mod holdings;
 mod lanes;
 mod reader;
 
+use crate::telemetry::metrics::ConsumerMetrics;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -74,7 +75,15 @@ pub(crate) struct Runner {
     handler_acks: bool,
     /// The messaging system and each topic's destination name, for telemetry.
     system: &'static str,
-    destinations: HashMap<Topic, String>,
+    destinations: HashMap<Topic, Destination>,
+}
+
+/// Where a topic's entries come from, for telemetry: the destination's name and this
+/// consumer's metrics there, registered once.
+#[derive(Clone)]
+struct Destination {
+    name: String,
+    metrics: ConsumerMetrics,
 }
 
 /// A delivery on its way through the loop.
@@ -108,7 +117,11 @@ impl Runner {
         let destinations = spec
             .topics
             .iter()
-            .map(|t| (t.clone(), transport.destination(t)))
+            .map(|t| {
+                let name = transport.destination(t);
+                let metrics = ConsumerMetrics::new(system, &name, &spec.group);
+                (t.clone(), Destination { name, metrics })
+            })
             .collect();
         Arc::new(Runner {
             system,
@@ -277,18 +290,24 @@ impl Runner {
     /// A CLIENT span (debug level) of a broker operation on `topic` (`None`: every topic).
     fn client_span(&self, operation: &'static str, topic: Option<&Topic>) -> tracing::Span {
         match topic {
-            Some(topic) => {
-                crate::telemetry::spans::client(self.system, operation, &self.destination(topic))
-            }
+            Some(topic) => crate::telemetry::spans::client(
+                self.system,
+                operation,
+                &self.destination(topic).name,
+            ),
             None => crate::telemetry::spans::client(self.system, operation, "(subscribed streams)"),
         }
     }
 
-    /// The destination name of `topic` (telemetry).
-    fn destination(&self, topic: &Topic) -> std::borrow::Cow<'_, str> {
+    /// The destination of `topic` (telemetry): its name and this consumer's metrics there.
+    fn destination(&self, topic: &Topic) -> std::borrow::Cow<'_, Destination> {
         match self.destinations.get(topic) {
-            Some(name) => std::borrow::Cow::Borrowed(name.as_str()),
-            None => std::borrow::Cow::Owned(topic.to_string()),
+            Some(d) => std::borrow::Cow::Borrowed(d),
+            None => {
+                let name = topic.to_string();
+                let metrics = ConsumerMetrics::new(self.system, &name, &self.spec.group);
+                std::borrow::Cow::Owned(Destination { name, metrics })
+            }
         }
     }
 }

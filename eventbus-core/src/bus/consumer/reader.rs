@@ -185,11 +185,10 @@ async fn step(runner: &Runner, reader: &mut Reader, want: usize) -> Result<Batch
         }
         SubscriptionStats::add(&runner.stats.claimed, page.deliveries.len() as u64);
         if !page.deliveries.is_empty() {
-            crate::telemetry::metrics::claimed(
-                &runner.destination(topic),
-                &runner.spec.group,
-                page.deliveries.len() as u64,
-            );
+            runner
+                .destination(topic)
+                .metrics
+                .claimed(page.deliveries.len() as u64);
         }
         return Ok(Batch {
             deliveries: page.deliveries,
@@ -224,11 +223,10 @@ async fn step(runner: &Runner, reader: &mut Reader, want: usize) -> Result<Batch
             }
             SubscriptionStats::add(&runner.stats.claimed, claimed.deliveries.len() as u64);
             if !claimed.deliveries.is_empty() {
-                crate::telemetry::metrics::claimed(
-                    &runner.destination(topic),
-                    &runner.spec.group,
-                    claimed.deliveries.len() as u64,
-                );
+                runner
+                    .destination(topic)
+                    .metrics
+                    .claimed(claimed.deliveries.len() as u64);
             }
             reader
                 .claim_cursors
