@@ -365,9 +365,48 @@ struct Publish {
     routers_done: HashSet<usize>,
 }
 
+/// Publishes whose copies may still arrive: the last [`RECENT_PUBLISHES`]. On one
+/// connection a publish's copies arrive back to back; on a cluster the exact channel's copy
+/// (`SSUBSCRIBE`, on the channel's shard) and the patterns' (`PSUBSCRIBE`, on another
+/// node) come over different connections and interleave with other publishes' copies.
+#[derive(Default)]
+struct Recent {
+    publishes: std::collections::VecDeque<Publish>,
+}
+
+/// How many publishes [`Recent`] remembers.
+const RECENT_PUBLISHES: usize = 64;
+
+impl Recent {
+    /// The publish a copy (`key`, arriving by `via`) belongs to: a remembered one that has
+    /// not had a copy by `via` yet, else a new one (`true`).
+    fn of(&mut self, key: u64, via: usize) -> (&mut Publish, bool) {
+        let found = self
+            .publishes
+            .iter()
+            .rposition(|p| p.key == Some(key) && !p.vias.contains(&via));
+        let (index, new) = match found {
+            Some(i) => (i, false),
+            None => {
+                if self.publishes.len() == RECENT_PUBLISHES {
+                    self.publishes.pop_front();
+                }
+                self.publishes.push_back(Publish {
+                    key: Some(key),
+                    ..Publish::default()
+                });
+                (self.publishes.len() - 1, true)
+            }
+        };
+        let publish = &mut self.publishes[index];
+        publish.vias.insert(via);
+        (publish, new)
+    }
+}
+
 impl Listener {
     async fn run(self, mut stream: Box<dyn PubSubStream>) {
-        let mut publish = Publish::default();
+        let mut recent = Recent::default();
         loop {
             loop {
                 let message = tokio::select! {
@@ -375,7 +414,7 @@ impl Listener {
                     message = stream.next() => message,
                 };
                 match message {
-                    Some(message) => self.handle(&mut publish, message).await,
+                    Some(message) => self.handle(&mut recent, message).await,
                     None => break,
                 }
             }
@@ -409,7 +448,7 @@ impl Listener {
         }
     }
 
-    async fn handle(&self, publish: &mut Publish, message: PubSubMessage) {
+    async fn handle(&self, recent: &mut Recent, message: PubSubMessage) {
         let event = match message.event {
             Ok(event) => Arc::new(event),
             Err(malformed) => {
@@ -436,14 +475,10 @@ impl Listener {
         };
         // A copy of the same publish arrives once per matching part of the spec; a part
         // seen again means a new publish (of an identical message).
-        if publish.key != Some(message.publish_key) || publish.vias.contains(&via_key) {
-            *publish = Publish {
-                key: Some(message.publish_key),
-                ..Publish::default()
-            };
+        let (publish, new) = recent.of(message.publish_key, via_key);
+        if new {
             PubSubStats::count(&self.stats.received);
         }
-        publish.vias.insert(via_key);
 
         match &message.via {
             Via::EventType => {
@@ -491,5 +526,23 @@ impl Listener {
         } else {
             PubSubStats::count(&self.stats.failed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recent;
+
+    #[test]
+    fn copies_of_one_publish_count_once_even_interleaved_with_others() {
+        let mut recent = Recent::default();
+        // Publish 1 by the exact channel, publish 2 by a pattern, then publish 1's pattern
+        // copy (another connection, later): two publishes.
+        assert!(recent.of(1, usize::MAX).1);
+        assert!(recent.of(2, 0).1);
+        assert!(!recent.of(1, 0).1);
+        // The same message published again comes by a part already seen: a new publish.
+        assert!(recent.of(1, usize::MAX).1);
+        assert!(!recent.of(1, 0).1);
     }
 }
