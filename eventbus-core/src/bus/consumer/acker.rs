@@ -41,6 +41,30 @@ pub(super) fn ack(runner: &Runner, topic: Topic, id: EntryId, key: InflightKey, 
     });
 }
 
+/// Acknowledges an entry now, waiting for the server (falling back to the queue when it
+/// can't be reached).
+pub(super) async fn ack_now(
+    runner: &Runner,
+    topic: Topic,
+    id: EntryId,
+    key: InflightKey,
+    generation: u64,
+) {
+    let mut pending = vec![AckItem {
+        topic,
+        id,
+        key,
+        generation,
+    }];
+    if let Err(e) = flush(runner, &mut pending).await {
+        SubscriptionStats::add(&runner.stats.transport_errors, 1);
+        tracing::warn!(error = %e, "immediate ack failed; queued");
+        for item in pending {
+            let _ = runner.ack_tx.send(item);
+        }
+    }
+}
+
 /// Collects acknowledgements and flushes them in batches until the handlers drained.
 pub(super) async fn ack_loop(runner: Arc<Runner>, mut rx: mpsc::UnboundedReceiver<AckItem>) {
     let mut pending: Vec<AckItem> = Vec::new();

@@ -193,19 +193,27 @@ async fn handle(runner: &Arc<Runner>, job: Job) {
                 }
             }
         }
-        drop(guard);
         let took = started.elapsed();
         let Some(failure) = failure else {
             metrics.processed(took, Outcome::Ok);
             SubscriptionStats::add(&runner.stats.handled, 1);
             if runner.handler_acks {
+                drop(guard);
                 SubscriptionStats::add(&runner.stats.acked, 1);
                 runner.holdings().release(&key, generation);
+            } else if guard.is_alone() {
+                // A last attempt runs alone because a poison may be about: its verdict is
+                // acknowledged before the next attempt (perhaps that poison's) may start,
+                // or a crash right after would charge this entry a delivery it survived.
+                acker::ack_now(runner, topic, entry_id, key, generation).await;
+                drop(guard);
             } else {
+                drop(guard);
                 acker::ack(runner, topic, entry_id, key, generation);
             }
             return;
         };
+        drop(guard);
         if failure.is_abandon() {
             metrics.processed(took, Outcome::Abandoned);
             // Given back: stays pending, uncounted, for this group's next delivery.
@@ -289,6 +297,11 @@ struct Gate<'a> {
 
 impl<'a> Gate<'a> {
     /// Waits for admission; `None` when the loop stops meanwhile.
+    /// Whether this attempt holds the gate alone.
+    fn is_alone(&self) -> bool {
+        self._alone.is_some()
+    }
+
     async fn enter(runner: &'a Runner, alone: bool) -> Option<Gate<'a>> {
         tokio::select! {
             _ = runner.cancel.cancelled() => None,
