@@ -286,9 +286,7 @@ impl<A: Aggregate> Repository<A> {
                 return Ok((output, Vec::new()));
             }
             stamp(&mut events, &ctx, A::TYPE, &id, loaded.version);
-            for event in &mut events {
-                crate::telemetry::context::stamp(&mut event.metadata);
-            }
+            crate::telemetry::context::stamp_all(events.iter_mut().map(|e| &mut e.metadata));
             let span = crate::telemetry::spans::internal("append", A::TYPE);
             match self
                 .store

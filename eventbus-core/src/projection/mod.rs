@@ -84,8 +84,19 @@ pub use store::{Commit, CommitTarget, Committed, ReadModelStore, RebuildStep};
 /// The consumer group of a projection: `{service}-projection-{name}`, so that `eventbus lag`
 /// shows it next to the service's `{service}-consumers` group.
 pub fn projection_group(service: &str, name: &str) -> String {
-    format!("{service}-projection-{name}")
+    format!("{service}{PROJECTION_GROUP_INFIX}{name}")
 }
+
+/// The projection a consumer group belongs to, if it is a projection's (see
+/// [`projection_group`]).
+pub fn projection_of_group(group: &str) -> Option<&str> {
+    group
+        .split_once(PROJECTION_GROUP_INFIX)
+        .map(|(_, name)| name)
+}
+
+/// What separates the service from the projection's name in its group's name.
+const PROJECTION_GROUP_INFIX: &str = "-projection-";
 
 /// A projection: how events change a read model.
 ///

@@ -149,8 +149,8 @@ impl LagSampler {
             );
             // A projection's group (`{service}-projection-{name}`): how far it is behind
             // the stream's head, read and unapplied entries included.
-            if let (Some((_, projection)), Some(lag)) =
-                (row.group.split_once("-projection-"), row.lag)
+            if let (Some(projection), Some(lag)) =
+                (crate::projection::projection_of_group(&row.group), row.lag)
             {
                 super::metrics::projection_behind(projection, &series.stream, lag + row.pending);
             }

@@ -37,46 +37,10 @@ pub fn sent(system: &'static str, destination: &str, n: u64) {
     counter!(SENT, SYSTEM => system, DESTINATION => destination.to_owned()).increment(n);
 }
 
-/// A delivery handed to handlers.
-pub fn consumed(system: &'static str, destination: &str, group: &str) {
-    counter!(CONSUMED, SYSTEM => system, DESTINATION => destination.to_owned(), GROUP => group.to_owned())
-        .increment(1);
-}
-
-/// One attempt at a delivery, from its handlers' start to its verdict.
-pub fn processed(destination: &str, group: &str, took: Duration, outcome: Outcome) {
-    histogram!(PROCESS_DURATION, DESTINATION => destination.to_owned(), GROUP => group.to_owned(), OUTCOME => outcome.as_str())
-        .record(took.as_secs_f64());
-}
-
 /// A client operation against the broker.
 pub fn operation(operation: &'static str, destination: &str, took: Duration) {
     histogram!(OPERATION_DURATION, OPERATION => operation, DESTINATION => destination.to_owned())
         .record(took.as_secs_f64());
-}
-
-/// A handler call failed.
-pub fn handler_failed(destination: &str, group: &str) {
-    counter!(HANDLER_FAILURES, DESTINATION => destination.to_owned(), GROUP => group.to_owned())
-        .increment(1);
-}
-
-/// A delivery is retried.
-pub fn retried(destination: &str, group: &str) {
-    counter!(RETRIES, DESTINATION => destination.to_owned(), GROUP => group.to_owned())
-        .increment(1);
-}
-
-/// An entry was dead-lettered.
-pub fn dead_lettered(destination: &str, group: &str) {
-    counter!(DEAD_LETTERS, DESTINATION => destination.to_owned(), GROUP => group.to_owned())
-        .increment(1);
-}
-
-/// `n` entries claimed or recovered.
-pub fn claimed(destination: &str, group: &str, n: u64) {
-    counter!(CLAIMED, DESTINATION => destination.to_owned(), GROUP => group.to_owned())
-        .increment(n);
 }
 
 /// A group's health on one stream (or partition): lag (`None`: unknown, not exported),

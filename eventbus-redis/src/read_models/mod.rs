@@ -154,13 +154,12 @@ impl RedisReadModels {
         let Some(epoch) = self.epoch_of(projection, token).await? else {
             return Ok(());
         };
-        let mut tags = BTreeSet::new();
-        for topic in topics {
-            let count = Directory::topic_count(&self.inner, topic).await?;
-            for part in Directory::parts(&self.inner, topic, count).await? {
-                tags.insert(Keys::projection_slot_tag(&part.key).to_owned());
-            }
-        }
+        let tags = self
+            .switch_parts(topics)
+            .await?
+            .iter()
+            .map(|part| Keys::projection_slot_tag(&part.stream).to_owned())
+            .collect();
         self.raise_fence_tags(projection, epoch, &tags).await
     }
 

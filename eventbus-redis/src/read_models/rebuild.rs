@@ -51,11 +51,11 @@ pub(super) const SWITCH_LEASE: Duration = Duration::from_secs(10);
 
 /// One partition stream a switch-over marks and cleans up.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct SwitchPart {
+pub(super) struct SwitchPart {
     /// The checkpoint field (the topic).
     field: String,
     /// The partition stream.
-    stream: String,
+    pub(super) stream: String,
     /// The partition's hash tag, if any.
     tag: Option<String>,
 }
@@ -447,10 +447,7 @@ impl RedisReadModels {
 
     /// The key guarding a step on the partition stream `stream`.
     fn guard(&self, holder: &Holder<'_>, stream: &str) -> String {
-        match holder.epoch {
-            Some(_) => self.guard_of_slot(holder, Some(slot::slot_tag(slot::slot_of(stream)))),
-            None => self.guard_of_slot(holder, None),
-        }
+        self.guard_of_slot(holder, Some(slot::slot_tag(slot::slot_of(stream))))
     }
 
     /// The key guarding a step in the slot of `tag`: its fence on a cluster, else the lease.
@@ -470,7 +467,7 @@ impl RedisReadModels {
     }
 
     /// The partition streams of `topics`.
-    async fn switch_parts(&self, topics: &[Topic]) -> CoreResult<Vec<SwitchPart>> {
+    pub(super) async fn switch_parts(&self, topics: &[Topic]) -> CoreResult<Vec<SwitchPart>> {
         let mut parts = Vec::new();
         for topic in topics {
             let count = Directory::topic_count(&self.inner, topic).await?;

@@ -459,7 +459,7 @@ async fn call(
         )))
     });
     if let Err(e) = &result {
-        span.in_scope(|| tracing::debug!(otel.status_code = "ERROR", error = %e, "handler failed"));
+        span.in_scope(|| tracing::debug!(error = %e, "handler failed"));
         #[cfg(feature = "otel")]
         crate::telemetry::otel::set_error(&span, e.to_string());
     }
