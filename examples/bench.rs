@@ -19,12 +19,16 @@
 mod cluster;
 #[path = "bench/memory.rs"]
 mod memory;
+#[path = "bench/peer.rs"]
+mod peer;
 #[path = "bench/projection.rs"]
 mod projection;
 #[path = "bench/reference.rs"]
 mod reference;
 #[path = "bench/scenarios.rs"]
 mod scenarios;
+#[path = "bench/server_cost.rs"]
+mod server_cost;
 #[path = "bench/support.rs"]
 mod support;
 
@@ -63,8 +67,14 @@ struct Args {
     /// Requests of the redis-benchmark reference.
     #[arg(long, default_value_t = 1_000_000, global = true)]
     reference_requests: u64,
-    /// Run only these scenarios (comma-separated: publish, e2e, latency, projection, memory,
-    /// tracing).
+    /// Entries `eventbus consume` (and the article's consumer) print in the consume scenario.
+    #[arg(long, default_value_t = 50_000)]
+    consume_events: u64,
+    /// Events of the article's bus end to end (it publishes one event at a time).
+    #[arg(long, default_value_t = 50_000)]
+    article_events: u64,
+    /// Run only these scenarios (comma-separated: publish, e2e, latency, consume, projection,
+    /// memory, tracing).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Tiny sizes everywhere (a few seconds): proves nothing is lost, measures nothing.
@@ -108,6 +118,8 @@ struct Figure {
     ratio: Option<f64>,
     /// The target, and whether this run met it.
     target: Option<(String, bool)>,
+    /// The same figure of the article's Python bus in this run.
+    article: Option<f64>,
     /// CPU use while it ran, percent of one core: (redis-server, the bench process).
     cpu: (Option<f64>, Option<f64>),
 }
@@ -128,6 +140,8 @@ async fn main() -> anyhow::Result<()> {
         args.memory_events = args.memory_events.min(5_000);
         args.projection_commands = args.projection_commands.min(500);
         args.reference_requests = args.reference_requests.min(20_000);
+        args.consume_events = args.consume_events.min(2_000);
+        args.article_events = args.article_events.min(2_000);
     }
     let outcome = tokio::select! {
         outcome = run(&args) => outcome,
@@ -211,9 +225,17 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         unit: "events/s",
         ratio: Some(value / r).filter(|r| r.is_finite()),
         target: target.map(|t| (format!("≥ {t:.2} ×"), value / r >= t)),
+        article: None,
         cpu: (None, None),
     };
     let cpu = support::CpuMeter::new(&args.url).await;
+    let article = peer::Article::detect();
+    match &article {
+        Ok(_) => {
+            println!("peer: the article's StreamEventBus (examples/bench/python/article_bus.py)")
+        }
+        Err(why) => println!("peer: the article's bus is not measured: {why}"),
+    }
     let runs = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
 
     let publish_runs = [
@@ -239,16 +261,30 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     }
 
     let mut e2e_max = 60_000.0;
+    let mut server = server_cost::connect(&args.url).await?;
     let e2e_runs = [
-        ("e2e_1_consumer", 1, Some(0.20)),
+        ("e2e_1_consumer", 1, Some(0.25)),
         ("e2e_2_consumers", 2, None),
     ];
     for (key, consumers, target) in e2e_runs.into_iter().filter(|_| runs("e2e")) {
         let from = cpu.snap();
+        let server_from = server_cost::cpu_us(&mut server).await?;
         let e2e = scenarios::end_to_end(&args.url, args.events, args.batch, consumers).await?;
         let used = cpu.since(from);
+        let server_us =
+            (server_cost::cpu_us(&mut server).await? - server_from) / args.events as f64;
+        let article = match (consumers, &article) {
+            (1, Ok(article)) => Some(article.end_to_end(&args.url, args.article_events)?),
+            _ => None,
+        };
         if consumers == 1 {
             e2e_max = e2e.events_per_sec;
+        }
+        if let Some(a) = &article {
+            eprintln!(
+                "  (the article's bus: {:.0} events/s end to end, its producer {:.0}/s, {} events)",
+                a.events_per_sec, a.publish_per_sec, args.article_events
+            );
         }
         let label = format!(
             "b. end to end, {consumers} consumer{} ({} events; producer {:.0}/s)",
@@ -258,9 +294,37 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         );
         figures.push(Figure {
             cpu: used,
+            article: article.as_ref().map(|a| a.events_per_sec),
             ..throughput(key, label, e2e.events_per_sec, target)
         });
         progress(&figures);
+        if consumers == 1 {
+            let bare = server_cost::bare(&args.url, args.events, args.batch, true).await?;
+            figures.push(Figure {
+                key: "server_cpu_us_per_event".into(),
+                label: format!(
+                    "g. Redis CPU per event, end to end with 1 consumer (bare XADD ×2 + XREADGROUP + XACK in batches of {}: {bare:.2} µs)",
+                    args.batch
+                ),
+                value: server_us,
+                unit: "µs",
+                ratio: None,
+                target: None,
+                article: None,
+                cpu: used,
+            });
+            figures.push(Figure {
+                key: "server_cpu_us_per_event_bare".into(),
+                label: "g. Redis CPU per event, the bare commands alone".into(),
+                value: bare,
+                unit: "µs",
+                ratio: None,
+                target: None,
+                article: None,
+                cpu: (None, None),
+            });
+            progress(&figures);
+        }
     }
 
     let half = ((e2e_max / 2.0) as u64).max(1);
@@ -269,19 +333,31 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         let from = cpu.snap();
         let lat = scenarios::latency(&args.url, rate, args.latency_secs).await?;
         let used = cpu.since(from);
+        let article = match (key, &article) {
+            ("latency_2000", Ok(article)) => {
+                Some(article.latency(&args.url, rate, args.latency_secs)?)
+            }
+            _ => None,
+        };
         let ms = |us: u32| f64::from(us) / 1000.0;
         let label = format!(
             "c. latency at {} events/s (achieved {:.0}/s, {} samples)",
             lat.rate, lat.achieved_rate, lat.samples
         );
-        for (suffix, value) in [
-            ("p50", lat.p50_us),
-            ("p99", lat.p99_us),
-            ("p999", lat.p999_us),
-            ("max", lat.max_us),
+        for (suffix, value, theirs) in [
+            ("p50", lat.p50_us, article.as_ref().map(|a| a.p50_us)),
+            ("p99", lat.p99_us, article.as_ref().map(|a| a.p99_us)),
+            ("p999", lat.p999_us, article.as_ref().map(|a| a.p999_us)),
+            ("max", lat.max_us, article.as_ref().map(|a| a.max_us)),
         ] {
-            let target = (key == "latency_2000" && suffix == "p99")
-                .then(|| ("≤ 1 ms".to_string(), ms(value) <= 1.0));
+            let theirs = theirs.map(|us| us / 1000.0);
+            let target = match (key, suffix) {
+                ("latency_half_max", "p99") => Some(("≤ 1 ms".to_string(), ms(value) <= 1.0)),
+                ("latency_2000", "p50" | "p99") => {
+                    theirs.map(|t| (format!("≤ the article's ({t:.2} ms)"), ms(value) <= t))
+                }
+                _ => None,
+            };
             figures.push(Figure {
                 key: format!("{key}_{suffix}_ms"),
                 label: format!("{label} {suffix}"),
@@ -289,10 +365,44 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                 unit: "ms",
                 ratio: None,
                 target,
+                article: theirs,
                 cpu: used,
             });
             progress(&figures);
         }
+        if let Some(a) = &article {
+            eprintln!(
+                "  (the article's bus achieved {:.0}/s, {} samples)",
+                a.achieved_rate, a.samples
+            );
+        }
+    }
+
+    if runs("consume") {
+        let cli = peer::cli_binary()?;
+        let from = cpu.snap();
+        let c = peer::consume(&args.url, &cli, args.consume_events, article.as_ref().ok()).await?;
+        let target = c.article_per_sec.map(|a| {
+            (
+                "≥ 20 × the article's".to_string(),
+                c.cli_per_sec >= 20.0 * a,
+            )
+        });
+        figures.push(Figure {
+            cpu: cpu.since(from),
+            article: c.article_per_sec,
+            target,
+            ..throughput(
+                "cli_consume",
+                format!(
+                    "h. `eventbus consume` of {} pre-filled entries, JSON lines to /dev/null, process start to exit",
+                    args.consume_events
+                ),
+                c.cli_per_sec,
+                None,
+            )
+        });
+        progress(&figures);
     }
 
     if runs("projection") {
@@ -325,6 +435,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                 unit: "ms",
                 ratio: None,
                 target: None,
+                article: None,
                 cpu: used,
             });
             progress(&figures);
@@ -343,7 +454,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             value: mem.peak_mib,
             unit: "MiB",
             ratio: None,
-            target: Some(("≤ 64 MiB".into(), mem.peak_mib <= 64.0)),
+            target: Some(("≤ 16 MiB".into(), mem.peak_mib <= 16.0)),
+            article: None,
             cpu: cpu.since(from),
         });
         progress(&figures);
@@ -400,6 +512,8 @@ fn json_figures(figures: &[Figure]) -> Map<String, serde_json::Value> {
                 "ratio": f.ratio.map(round),
                 "target": f.target.as_ref().map(|t| &t.0),
                 "met": f.target.as_ref().map(|t| t.1),
+                "article": f.article.map(round),
+                "vs_article": f.article.map(|a| round(f.value / a)),
                 "cpu_redis_pct": f.cpu.0.map(|c| c.round()),
                 "cpu_bench_pct": f.cpu.1.map(|c| c.round()),
             }),
@@ -417,10 +531,10 @@ fn progress(figures: &[Figure]) {
 fn print_table(reference: &reference::Reference, figures: &[Figure], before: &str, after: &str) {
     println!();
     println!(
-        "| scenario | figure | ratio to XADD -P16 ({:.0}/s) | target | met | CPU redis / bench |",
+        "| scenario | figure | ratio to XADD -P16 ({:.0}/s) | the article's bus | ÷ article's | target | met | CPU redis / bench |",
         reference.ops_per_sec
     );
-    println!("|---|---:|---:|---|---|---|");
+    println!("|---|---:|---:|---:|---:|---|---|---|");
     for f in figures {
         let (target, met) = match &f.target {
             Some((t, met)) => (t.as_str(), if *met { "yes" } else { "NO" }),
@@ -432,9 +546,19 @@ fn print_table(reference: &reference::Reference, figures: &[Figure], before: &st
             format!("{:.2} {}", f.value, f.unit)
         };
         let ratio = f.ratio.map_or(String::new(), |r| format!("{r:.3}"));
+        let article = f.article.map_or(String::new(), |a| {
+            if f.unit.ends_with("/s") {
+                format!("{a:.0} {}", f.unit)
+            } else {
+                format!("{a:.2} {}", f.unit)
+            }
+        });
+        let versus = f
+            .article
+            .map_or(String::new(), |a| format!("{:.2}", f.value / a));
         let pct = |c: Option<f64>| c.map_or("?".to_string(), |c| format!("{c:.0}%"));
         println!(
-            "| {} | {value} | {ratio} | {target} | {met} | {} / {} |",
+            "| {} | {value} | {ratio} | {article} | {versus} | {target} | {met} | {} / {} |",
             f.label,
             pct(f.cpu.0),
             pct(f.cpu.1)

@@ -33,6 +33,8 @@ pub const TIMESTAMP: &str = "timestamp";
 pub const METADATA: &str = "metadata";
 /// Field of global stream entries: the per-type stream the event was published to.
 pub const ORIGINAL_STREAM: &str = "original_stream";
+/// The fields of a per-type entry, in wire order (what [`encode`] writes).
+pub const FIELD_NAMES: [&str; 6] = [EVENT_ID, EVENT_TYPE, SOURCE, DATA, TIMESTAMP, METADATA];
 
 /// Metadata key of the correlation id.
 pub const CORRELATION_ID: &str = "correlation_id";
@@ -83,13 +85,14 @@ impl<'a> Encoded<'a> {
 
     /// The fields of the per-type entry, in wire order.
     pub(crate) fn fields(&self) -> [(&'static str, &str); 6] {
+        let [id, kind, source, data, timestamp, metadata] = FIELD_NAMES;
         [
-            (EVENT_ID, &self.envelope.event_id),
-            (EVENT_TYPE, &self.envelope.event_type),
-            (SOURCE, &self.envelope.source),
-            (DATA, &self.data),
-            (TIMESTAMP, &self.timestamp),
-            (METADATA, &self.metadata),
+            (id, &self.envelope.event_id),
+            (kind, &self.envelope.event_type),
+            (source, &self.envelope.source),
+            (data, &self.data),
+            (timestamp, &self.timestamp),
+            (metadata, &self.metadata),
         ]
     }
 

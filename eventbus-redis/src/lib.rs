@@ -69,6 +69,7 @@ mod fence;
 pub mod keys;
 pub mod partition;
 pub mod prelude;
+mod publish;
 pub mod pubsub;
 pub mod read_models;
 mod reply;

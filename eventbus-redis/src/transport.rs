@@ -15,7 +15,7 @@ use crate::consumer::RedisConsumer;
 use crate::error::Result;
 use crate::keys::Keys;
 use crate::partition::{self, Directory};
-use crate::reply;
+use crate::publish;
 
 /// Entries kept in a client's reply stream (replies are read within the command timeout).
 const REPLY_STREAM_MAXLEN: u64 = 10_000;
@@ -200,8 +200,8 @@ impl RedisTransport {
     }
 
     /// Appends events of one partition, each to its type's partition stream and to the
-    /// global stream's share, in one `MULTI`/`EXEC` (then `WAIT`, when publishes wait for
-    /// replicas). Returns their ids in their type's streams.
+    /// global stream's share (see [`publish`](crate::publish)). Returns their ids in their
+    /// type's streams.
     async fn publish_partition(
         &self,
         index: u32,
@@ -211,84 +211,33 @@ impl RedisTransport {
         let inner = self.inner();
         let config = &inner.config;
         let global = Directory::part_of(inner, &Topic::All, index, tags).key;
-        let global_maxlen = config.global_stream_maxlen();
-        let mut pipe = redis::Pipeline::with_capacity(events.len() * 2 + 3);
-        pipe.cmd("MULTI").ignore();
-        // (event type, its stream, its MAXLEN) of the previous event: batches are usually
-        // of one type.
-        let mut current: Option<(&str, String, u64)> = None;
-        for event in &events {
-            let encoded = codec::Encoded::new(event)?;
-            let (_, stream, maxlen) = match current {
-                Some(ref c) if c.0 == event.event_type => c,
-                _ => current.insert((
-                    event.event_type.as_str(),
-                    Directory::part_of(inner, &Topic::of_type(&event.event_type), index, tags).key,
-                    config.stream_maxlen(&event.event_type),
-                )),
-            };
-            let fields = encoded.fields();
-            let size = encoded.size() + stream.len() + 64;
-            pipe.add_command(xadd(stream, *maxlen, &fields, None, size))
-                .ignore();
-            pipe.add_command(xadd(
-                &global,
-                global_maxlen,
-                &fields,
-                Some(stream),
-                size + global.len() + stream.len(),
-            ))
-            .ignore();
-        }
-        pipe.cmd("EXEC");
-        let wait = config.publish_replicas();
-        if let Some((replicas, timeout)) = wait {
-            pipe.cmd("WAIT").arg(replicas).arg(
-                u64::try_from(timeout.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            );
-        }
-        let reply: Value = pipe
-            .query_async(&mut inner.conn.clone())
-            .await
-            .map_err(|e| inner.server.error(&e, "publish (MULTI XADD … EXEC)", None))?;
-        // The replies of EXEC (and WAIT).
-        let mut replies = match reply {
-            Value::Array(replies) => replies,
-            other => vec![other],
+        // The distinct type streams (usually one: batches are usually of one type).
+        let mut streams: Vec<(&str, String, u64)> = Vec::new();
+        let stream_of = events
+            .iter()
+            .map(|event| {
+                let event_type = event.event_type.as_str();
+                match streams.iter().position(|(t, _, _)| *t == event_type) {
+                    Some(i) => i,
+                    None => {
+                        let key =
+                            Directory::part_of(inner, &Topic::of_type(event_type), index, tags).key;
+                        streams.push((event_type, key, config.stream_maxlen(event_type)));
+                        streams.len() - 1
+                    }
+                }
+            })
+            .collect();
+        let share = publish::Share {
+            events,
+            stream_of,
+            streams: streams
+                .into_iter()
+                .map(|(_, key, max)| (key, max))
+                .collect(),
+            global: Some((global, config.global_stream_maxlen())),
         };
-        if let Some((replicas, timeout)) = wait {
-            let acked = replies.pop().as_ref().and_then(reply::int).unwrap_or(0);
-            if acked < i64::from(replicas) {
-                return Err(CoreError::Transport(eventbus_core::TransportError::new(
-                    eventbus_core::TransportErrorKind::Timeout,
-                    &inner.server.redacted_url,
-                    "publish (WAIT)",
-                    format!(
-                        "appended, but only {acked} of {replicas} replicas acknowledged within \
-                         {} ms: the events may be lost if the master fails now (a retry \
-                         appends them again, with the same event ids)",
-                        timeout.as_millis()
-                    ),
-                )));
-            }
-        }
-        let ids: Vec<String> = match replies.pop() {
-            Some(exec) => redis::from_redis_value(exec).map_err(|e| {
-                inner
-                    .server
-                    .protocol("publish", format!("unexpected EXEC reply: {e}"))
-            })?,
-            None => Vec::new(),
-        };
-        if ids.len() != events.len() * 2 {
-            return Err(inner.server.protocol(
-                "publish",
-                format!("{} ids for {} XADDs", ids.len(), events.len() * 2),
-            ));
-        }
-        Ok(ids.into_iter().step_by(2).collect())
+        publish::append(inner, share).await
     }
 
     /// The stream keys of `topic`'s partitions, partition 0 first.

@@ -170,6 +170,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
             unit: "events/s",
             ratio: ratio(median),
             target: None,
+            article: None,
             cpu: used,
         });
         crate::progress(&figures);
@@ -189,6 +190,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
                 unit: "ms",
                 ratio: None,
                 target: None,
+                article: None,
                 cpu: used,
             });
             crate::progress(&figures);
@@ -216,6 +218,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
         unit: "events/s",
         ratio: ratio(e2e.events_per_sec),
         target: None,
+        article: None,
         cpu: used,
     });
     crate::progress(&figures);

@@ -144,7 +144,10 @@ impl EventBus {
             .into_iter()
             .map(|e| self.envelope(e).into_raw())
             .collect::<Result<Vec<_>>>()?;
-        self.publish_raw(&raw).await
+        if raw.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.send(raw).await
     }
 
     /// Publishes envelopes whose payloads are already JSON.
