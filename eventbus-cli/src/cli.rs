@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use eventbus_redis::{RedisConfig, RedisTransport, DEFAULT_URL};
 
 use crate::output::{CliError, CliResult};
-use crate::{consume, dlq, lag, monitor, publish, saga, tail, topic};
+use crate::{consume, dlq, lag, monitor, namespace, publish, saga, tail, topic};
 
 /// The help heading of the options every command takes, apart from the command's own.
 const GLOBAL: &str = "Global options";
@@ -86,6 +86,12 @@ enum Command {
         #[command(subcommand)]
         action: topic::TopicAction,
     },
+    /// The namespace's settings, which every client follows: show them, or turn the global
+    /// stream off (or on).
+    Namespace {
+        #[command(subcommand)]
+        action: namespace::NamespaceAction,
+    },
     /// Serve Prometheus metrics of every stream and group of the namespace (lag, pending
     /// entries, oldest pending age), sampled every interval: a sidecar exporter for services
     /// in any language.
@@ -119,6 +125,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Saga(args) => saga::run(transport, args).await,
         Command::Tail(args) => tail::run(transport, args).await,
         Command::Topic { action } => topic::run(transport, action).await,
+        Command::Namespace { action } => namespace::run(transport, action).await,
         Command::Monitor(args) => monitor::run(transport, args).await,
     }
 }

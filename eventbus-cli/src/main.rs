@@ -23,6 +23,7 @@ mod dlq;
 mod format;
 mod lag;
 mod monitor;
+mod namespace;
 mod output;
 mod publish;
 mod saga;

@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub(crate) conn: Conn,
     /// What is known of the namespace's partitions.
     pub(crate) partitions: Directory,
+    /// The namespace's settings as last read, and when (see `settings`).
+    pub(crate) settings: Mutex<Option<(crate::settings::NamespaceSettings, Instant)>>,
     server_version: String,
 }
 
@@ -145,6 +147,7 @@ impl RedisClient {
                 server,
                 conn,
                 partitions: Default::default(),
+                settings: Mutex::new(None),
                 server_version,
             }),
         })

@@ -262,6 +262,12 @@ impl Keys {
         format!("{}:topic:*", escape_glob(&self.namespace))
     }
 
+    /// The namespace's settings, which every client of it follows (a hash; field
+    /// `global_stream`: `on` or `off`): `{ns}:settings`.
+    pub fn settings(&self) -> String {
+        format!("{}:settings", self.namespace)
+    }
+
     /// The hash tags of the namespace's partitions, partition `i` at index `i` (a list):
     /// `{ns}:partitions`.
     pub fn partition_tags(&self) -> String {

@@ -35,18 +35,39 @@ pub struct StreamSummary {
 }
 
 impl RedisTransport {
-    /// A topic's stream: its length and groups, or `None` when the stream does not exist.
+    /// A topic's stream (all its partitions): its length and groups, or `None` when no
+    /// stream of it exists.
     ///
     /// Runs `XINFO GROUPS` and `XLEN` (ACL: `+xinfo|groups +xlen`, which the documented
-    /// operator role has and the consumer role doesn't). Not atomic: the stream may change
-    /// between the two.
+    /// operator role has and the consumer role doesn't) on each of the topic's partition
+    /// streams, summing their lengths and listing each group once. Not atomic: the streams
+    /// may change meanwhile.
     pub async fn stream_summary(&self, topic: &Topic) -> CoreResult<Option<StreamSummary>> {
+        let mut summary: Option<StreamSummary> = None;
+        for key in self.partition_streams(topic).await? {
+            if let Some(part) = self.summary_of(&key).await? {
+                let total = summary.get_or_insert(StreamSummary {
+                    length: 0,
+                    groups: Vec::new(),
+                });
+                total.length += part.length;
+                for group in part.groups {
+                    if !total.groups.contains(&group) {
+                        total.groups.push(group);
+                    }
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    /// The summary of the stream at `key`, or `None` when it does not exist.
+    async fn summary_of(&self, key: &str) -> CoreResult<Option<StreamSummary>> {
         let inner = self.inner();
-        let key = crate::partition::Directory::single(inner, topic).key;
         let mut conn = inner.conn.clone();
         let groups: Value = match redis::cmd("XINFO")
             .arg("GROUPS")
-            .arg(&key)
+            .arg(key)
             .query_async(&mut conn)
             .await
         {
@@ -68,7 +89,7 @@ impl RedisTransport {
             })
             .collect::<CoreResult<Vec<String>>>()?;
         let length: u64 = redis::cmd("XLEN")
-            .arg(&key)
+            .arg(key)
             .query_async(&mut conn)
             .await
             .map_err(|e| inner.server.error(&e, "XLEN", None))?;

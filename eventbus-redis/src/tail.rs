@@ -61,6 +61,7 @@ impl RedisTransport {
     /// Follows a topic's streams (every partition's) from their beginning or from now on.
     pub async fn tail(&self, topic: &Topic, from: StartFrom) -> CoreResult<StreamTail> {
         let inner = self.inner();
+        crate::settings::check_readable(inner, std::slice::from_ref(topic)).await?;
         let server = &inner.server;
         let mut conn = self.client().dedicated_connection().await?;
         let count = Directory::topic_count(inner, topic).await?;

@@ -16,6 +16,7 @@ use crate::error::Result;
 use crate::keys::Keys;
 use crate::partition::{self, Directory};
 use crate::publish;
+use crate::settings;
 
 /// Entries kept in a client's reply stream (replies are read within the command timeout).
 const REPLY_STREAM_MAXLEN: u64 = 10_000;
@@ -113,6 +114,7 @@ impl RedisTransport {
                 "a consumer needs a group, a name and at least one topic (got {spec:?})"
             )));
         }
+        settings::check_readable(self.inner(), &spec.topics).await?;
         let reader = self.client.dedicated_connection().await?;
         Ok(RedisConsumer::new(self.client.clone(), reader, spec))
     }
@@ -207,6 +209,7 @@ impl RedisTransport {
         index: u32,
         tags: &[String],
         events: Vec<&Envelope<Json>>,
+        write_global: bool,
     ) -> CoreResult<Vec<EntryId>> {
         let inner = self.inner();
         let config = &inner.config;
@@ -235,7 +238,7 @@ impl RedisTransport {
                 .into_iter()
                 .map(|(_, key, max)| (key, max))
                 .collect(),
-            global: Some((global, config.global_stream_maxlen())),
+            global: write_global.then(|| (global, config.global_stream_maxlen())),
         };
         publish::append(inner, share).await
     }
@@ -303,12 +306,13 @@ impl StreamTransport for RedisTransport {
         }
         let inner = self.inner();
         let (placed, tags) = Directory::place(inner, events).await?;
+        let write_global = settings::global_stream(inner).await?;
         // One atomic step per partition: a partition's type streams and its share of the
         // global stream share a slot.
         let groups = partition::group_by_partition(placed.iter().map(|(index, _)| *index));
         let replies = futures_util::future::join_all(groups.iter().map(|(index, members)| {
             let chosen: Vec<&Envelope<Json>> = members.iter().map(|&m| &events[m]).collect();
-            self.publish_partition(*index, &tags, chosen)
+            self.publish_partition(*index, &tags, chosen, write_global)
         }))
         .await;
         let mut ids = vec![String::new(); events.len()];
@@ -328,6 +332,7 @@ impl StreamTransport for RedisTransport {
 
     async fn ensure_group(&self, topic: &Topic, group: &str, start: StartFrom) -> CoreResult<()> {
         let inner = self.inner();
+        settings::check_readable(inner, std::slice::from_ref(topic)).await?;
         let count = Directory::topic_count(inner, topic).await?;
         let parts = Directory::parts(inner, topic, count).await?;
         let id = match start {

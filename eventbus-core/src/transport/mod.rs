@@ -226,11 +226,14 @@ pub struct ConsumerInfo {
 /// is its [`StreamAdmin`] side.
 ///
 /// Implementations must be wire-faithful: [`publish`](Self::publish) appends each event to
-/// its type's stream and to the global stream in one atomic step.
+/// its type's stream and to the global stream in one atomic step — unless the backend lets
+/// a deployment turn the global stream off, in which case subscriptions to [`Topic::All`]
+/// must refuse to start ([`ensure_group`](Self::ensure_group) and
+/// [`consumer`](Self::consumer) fail with [`Error::Config`](crate::Error::Config)).
 #[async_trait]
 pub trait StreamTransport: StreamAdmin + Send + Sync + 'static {
-    /// Appends events, each to its type's stream and to the global stream atomically, in one
-    /// batch. Returns each event's id in its type's stream, in order.
+    /// Appends events, each to its type's stream and to the global stream (when written)
+    /// atomically, in one batch. Returns each event's id in its type's stream, in order.
     async fn publish(&self, events: &[Envelope<Value>]) -> Result<Vec<EntryId>>;
 
     /// Appends entries to one topic's stream only (no global stream): the command and reply
