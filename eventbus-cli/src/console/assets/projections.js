@@ -1,0 +1,48 @@
+// Projections: each one's position against its streams' heads, its lease holder, and its
+// rebuild status.
+"use strict";
+
+EB.pages.projections = {
+  render(main) {
+    const { h } = EB;
+    const list = h("div", { id: "projections" });
+    main.append(h("h2", {}, "Projections"), list);
+    return {
+      async poll() {
+        const data = await EB.api("/api/projections");
+        EB.fill(list, data.projections.length
+          ? data.projections.map(projection)
+          : h("p", { class: "muted" }, "No projection groups in this namespace."));
+      },
+    };
+  },
+};
+
+function projection(p) {
+  const { h } = EB;
+  const behind = p.positions.some((x) => x.lag !== 0);
+  const rebuild = p.rebuild;
+  const rebuildText = {
+    running: `rebuilding: ${rebuild.remaining === null ? "unknown" : rebuild.remaining} entries to go`,
+    unfinished: "a rebuild stopped before switching over",
+    done: "rebuilt",
+    never: "never rebuilt",
+  }[rebuild.status];
+  const row = (x) => h("tr", {},
+    h("td", {}, x.partition === null ? x.stream : `${x.stream} [${x.partition}]`),
+    h("td", {}, x.group),
+    h("td", { class: "num" }, x.lag === null ? "unknown" : String(x.lag)),
+    h("td", { class: "num" }, String(x.pending)),
+    h("td", { class: "mono" }, x.head || "-"),
+    h("td", { class: "num" }, x.length === null ? "-" : String(x.length)));
+  return h("section", { class: "card" + (behind ? " problem" : ""), "data-projection": p.name },
+    h("h3", {}, p.name,
+      h("span", { class: "facts" },
+        h("span", {}, p.lease_holder ? "active: " + p.lease_holder.split(":")[0] : "no active instance"),
+        h("span", { class: "badge rebuild-" + rebuild.status }, rebuildText))),
+    h("table", {},
+      h("thead", {}, h("tr", {}, ["Stream", "Group", "Behind", "Pending", "Head", "Length"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, p.positions.map(row), rebuild.positions.map(row))),
+    h("p", { class: "muted" },
+      "Start a rebuild from the service that runs the projection: ProjectionRunner::rebuild."));
+}
