@@ -91,19 +91,19 @@ pub(crate) async fn run(transport: RedisTransport, args: ConsoleArgs) -> CliResu
     Ok(())
 }
 
-/// Says where the console is, in what mode, and (writes allowed) the page's URL with the
-/// token, in the fragment (which browsers never send).
+/// Says in what mode the console runs (writes allowed: the page's URL with the token, in
+/// the fragment, which browsers never send), then, last, where it is.
 fn announce(transport: &RedisTransport, addr: SocketAddr, token: Option<&str>) {
-    let namespace = transport.keys().namespace();
-    let server = transport.config().redacted_url();
-    eprintln!("eventbus: console of namespace `{namespace}` on {server}: http://{addr}/");
+    if !addr.ip().is_loopback() {
+        eprintln!("eventbus: warning: listening on {addr}, reachable from the network");
+    }
     match token {
         None => eprintln!("eventbus: read-only (start with --allow-writes to replay and purge)"),
         Some(token) => {
             eprintln!("eventbus: writes allowed with the token; open http://{addr}/#token={token}")
         }
     }
-    if !addr.ip().is_loopback() {
-        eprintln!("eventbus: warning: listening on {addr}, reachable from the network");
-    }
+    let namespace = transport.keys().namespace();
+    let server = transport.config().redacted_url();
+    eprintln!("eventbus: console of namespace `{namespace}` on {server}: http://{addr}/");
 }
