@@ -228,6 +228,13 @@ async fn writes_need_writes_allowed_the_token_and_the_same_origin() {
         .await
         .unwrap()
         .is_empty());
+    // A rebuild is asked of the projection's active instance.
+    let rebuild = "/api/projections/OrderSummary/rebuild";
+    assert_eq!(console.post(rebuild, &[], &json!({})).status, 401);
+    let asked = console.post(rebuild, &[("Authorization", &bearer)], &json!({}));
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    let keys = t.projection_keys("OrderSummary").await.unwrap();
+    assert!(keys.rebuild_requested_at.is_some());
     drop(console);
 
     // With --allow-writes and no token, one is generated and printed with the page's URL.

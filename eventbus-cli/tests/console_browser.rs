@@ -224,3 +224,46 @@ async fn a_correlation_ids_flow_lists_its_events_in_order_with_their_causes() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_show_their_position_and_a_rebuild_can_be_asked_for() {
+    let ns = Namespace::new("console-projections");
+    let t = console::transport(&ns).await;
+    let (_billing, subscription) = console::lagging_with_a_dead_letter(&t).await;
+    subscription.shutdown().await.unwrap();
+    // A projection's group, 31 entries behind (no instance runs it).
+    let topic = eventbus_core::transport::Topic::of_type("OrderCreated");
+    eventbus_core::StreamTransport::ensure_group(
+        &t,
+        &topic,
+        "orders-projection-OrderSummary",
+        eventbus_core::StartFrom::Beginning,
+    )
+    .await
+    .unwrap();
+    let console = Console::start(&ns, &["--allow-writes", "--token", TOKEN]);
+    let url = console.url(&format!("/#token={TOKEN}"));
+    let page = console.url("/#/projections");
+    with_browser(|client| async move {
+        client.goto(&url).await.unwrap();
+        wait_text(&client, "#mode", |t| t == "writes allowed").await;
+        client.goto(&page).await.unwrap();
+        let card = "section[data-projection=OrderSummary]";
+        let text = wait_text(&client, card, |t| t.contains("never rebuilt")).await;
+        assert!(
+            text.contains("orders-projection-OrderSummary") && text.contains("31"),
+            "{text}"
+        );
+        click(&client, &format!("{card} button.rebuild")).await;
+        let question = wait_text(&client, "#modal-text", |t| !t.is_empty()).await;
+        assert!(
+            question.starts_with("Rebuild projection OrderSummary"),
+            "{question}"
+        );
+        click(&client, "#modal-confirm").await;
+        wait_text(&client, card, |t| t.contains("rebuild requested")).await;
+    })
+    .await;
+    let keys = t.projection_keys("OrderSummary").await.unwrap();
+    assert!(keys.rebuild_requested_at.is_some());
+}

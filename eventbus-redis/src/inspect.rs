@@ -71,7 +71,7 @@ pub enum Page<'a> {
 
 /// What a projection's own keys say (its groups' lag is in
 /// [`lag`](eventbus_core::transport::StreamAdmin::lag)).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
 pub struct ProjectionKeys {
     /// Who holds the lease (the active instance's token), if anyone.
@@ -82,7 +82,13 @@ pub struct ProjectionKeys {
     pub rebuild_checkpoint: BTreeMap<String, String>,
     /// What the last finished rebuild covered, per stream.
     pub rebuilt: BTreeMap<String, String>,
+    /// When an operator asked for a rebuild that no instance has taken yet (seconds since
+    /// the Unix epoch).
+    pub rebuild_requested_at: Option<f64>,
 }
+
+/// How long a rebuild request waits for an active instance to take it.
+pub const REBUILD_REQUEST_TTL: std::time::Duration = std::time::Duration::from_secs(3_600);
 
 impl RedisTransport {
     /// Every stream of the namespace, by key: its topic, partition, length and head.
@@ -205,15 +211,41 @@ impl RedisTransport {
                     .collect::<BTreeMap<_, _>>(),
             )
         };
-        let holder = self
-            .query(redis::cmd("GET").arg(keys.projection_lease(name)), "GET")
-            .await?;
+        let get = |key: String| async move {
+            let value = self.query(redis::cmd("GET").arg(key), "GET").await?;
+            Ok::<_, CoreError>(reply::text(&value))
+        };
+        let requested = get(keys.projection_rebuild_request(name)).await?;
         Ok(ProjectionKeys {
-            lease_holder: reply::text(&holder),
+            lease_holder: get(keys.projection_lease(name)).await?,
+            rebuild_requested_at: requested.and_then(|at| at.parse().ok()),
             checkpoint: hash(keys.projection_checkpoint(name, false)).await?,
             rebuild_checkpoint: hash(keys.projection_checkpoint(name, true)).await?,
             rebuilt: hash(keys.projection_rebuilt(name)).await?,
         })
+    }
+}
+
+impl RedisTransport {
+    /// Asks the active instance of projection `name` to rebuild it from the start of its
+    /// streams (taken with [`ReadModelStore::take_rebuild_request`], within a third of its
+    /// lease time). The request lapses after [`REBUILD_REQUEST_TTL`] if no instance takes
+    /// it; asking again while one is waiting changes nothing.
+    ///
+    /// [`ReadModelStore::take_rebuild_request`]: eventbus_core::projection::ReadModelStore::take_rebuild_request
+    pub async fn request_rebuild(&self, name: &str) -> CoreResult<()> {
+        let now = eventbus_core::envelope::now_seconds();
+        self.query(
+            redis::cmd("SET")
+                .arg(self.inner().keys.projection_rebuild_request(name))
+                .arg(format!("{now:.3}"))
+                .arg("NX")
+                .arg("EX")
+                .arg(REBUILD_REQUEST_TTL.as_secs()),
+            "SET",
+        )
+        .await?;
+        Ok(())
     }
 }
 

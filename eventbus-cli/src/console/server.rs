@@ -92,6 +92,11 @@ pub(crate) fn api_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)
         (Method::GET, "/api/sagas", get(sagas::list)),
         (Method::GET, "/api/sagas/{id}", get(sagas::show)),
         (Method::GET, "/api/projections", get(projections::list)),
+        (
+            Method::POST,
+            "/api/projections/{name}/rebuild",
+            post(projections::rebuild),
+        ),
         (Method::GET, "/api/streams", get(events::streams)),
         (Method::GET, "/api/events/tail", get(events::tail)),
         (Method::GET, "/api/events/find", get(events::find)),

@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -18,7 +17,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// One browser at a time in this test binary.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long a page gets to show what a test waits for.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -106,9 +105,7 @@ where
     F: FnOnce(Client) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = ONE_AT_A_TIME.lock().await;
     let driver = Driver::start();
     let client = driver.session().await;
     let outcome = AssertUnwindSafe(body(client.clone())).catch_unwind().await;

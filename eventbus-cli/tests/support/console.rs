@@ -242,10 +242,9 @@ pub async fn lagging_with_a_dead_letter(t: &RedisTransport) -> (Billing, Subscri
     (billing, subscription)
 }
 
-/// A saga (`create_order`: inventory, then payment) whose payment failed, so its inventory
-/// step was compensated. State at `{ns}:saga:{id}`; returns the id.
-pub async fn compensated_saga(t: &RedisTransport, ns: &str) -> String {
-    let definition = SagaDefinition::new("create_order")
+/// The saga of these tests: `create_order`, inventory then payment, each compensable.
+pub fn create_order_saga() -> SagaDefinition {
+    SagaDefinition::new("create_order")
         .step(
             SagaStep::new("reserve_inventory")
                 .command_type("InventoryReserveCommand")
@@ -259,7 +258,13 @@ pub async fn compensated_saga(t: &RedisTransport, ns: &str) -> String {
                 .success_type("PaymentProcessed")
                 .failure_type("PaymentFailed")
                 .compensation_type("PaymentRefundCommand"),
-        );
+        )
+}
+
+/// A saga (`create_order`: inventory, then payment) whose payment failed, so its inventory
+/// step was compensated. State at `{ns}:saga:{id}`; returns the id.
+pub async fn compensated_saga(t: &RedisTransport, ns: &str) -> String {
+    let definition = create_order_saga();
     let store = RedisSagaStore::new(t).with_state_prefix(format!("{ns}:saga:"));
     let id = "saga-ord-7".to_owned();
     let now = eventbus_core::envelope::now_seconds();

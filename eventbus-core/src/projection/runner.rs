@@ -426,6 +426,8 @@ async fn supervise(
     let ttl = runner.lease_ttl;
     let every = ttl / 3;
     let mut renewed = Instant::now();
+    // A rebuild an operator asked for, running beside the live projection.
+    let mut rebuilding: Option<JoinHandle<()>> = None;
     loop {
         let lost = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -471,6 +473,12 @@ async fn supervise(
             }
             _ => {}
         }
+        if current.is_some() && rebuilding.as_ref().is_none_or(|r| r.is_finished()) {
+            rebuilding = requested_rebuild(&runner, &*store, &name).await;
+        }
+    }
+    if let Some(rebuild) = rebuilding {
+        rebuild.abort(); // the next rebuild starts over (`begin_rebuild`)
     }
     active.store(false, Ordering::SeqCst);
     if let Some(subscription) = current.take() {
@@ -478,6 +486,37 @@ async fn supervise(
         store.release_lease(&name, &lease.token).await?;
     }
     Ok(())
+}
+
+/// Starts the rebuild an operator asked for (`ReadModelStore::take_rebuild_request`), if
+/// any, on a task of its own beside the live projection.
+async fn requested_rebuild(
+    runner: &ProjectionRunner,
+    store: &dyn ReadModelStore,
+    name: &str,
+) -> Option<JoinHandle<()>> {
+    match store.take_rebuild_request(name).await {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(e) => {
+            tracing::warn!(projection = %name, error = %e, "cannot check for a rebuild request");
+            return None;
+        }
+    }
+    tracing::info!(projection = %name, "rebuilding, as an operator asked");
+    let rebuild = ProjectionRunner {
+        bus: runner.bus.clone(),
+        models: runner.models.clone(),
+        projection: runner.projection.clone(),
+        options: runner.options.clone(),
+        lease_ttl: runner.lease_ttl,
+    };
+    let name = name.to_owned();
+    Some(tokio::spawn(async move {
+        if let Err(e) = rebuild.rebuild().await {
+            tracing::warn!(projection = %name, error = %e, "the rebuild an operator asked for failed");
+        }
+    }))
 }
 
 /// A running projection instance (active or standing by); stop it with

@@ -3,10 +3,14 @@
 //!
 //! Projections are found by their consumer groups (`{service}-projection-{name}`; a
 //! rebuild's is `…-rebuild`), so a projection shows once its group exists.
+//!
+//! `POST /api/projections/{name}/rebuild` asks the projection's active instance to rebuild
+//! it (the console can't: it lacks the projection's code); the instance takes the request
+//! within a third of its lease time.
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
 use eventbus_core::projection::projection_of_group;
 use eventbus_core::transport::{GroupLag, StreamAdmin};
@@ -69,8 +73,14 @@ pub(crate) async fn list(State(state): State<AppState>) -> ApiResult {
     Ok(Json(json!({ "projections": out })))
 }
 
-/// How a projection's rebuild stands: `running` (its group exists: lag and pending per
-/// stream), `unfinished` (a rebuild checkpoint without a group: a rebuild stopped before
+/// `POST /api/projections/{name}/rebuild`: asks for a rebuild.
+pub(crate) async fn rebuild(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    state.transport.request_rebuild(&name).await?;
+    Ok(Json(json!({ "name": name, "requested": true })))
+}
+
+/// How a projection's rebuild stands (and whether one was asked for and not taken yet):
+/// `running` (its group exists: lag and pending per stream), `unfinished` (a rebuild checkpoint without a group: a rebuild stopped before
 /// switching over), `done` (what the last one covered), or `never`.
 fn rebuild_json(
     rows: &Rows,
@@ -89,6 +99,7 @@ fn rebuild_json(
     let remaining: Option<u64> = rows.rebuild.iter().map(|l| l.lag).sum();
     json!({
         "status": status,
+        "requested_at": keys.rebuild_requested_at,
         "remaining": (!rows.rebuild.is_empty()).then_some(remaining).flatten(),
         "positions": rows.rebuild.iter().map(|l| position(l)).collect::<Vec<_>>(),
         "covered": keys.rebuilt,

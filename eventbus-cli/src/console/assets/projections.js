@@ -1,5 +1,5 @@
-// Projections: each one's position against its streams' heads, its lease holder, and its
-// rebuild status.
+// Projections: each one's position against its streams' heads, its lease holder, its
+// rebuild status, and a rebuild asked of its active instance (confirmed).
 "use strict";
 
 EB.pages.projections = {
@@ -43,6 +43,26 @@ function projection(p) {
     h("table", {},
       h("thead", {}, h("tr", {}, ["Stream", "Group", "Behind", "Pending", "Head", "Length"].map((c) => h("th", {}, c)))),
       h("tbody", {}, p.positions.map(row), rebuild.positions.map(row))),
-    h("p", { class: "muted" },
-      "Start a rebuild from the service that runs the projection: ProjectionRunner::rebuild."));
+    h("div", { class: "actions" },
+      h("button", {
+        type: "button", class: "rebuild", disabled: !EB.writable() || rebuild.requested_at !== null,
+        title: EB.writable() ? null : "read-only: start the console with --allow-writes",
+        onclick: () => askRebuild(p.name),
+      }, "Rebuild"),
+      rebuild.requested_at !== null
+        ? h("span", { class: "requested" }, `rebuild requested ${EB.ago(rebuild.requested_at)}; ` +
+            (p.lease_holder ? "waiting for the active instance to take it" : "no instance is active to take it"))
+        : null));
+}
+
+async function askRebuild(name) {
+  const question = `Rebuild projection ${name} from the start of its streams? ` +
+    "Its active instance replays them into shadow keys and switches readers over once caught up.";
+  if (!(await EB.confirm(question))) return;
+  try {
+    await EB.api(`/api/projections/${encodeURIComponent(name)}/rebuild`, {});
+    EB.status(`rebuild of ${name} requested`);
+  } catch (e) {
+    EB.status(e.message, true);
+  }
 }
