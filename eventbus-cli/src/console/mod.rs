@@ -12,15 +12,17 @@
 //! naming a loopback host are served (no DNS rebinding). No response shows the password of
 //! the Redis URL. Lists are bounded and streams are read in pages.
 //!
-//! Module map: [`server`] (router, state, serving), [`guard`] (the safety checks), [`api`]
-//! (one module per page), [`health`] (rates and growing lag across polls), [`assets`] (the
-//! embedded page and the OpenAPI document).
+//! Module map: [`server`] (the router), [`state`] (what handlers share), [`guard`] (the
+//! safety checks), [`api`] (one module per page), [`health`] (rates and growing lag across
+//! polls), [`assets`] (the embedded page and the OpenAPI document). Modules depend on each
+//! other one way: `server` on the others, `guard` and `assets` on `api`, all on `state`.
 
 mod api;
 mod assets;
 mod guard;
 mod health;
 mod server;
+mod state;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -68,7 +70,7 @@ pub(crate) async fn run(transport: RedisTransport, args: ConsoleArgs) -> CliResu
         (true, Some(token)) if !token.trim().is_empty() => Some(token.trim().to_owned()),
         (true, _) => Some(uuid::Uuid::new_v4().simple().to_string()),
     };
-    let settings = server::Settings {
+    let settings = state::Settings {
         token: token.clone(),
         saga_prefix: args.saga_prefix,
         pending_alert: args.pending_alert,
@@ -80,7 +82,7 @@ pub(crate) async fn run(transport: RedisTransport, args: ConsoleArgs) -> CliResu
         .local_addr()
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     announce(&transport, addr, token.as_deref());
-    let app = server::router(server::AppState::new(transport, settings, addr));
+    let app = server::router(state::AppState::new(transport, settings, addr));
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             shutdown_signal().await;

@@ -1,70 +1,12 @@
-//! The console's router and shared state: which handler serves which route, and the guard
-//! in front of all of them.
-
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+//! The console's router: which handler serves which route, and the guard in front of all
+//! of them.
 
 use axum::http::Method;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use eventbus_redis::{RedisSagaStore, RedisTransport};
 
-use super::health::Health;
+use super::state::AppState;
 use super::{api, assets, guard};
-
-/// What the console was started with.
-#[derive(Clone)]
-pub(crate) struct Settings {
-    /// The token writes must carry; `None`: read-only.
-    pub(crate) token: Option<String>,
-    /// Prefix of saga state keys.
-    pub(crate) saga_prefix: String,
-    /// Oldest pending idle time from which a group is highlighted.
-    pub(crate) pending_alert: Duration,
-}
-
-/// State shared by the handlers (cheap to clone).
-#[derive(Clone)]
-pub(crate) struct AppState(Arc<Shared>);
-
-pub(crate) struct Shared {
-    pub(crate) transport: RedisTransport,
-    pub(crate) sagas: RedisSagaStore,
-    pub(crate) settings: Settings,
-    /// The address served, for the same-origin and host checks.
-    pub(crate) addr: SocketAddr,
-    health: Mutex<Health>,
-}
-
-impl AppState {
-    pub(crate) fn new(transport: RedisTransport, settings: Settings, addr: SocketAddr) -> Self {
-        let sagas = RedisSagaStore::new(&transport).with_state_prefix(settings.saga_prefix.clone());
-        AppState(Arc::new(Shared {
-            transport,
-            sagas,
-            settings,
-            addr,
-            health: Mutex::new(Health::default()),
-        }))
-    }
-
-    /// The samples of earlier polls (a poisoned lock is taken over: samples stay valid).
-    pub(crate) fn health(&self) -> MutexGuard<'_, Health> {
-        self.0
-            .health
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
 
 /// The API's routes: method, path (in OpenAPI's `{param}` syntax, which axum shares) and
 /// handler. The OpenAPI document must list exactly these (tested).

@@ -426,8 +426,11 @@ async fn supervise(
     let ttl = runner.lease_ttl;
     let every = ttl / 3;
     let mut renewed = Instant::now();
-    // A rebuild an operator asked for, running beside the live projection.
+    // A rebuild an operator asked for, running beside the live projection; whether a
+    // failure to check for one was logged as a warning yet (a user without the permission
+    // would log one every round).
     let mut rebuilding: Option<JoinHandle<()>> = None;
+    let mut warned = false;
     loop {
         let lost = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -474,7 +477,7 @@ async fn supervise(
             _ => {}
         }
         if current.is_some() && rebuilding.as_ref().is_none_or(|r| r.is_finished()) {
-            rebuilding = requested_rebuild(&runner, &*store, &name).await;
+            rebuilding = requested_rebuild(&runner, &*store, &name, &mut warned).await;
         }
     }
     if let Some(rebuild) = rebuilding {
@@ -494,12 +497,18 @@ async fn requested_rebuild(
     runner: &ProjectionRunner,
     store: &dyn ReadModelStore,
     name: &str,
+    warned: &mut bool,
 ) -> Option<JoinHandle<()>> {
     match store.take_rebuild_request(name).await {
         Ok(true) => {}
         Ok(false) => return None,
+        Err(e) if !*warned => {
+            *warned = true;
+            tracing::warn!(projection = %name, error = %e, "cannot check for a rebuild request (logged once)");
+            return None;
+        }
         Err(e) => {
-            tracing::warn!(projection = %name, error = %e, "cannot check for a rebuild request");
+            tracing::debug!(projection = %name, error = %e, "cannot check for a rebuild request");
             return None;
         }
     }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{limit, ApiError, ApiResult};
-use crate::console::server::AppState;
+use crate::console::state::AppState;
 use crate::dlq::{dead_letter_json, payload};
 
 /// `GET /api/dead-letters`: every group with dead letters, and how many.

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{limit, ApiError, ApiResult};
-use crate::console::server::AppState;
+use crate::console::state::AppState;
 use crate::output::event_line;
 
 /// Entries a find request reads by default, and at most.

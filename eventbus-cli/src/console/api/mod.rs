@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::server::AppState;
+use super::state::AppState;
 
 /// The most items a list request returns, whatever `limit` it asks for.
 pub(crate) const MAX_LIMIT: usize = 1_000;

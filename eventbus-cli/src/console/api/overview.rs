@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::events::stream_ref;
 use super::ApiResult;
 use crate::console::health::Health;
-use crate::console::server::AppState;
+use crate::console::state::AppState;
 use crate::format::{count, duration};
 use crate::lag::lag_json;
 

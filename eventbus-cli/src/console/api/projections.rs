@@ -18,7 +18,7 @@ use eventbus_redis::inspect::ProjectionKeys;
 use serde_json::{json, Value};
 
 use super::ApiResult;
-use crate::console::server::AppState;
+use crate::console::state::AppState;
 use crate::lag::lag_json;
 
 /// The suffix of a rebuild's group.

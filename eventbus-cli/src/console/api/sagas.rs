@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{limit, ApiError, ApiResult};
-use crate::console::server::AppState;
+use crate::console::state::AppState;
 use crate::saga::{step_name, summary};
 
 /// The filters of the list.
