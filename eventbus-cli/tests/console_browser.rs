@@ -2,8 +2,8 @@
 //! Each test seeds its own namespace on the real Redis, starts the console on it, and asserts
 //! on the DOM the page rendered.
 //!
-//! `EVENTBUS_CONSOLE_SCREENSHOT=docs/console.png` makes the overview test write the README's
-//! screenshot.
+//! `EVENTBUS_CONSOLE_SCREENSHOT=$PWD/docs/console.png` makes the overview test write the
+//! README's screenshot; `EVENTBUS_CONSOLE_SHOTS=DIR` makes every test write its page there.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use eventbus_core::transport::StreamAdmin;
-use support::browser::{click, screenshot, texts, wait_text, with_browser};
+use support::browser::{click, screenshot, shot, texts, wait_text, with_browser};
 use support::console::{self, Console};
 use support::Namespace;
 
@@ -104,6 +104,7 @@ async fn a_dead_letter_replayed_from_the_page_is_handled() {
         assert_eq!(question, "Replay 1 dead letter of group billing-consumers?");
         click(&client, "#modal-confirm").await;
         wait_text(&client, "#dlq-result", |t| t.contains("Replayed 1 of 1")).await;
+        shot(&client, "dead-letters").await;
         wait_text(&client, "#dlq-letters", |t| t.contains("No dead letters")).await;
     })
     .await;
@@ -170,6 +171,7 @@ async fn a_sagas_timeline_shows_its_compensation() {
         );
         assert!(timeline.contains("card declined"), "{timeline}");
         let data = wait_text(&client, "#saga-data", |t| t.contains("ord_7")).await;
+        shot(&client, "saga").await;
         assert!(data.contains("reservation"), "{data}");
     })
     .await;
@@ -206,6 +208,7 @@ async fn a_correlation_ids_flow_lists_its_events_in_order_with_their_causes() {
                 .len(),
             3
         );
+        shot(&client, "flow").await;
         // The tail of the stream shows its events live.
         let published = eventbus_core::Envelope::new(
             "OrderShipped",
@@ -262,6 +265,7 @@ async fn projections_show_their_position_and_a_rebuild_can_be_asked_for() {
         );
         click(&client, "#modal-confirm").await;
         wait_text(&client, card, |t| t.contains("rebuild requested")).await;
+        shot(&client, "projections").await;
     })
     .await;
     let keys = t.projection_keys("OrderSummary").await.unwrap();

@@ -163,3 +163,11 @@ pub async fn screenshot(client: &Client, path: &str) {
     let png = client.screenshot().await.unwrap();
     std::fs::write(path, png).unwrap();
 }
+
+/// With `EVENTBUS_CONSOLE_SHOTS=DIR`, writes a PNG of the page to `DIR/{name}.png` (to look
+/// at every page after a change).
+pub async fn shot(client: &Client, name: &str) {
+    if let Ok(dir) = std::env::var("EVENTBUS_CONSOLE_SHOTS") {
+        screenshot(client, &format!("{dir}/{name}.png")).await;
+    }
+}
