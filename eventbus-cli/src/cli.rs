@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use eventbus_redis::{RedisConfig, RedisTransport, DEFAULT_URL};
 
 use crate::output::{CliError, CliResult};
-use crate::{consume, dlq, lag, monitor, namespace, publish, saga, tail, topic};
+use crate::{console, consume, dlq, lag, monitor, namespace, publish, saga, tail, topic};
 
 /// The help heading of the options every command takes, apart from the command's own.
 const GLOBAL: &str = "Global options";
@@ -96,6 +96,10 @@ enum Command {
     /// entries, oldest pending age), sampled every interval: a sidecar exporter for services
     /// in any language.
     Monitor(monitor::MonitorArgs),
+    /// Serve the operator console, a web page of the namespace: streams, groups and lag,
+    /// dead letters (replay, purge), sagas, projections, and event flows by correlation id.
+    /// Read-only unless `--allow-writes`; binds 127.0.0.1 by default.
+    Console(console::ConsoleArgs),
 }
 
 /// Parses the arguments, runs the command and reports how it went.
@@ -127,6 +131,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Topic { action } => topic::run(transport, action).await,
         Command::Namespace { action } => namespace::run(transport, action).await,
         Command::Monitor(args) => monitor::run(transport, args).await,
+        Command::Console(args) => console::run(transport, args).await,
     }
 }
 

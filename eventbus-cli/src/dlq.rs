@@ -114,13 +114,10 @@ fn dead_letter_table(letters: &[DeadLetter]) -> Table {
         ("PAYLOAD", Align::Left),
     ]);
     for d in letters {
-        let payload = match &d.event {
-            Some(e) => e.data.to_string(),
-            None => d
-                .fields
-                .iter()
-                .find(|(k, _)| k == "data")
-                .map_or_else(String::new, |(_, v)| v.clone()),
+        let payload = match payload(d) {
+            Value::String(raw) if d.event.is_none() => raw,
+            Value::Null => String::new(),
+            data => data.to_string(),
         };
         table.row(vec![
             d.id.clone(),
@@ -137,9 +134,22 @@ fn dead_letter_table(letters: &[DeadLetter]) -> Table {
     table
 }
 
+/// What a dead letter carried: the event's data, or the raw `data` field of an entry that
+/// could not be decoded (`null` without one).
+pub(crate) fn payload(d: &DeadLetter) -> Value {
+    match &d.event {
+        Some(e) => e.data.clone(),
+        None => d
+            .fields
+            .iter()
+            .find(|(k, _)| k == "data")
+            .map_or(Value::Null, |(_, v)| Value::String(v.clone())),
+    }
+}
+
 /// A dead letter as JSON. `fields` shows bytes that are not UTF-8 as U+FFFD; replay copies
 /// the stored bytes, not these.
-fn dead_letter_json(d: &DeadLetter) -> Value {
+pub(crate) fn dead_letter_json(d: &DeadLetter) -> Value {
     json!({
         "id": d.id,
         "origin_stream": d.origin_topic.to_string(),

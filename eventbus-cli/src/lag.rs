@@ -39,23 +39,22 @@ pub(crate) async fn run(transport: RedisTransport, args: LagArgs) -> CliResult {
 }
 
 fn print_json(lags: &[GroupLag]) -> CliResult {
-    let rows: Vec<Value> = lags
-        .iter()
-        .map(|l| {
-            json!({
-                "stream": l.topic.to_string(),
-                "partition": l.partition,
-                "group": l.group,
-                "lag": l.lag,
-                "pending": l.pending,
-                "oldest_pending_idle_ms": l.oldest_pending_idle.map(|d| d.as_millis() as u64),
-                "consumers": l.consumers.iter().map(|c| json!({
-                    "name": c.name, "pending": c.pending, "idle_ms": c.idle.as_millis() as u64,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    print_line(&Value::Array(rows))
+    print_line(&Value::Array(lags.iter().map(lag_json).collect()))
+}
+
+/// One stream and group as JSON (`lag --json`, and the console's overview).
+pub(crate) fn lag_json(l: &GroupLag) -> Value {
+    json!({
+        "stream": l.topic.to_string(),
+        "partition": l.partition,
+        "group": l.group,
+        "lag": l.lag,
+        "pending": l.pending,
+        "oldest_pending_idle_ms": l.oldest_pending_idle.map(|d| d.as_millis() as u64),
+        "consumers": l.consumers.iter().map(|c| json!({
+            "name": c.name, "pending": c.pending, "idle_ms": c.idle.as_millis() as u64,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// One row per stream and group; idle times as human durations, `unknown` lag when the

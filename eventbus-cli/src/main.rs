@@ -7,6 +7,7 @@
 //! eventbus consume --service billing --type OrderCreated --format pretty
 //! eventbus lag
 //! eventbus monitor --metrics-addr 0.0.0.0:9464   # Prometheus exporter of every group's lag
+//! eventbus console                               # the operator console on http://127.0.0.1:7474/
 //! ```
 //!
 //! Data goes to stdout (one JSON object per line for events), progress, hints and errors to
@@ -18,6 +19,7 @@
 //! compile `clap`; it uses only `eventbus-redis`'s public API.
 
 mod cli;
+mod console;
 mod consume;
 mod dlq;
 mod format;

@@ -139,7 +139,7 @@ fn saga_table(sagas: &[SagaState]) -> Table {
 }
 
 /// The name of the step a saga is at, from its history (the definition isn't known here).
-fn step_name(state: &SagaState) -> String {
+pub(crate) fn step_name(state: &SagaState) -> String {
     let names: Vec<&str> = state
         .history
         .iter()
@@ -152,7 +152,8 @@ fn step_name(state: &SagaState) -> String {
     }
 }
 
-fn summary(s: &SagaState) -> Value {
+/// A saga without its data and history (`saga list --json`, the console's list).
+pub(crate) fn summary(s: &SagaState) -> Value {
     json!({
         "saga_id": s.saga_id,
         "saga_name": s.saga_name,

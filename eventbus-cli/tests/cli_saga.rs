@@ -7,27 +7,13 @@ mod support;
 use std::time::Duration;
 
 use eventbus_core::envelope::now_seconds;
-use eventbus_core::saga::{transition, SagaDefinition, SagaState, SagaStep, SagaStore};
+use eventbus_core::saga::{transition, SagaDefinition, SagaState, SagaStore};
 use eventbus_redis::{RedisConfig, RedisSagaStore, RedisTransport};
 use serde_json::{json, Map, Value};
 use support::{assert_left_aligned, ok, raw_connection, redis_url, right_cell, run, Namespace};
 
 fn saga() -> SagaDefinition {
-    SagaDefinition::new("create_order")
-        .step(
-            SagaStep::new("reserve_inventory")
-                .command_type("InventoryReserveCommand")
-                .success_type("InventoryReserved")
-                .failure_type("InventoryReserveFailed")
-                .compensation_type("InventoryReleaseCommand"),
-        )
-        .step(
-            SagaStep::new("process_payment")
-                .command_type("PaymentProcessCommand")
-                .success_type("PaymentProcessed")
-                .failure_type("PaymentFailed")
-                .compensation_type("PaymentRefundCommand"),
-        )
+    support::console::create_order_saga()
 }
 
 /// Fails a pending saga's first step with the error `out of stock`.

@@ -68,16 +68,8 @@ impl StreamAdmin for RedisTransport {
         let mut partitions = Partitions::default();
         let mut out = Vec::new();
         for key in stream_keys {
-            let Some((topic, tag)) = self.inner().keys.parse_stream(&key) else {
+            let Some((topic, partition)) = self.stream_of_key(&key, &mut partitions).await? else {
                 continue;
-            };
-            let partition = match tag {
-                // A named stream's own tag (on a cluster): one stream, plain ids.
-                Some(tag) if keys::is_named(&tag) => None,
-                Some(tag) => partitions.index_of(self, &tag).await?,
-                // Partition 0 of a partitioned topic on a single node is its plain stream.
-                None if Directory::topic_count(self.inner(), &topic).await? > 1 => Some(0),
-                None => None,
             };
             out.extend(self.group_lag(&key, &topic, partition, group).await?);
         }
@@ -181,7 +173,7 @@ impl StreamAdmin for RedisTransport {
 
 /// The namespace's partition tags, loaded when first needed, to tell a tag's partition.
 #[derive(Default)]
-struct Partitions {
+pub(crate) struct Partitions {
     tags: Option<Vec<String>>,
 }
 
@@ -207,6 +199,28 @@ impl Partitions {
 }
 
 impl RedisTransport {
+    /// The topic of a stream key of the namespace and its partition (`None`: an
+    /// unpartitioned stream, whose ids are plain), or `None` for a key that is no stream of
+    /// the namespace.
+    pub(crate) async fn stream_of_key(
+        &self,
+        key: &str,
+        partitions: &mut Partitions,
+    ) -> CoreResult<Option<(Topic, Option<u32>)>> {
+        let Some((topic, tag)) = self.inner().keys.parse_stream(key) else {
+            return Ok(None);
+        };
+        let partition = match tag {
+            // A named stream's own tag (on a cluster): one stream, plain ids.
+            Some(tag) if keys::is_named(&tag) => None,
+            Some(tag) => partitions.index_of(self, &tag).await?,
+            // Partition 0 of a partitioned topic on a single node is its plain stream.
+            None if Directory::topic_count(self.inner(), &topic).await? > 1 => Some(0),
+            None => None,
+        };
+        Ok(Some((topic, partition)))
+    }
+
     /// Whether `group` is done with `ids` (plain stream ids) of the stream at `key`.
     async fn settled_on(
         &self,
@@ -554,7 +568,11 @@ impl RedisTransport {
 
     /// Every key matching `pattern` (of `key_type`, when given), by `SCAN` (never `KEYS`),
     /// on every master of a cluster.
-    async fn scan(&self, pattern: &str, key_type: Option<&str>) -> CoreResult<Vec<String>> {
+    pub(crate) async fn scan(
+        &self,
+        pattern: &str,
+        key_type: Option<&str>,
+    ) -> CoreResult<Vec<String>> {
         self.inner()
             .conn
             .clone()

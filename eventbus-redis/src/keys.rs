@@ -328,6 +328,13 @@ impl Keys {
         format!("{}:projection:{name}:rebuilt", self.namespace)
     }
 
+    /// An operator's request to rebuild a projection (a string: when it was asked, in
+    /// seconds since the Unix epoch, with a time to live), taken by the projection's active
+    /// instance: `{ns}:projection:{name}:rebuild-request`.
+    pub fn projection_rebuild_request(&self, name: &str) -> String {
+        format!("{}:projection:{name}:rebuild-request", self.namespace)
+    }
+
     /// The lease of a projection's live group: whoever holds it is the one instance that
     /// applies the projection's events (`{ns}:projection:{name}:lease`, a string holding the
     /// holder's token, with a time to live).

@@ -66,6 +66,7 @@ pub mod consumer;
 pub mod error;
 pub mod event_store;
 mod fence;
+pub mod inspect;
 pub mod keys;
 pub mod partition;
 pub mod prelude;

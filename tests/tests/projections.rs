@@ -379,16 +379,7 @@ async fn rebuild_produces_the_same_model_and_switches_readers(backend: Backend) 
     // (On the cluster too the damage goes through a stray projection.)
     let stray_damage = backend.is_cluster() || matches!(backend, Backend::Memory(_));
     match &backend {
-        Backend::Redis { .. } if !stray_damage => {
-            let mut conn = raw_connection().await;
-            let _: i64 = redis::cmd("HSET")
-                .arg(&key)
-                .arg("items")
-                .arg("41")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
+        Backend::Redis { .. } if !stray_damage => damage_items(&key).await,
         _ => {
             // No raw access: apply a stray write through a custom commit instead.
             let stray = CustomProjection::new("Stray").on(|e: &Envelope<OrderShipped>| {
@@ -1201,4 +1192,56 @@ fn a_stale_lease_holder_takes_nothing_from_the_group() {
             "woke for the entry"
         );
     });
+}
+
+/// An operator asks for a rebuild (`eventbus console`, `RedisTransport::request_rebuild`):
+/// the running projection's active instance takes the request once and rebuilds beside the
+/// live projection, repairing a damaged read model.
+#[test]
+fn a_running_projection_rebuilds_when_an_operator_asks() {
+    eventbus_tests::run_on_redis("rebuild_request", |backend| async move {
+        let Backend::Redis { transport, .. } = &backend else {
+            unreachable!()
+        };
+        let bus = EventBus::from_arc(backend.transport(), "orders");
+        let models = backend.read_models(&backend.prefix());
+        let running = instance(&bus, &models, "a").start().await.unwrap();
+        bus.publish(created("o1", "c", 3.0)).await.unwrap();
+        bus.publish(item("o1")).await.unwrap();
+        loaded(&models, "o1", "item counted", |s| s.items == 1).await;
+        // Damage the read model behind the projection's back.
+        damage_items(&format!("{}{}", backend.prefix(), OrderSummary::key("o1"))).await;
+        loaded(&models, "o1", "damaged", |s| s.items == 41).await;
+
+        transport.request_rebuild("OrderSummary").await.unwrap();
+        let requested = transport.projection_keys("OrderSummary").await.unwrap();
+        assert!(requested.rebuild_requested_at.is_some());
+        loaded(&models, "o1", "repaired by the rebuild", |s| s.items == 1).await;
+        let done = transport.projection_keys("OrderSummary").await.unwrap();
+        assert_eq!(done.rebuild_requested_at, None, "the request was taken");
+        eventually(WAIT, "the rebuild recorded what it covered", || async {
+            !transport
+                .projection_keys("OrderSummary")
+                .await
+                .unwrap()
+                .rebuilt
+                .is_empty()
+        })
+        .await;
+        // The live projection goes on.
+        bus.publish(item("o1")).await.unwrap();
+        loaded(&models, "o1", "applied after the rebuild", |s| s.items == 2).await;
+        running.shutdown().await.unwrap();
+    });
+}
+
+/// Sets an order summary's `items` to 41 behind the projection's back (on Redis).
+async fn damage_items(key: &str) {
+    let _: i64 = redis::cmd("HSET")
+        .arg(key)
+        .arg("items")
+        .arg("41")
+        .query_async(&mut raw_connection().await)
+        .await
+        .unwrap();
 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
+pub mod console;
 pub mod server;
 
 use std::process::{Child, Command, Output, Stdio};

@@ -426,6 +426,11 @@ async fn supervise(
     let ttl = runner.lease_ttl;
     let every = ttl / 3;
     let mut renewed = Instant::now();
+    // A rebuild an operator asked for, running beside the live projection; whether a
+    // failure to check for one was logged as a warning yet (a user without the permission
+    // would log one every round).
+    let mut rebuilding: Option<JoinHandle<()>> = None;
+    let mut warned = false;
     loop {
         let lost = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -471,6 +476,12 @@ async fn supervise(
             }
             _ => {}
         }
+        if current.is_some() && rebuilding.as_ref().is_none_or(|r| r.is_finished()) {
+            rebuilding = requested_rebuild(&runner, &*store, &name, &mut warned).await;
+        }
+    }
+    if let Some(rebuild) = rebuilding {
+        rebuild.abort(); // the next rebuild starts over (`begin_rebuild`)
     }
     active.store(false, Ordering::SeqCst);
     if let Some(subscription) = current.take() {
@@ -478,6 +489,43 @@ async fn supervise(
         store.release_lease(&name, &lease.token).await?;
     }
     Ok(())
+}
+
+/// Starts the rebuild an operator asked for (`ReadModelStore::take_rebuild_request`), if
+/// any, on a task of its own beside the live projection.
+async fn requested_rebuild(
+    runner: &ProjectionRunner,
+    store: &dyn ReadModelStore,
+    name: &str,
+    warned: &mut bool,
+) -> Option<JoinHandle<()>> {
+    match store.take_rebuild_request(name).await {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(e) if !*warned => {
+            *warned = true;
+            tracing::warn!(projection = %name, error = %e, "cannot check for a rebuild request (logged once)");
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!(projection = %name, error = %e, "cannot check for a rebuild request");
+            return None;
+        }
+    }
+    tracing::info!(projection = %name, "rebuilding, as an operator asked");
+    let rebuild = ProjectionRunner {
+        bus: runner.bus.clone(),
+        models: runner.models.clone(),
+        projection: runner.projection.clone(),
+        options: runner.options.clone(),
+        lease_ttl: runner.lease_ttl,
+    };
+    let name = name.to_owned();
+    Some(tokio::spawn(async move {
+        if let Err(e) = rebuild.rebuild().await {
+            tracing::warn!(projection = %name, error = %e, "the rebuild an operator asked for failed");
+        }
+    }))
 }
 
 /// A running projection instance (active or standing by); stop it with

@@ -152,6 +152,15 @@ pub trait ReadModelStore: Send + Sync + 'static {
         topics: &[Topic],
     ) -> Result<RebuildStep>;
 
+    /// Takes an operator's request to rebuild `projection` (made with a tool such as
+    /// `eventbus console`), if there is one: `true` once per request. The active instance of
+    /// a running projection asks every third of its lease time and then
+    /// [rebuilds](crate::projection::ProjectionRunner::rebuild). The default: no requests.
+    async fn take_rebuild_request(&self, projection: &str) -> Result<bool> {
+        let _ = projection;
+        Ok(false)
+    }
+
     /// A short description of the store (no password).
     fn describe(&self) -> String;
 }

@@ -233,6 +233,13 @@ impl ReadModelStore for RedisReadModels {
         self.commit_entry(commit).await
     }
 
+    /// `GETDEL` of the request key: one instance takes a request, once.
+    async fn take_rebuild_request(&self, projection: &str) -> CoreResult<bool> {
+        let key = self.inner.keys.projection_rebuild_request(projection);
+        let taken: Option<String> = self.query(redis::cmd("GETDEL").arg(key), "GETDEL").await?;
+        Ok(taken.is_some())
+    }
+
     async fn lease(&self, projection: &str, token: &str, ttl: Duration) -> CoreResult<bool> {
         let flags = self.take_lease(projection, token, ttl).await?;
         if flags & 1 == 0 {

@@ -1,0 +1,63 @@
+//! What the console's handlers share: the Redis handles, the settings it was started with,
+//! the address it serves, and the samples of earlier polls.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use eventbus_redis::{RedisSagaStore, RedisTransport};
+
+use super::health::Health;
+
+/// What the console was started with.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    /// The token writes must carry; `None`: read-only.
+    pub(crate) token: Option<String>,
+    /// Prefix of saga state keys.
+    pub(crate) saga_prefix: String,
+    /// Oldest pending idle time from which a group is highlighted.
+    pub(crate) pending_alert: Duration,
+}
+
+/// State shared by the handlers (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Shared>);
+
+pub(crate) struct Shared {
+    pub(crate) transport: RedisTransport,
+    pub(crate) sagas: RedisSagaStore,
+    pub(crate) settings: Settings,
+    /// The address served, for the same-origin and host checks.
+    pub(crate) addr: SocketAddr,
+    health: Mutex<Health>,
+}
+
+impl AppState {
+    pub(crate) fn new(transport: RedisTransport, settings: Settings, addr: SocketAddr) -> Self {
+        let sagas = RedisSagaStore::new(&transport).with_state_prefix(settings.saga_prefix.clone());
+        AppState(Arc::new(Shared {
+            transport,
+            sagas,
+            settings,
+            addr,
+            health: Mutex::new(Health::default()),
+        }))
+    }
+
+    /// The samples of earlier polls (a poisoned lock is taken over: samples stay valid).
+    pub(crate) fn health(&self) -> MutexGuard<'_, Health> {
+        self.0
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
