@@ -127,7 +127,7 @@ pub(crate) struct FormatArg {
 /// Prints an event read at `entry_id` in `format`.
 pub(crate) fn print_event(format: EventFormat, entry_id: &str, e: &Envelope<Value>) -> CliResult {
     match format {
-        EventFormat::Json => print_line(&event_line(entry_id, e)),
+        EventFormat::Json => print_event_line(entry_id, e),
         EventFormat::Pretty => print_text(pretty_event(entry_id, e)),
     }
 }
@@ -168,25 +168,80 @@ fn indented(value: &Value) -> String {
         .join("\n")
 }
 
+/// The JSON line printed for an event, borrowed from it (fields in the order a JSON object
+/// of them sorts: the line is the same as [`event_line`]'s value printed).
+#[derive(serde::Serialize)]
+struct EventLine<'a> {
+    causation_id: &'a Option<String>,
+    correlation_id: &'a Option<String>,
+    data: &'a Value,
+    event_id: &'a str,
+    event_type: &'a str,
+    metadata: &'a eventbus_core::Metadata,
+    source: &'a str,
+    stream_id: &'a str,
+    timestamp: f64,
+    version: u32,
+}
+
+impl<'a> EventLine<'a> {
+    fn new(entry_id: &'a str, e: &'a Envelope<Value>) -> Self {
+        EventLine {
+            causation_id: &e.causation_id,
+            correlation_id: &e.correlation_id,
+            data: &e.data,
+            event_id: &e.event_id,
+            event_type: &e.event_type,
+            metadata: &e.metadata,
+            source: &e.source,
+            stream_id: entry_id,
+            timestamp: e.timestamp,
+            version: e.version,
+        }
+    }
+}
+
 /// The JSON line printed for an event.
 pub(crate) fn event_line(entry_id: &str, e: &Envelope<Value>) -> Value {
-    json!({
-        "stream_id": entry_id,
-        "event_id": e.event_id,
-        "event_type": e.event_type,
-        "source": e.source,
-        "timestamp": e.timestamp,
-        "version": e.version,
-        "correlation_id": e.correlation_id,
-        "causation_id": e.causation_id,
-        "metadata": e.metadata,
-        "data": e.data,
-    })
+    serde_json::to_value(EventLine::new(entry_id, e)).unwrap_or(Value::Null)
+}
+
+/// Writes an event's JSON line to stdout and flushes it: serialized straight from the event
+/// into one buffer, written with one call.
+fn print_event_line(entry_id: &str, e: &Envelope<Value>) -> CliResult {
+    let mut line = serde_json::to_vec(&EventLine::new(entry_id, e)).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    out.write_all(&line)?;
+    out.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_line_is_the_sorted_json_object_of_the_event() {
+        let mut e = Envelope::new("OrderCreated", 2, "shop", json!({"order_id": "o1", "n": 1}))
+            .with_correlation_id("corr-1");
+        e.metadata.insert("tenant".into(), json!("t1"));
+        let expected = json!({
+            "stream_id": "1-0",
+            "event_id": e.event_id,
+            "event_type": e.event_type,
+            "source": e.source,
+            "timestamp": e.timestamp,
+            "version": e.version,
+            "correlation_id": e.correlation_id,
+            "causation_id": e.causation_id,
+            "metadata": e.metadata,
+            "data": e.data,
+        });
+        let printed = serde_json::to_string(&EventLine::new("1-0", &e)).unwrap();
+        assert_eq!(printed, expected.to_string());
+        assert_eq!(event_line("1-0", &e), expected);
+    }
 
     #[test]
     fn a_pretty_event_is_a_header_line_then_indented_data() {
