@@ -243,14 +243,19 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         ("publish_batch_100", 100, 1, args.events, None),
         ("publish_batch_500", 500, 1, args.events, Some(0.40)),
         ("publish_batch_500_2_publishers", 500, 2, args.events, None),
+        ("publish_batch_500_no_global", 500, 1, args.events, None),
     ];
     for (key, batch, publishers, n, target) in publish_runs.into_iter().filter(|_| runs("publish"))
     {
+        let global = !key.ends_with("no_global");
         let from = cpu.snap();
-        let eps = scenarios::publish(&args.url, n, batch, publishers).await?;
-        let label = match (batch, publishers) {
-            (1, _) => format!("a. publish, one at a time ({n} events)"),
-            (_, 1) => format!("a. publish, batches of {batch} ({n} events)"),
+        let eps = scenarios::publish(&args.url, n, batch, publishers, global).await?;
+        let label = match (batch, publishers, global) {
+            (1, _, _) => format!("a. publish, one at a time ({n} events)"),
+            (_, 1, true) => format!("a. publish, batches of {batch} ({n} events)"),
+            (_, 1, false) => {
+                format!("a. publish, batches of {batch}, without the global stream ({n} events)")
+            }
             _ => format!("a. publish, batches of {batch}, {publishers} publishers ({n} events)"),
         };
         figures.push(Figure {
@@ -263,21 +268,25 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let mut e2e_max = 60_000.0;
     let mut server = server_cost::connect(&args.url).await?;
     let e2e_runs = [
-        ("e2e_1_consumer", 1, Some(0.25)),
-        ("e2e_2_consumers", 2, None),
+        ("e2e_1_consumer", 1, Some(0.25), true),
+        ("e2e_2_consumers", 2, None, true),
+        ("e2e_1_consumer_no_global", 1, Some(0.35), false),
     ];
-    for (key, consumers, target) in e2e_runs.into_iter().filter(|_| runs("e2e")) {
+    for (key, consumers, target, global) in e2e_runs.into_iter().filter(|_| runs("e2e")) {
         let from = cpu.snap();
         let server_from = server_cost::cpu_us(&mut server).await?;
-        let e2e = scenarios::end_to_end(&args.url, args.events, args.batch, consumers).await?;
+        let e2e =
+            scenarios::end_to_end(&args.url, args.events, args.batch, consumers, global).await?;
         let used = cpu.since(from);
         let server_us =
             (server_cost::cpu_us(&mut server).await? - server_from) / args.events as f64;
-        let article = match (consumers, &article) {
-            (1, Ok(article)) => Some(article.end_to_end(&args.url, args.article_events)?),
+        let article = match (key, &article) {
+            ("e2e_1_consumer", Ok(article)) => {
+                Some(article.end_to_end(&args.url, args.article_events)?)
+            }
             _ => None,
         };
-        if consumers == 1 {
+        if key == "e2e_1_consumer" {
             e2e_max = e2e.events_per_sec;
         }
         if let Some(a) = &article {
@@ -287,8 +296,13 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             );
         }
         let label = format!(
-            "b. end to end, {consumers} consumer{} ({} events; producer {:.0}/s)",
+            "b. end to end, {consumers} consumer{}{} ({} events; producer {:.0}/s)",
             if consumers == 1 { "" } else { "s" },
+            if global {
+                ""
+            } else {
+                ", without the global stream"
+            },
             args.events,
             e2e.publish_per_sec
         );
@@ -299,11 +313,17 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         });
         progress(&figures);
         if consumers == 1 {
-            let bare = server_cost::bare(&args.url, args.events, args.batch, true).await?;
+            let bare = server_cost::bare(&args.url, args.events, args.batch, global).await?;
+            let (suffix, xadds) = if global {
+                ("", "×2")
+            } else {
+                ("_no_global", "")
+            };
             figures.push(Figure {
-                key: "server_cpu_us_per_event".into(),
+                key: format!("server_cpu_us_per_event{suffix}"),
                 label: format!(
-                    "g. Redis CPU per event, end to end with 1 consumer (bare XADD ×2 + XREADGROUP + XACK in batches of {}: {bare:.2} µs)",
+                    "g. Redis CPU per event, {} (bare XADD{xadds} + XREADGROUP + XACK in batches of {}: {bare:.2} µs)",
+                    if global { "end to end with 1 consumer" } else { "end to end without the global stream" },
                     args.batch
                 ),
                 value: server_us,
@@ -314,8 +334,11 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                 cpu: used,
             });
             figures.push(Figure {
-                key: "server_cpu_us_per_event_bare".into(),
-                label: "g. Redis CPU per event, the bare commands alone".into(),
+                key: format!("server_cpu_us_per_event_bare{suffix}"),
+                label: format!(
+                    "g. Redis CPU per event, the bare commands alone{}",
+                    if global { "" } else { ", one stream" }
+                ),
                 value: bare,
                 unit: "µs",
                 ratio: None,
@@ -471,7 +494,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             .finish();
         if tracing::subscriber::set_global_default(subscriber).is_ok() {
             let from = cpu.snap();
-            let e2e = scenarios::end_to_end(&args.url, args.events, args.batch, 1).await?;
+            let e2e = scenarios::end_to_end(&args.url, args.events, args.batch, 1, true).await?;
             let used = cpu.since(from);
             let label = format!(
                 "f. end to end, 1 consumer, with a tracing subscriber (fmt, INFO, to a sink; {} events)",

@@ -66,11 +66,19 @@ impl Scope {
 }
 
 /// Publishes `n` events, `batch` per `publish_batch` (1: `publish`), from `publishers`
-/// tasks sharing one transport, each awaiting its calls one after another. Returns events/s,
-/// after checking both streams hold exactly `n` entries.
-pub async fn publish(url: &str, n: u64, batch: u64, publishers: u64) -> anyhow::Result<f64> {
+/// tasks sharing one transport, each awaiting its calls one after another, in a namespace
+/// that writes the global stream or not. Returns events/s, after checking the type stream
+/// (and the global stream, when written) holds exactly `n` entries.
+pub async fn publish(
+    url: &str,
+    n: u64,
+    batch: u64,
+    publishers: u64,
+    global: bool,
+) -> anyhow::Result<f64> {
     let scenario = format!("publish-{batch}-{publishers}");
     let scope = Scope::open(url, &scenario, n + 1000).await?;
+    scope.transport.client().set_global_stream(global).await?;
     let bus = EventBus::new(scope.transport.clone(), SERVICE);
     let start = Instant::now();
     let share = n.div_ceil(publishers);
@@ -97,9 +105,15 @@ pub async fn publish(url: &str, n: u64, batch: u64, publishers: u64) -> anyhow::
     }
     let elapsed = start.elapsed();
     let keys = scope.transport.keys();
-    for key in [keys.type_stream("BenchEvent"), keys.stream(&Topic::All)] {
+    for (key, expected) in [
+        (keys.type_stream("BenchEvent"), n),
+        (keys.stream(&Topic::All), if global { n } else { 0 }),
+    ] {
         let len = support::xlen(url, &key).await?;
-        ensure!(len == n, "{scenario}: {key} holds {len} entries, not {n}");
+        ensure!(
+            len == expected,
+            "{scenario}: {key} holds {len} entries, not {expected}"
+        );
     }
     scope.finish(&scenario, None).await?;
     Ok(n as f64 / elapsed.as_secs_f64())
@@ -135,14 +149,17 @@ pub struct EndToEnd {
 
 /// A producer publishes `n` events in batches of `batch` while `consumers` consumers of one
 /// group handle them with a no-op handler; measured from the first publish to the last ack.
+/// `global`: whether the namespace writes the global stream.
 pub async fn end_to_end(
     url: &str,
     n: u64,
     batch: u64,
     consumers: usize,
+    global: bool,
 ) -> anyhow::Result<EndToEnd> {
     let scenario = format!("e2e-{consumers}");
     let scope = Scope::open(url, &scenario, n + 1000).await?;
+    scope.transport.client().set_global_stream(global).await?;
     let tracker = Arc::new(Tracker::new(n, false));
     let mut subs = Vec::new();
     for i in 0..consumers {
