@@ -74,8 +74,9 @@ pub(crate) struct Inner {
     pub(crate) conn: Conn,
     /// What is known of the namespace's partitions.
     pub(crate) partitions: Directory,
-    /// The namespace's settings as last read, and when (see `settings`).
-    pub(crate) settings: Mutex<Option<(crate::settings::NamespaceSettings, Instant)>>,
+    /// Whether the namespace writes the global stream, as last read, and when (see
+    /// `settings`).
+    pub(crate) settings: Mutex<Option<(bool, Instant)>>,
     server_version: String,
 }
 

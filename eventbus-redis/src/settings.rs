@@ -63,9 +63,9 @@ impl RedisClient {
 /// Whether publishing writes the global stream, as cached (read again after
 /// [`SETTINGS_TTL`]).
 pub(crate) async fn global_stream(inner: &Inner) -> CoreResult<bool> {
-    if let Some((settings, at)) = *lock(inner) {
+    if let Some((global_stream, at)) = *lock(inner) {
         if at.elapsed() < SETTINGS_TTL {
-            return Ok(settings.global_stream);
+            return Ok(global_stream);
         }
     }
     let settings = read(inner).await?;
@@ -101,10 +101,10 @@ async fn read(inner: &Inner) -> CoreResult<NamespaceSettings> {
     })
 }
 
-fn lock(inner: &Inner) -> std::sync::MutexGuard<'_, Option<(NamespaceSettings, Instant)>> {
+fn lock(inner: &Inner) -> std::sync::MutexGuard<'_, Option<(bool, Instant)>> {
     inner.settings.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn store(inner: &Inner, settings: NamespaceSettings) {
-    *lock(inner) = Some((settings, Instant::now()));
+    *lock(inner) = Some((settings.global_stream, Instant::now()));
 }
