@@ -101,7 +101,8 @@ impl TlsServer {
         );
         let (port, tls_port) = (free_port(), free_port());
         let file = |name: &str| dir.join(name).display().to_string();
-        let server = PrivateServer::start(
+        let server = PrivateServer::start_program(
+            eventbus_tests::binaries::tls_server(),
             port,
             &[
                 "--tls-port",

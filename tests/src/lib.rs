@@ -15,6 +15,7 @@
 //! by a watchdog once the process is gone. There every topic is partitioned (hash-tagged
 //! keys, qualified entry ids) and a namespace's keys are spread over the masters.
 
+pub mod binaries;
 mod cluster;
 pub mod scrape;
 
@@ -473,8 +474,9 @@ macro_rules! __memory_and_redis {
     };
 }
 
-/// A `redis-server` of a test's own, on a free port, stopped (by pid) when dropped. For tests
-/// that kill connections or need a special configuration, so they can't disturb other tests.
+/// A `redis-server` of a test's own ([`binaries::server`]), on a free port, stopped (by pid)
+/// when dropped. For tests that kill connections or need a special configuration, so they
+/// can't disturb other tests.
 pub struct RedisServer {
     child: std::process::Child,
     port: u16,
@@ -497,18 +499,27 @@ impl RedisServer {
     /// A server that exits at once (its port was taken meanwhile by another process of the
     /// run) is started again on another port, up to three times.
     pub async fn start(extra: &[&str]) -> Self {
+        RedisServer::start_program(binaries::server(), extra).await
+    }
+
+    /// [`start`](Self::start) with the server binary `program`.
+    async fn start_program(program: std::ffi::OsString, extra: &[&str]) -> Self {
         let mut failures = Vec::new();
         for _ in 0..3 {
-            match RedisServer::try_start(extra).await {
+            match RedisServer::try_start(&program, extra).await {
                 Ok(server) => return server,
                 Err(why) => failures.push(why),
             }
         }
-        panic!("redis-server did not come up: {}", failures.join("; "));
+        panic!(
+            "{} did not come up: {}",
+            program.display(),
+            failures.join("; ")
+        );
     }
 
     /// One attempt of [`start`](Self::start).
-    async fn try_start(extra: &[&str]) -> Result<Self, String> {
+    async fn try_start(program: &std::ffi::OsStr, extra: &[&str]) -> Result<Self, String> {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
             listener.local_addr().expect("local addr").port()
@@ -518,7 +529,7 @@ impl RedisServer {
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(&dir).expect("create the server's directory");
-        let child = std::process::Command::new("redis-server")
+        let child = std::process::Command::new(program)
             .args([
                 "--port",
                 &port.to_string(),
@@ -534,9 +545,13 @@ impl RedisServer {
             .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect(
-                "tests that need their own server run `redis-server`, which must be on the PATH",
-            );
+            .unwrap_or_else(|e| {
+                panic!(
+                    "tests that need their own server run `{}` (on the PATH, or set \
+                     EVENTBUS_TEST_SERVER): {e}",
+                    program.display()
+                )
+            });
         let server = RedisServer {
             child,
             port,
@@ -561,8 +576,9 @@ impl RedisServer {
         Err(format!("on port {port} it did not answer within 10 s"))
     }
 
-    /// Starts a server that only speaks TLS, with a self-signed certificate made by `openssl`
-    /// (which must be on the PATH). Its URL is [`RedisServer::tls_url`].
+    /// Starts a server ([`binaries::tls_server`]) that also speaks TLS, with a self-signed
+    /// certificate made by `openssl` (which must be on the PATH). Its URL is
+    /// [`RedisServer::tls_url`].
     pub async fn start_tls() -> Self {
         let dir =
             std::env::temp_dir().join(format!("eventbus-tls-{}", uuid::Uuid::new_v4().simple()));
@@ -594,18 +610,21 @@ impl RedisServer {
             listener.local_addr().expect("local addr").port()
         };
         let (cert, key) = (cert.display().to_string(), key.display().to_string());
-        let mut server = RedisServer::start(&[
-            "--tls-port",
-            &tls_port.to_string(),
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &cert,
-            "--tls-auth-clients",
-            "no",
-        ])
+        let mut server = RedisServer::start_program(
+            binaries::tls_server(),
+            &[
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &cert,
+                "--tls-auth-clients",
+                "no",
+            ],
+        )
         .await;
         server.tls_port = Some(tls_port);
         server._cert_dir = Some(TempDir(dir));

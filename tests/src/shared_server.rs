@@ -1,14 +1,14 @@
 //! The Redis every test of a run shares: the one at `REDIS_URL` (or the default address) when
-//! it answers, else a throwaway `redis-server` that the first test process of the run starts
-//! and the others reuse.
+//! it answers, else a throwaway `redis-server` ([`binaries::server`](crate::binaries::server))
+//! that the first test process of the run starts and the others reuse.
 //!
 //! The throwaway server's state lives in `{target}/test-redis/`, guarded by a lock file:
 //! `server` holds its port, `pids/` one file per test process (and per `cargo` running it)
 //! using it. A watchdog, a `sh` loop in a process group of its own that started the server,
 //! checks every second which of those processes are alive and, under the same lock, stops
 //! the server once none is: at the end of `cargo test`, whether tests failed or the run was
-//! interrupted. Without `redis-server` on the PATH the first test process to need it says
-//! what to install and exits, so the run fails once.
+//! interrupted. Without the server binary the first test process to need it says what to
+//! install and exits, so the run fails once.
 
 use std::fs::{self, File};
 use std::io::Write as _;
@@ -109,12 +109,14 @@ fn throwaway() -> Result<String, String> {
             return Ok(url);
         }
     }
+    let program = crate::binaries::server();
     let installed = Command::new("sh")
-        .args(["-c", "command -v redis-server"])
+        .args(["-c", "command -v \"$1\"", "installed"])
+        .arg(&program)
         .output()
         .is_ok_and(|o| o.status.success());
     if !installed {
-        return Err("redis-server is not on the PATH".into());
+        return Err(format!("{} is not on the PATH", program.display()));
     }
     let port = PORTS
         .clone()
@@ -124,7 +126,8 @@ fn throwaway() -> Result<String, String> {
     let dir_arg = dir.display().to_string();
     let log = dir.join("redis.log").display().to_string();
     Command::new("sh")
-        .args(["-c", WATCHDOG, "watchdog", &dir_arg, "redis-server"])
+        .args(["-c", WATCHDOG, "watchdog", &dir_arg])
+        .arg(&program)
         .args(["--port", &port_arg, "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .args(["--dir", &dir_arg, "--logfile", &log])
@@ -143,7 +146,8 @@ fn throwaway() -> Result<String, String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!(
-        "redis-server on port {port} did not come up (see {log})"
+        "{} on port {port} did not come up (see {log})",
+        program.display()
     ))
 }
 

@@ -441,10 +441,15 @@ fn shard_owner(cluster: &RedisCluster, channel: &str) -> u16 {
         .ports()
         .into_iter()
         .find(|port| {
-            std::process::Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "spublish", channel, "probe"])
-                .output()
-                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+            eventbus_tests::binaries::cli_command([
+                "-p",
+                &port.to_string(),
+                "spublish",
+                channel,
+                "probe",
+            ])
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
         })
         .expect("a master serves the channel")
 }
@@ -462,8 +467,7 @@ async fn sharded_subscription_survives_a_killed_connection_and_a_failover() {
         .unwrap();
     let (bus, seen, sub) = resubscribing_payments(pubsub).await;
     // RESP3 subscribers are `normal` clients: kill the one with a sharded subscription.
-    let list = std::process::Command::new("redis-cli")
-        .args(["-p", &owner.to_string(), "client", "list"])
+    let list = eventbus_tests::binaries::cli_command(["-p", &owner.to_string(), "client", "list"])
         .output()
         .unwrap();
     let ids: Vec<String> = String::from_utf8_lossy(&list.stdout)
@@ -477,10 +481,16 @@ async fn sharded_subscription_survives_a_killed_connection_and_a_failover() {
         })
         .collect();
     assert_eq!(ids.len(), 1, "one sharded subscriber: {ids:?}");
-    let killed = std::process::Command::new("redis-cli")
-        .args(["-p", &owner.to_string(), "client", "kill", "id", &ids[0]])
-        .output()
-        .unwrap();
+    let killed = eventbus_tests::binaries::cli_command([
+        "-p",
+        &owner.to_string(),
+        "client",
+        "kill",
+        "id",
+        &ids[0],
+    ])
+    .output()
+    .unwrap();
     assert_eq!(String::from_utf8_lossy(&killed.stdout).trim(), "1");
     eventually(WAIT, "resubscribed", || async {
         sub.stats().subscribed() >= 2

@@ -58,11 +58,23 @@ pub struct PrivateServer {
 }
 
 impl PrivateServer {
-    /// Starts `redis-server --port <port> …args` and waits until `port_to_wait` accepts
-    /// connections (the TLS port of a TLS server).
+    /// Starts `redis-server --port <port> …args` (the workspace's test server binary,
+    /// `eventbus_tests::binaries::server`) and waits until `port_to_wait` accepts
+    /// connections.
     pub fn start(port: u16, args: &[&str], port_to_wait: u16) -> Self {
+        PrivateServer::start_program(eventbus_tests::binaries::server(), port, args, port_to_wait)
+    }
+
+    /// [`start`](Self::start) with the server binary `program` (a TLS server's is
+    /// `eventbus_tests::binaries::tls_server`).
+    pub fn start_program(
+        program: std::ffi::OsString,
+        port: u16,
+        args: &[&str],
+        port_to_wait: u16,
+    ) -> Self {
         let dir = TempDir::new("redis");
-        let child = Command::new("redis-server")
+        let child = Command::new(&program)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -70,7 +82,12 @@ impl PrivateServer {
             .args(args)
             .stdout(Stdio::null())
             .spawn()
-            .expect("these tests run `redis-server`, which must be on the PATH");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "these tests run `{}` (on the PATH, or set EVENTBUS_TEST_SERVER): {e}",
+                    program.display()
+                )
+            });
         let server = PrivateServer {
             child,
             port,
@@ -80,7 +97,8 @@ impl PrivateServer {
         while std::net::TcpStream::connect(("127.0.0.1", port_to_wait)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "redis-server did not open port {port_to_wait}"
+                "{} did not open port {port_to_wait}",
+                program.display()
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -1,12 +1,14 @@
 //! A local Redis Cluster of 3 masters and 3 replicas for the tests: every node a
 //! `redis-server --cluster-enabled yes` of the test's own on free ports, joined with
-//! `redis-cli --cluster create … --cluster-replicas 1`, stopped (by pid) when dropped; and
+//! `redis-cli --cluster create … --cluster-replicas 1` (or the server and client named by
+//! `EVENTBUS_TEST_SERVER` and `EVENTBUS_TEST_CLI`, see [`binaries`](crate::binaries)), stopped (by pid) when dropped; and
 //! the cluster a test process shares between its behaviour tests ([`process_cluster`]).
 
 mod shared;
 
 use std::time::Duration;
 
+use crate::binaries::cli_command;
 use crate::RedisServer;
 
 pub use shared::{process_cluster, ProcessCluster};
@@ -55,16 +57,21 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
-        let status = std::process::Command::new("redis-cli")
-            .args(["--cluster", "create"])
+        let status = cli_command(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .stdout(std::process::Stdio::null())
             .status()
-            .expect("`redis-cli` must be on the PATH to create a cluster");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "creating a cluster runs `{}` (on the PATH, or set EVENTBUS_TEST_CLI): {e}",
+                    crate::binaries::cli().display()
+                )
+            });
         assert!(
             status.success(),
-            "redis-cli --cluster create failed: {status}"
+            "{} --cluster create failed: {status}",
+            crate::binaries::cli().display()
         );
         let cluster = RedisCluster { nodes };
         for _ in 0..200 {
@@ -97,8 +104,7 @@ impl RedisCluster {
     /// others answer `MOVED`).
     pub fn owner_of(&self, key: &str) -> Option<u16> {
         self.nodes.iter().map(RedisServer::port).find(|port| {
-            std::process::Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "exists", key])
+            cli_command(["-p", &port.to_string(), "exists", key])
                 .output()
                 .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "1")
         })
@@ -118,8 +124,7 @@ impl RedisCluster {
         self.nodes
             .iter()
             .filter(|n| {
-                std::process::Command::new("redis-cli")
-                    .args(["-p", &n.port().to_string(), "info", "replication"])
+                cli_command(["-p", &n.port().to_string(), "info", "replication"])
                     .output()
                     .is_ok_and(|out| {
                         let info = String::from_utf8_lossy(&out.stdout);
@@ -131,8 +136,7 @@ impl RedisCluster {
 }
 
 fn cluster_ok(port: u16) -> bool {
-    std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "cluster", "info"])
+    cli_command(["-p", &port.to_string(), "cluster", "info"])
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok"))
 }

@@ -44,7 +44,8 @@ impl Server {
     }
 
     async fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
+        let program = eventbus_tests::binaries::server();
+        let child = Command::new(&program)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args([
                 "--save",
@@ -59,7 +60,12 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("the fault suite runs `redis-server`, which must be on the PATH");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the fault suite runs `{}` (on the PATH, or set EVENTBUS_TEST_SERVER): {e}",
+                    program.display()
+                )
+            });
         self.child = Some(child);
         for _ in 0..200 {
             if let Some(child) = self.child.as_mut() {
