@@ -46,3 +46,21 @@ fn program(var: &str, default: &str) -> OsString {
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| default.into())
 }
+
+/// A command running `program` for a `with-test-*` wrapper, without the variables that
+/// `cargo run` set for the wrapper itself (`CARGO_MANIFEST_DIR`, `CARGO_MANIFEST_PATH`,
+/// `CARGO_PKG_*`): a `cargo` that the program is would see them as changed environment of
+/// build scripts that watch them (ring's watches `CARGO_MANIFEST_DIR`), and rebuild much of
+/// the workspace, then again for the next build outside the wrapper.
+pub fn wrapped_command(program: &std::ffi::OsStr) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        let cargo_run_set = name.to_str().is_some_and(|n| {
+            n == "CARGO_MANIFEST_DIR" || n == "CARGO_MANIFEST_PATH" || n.starts_with("CARGO_PKG_")
+        });
+        if cargo_run_set {
+            command.env_remove(name);
+        }
+    }
+    command
+}

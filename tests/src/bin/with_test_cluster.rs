@@ -3,7 +3,7 @@
 //! `REDIS_URL` set to its `redis+cluster://` URL, and stops every node when the command ends.
 //! CI runs the examples that work on a cluster with it.
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         }
     };
     let cluster = runtime.block_on(eventbus_tests::RedisCluster::start());
-    let status = Command::new(&program)
+    let status = eventbus_tests::binaries::wrapped_command(&program)
         .args(args)
         .env("REDIS_URL", cluster.url())
         .status();

@@ -3,7 +3,7 @@
 //! `redis-server` that stops once this process (and every test process using it) has ended.
 //! CI runs the benchmark smoke run with it.
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         eprintln!("usage: with-test-redis COMMAND [ARGS...]");
         return ExitCode::from(2);
     };
-    let status = Command::new(&program)
+    let status = eventbus_tests::binaries::wrapped_command(&program)
         .args(args)
         .env("REDIS_URL", eventbus_tests::redis_url())
         .status();
