@@ -16,6 +16,7 @@ use crate::conn::Conn;
 use crate::error::{kind_of, Result, Server};
 use crate::keys::Keys;
 use crate::reply;
+use crate::server_info::ServerInfo;
 
 /// A connection to one Redis server, in one namespace: the configuration, the key layout
 /// ([`Keys`]) and one multiplexed connection (a `ConnectionManager`, which reconnects with
@@ -77,7 +78,7 @@ pub(crate) struct Inner {
     /// Whether the namespace writes the global stream, as last read, and when (see
     /// `settings`).
     pub(crate) settings: Mutex<Option<(bool, Instant)>>,
-    server_version: String,
+    server_info: ServerInfo,
 }
 
 impl std::fmt::Debug for RedisClient {
@@ -85,7 +86,7 @@ impl std::fmt::Debug for RedisClient {
         f.debug_struct("RedisClient")
             .field("server", &self.inner.server.redacted_url)
             .field("namespace", &self.inner.keys.namespace())
-            .field("server_version", &self.inner.server_version)
+            .field("server_info", &self.inner.server_info)
             .finish()
     }
 }
@@ -109,26 +110,27 @@ impl RedisClient {
             .await
             .map_err(|e| server.transport(&e, "PING"))?;
 
-        let server_version = match redis::cmd("INFO")
+        let server_info = match redis::cmd("INFO")
             .arg("server")
             .query_async::<Value>(&mut probe)
             .await
         {
             // A cluster answers per master (a map of node to text): any master will do.
-            Ok(info) => info_text(&info)
-                .unwrap_or_default()
-                .lines()
-                .find_map(|line| line.strip_prefix("redis_version:"))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default(),
+            Ok(info) => ServerInfo::parse(&info_text(&info).unwrap_or_default()),
             // A least-privilege ACL user may not run INFO: the version is only informative.
             Err(e) if kind_of(&e) == TransportErrorKind::Permission => {
                 tracing::debug!(server = %server.redacted_url, "no permission for INFO: server version unknown");
-                String::new()
+                ServerInfo::default()
             }
             Err(e) => return Err(server.transport(&e, "INFO server").into()),
         };
-        tracing::info!(server = %server.redacted_url, redis_version = %server_version, "connected to Redis");
+        tracing::info!(
+            server = %server.redacted_url,
+            server_name = %server_info.name,
+            server_version = %server_info.version,
+            redis_version = %server_info.redis_version,
+            "connected to {server_info}"
+        );
         check_eviction_policy(&mut probe, &server).await;
 
         let conn = match &probe {
@@ -149,7 +151,7 @@ impl RedisClient {
                 conn,
                 partitions: Default::default(),
                 settings: Mutex::new(None),
-                server_version,
+                server_info,
             }),
         })
     }
@@ -170,9 +172,17 @@ impl RedisClient {
     }
 
     /// The server's `redis_version`, as reported by `INFO server` when connecting; empty when
-    /// the ACL user may not run `INFO`.
+    /// the ACL user may not run `INFO`. On Valkey it is the Redis version Valkey is compatible
+    /// with (`7.2.4` for Valkey 8): [`server`](Self::server) tells which server it is and its
+    /// own version.
     pub fn server_version(&self) -> &str {
-        &self.inner.server_version
+        &self.inner.server_info.redis_version
+    }
+
+    /// Which server it is connected to — Redis or Valkey — and its version, as reported by
+    /// `INFO server` when connecting (empty fields when the ACL user may not run `INFO`).
+    pub fn server(&self) -> &ServerInfo {
+        &self.inner.server_info
     }
 
     pub(crate) fn inner(&self) -> &Inner {

@@ -796,6 +796,32 @@ async fn describe_and_server_version() {
         .transport
         .server_version()
         .starts_with(|c: char| c.is_ascii_digit()));
+    // Redis or Valkey, with its own version: Valkey's `redis_version` is the Redis version
+    // it is compatible with, its own is `valkey_version`.
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut ctx.raw.clone())
+        .await
+        .unwrap();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    };
+    let server = ctx.transport.client().server();
+    assert_eq!(server.redis_version, ctx.transport.server_version());
+    match field("valkey_version") {
+        Some(own) => {
+            assert!(server.is_valkey(), "{server:?}");
+            assert_eq!(server.version, own);
+            assert_eq!(server.to_string(), format!("Valkey {own}"));
+        }
+        None => {
+            assert_eq!(server.name, "redis");
+            assert_eq!(server.version, server.redis_version);
+            assert_eq!(server.to_string(), format!("Redis {}", server.version));
+        }
+    }
 }
 
 #[tokio::test]
