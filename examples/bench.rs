@@ -193,11 +193,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let load_before = support::load_average();
     let probe = support::connect(&args.url, &support::namespace("probe"), 0).await?;
     let redis_version = probe.server_version().to_owned();
+    let server_name = probe.client().server().to_string();
     let server = probe.config().redacted_url().to_owned();
     drop(probe);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "eventbus bench: Redis {redis_version} at {server}; {cores} cores; load {load_before}{}",
+        "eventbus bench: {server_name} at {server}; {cores} cores; load {load_before}{}",
         if args.smoke { "; SMOKE sizes" } else { "" }
     );
 
@@ -512,6 +513,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     print_table(&reference, &figures, &load_before, &load_after);
     let line = json!({
         "redis_version": redis_version,
+        "server": server_name,
         "cores": cores,
         "load_before": load_before,
         "load_after": load_after,

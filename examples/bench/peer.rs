@@ -209,6 +209,17 @@ pub fn cli_binary() -> anyhow::Result<PathBuf> {
     if let Ok(cargo) = std::env::var("CARGO") {
         let mut build = Command::new(cargo);
         build.args(["build", "-q", "-p", "eventbus-cli", "--bin", "eventbus"]);
+        // What `cargo run` set for the bench itself: left in, build scripts that watch it
+        // (ring's) would rebuild much of the workspace.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name == "CARGO_MANIFEST_DIR"
+                || name == "CARGO_MANIFEST_PATH"
+                || name.starts_with("CARGO_PKG_")
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
         if release {
             build.arg("--release");
         }
