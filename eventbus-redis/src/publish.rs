@@ -114,21 +114,9 @@ pub(crate) async fn append(inner: &Inner, share: Share<'_>) -> CoreResult<Vec<En
 
 /// The `EVALSHA` of one chunk.
 fn call(share: &Share<'_>, range: std::ops::Range<usize>) -> CoreResult<Cmd> {
-    // The chunk's distinct streams (usually one: batches are usually of one type).
-    let mut keys: Vec<(&str, u64)> = Vec::new();
-    let mut index = Vec::with_capacity(range.len());
-    for &s in &share.stream_of[range.clone()] {
-        let (key, maxlen) = &share.streams[s];
-        let i = match keys.iter().position(|(k, _)| k == key) {
-            Some(i) => i,
-            None => {
-                keys.push((key, *maxlen));
-                keys.len() - 1
-            }
-        };
-        index.push(i + 1);
-    }
-    let encoded: Vec<codec::Encoded<'_>> = share.events[range]
+    // Every chunk names all the share's type streams (usually one): they share a slot.
+    let keys = &share.streams;
+    let encoded: Vec<codec::Encoded<'_>> = share.events[range.clone()]
         .iter()
         .map(|e| codec::Encoded::new(e))
         .collect::<Result<_, _>>()?;
@@ -138,19 +126,19 @@ fn call(share: &Share<'_>, range: std::ops::Range<usize>) -> CoreResult<Cmd> {
     let mut cmd = Cmd::with_capacity(8 + 2 * keys.len() + 7 * encoded.len(), size);
     let numkeys = keys.len() + usize::from(share.global.is_some());
     cmd.arg("EVALSHA").arg(PUBLISH.get_hash()).arg(numkeys);
-    for (key, _) in &keys {
-        cmd.arg(*key);
+    for (key, _) in keys {
+        cmd.arg(key);
     }
     if let Some((global, _)) = &share.global {
         cmd.arg(global);
     }
     cmd.arg(keys.len());
-    for (_, maxlen) in &keys {
+    for (_, maxlen) in keys {
         cmd.arg(*maxlen);
     }
     cmd.arg(share.global.as_ref().map_or(0, |(_, maxlen)| *maxlen));
-    for (event, i) in encoded.iter().zip(index) {
-        cmd.arg(i);
+    for (event, &s) in encoded.iter().zip(&share.stream_of[range]) {
+        cmd.arg(s + 1);
         for (_, value) in event.fields() {
             cmd.arg(value);
         }

@@ -185,11 +185,7 @@ impl RedisTransport {
         for entry in entries {
             let encoded = codec::Encoded::new(entry)?;
             let size = encoded.size() + key.len() + 64;
-            pipe.add_command(if existing_only {
-                xadd_existing(key, maxlen, &encoded.fields(), size)
-            } else {
-                xadd(key, maxlen, &encoded.fields(), None, size)
-            });
+            pipe.add_command(xadd(key, maxlen, &encoded.fields(), existing_only, size));
         }
         let ids: Vec<Option<String>> = pipe
             .query_async(&mut self.inner().conn.clone())
@@ -372,35 +368,15 @@ impl StreamTransport for RedisTransport {
     }
 }
 
-/// Appends `[MAXLEN ~ n] * field value …` to an `XADD`.
-/// `XADD key [MAXLEN ~ maxlen] * fields… [original_stream S]`, its buffer sized up front
-/// (`size`: about the bytes of its arguments).
-fn xadd(
-    key: &str,
-    maxlen: u64,
-    fields: &[(&str, &str)],
-    original_stream: Option<&str>,
-    size: usize,
-) -> Cmd {
-    let mut cmd = Cmd::with_capacity(8 + 2 * fields.len(), size);
-    cmd.arg("XADD").arg(key);
-    if maxlen > 0 {
-        cmd.arg("MAXLEN").arg("~").arg(maxlen);
-    }
-    cmd.arg("*");
-    for (field, value) in fields {
-        cmd.arg(*field).arg(*value);
-    }
-    if let Some(stream) = original_stream {
-        cmd.arg(codec::ORIGINAL_STREAM).arg(stream);
-    }
-    cmd
-}
-
-/// `XADD key NOMKSTREAM [MAXLEN ~ maxlen] * fields…`: appends only to an existing stream.
-fn xadd_existing(key: &str, maxlen: u64, fields: &[(&str, &str)], size: usize) -> Cmd {
+/// `XADD key [NOMKSTREAM] [MAXLEN ~ maxlen] * fields…` (`NOMKSTREAM` with `existing_only`:
+/// appends only to an existing stream), its buffer sized up front (`size`: about the bytes
+/// of its arguments).
+fn xadd(key: &str, maxlen: u64, fields: &[(&str, &str)], existing_only: bool, size: usize) -> Cmd {
     let mut cmd = Cmd::with_capacity(9 + 2 * fields.len(), size);
-    cmd.arg("XADD").arg(key).arg("NOMKSTREAM");
+    cmd.arg("XADD").arg(key);
+    if existing_only {
+        cmd.arg("NOMKSTREAM");
+    }
     if maxlen > 0 {
         cmd.arg("MAXLEN").arg("~").arg(maxlen);
     }
