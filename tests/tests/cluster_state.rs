@@ -98,17 +98,37 @@ fn tally_of(name: &str, event_type: &str) -> CustomProjection {
     })
 }
 
-/// SIGKILLs the master on `port` once its replica has every write acknowledged so far:
-/// between appends (holding `gate` alone) and after `WAIT 1`. Redis replicates
-/// asynchronously, so an append acknowledged by a master that dies before its replica got
-/// it is lost in the failover (see the README); on a loaded 2-core host that window reached
-/// every append of the last 100 ms. What this suite checks is what the store promises across
-/// a failover: nothing replicated is lost, and appends retried through it land once.
-async fn kill_replicated(cluster: &mut RedisCluster, port: u16, gate: &tokio::sync::RwLock<()>) {
+/// SIGKILLs the master on `port`, which holds `key`, once its replica has every write
+/// acknowledged so far: between appends (holding `gate` alone) and after `WAIT 1`. Redis
+/// replicates asynchronously, so an append acknowledged by a master that dies before its
+/// replica got it is lost in the failover (see the README); on a loaded 2-core host that
+/// window reached every append of the last 100 ms. What this suite checks is what the store
+/// promises across a failover: nothing replicated is lost, and appends retried through it
+/// land once.
+///
+/// `WAIT` waits for the replication offset of the calling connection's own last write, so
+/// this connection first writes a marker in `key`'s slot: its offset is past every append
+/// before it, whichever connection made them. (A `WAIT` on a connection that wrote nothing
+/// returns at once.)
+async fn kill_replicated(
+    cluster: &mut RedisCluster,
+    port: u16,
+    key: &str,
+    gate: &tokio::sync::RwLock<()>,
+) {
     let _alone = gate.write().await;
     let mut master = redis::Client::open(format!("redis://127.0.0.1:{port}"))
         .unwrap()
         .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    assert!(key.contains('{'), "{key} has a hash tag");
+    let () = redis::cmd("SET")
+        .arg(format!("{key}:kill-marker"))
+        .arg(1)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut master)
         .await
         .unwrap();
     let replicas: i64 = redis::cmd("WAIT")
@@ -196,7 +216,7 @@ async fn a_projection_applies_each_entry_once_across_a_failover() {
     let master = cluster
         .owner_of(&streams[0])
         .expect("a master holds partition 0");
-    kill_replicated(&mut cluster, master, &gate).await;
+    kill_replicated(&mut cluster, master, &streams[0], &gate).await;
     let killed = tokio::time::Instant::now();
     for seq in 50..100 {
         publish_round(seq).await;

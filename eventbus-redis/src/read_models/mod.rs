@@ -38,7 +38,7 @@ use crate::transport::RedisTransport;
 /// read them where they expect them; [`with_prefix`](Self::with_prefix) puts a prefix in
 /// front of them (to keep tenants or tests apart). Values are strings as the article stores
 /// them: numbers as decimal strings. Checkpoints, key registries and rebuild state live under
-/// the namespace (see [`Keys`](crate::Keys)).
+/// the namespace (see [`Keys`]).
 ///
 /// Each commit is one Lua script: it writes only while the entry is pending for the
 /// committing consumer (and the projection's lease is held with the commit's token), then
