@@ -13,7 +13,7 @@ use redis::{AsyncConnectionConfig, Value};
 
 use crate::config::RedisConfig;
 use crate::conn::Conn;
-use crate::error::{kind_of, Result, Server};
+use crate::error::{kind_of, Error, Result, Server};
 use crate::keys::Keys;
 use crate::reply;
 use crate::server_info::ServerInfo;
@@ -100,6 +100,20 @@ impl RedisClient {
     /// `allkeys-*` (when it may run `CONFIG GET`), under which Redis may evict whole streams
     /// together with their consumer groups.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
+        if let Some((replicas, wait)) = config.publish_replicas() {
+            let response = config.response_timeout_duration();
+            if wait >= response {
+                return Err(Error::InvalidConfig {
+                    reason: format!(
+                        "publish_wait_for_replicas({replicas}, {} ms) waits as long as or \
+                         longer than response_timeout ({} ms): the reply to its WAIT would be \
+                         given up on first; wait less or raise response_timeout",
+                        wait.as_millis(),
+                        response.as_millis()
+                    ),
+                });
+            }
+        }
         if config.is_tls() {
             install_crypto_provider();
         }

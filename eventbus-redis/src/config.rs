@@ -244,17 +244,19 @@ impl RedisConfig {
         self
     }
 
-    /// Makes every publish wait until `replicas` replicas of the master that took it have
-    /// acknowledged the write (`WAIT replicas timeout`, sent right after the publish's
-    /// `EXEC` to the same master), failing the publish when fewer did within `timeout`.
+    /// Makes every publish, and every event-store append, wait until `replicas` replicas
+    /// of the master that took it have acknowledged the write (`WAIT replicas timeout`,
+    /// pipelined right after the publish's or the append's script call, on the same
+    /// connection to the same master), failing it when fewer did within `timeout`.
     ///
     /// Redis replicates asynchronously: without this, a master that dies before its
-    /// replicas received an acknowledged publish loses it on failover. With it, the loss
-    /// window closes for acknowledged publishes, at the cost of a round trip to the replicas
-    /// per publish (measure it with `cargo run --release --example bench -- cluster`; the
-    /// README's "Redis Cluster" figures). A failed wait does not undo the append: the events
-    /// are in the stream, and may or may not survive a failover; a retry publishes them
-    /// again (same event ids).
+    /// replicas received an acknowledged publish or append loses it on failover. With it,
+    /// the loss window closes for acknowledged writes, at the cost of a round trip to the
+    /// replicas per publish (measure it with `cargo run --release --example bench --
+    /// cluster`; the README's "Redis Cluster" figures). A failed wait does not undo the
+    /// write: the events are in the streams, and may or may not survive a failover; a retried
+    /// publish appends them again (same event ids), a retried append conflicts (the
+    /// aggregate's stream has them).
     pub fn publish_wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
         self.publish_replicas = (replicas > 0).then_some((replicas, timeout));
         self

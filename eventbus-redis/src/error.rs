@@ -100,6 +100,15 @@ pub enum Error {
         event_types: Vec<(String, u32)>,
     },
 
+    /// The configuration contradicts itself (say, a replica wait longer than the response
+    /// timeout, which would give up on the reply before it comes). Fix the configuration:
+    /// not retryable.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong, and what to change.
+        reason: String,
+    },
+
     /// Redis could not be reached or refused the connection (unreachable, wrong password,
     /// missing permission). [`TransportError::kind`] and [`Error::is_retryable`] tell which.
     #[error(transparent)]
@@ -111,6 +120,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::InvalidUrl { .. }
+            | Error::InvalidConfig { .. }
             | Error::TlsCaFile { .. }
             | Error::InvalidPartitionCount { .. }
             | Error::PartitionCountCannotShrink { .. }
@@ -125,6 +135,7 @@ impl From<Error> for eventbus_core::Error {
     fn from(error: Error) -> Self {
         match error {
             Error::InvalidUrl { .. }
+            | Error::InvalidConfig { .. }
             | Error::TlsCaFile { .. }
             | Error::InvalidPartitionCount { .. }
             | Error::PartitionCountCannotShrink { .. }

@@ -13,6 +13,7 @@ use serde_json::Value as Json;
 use crate::client::{Inner, RedisClient};
 use crate::codec;
 use crate::partition::{self, AggregateKeys, Directory};
+use crate::replication::{self, Wait};
 use crate::reply;
 use crate::scripts;
 use crate::transport::RedisTransport;
@@ -91,6 +92,31 @@ impl RedisEventStore {
         cmd.query_async(&mut self.inner.conn.clone())
             .await
             .map_err(|e| self.inner.server.error(&e, operation, None))
+    }
+
+    /// Runs the append script, followed on the same connection by `WAIT` when given: its
+    /// reply, and how many replicas acknowledged it.
+    async fn invoke(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        wait: Option<Wait>,
+    ) -> redis::RedisResult<(Value, Option<i64>)> {
+        let mut conn = self.inner.conn.clone();
+        let Some(wait) = wait else {
+            return Ok((invocation.invoke_async(&mut conn).await?, None));
+        };
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation);
+        replication::add_wait(&mut pipe, wait);
+        let replied: redis::RedisResult<(Value, i64)> = match pipe.query_async(&mut conn).await {
+            // A server that lost its scripts (restarted, failed over, flushed).
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                invocation.load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await
+            }
+            other => other,
+        };
+        replied.map(|(reply, acked)| (reply, Some(acked)))
     }
 }
 
@@ -193,14 +219,12 @@ impl EventStore for RedisEventStore {
                 invocation.arg(field).arg(value);
             }
         }
-        let reply: Value = invocation
-            .invoke_async(&mut self.inner.conn.clone())
-            .await
-            .map_err(|e| {
-                self.inner
-                    .server
-                    .error(&e, "append (event store script)", None)
-            })?;
+        let wait = config.publish_replicas();
+        let (reply, acked) = self.invoke(&invocation, wait).await.map_err(|e| {
+            self.inner
+                .server
+                .error(&e, "append (event store script)", None)
+        })?;
         let protocol = |what: &str| self.inner.server.protocol("append", what.to_owned());
         let items = reply::items(&reply).ok_or_else(|| protocol("not an array"))?;
         let status = items.first().and_then(reply::int);
@@ -215,6 +239,18 @@ impl EventStore for RedisEventStore {
                 let ids = ids.ok_or_else(|| protocol("entry ids are not text"))?;
                 if ids.len() != events.len() {
                     return Err(protocol("one entry id per event"));
+                }
+                if let (Some(acked), Some(wait)) = (acked, wait) {
+                    replication::check(
+                        inner,
+                        "append (WAIT)",
+                        &format!(
+                            "{aggregate_type} {aggregate_id} appended up to version {version} \
+                             (a retry conflicts: the events are stored)"
+                        ),
+                        acked,
+                        wait,
+                    )?;
                 }
                 Ok(ids
                     .iter()

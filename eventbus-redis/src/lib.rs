@@ -73,6 +73,7 @@ pub mod prelude;
 mod publish;
 pub mod pubsub;
 pub mod read_models;
+mod replication;
 mod reply;
 pub mod sagas;
 mod scripts;

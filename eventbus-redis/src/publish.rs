@@ -8,14 +8,14 @@
 //! the next; they go out on one connection in order, so the batch's entries stay in order.
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
-use eventbus_core::{EntryId, Envelope, Error as CoreError, Result as CoreResult};
+use eventbus_core::{EntryId, Envelope, Result as CoreResult};
 use redis::{Cmd, Pipeline, Script};
 use serde_json::Value as Json;
 
 use crate::client::Inner;
 use crate::codec;
+use crate::replication::{self, Wait};
 
 /// Events per script call. Smaller chunks overlap encoding with appending sooner; each
 /// call costs Redis a little on its own.
@@ -163,26 +163,17 @@ async fn send(inner: &Inner, cmd: &Cmd, wait: Option<Wait>) -> CoreResult<Vec<En
         other => other,
     };
     let (ids, acked) = sent.map_err(|e| inner.server.error(&e, "publish (EVALSHA)", None))?;
-    if let (Some(acked), Some((replicas, timeout))) = (acked, wait) {
-        if acked < i64::from(replicas) {
-            return Err(CoreError::Transport(eventbus_core::TransportError::new(
-                eventbus_core::TransportErrorKind::Timeout,
-                &inner.server.redacted_url,
-                "publish (WAIT)",
-                format!(
-                    "appended, but only {acked} of {replicas} replicas acknowledged within {} \
-                     ms: the events may be lost if the master fails now (a retry appends them \
-                     again, with the same event ids)",
-                    timeout.as_millis()
-                ),
-            )));
-        }
+    if let (Some(acked), Some(wait)) = (acked, wait) {
+        replication::check(
+            inner,
+            "publish (WAIT)",
+            "appended (a retry appends the events again, with the same event ids)",
+            acked,
+            wait,
+        )?;
     }
     Ok(ids)
 }
-
-/// Replicas to wait for, and for how long.
-type Wait = (u32, Duration);
 
 /// The chunk's ids, and how many replicas acknowledged it (when it waited).
 async fn attempt(
@@ -191,17 +182,13 @@ async fn attempt(
     wait: Option<Wait>,
 ) -> redis::RedisResult<(Vec<EntryId>, Option<i64>)> {
     let mut conn = inner.conn.clone();
-    let Some((replicas, timeout)) = wait else {
+    let Some(wait) = wait else {
         let ids: Vec<EntryId> = cmd.query_async(&mut conn).await?;
         return Ok((ids, None));
     };
     let mut pipe = Pipeline::with_capacity(2);
     pipe.add_command(cmd.clone());
-    pipe.cmd("WAIT").arg(replicas).arg(
-        u64::try_from(timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1),
-    );
+    replication::add_wait(&mut pipe, wait);
     let (ids, acked): (Vec<EntryId>, i64) = pipe.query_async(&mut conn).await?;
     Ok((ids, Some(acked)))
 }

@@ -117,9 +117,12 @@ async fn kill_replicated(
     gate: &tokio::sync::RwLock<()>,
 ) {
     let _alone = gate.write().await;
+    // No response timeout (redis-rs's default is 500 ms): `WAIT` answers within its own.
     let mut master = redis::Client::open(format!("redis://127.0.0.1:{port}"))
         .unwrap()
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+        )
         .await
         .unwrap();
     assert!(key.contains('{'), "{key} has a hash tag");
