@@ -16,7 +16,9 @@ use serde_json::json;
 
 const TYPE: &str = "Replicated.Deposited";
 const ACCOUNT: &str = "ReplicatedAccount";
-const TIMEOUT: Duration = Duration::from_millis(300);
+/// The replica wait: long enough for a replica on a loaded 2-core host, short enough to
+/// wait out twice while the replica is stopped.
+const TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A process stopped with SIGSTOP until dropped (SIGCONT), also when the test fails.
 struct Stopped(u32);
@@ -42,10 +44,14 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill {signal} {pid}");
 }
 
+/// A connection without a response timeout (redis-rs's default is 500 ms): `WAIT` answers
+/// within its own.
 async fn connection(server: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(server.url())
         .unwrap()
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+        )
         .await
         .unwrap()
 }
@@ -68,6 +74,21 @@ async fn replicated() -> (RedisServer, RedisServer) {
         }
     })
     .await;
+    // And acknowledging: a write of this connection's own, then `WAIT` for it.
+    let mut conn = conn;
+    let () = redis::cmd("SET")
+        .arg("replicated:synced")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(30_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(acked, 1, "the replica acknowledges");
     (master, replica)
 }
 
