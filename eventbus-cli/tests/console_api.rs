@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use eventbus_core::transport::StreamAdmin;
 use serde_json::{json, Value};
 use support::console::{self, Console};
@@ -206,6 +208,15 @@ async fn writes_need_writes_allowed_the_token_and_the_same_origin() {
         1,
         "nothing purged yet"
     );
+    // The overview's reply is shared by the requests of about a second (every open tab
+    // polls it) ...
+    let asked = std::time::Instant::now();
+    let before = console.get("/api/overview").json();
+    let again = console.get("/api/overview").json();
+    assert_eq!(before["dead_letters"]["billing-consumers"], 1, "{before}");
+    if asked.elapsed() < Duration::from_millis(800) {
+        assert_eq!(again["sampled_at_ms"], before["sampled_at_ms"], "shared");
+    }
     let empty = console.post(purge, &[("Authorization", &bearer)], &json!({ "ids": [] }));
     assert_eq!(empty.status, 400);
     let ok = console.post(
@@ -228,6 +239,16 @@ async fn writes_need_writes_allowed_the_token_and_the_same_origin() {
         .await
         .unwrap()
         .is_empty());
+    // ... but a write makes the next one read afresh: the page shows what it just did.
+    let after = console.get("/api/overview").json();
+    assert_eq!(
+        after["dead_letters"]["billing-consumers"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "{after}"
+    );
+    assert_ne!(after["sampled_at_ms"], before["sampled_at_ms"]);
     // A rebuild is asked of the projection's active instance.
     let rebuild = "/api/projections/OrderSummary/rebuild";
     assert_eq!(console.post(rebuild, &[], &json!({})).status, 401);

@@ -14,11 +14,14 @@
 //!
 //! Module map: [`server`] (the router), [`state`] (what handlers share), [`guard`] (the
 //! safety checks), [`api`] (one module per page), [`health`] (rates and growing lag across
-//! polls), [`assets`] (the embedded page and the OpenAPI document). Modules depend on each
-//! other one way: `server` on the others, `guard` and `assets` on `api`, all on `state`.
+//! polls), [`cache`] (one reply of a polled page shared by every tab), [`assets`] (the
+//! embedded page and the OpenAPI document). Modules depend on each other one way: `server`
+//! on the others, `guard` and `assets` on `api`, all on `state`, `state` on `health` and
+//! `cache`.
 
 mod api;
 mod assets;
+mod cache;
 mod guard;
 mod health;
 mod server;

@@ -1,5 +1,5 @@
 //! What the console's handlers share: the Redis handles, the settings it was started with,
-//! the address it serves, and the samples of earlier polls.
+//! the address it serves, the samples of earlier polls and the polled pages' last replies.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use eventbus_redis::{RedisSagaStore, RedisTransport};
 
+use super::cache::Sampled;
 use super::health::Health;
 
 /// What the console was started with.
@@ -31,6 +32,10 @@ pub(crate) struct Shared {
     /// The address served, for the same-origin and host checks.
     pub(crate) addr: SocketAddr,
     health: Mutex<Health>,
+    /// The overview's last reply, shared by the tabs polling it.
+    pub(crate) overview: Sampled,
+    /// The projections page's last reply, shared likewise.
+    pub(crate) projections: Sampled,
 }
 
 impl AppState {
@@ -42,7 +47,15 @@ impl AppState {
             settings,
             addr,
             health: Mutex::new(Health::default()),
+            overview: Sampled::default(),
+            projections: Sampled::default(),
         }))
+    }
+
+    /// After a write: the polled pages read afresh.
+    pub(crate) fn written(&self) {
+        self.overview.expire();
+        self.projections.expire();
     }
 
     /// The samples of earlier polls (a poisoned lock is taken over: samples stay valid).

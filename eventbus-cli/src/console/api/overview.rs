@@ -1,6 +1,7 @@
 //! `GET /api/overview`: every stream of the namespace (each partition on its own) with its
 //! length, rate and groups; each group with its lag, pending entries, oldest pending age,
-//! consumers, dead letters, and the problems that get it highlighted.
+//! consumers, dead letters, and the problems that get it highlighted. One reply is shared by
+//! the requests of about a second ([`Sampled`](crate::console::cache::Sampled)).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,13 +13,18 @@ use eventbus_redis::inspect::StreamInfo;
 use serde_json::{json, Value};
 
 use super::events::stream_ref;
-use super::ApiResult;
+use super::{ApiError, ApiResult};
 use crate::console::health::Health;
 use crate::console::state::AppState;
 use crate::format::{count, duration};
 use crate::lag::lag_json;
 
 pub(crate) async fn overview(State(state): State<AppState>) -> ApiResult {
+    Ok(Json(state.overview.get(|| read(&state)).await?))
+}
+
+/// A new overview, read from Redis.
+async fn read(state: &AppState) -> Result<Value, ApiError> {
     let transport = &state.transport;
     let streams = transport.stream_infos().await?;
     let lags = transport.lag(None).await?;
@@ -41,12 +47,12 @@ pub(crate) async fn overview(State(state): State<AppState>) -> ApiResult {
         .flat_map(|s| s["groups"].as_array().into_iter().flatten())
         .filter(|g| g["problems"].as_array().is_some_and(|p| !p.is_empty()))
         .count();
-    Ok(Json(json!({
+    Ok(json!({
         "namespace": transport.keys().namespace(),
         "streams": rows,
         "problem_groups": problems,
         "dead_letters": dead,
-    })))
+    }))
 }
 
 /// [`stream_ref`] plus the stream's rate and groups.

@@ -1,5 +1,6 @@
 //! `GET /api/projections`: each projection's position against its streams' heads (its
-//! group's lag per stream), its lease holder, and how its rebuild stands.
+//! group's lag per stream), its lease holder, and how its rebuild stands. One reply is
+//! shared by the requests of about a second ([`Sampled`](crate::console::cache::Sampled)).
 //!
 //! Projections are found by their consumer groups (`{service}-projection-{name}`; a
 //! rebuild's is `…-rebuild`), so a projection shows once its group exists.
@@ -17,7 +18,7 @@ use eventbus_core::transport::{GroupLag, StreamAdmin};
 use eventbus_redis::inspect::ProjectionKeys;
 use serde_json::{json, Value};
 
-use super::ApiResult;
+use super::{ApiError, ApiResult};
 use crate::console::state::AppState;
 use crate::lag::lag_json;
 
@@ -32,6 +33,11 @@ struct Rows<'a> {
 }
 
 pub(crate) async fn list(State(state): State<AppState>) -> ApiResult {
+    Ok(Json(state.projections.get(|| read(&state)).await?))
+}
+
+/// The projections, read from Redis.
+async fn read(state: &AppState) -> Result<Value, ApiError> {
     let transport = &state.transport;
     let lags = transport.lag(None).await?;
     let heads = transport.stream_infos().await?;
@@ -70,12 +76,13 @@ pub(crate) async fn list(State(state): State<AppState>) -> ApiResult {
             "rebuild": rebuild_json(&rows, &keys, position),
         }));
     }
-    Ok(Json(json!({ "projections": out })))
+    Ok(json!({ "projections": out }))
 }
 
 /// `POST /api/projections/{name}/rebuild`: asks for a rebuild.
 pub(crate) async fn rebuild(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
     state.transport.request_rebuild(&name).await?;
+    state.written();
     Ok(Json(json!({ "name": name, "requested": true })))
 }
 
