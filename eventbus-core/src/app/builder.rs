@@ -374,7 +374,7 @@ impl AppBuilder {
     /// Samples the lag, pending entries and oldest pending idle time of the app's consumer
     /// groups (`{service}-consumers`, `{service}-commands`, its projections' groups) every
     /// `interval` into the group gauges (see [`LagSampler`]), through the `metrics` facade:
-    /// to whatever recorder the process installed. [`metrics_addr`](Self::metrics_addr)
+    /// to whatever recorder the process installed. `metrics_addr` (feature `prometheus`)
     /// does it too, every 15 s unless this says otherwise.
     pub fn sample_lag(mut self, interval: Duration) -> Self {
         self.lag_interval = Some(interval);
@@ -424,7 +424,7 @@ impl AppBuilder {
     /// was never registered (the message names the line that registered the handler);
     /// backend errors when it cannot connect or a part cannot start;
     /// [`Error::MetricsListen`] or [`Error::MetricsRecorderTaken`] when the metrics cannot be
-    /// served on the [`metrics_addr`](Self::metrics_addr).
+    /// served on the `metrics_addr` (feature `prometheus`).
     pub async fn start(self) -> Result<App> {
         let Some(backend) = self.backend else {
             return Err(Error::Config(

@@ -153,7 +153,7 @@ impl EventBus {
     /// Publishes envelopes whose payloads are already JSON.
     ///
     /// Each event gets the trace context of its publish in its metadata (`traceparent`,
-    /// see [`telemetry::context`](crate::telemetry::context)) unless it carries one.
+    /// see [`telemetry::context`]) unless it carries one.
     pub async fn publish_raw(&self, events: &[Envelope<Value>]) -> Result<Vec<EntryId>> {
         if events.is_empty() {
             return Ok(Vec::new());
