@@ -35,7 +35,10 @@ use eventbus_redis::{RedisPubSub, RedisSagaStore, RedisTransport};
 mod server;
 mod shared_server;
 
-pub use server::{raw_connection, NamespaceGuard, RawConnection, Server, TEST_PARTITION_LEASE};
+pub use server::{
+    raw_connection, replicated_write, waiting_connection, NamespaceGuard, RawConnection, Server,
+    TEST_PARTITION_LEASE,
+};
 pub use shared_server::redis_url;
 
 /// A unique namespace for a test.

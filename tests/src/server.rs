@@ -202,6 +202,41 @@ pub async fn raw_connection() -> redis::aio::MultiplexedConnection {
         })
 }
 
+/// A connection to the one server at `url` without a response timeout (redis-rs's default
+/// is 500 ms), for commands that wait on the server, such as `WAIT`.
+pub async fn waiting_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("a valid Redis URL")
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+/// Writes `key` (expiring in 60 s) on the server at `url`, then waits up to 30 s for one
+/// replica to acknowledge it; returns how many replicas did. `WAIT` waits for the
+/// replication offset of its own connection's last write, which is past every write that
+/// server took before it, whoever made it (on a connection that wrote nothing it answers at
+/// once). On a cluster node, `key` must hash to one of its slots.
+pub async fn replicated_write(url: &str, key: &str) -> i64 {
+    let mut conn = waiting_connection(url).await;
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg(1)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("SET {key} on {url}: {e}"));
+    redis::cmd("WAIT")
+        .arg(1)
+        .arg(30_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("WAIT on {url}: {e}"))
+}
+
 /// A raw connection to a [`Server`]; a cluster connection routes each command by its key.
 pub enum RawConnection {
     /// To a single server.

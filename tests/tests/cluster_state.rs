@@ -19,7 +19,7 @@ use eventbus_core::projection::{CustomProjection, ProjectionRunner, ReadModelOp}
 use eventbus_core::transport::{StreamAdmin, Topic};
 use eventbus_core::{Envelope, Error, EventBus, ReadModels, StreamTransport};
 use eventbus_redis::{RedisConfig, RedisEventStore, RedisReadModels, RedisTransport};
-use eventbus_tests::{eventually, RedisCluster};
+use eventbus_tests::{eventually, replicated_write, RedisCluster};
 use partitions_support::*;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -106,10 +106,8 @@ fn tally_of(name: &str, event_type: &str) -> CustomProjection {
 /// promises across a failover: nothing replicated is lost, and appends retried through it
 /// land once.
 ///
-/// `WAIT` waits for the replication offset of the calling connection's own last write, so
-/// this connection first writes a marker in `key`'s slot: its offset is past every append
-/// before it, whichever connection made them. (A `WAIT` on a connection that wrote nothing
-/// returns at once.)
+/// The `WAIT` follows a marker written in `key`'s slot ([`replicated_write`]), so that it
+/// covers every append before it, whichever connection made them.
 async fn kill_replicated(
     cluster: &mut RedisCluster,
     port: u16,
@@ -117,29 +115,12 @@ async fn kill_replicated(
     gate: &tokio::sync::RwLock<()>,
 ) {
     let _alone = gate.write().await;
-    // No response timeout (redis-rs's default is 500 ms): `WAIT` answers within its own.
-    let mut master = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .unwrap()
-        .get_multiplexed_async_connection_with_config(
-            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
-        )
-        .await
-        .unwrap();
     assert!(key.contains('{'), "{key} has a hash tag");
-    let () = redis::cmd("SET")
-        .arg(format!("{key}:kill-marker"))
-        .arg(1)
-        .arg("PX")
-        .arg(60_000)
-        .query_async(&mut master)
-        .await
-        .unwrap();
-    let replicas: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(10_000)
-        .query_async(&mut master)
-        .await
-        .unwrap();
+    let replicas = replicated_write(
+        &format!("redis://127.0.0.1:{port}"),
+        &format!("{key}:kill-marker"),
+    )
+    .await;
     assert_eq!(replicas, 1, "the replica of {port} acknowledged its writes");
     cluster.kill(port);
 }

@@ -11,7 +11,7 @@ use eventbus_core::es::EventStore;
 use eventbus_core::transport::Topic;
 use eventbus_core::{Envelope, Error, StreamTransport, TransportErrorKind};
 use eventbus_redis::{RedisConfig, RedisEventStore, RedisTransport};
-use eventbus_tests::{eventually, RedisServer};
+use eventbus_tests::{eventually, replicated_write, waiting_connection, RedisServer};
 use serde_json::json;
 
 const TYPE: &str = "Replicated.Deposited";
@@ -44,24 +44,12 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill {signal} {pid}");
 }
 
-/// A connection without a response timeout (redis-rs's default is 500 ms): `WAIT` answers
-/// within its own.
-async fn connection(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection_with_config(
-            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
-        )
-        .await
-        .unwrap()
-}
-
 /// A master and its replica, in sync.
 async fn replicated() -> (RedisServer, RedisServer) {
     let master = RedisServer::start(&["--repl-diskless-sync-delay", "0"]).await;
     let replica =
         RedisServer::start(&["--replicaof", "127.0.0.1", &master.port().to_string()]).await;
-    let conn = connection(&master).await;
+    let conn = waiting_connection(&master.url()).await;
     eventually(Duration::from_secs(30), "the replica in sync", || {
         let mut conn = conn.clone();
         async move {
@@ -74,21 +62,12 @@ async fn replicated() -> (RedisServer, RedisServer) {
         }
     })
     .await;
-    // And acknowledging: a write of this connection's own, then `WAIT` for it.
-    let mut conn = conn;
-    let () = redis::cmd("SET")
-        .arg("replicated:synced")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let acked: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(30_000)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(acked, 1, "the replica acknowledges");
+    // And acknowledging.
+    assert_eq!(
+        replicated_write(&master.url(), "replicated:synced").await,
+        1,
+        "the replica acknowledges"
+    );
     (master, replica)
 }
 
@@ -157,7 +136,7 @@ async fn publishes_and_appends_wait_for_the_replica_and_fail_while_it_is_stopped
         .await
         .unwrap();
     let stream = transport.destination(&Topic::of_type(TYPE));
-    let mut on_replica = connection(&replica).await;
+    let mut on_replica = waiting_connection(&replica.url()).await;
     let entries: Vec<redis::Value> = redis::cmd("XRANGE")
         .arg(&stream)
         .arg("-")

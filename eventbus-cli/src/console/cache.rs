@@ -1,7 +1,7 @@
 //! One reply of a page every open tab polls (the overview, the projections), shared by all
 //! the requests within [`MAX_AGE`] of it: Redis sees one round of `SCAN`s and `XINFO`s per
 //! interval, however many tabs are open. Requests that come while it is being made wait for
-//! it rather than make their own. A console write ([`Sampled::expire`]) makes the next
+//! it rather than make their own. A console write (the guard calls [`Sampled::expire`]) makes the next
 //! request read afresh, so that a page shows what it just did.
 
 use std::future::Future;

@@ -7,6 +7,8 @@
 //!   from another site (`Sec-Fetch-Site` other than `same-origin`/`none`, or an `Origin`
 //!   other than the console's own), and refused without `Authorization: Bearer {token}` (a
 //!   header a cross-site form can't send);
+//! - after a write that passed, the polled pages read afresh ([`AppState::written`]), so that
+//!   they show what it did;
 //! - every response forbids framing and sniffing and allows only the console's own scripts.
 
 use axum::extract::{Request, State};
@@ -25,7 +27,14 @@ const CSP: &str = "default-src 'self'; img-src 'self' data:; frame-ancestors 'no
 pub(crate) async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mut response = match refusal(&state, request.method(), request.headers()) {
         Some(refused) => refused.into_response(),
-        None => next.run(request).await,
+        None => {
+            let write = is_write(request.method());
+            let response = next.run(request).await;
+            if write {
+                state.written();
+            }
+            response
+        }
     };
     let headers = response.headers_mut();
     for (name, value) in [
@@ -40,6 +49,11 @@ pub(crate) async fn check(State(state): State<AppState>, request: Request, next:
     response
 }
 
+/// Anything but `GET`/`HEAD` is a write.
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD)
+}
+
 /// Why a request is refused, if it is.
 fn refusal(state: &AppState, method: &Method, headers: &HeaderMap) -> Option<ApiError> {
     let host = text(headers, header::HOST);
@@ -49,7 +63,7 @@ fn refusal(state: &AppState, method: &Method, headers: &HeaderMap) -> Option<Api
             "the console answers only requests for a loopback host (127.0.0.1, localhost)",
         ));
     }
-    if matches!(*method, Method::GET | Method::HEAD) {
+    if !is_write(method) {
         return None;
     }
     let Some(token) = state.settings.token.as_deref() else {

@@ -52,7 +52,7 @@ impl AppState {
         }))
     }
 
-    /// After a write: the polled pages read afresh.
+    /// After a write (the [guard](super::guard) calls it): the polled pages read afresh.
     pub(crate) fn written(&self) {
         self.overview.expire();
         self.projections.expire();

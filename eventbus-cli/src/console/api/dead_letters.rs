@@ -143,6 +143,5 @@ async fn write(
         ),
         Write::Purge => ("purged", transport.purge_dead_letters(&group, ids).await?),
     };
-    state.written();
     Ok(Json(json!({ "group": group, verb: n })))
 }

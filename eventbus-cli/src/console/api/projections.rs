@@ -82,7 +82,6 @@ async fn read(state: &AppState) -> Result<Value, ApiError> {
 /// `POST /api/projections/{name}/rebuild`: asks for a rebuild.
 pub(crate) async fn rebuild(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
     state.transport.request_rebuild(&name).await?;
-    state.written();
     Ok(Json(json!({ "name": name, "requested": true })))
 }
 
